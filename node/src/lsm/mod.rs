@@ -19,12 +19,16 @@
 //! the byte layouts are documented in `docs/architecture/lsm.md`.
 
 pub mod batch;
+pub mod block;
+pub mod bloom;
+pub mod cache;
 pub mod coding;
 pub mod compaction;
 pub mod error;
 pub mod iterator;
 pub mod key;
 pub mod options;
+pub mod table;
 
 pub use batch::WriteBatch;
 pub use compaction::{CompactionFilter, FilterDecision};
