@@ -335,9 +335,10 @@ impl BlockIter {
         };
         if e.shared > self.key.len() {
             self.valid = false;
-            return Err(self
-                .block
-                .corruption(self.current, "entry shares more bytes than the previous key has"));
+            return Err(self.block.corruption(
+                self.current,
+                "entry shares more bytes than the previous key has",
+            ));
         }
         self.key.truncate(e.shared);
         self.key
@@ -605,10 +606,10 @@ mod tests {
         for data in [
             vec![],
             vec![1, 0, 0],
-            vec![1, 0, 0, 0],              // one restart but no room for it
-            vec![9, 9, 9, 9, 0, 0, 0, 0],  // entries without restarts
-            vec![0, 0, 0, 0, 1, 0, 0, 0],  // restart at data_end
-            vec![0xff, 0xff, 0xff, 0xff],  // absurd count
+            vec![1, 0, 0, 0],             // one restart but no room for it
+            vec![9, 9, 9, 9, 0, 0, 0, 0], // entries without restarts
+            vec![0, 0, 0, 0, 1, 0, 0, 0], // restart at data_end
+            vec![0xff, 0xff, 0xff, 0xff], // absurd count
         ] {
             let err = Block::new(data.clone(), &path(), 42).unwrap_err();
             match err {
@@ -644,10 +645,7 @@ mod tests {
             0..200,
         )
         .prop_map(|m| {
-            let mut v: Vec<_> = m
-                .into_iter()
-                .map(|((k, s), v)| (ikey(&k, s), v))
-                .collect();
+            let mut v: Vec<_> = m.into_iter().map(|((k, s), v)| (ikey(&k, s), v)).collect();
             v.sort_by(|a, b| compare_internal(&a.0, &b.0));
             v
         })

@@ -224,7 +224,13 @@ mod tests {
 
     #[test]
     fn malformed_filters_match_everything() {
-        for data in [vec![], vec![7], vec![0xff, 0], vec![0xff, 31], vec![0, 0, 200]] {
+        for data in [
+            vec![],
+            vec![7],
+            vec![0xff, 0],
+            vec![0xff, 31],
+            vec![0, 0, 200],
+        ] {
             let f = BloomFilter::new(data);
             assert!(f.may_contain(b"anything"));
         }

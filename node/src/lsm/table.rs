@@ -32,7 +32,7 @@
 //!     +24  u64  index block size (stored bytes, excluding the 5-byte trailer)
 //!     +32  u32  format version (= 1)
 //!     +36  u32  masked crc32c of footer bytes 0..36
-//!     +40  u64  magic: the bytes "STRATSST" (0x5453_5354_4154_5253 as u64 LE)
+//!     +40  u64  magic: the ASCII bytes "STRATSST" (u64 LE 0x5453_5354_4152_5453)
 //! ```
 //!
 //! A block handle `(offset, size)` names the stored bytes of a block; its trailer follows at
@@ -192,8 +192,7 @@ pub struct TableBuilder {
 impl TableBuilder {
     /// Creates (truncating) the file at `path`.
     pub fn new(path: &Path, opts: TableOptions) -> Result<TableBuilder> {
-        let file =
-            File::create(path).context(|| format!("creating table {}", path.display()))?;
+        let file = File::create(path).context(|| format!("creating table {}", path.display()))?;
         Ok(TableBuilder {
             path: path.to_path_buf(),
             writer: BufWriter::with_capacity(64 << 10, file),
@@ -378,7 +377,12 @@ fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Resul
 
 /// Reads, verifies and decompresses the block at `handle`, which must end (with its trailer)
 /// at or before `limit`.
-fn read_block_contents(file: &File, path: &Path, handle: BlockHandle, limit: u64) -> Result<Vec<u8>> {
+fn read_block_contents(
+    file: &File,
+    path: &Path,
+    handle: BlockHandle,
+    limit: u64,
+) -> Result<Vec<u8>> {
     let corrupt = |reason: String| Error::corruption(path, handle.offset, reason);
     match handle.end_with_trailer() {
         Some(end) if end <= limit => {}
@@ -905,7 +909,9 @@ mod tests {
                 };
                 let value = match kind {
                     ValueKind::Delete => Vec::new(),
-                    ValueKind::Put => format!("value-{i}-{v}-").repeat(1 + (rand() % 4) as usize).into_bytes(),
+                    ValueKind::Put => format!("value-{i}-{v}-")
+                        .repeat(1 + (rand() % 4) as usize)
+                        .into_bytes(),
                 };
                 out.push((internal_key(&user, seq, kind), value));
             }
@@ -924,7 +930,11 @@ mod tests {
     }
 
     /// The model answer for `Table::get`.
-    fn model_get(entries: &Entries, engine_key: &[u8], target: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    fn model_get(
+        entries: &Entries,
+        engine_key: &[u8],
+        target: &[u8],
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
         let i = entries.partition_point(|(k, _)| compare_internal(k, target) == Ordering::Less);
         entries
             .get(i)
@@ -1004,8 +1014,12 @@ mod tests {
             assert!(filtered > 950, "only {filtered} filtered");
         }
         // LZ4 made the compressible table smaller.
-        let plain = std::fs::metadata(table_file_name(dir.path(), 1)).unwrap().len();
-        let lz4 = std::fs::metadata(table_file_name(dir.path(), 2)).unwrap().len();
+        let plain = std::fs::metadata(table_file_name(dir.path(), 1))
+            .unwrap()
+            .len();
+        let lz4 = std::fs::metadata(table_file_name(dir.path(), 2))
+            .unwrap()
+            .len();
         assert!(lz4 < plain, "lz4 {lz4} vs plain {plain}");
     }
 
@@ -1023,7 +1037,10 @@ mod tests {
         it.seek_for_prev(b"\x00a\0\0\0\0\0\0\0\x01").unwrap();
         assert!(!it.valid());
         let got = t.get(b"\x00a", &seek_key(b"\x00a", 5), true).unwrap();
-        assert!(matches!(got, TableLookup::NotFound | TableLookup::FilteredOut));
+        assert!(matches!(
+            got,
+            TableLookup::NotFound | TableLookup::FilteredOut
+        ));
     }
 
     #[test]
@@ -1077,6 +1094,18 @@ mod tests {
             table_file_name(Path::new("/d"), 42),
             PathBuf::from("/d/000042.sst")
         );
+    }
+
+    #[test]
+    fn format_constants() {
+        assert_eq!(TABLE_MAGIC, 0x5453_5354_4152_5453);
+        let dir = tempfile::tempdir().unwrap();
+        let summary = build(dir.path(), 1, &sample_entries(10), TableOptions::default());
+        let bytes = std::fs::read(table_file_name(dir.path(), 1)).unwrap();
+        assert_eq!(&bytes[bytes.len() - 8..], b"STRATSST");
+        let f = bytes.len() - FOOTER_LEN;
+        assert_eq!(read_u32(&bytes, f + 32), Some(FORMAT_VERSION));
+        assert_eq!(summary.file_size, bytes.len() as u64);
     }
 
     #[test]
@@ -1161,7 +1190,11 @@ mod tests {
         v2[f + 36..f + 40].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &v2).unwrap();
         let err = Table::open(&path, 1, summary.file_size, None).unwrap_err();
-        assert!(err.to_string().contains("unsupported table format version 2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unsupported table format version 2"),
+            "{err}"
+        );
 
         // A checksummed footer whose index handle points past the file.
         let mut bad = original.clone();
@@ -1191,7 +1224,11 @@ mod tests {
             let mut v: Entries = m
                 .into_iter()
                 .map(|((k, s, put), v)| {
-                    let kind = if put { ValueKind::Put } else { ValueKind::Delete };
+                    let kind = if put {
+                        ValueKind::Put
+                    } else {
+                        ValueKind::Delete
+                    };
                     (internal_key(&k, s, kind), v)
                 })
                 .collect();
@@ -1208,14 +1245,14 @@ mod tests {
             0usize..16,
             prop_oneof![Just(Compression::None), Just(Compression::Lz4)],
         )
-            .prop_map(|(block_size, restart_interval, bloom_bits_per_key, compression)| {
-                TableOptions {
+            .prop_map(
+                |(block_size, restart_interval, bloom_bits_per_key, compression)| TableOptions {
                     block_size,
                     restart_interval,
                     bloom_bits_per_key,
                     compression,
-                }
-            })
+                },
+            )
     }
 
     proptest! {
