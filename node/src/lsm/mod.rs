@@ -24,14 +24,26 @@ pub mod bloom;
 pub mod cache;
 pub mod coding;
 pub mod compaction;
+pub mod db;
+pub mod db_iter;
+#[cfg(test)]
+mod db_tests;
 pub mod error;
 pub mod iterator;
 pub mod key;
+pub mod log;
+pub mod memtable;
 pub mod options;
+pub mod range_del;
+pub mod stats;
 pub mod table;
+pub mod version;
 
 pub use batch::WriteBatch;
 pub use compaction::{CompactionFilter, FilterDecision};
+pub use db::{Db, IterOptions, Snapshot};
+pub use db_iter::DbIterator;
 pub use error::{Error, Result};
 pub use key::{ColumnFamily, SeqNo};
 pub use options::{CompactionStyle, Compression, Options, ReadOptions, WriteOptions};
+pub use stats::Stats;

@@ -1,0 +1,610 @@
+//! Engine-level tests: behaviour checks and the model-based property test that runs random
+//! operations against the engine and a `BTreeMap` side by side, for both compaction styles.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+type Model = BTreeMap<(ColumnFamily, Vec<u8>), Vec<u8>>;
+
+fn options(style: CompactionStyle, background: bool) -> Options {
+    Options {
+        compaction_style: style,
+        background_work: background,
+        ..Options::small_for_tests()
+    }
+}
+
+fn scan_all(db: &Db, cf: ColumnFamily, snapshot: Option<SeqNo>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.scan(cf, b"", None, usize::MAX, false, snapshot).unwrap()
+}
+
+#[test]
+fn put_get_delete_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WriteOptions::default();
+    {
+        let db = Db::open(dir.path(), options(CompactionStyle::Leveled, true)).unwrap();
+        db.put(ColumnFamily::Default, b"a", b"1", &w).unwrap();
+        db.put(ColumnFamily::Lock, b"a", b"lock", &w).unwrap();
+        db.put(ColumnFamily::Default, b"b", b"2", &w).unwrap();
+        db.delete(ColumnFamily::Default, b"b", &w).unwrap();
+        assert_eq!(
+            db.get(ColumnFamily::Default, b"a", &ReadOptions::default())
+                .unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            db.get(ColumnFamily::Lock, b"a", &ReadOptions::default())
+                .unwrap(),
+            Some(b"lock".to_vec())
+        );
+        assert_eq!(
+            db.get(ColumnFamily::Default, b"b", &ReadOptions::default())
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            db.get(ColumnFamily::Write, b"a", &ReadOptions::default())
+                .unwrap(),
+            None
+        );
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, true)).unwrap();
+    assert_eq!(
+        db.get(ColumnFamily::Default, b"a", &ReadOptions::default())
+            .unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        db.get(ColumnFamily::Default, b"b", &ReadOptions::default())
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        scan_all(&db, ColumnFamily::Default, None),
+        vec![(b"a".to_vec(), b"1".to_vec())]
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Db::open(dir.path(), Options::small_for_tests()).unwrap();
+    assert!(matches!(
+        Db::open(dir.path(), Options::small_for_tests()),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn many_writes_flush_compact_and_stay_readable() {
+    for style in [CompactionStyle::Leveled, CompactionStyle::SizeTiered] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), options(style, true)).unwrap();
+        let w = WriteOptions::default();
+        for round in 0..3u32 {
+            for i in 0..2000u32 {
+                let key = format!("key{:05}", (i * 7919) % 2000);
+                db.put(
+                    ColumnFamily::Default,
+                    key.as_bytes(),
+                    format!("v{round}-{i}").as_bytes(),
+                    &w,
+                )
+                .unwrap();
+            }
+        }
+        db.wait_for_background_work().unwrap();
+        let stats = db.stats();
+        assert!(stats.flushes > 0, "{stats:?}");
+        assert!(stats.compactions + stats.trivial_moves > 0, "{stats:?}");
+        let all = scan_all(&db, ColumnFamily::Default, None);
+        assert_eq!(all.len(), 2000);
+        for i in 0..2000u32 {
+            let key = format!("key{:05}", (i * 7919) % 2000);
+            let got = db
+                .get(
+                    ColumnFamily::Default,
+                    key.as_bytes(),
+                    &ReadOptions::default(),
+                )
+                .unwrap();
+            assert_eq!(got, Some(format!("v2-{i}").into_bytes()));
+        }
+        assert!(stats.write_amplification() > 0.0);
+        drop(db);
+        let db = Db::open(dir.path(), options(style, true)).unwrap();
+        assert_eq!(scan_all(&db, ColumnFamily::Default, None).len(), 2000);
+    }
+}
+
+#[test]
+fn snapshots_keep_old_versions_through_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, false)).unwrap();
+    let w = WriteOptions::default();
+    db.put(ColumnFamily::Default, b"k", b"old", &w).unwrap();
+    let snap = db.snapshot();
+    db.put(ColumnFamily::Default, b"k", b"new", &w).unwrap();
+    db.delete(ColumnFamily::Default, b"gone", &w).unwrap();
+    db.compact_range(ColumnFamily::Default, None, None).unwrap();
+    assert_eq!(
+        db.get(ColumnFamily::Default, b"k", &snap.read_options())
+            .unwrap(),
+        Some(b"old".to_vec())
+    );
+    assert_eq!(
+        db.get(ColumnFamily::Default, b"k", &ReadOptions::default())
+            .unwrap(),
+        Some(b"new".to_vec())
+    );
+    drop(snap);
+    db.compact_range(ColumnFamily::Default, None, None).unwrap();
+    let version_entries: u64 = db.inner_version_entries();
+    assert_eq!(
+        version_entries, 1,
+        "old version and tombstone are gone once no snapshot needs them"
+    );
+}
+
+#[test]
+fn range_deletion_hides_exactly_its_range_across_flush_and_compaction() {
+    for style in [CompactionStyle::Leveled, CompactionStyle::SizeTiered] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), options(style, false)).unwrap();
+        let w = WriteOptions::default();
+        for i in 0..300u32 {
+            db.put(
+                ColumnFamily::Default,
+                format!("k{i:03}").as_bytes(),
+                b"v",
+                &w,
+            )
+            .unwrap();
+        }
+        db.flush().unwrap();
+        let before = db.snapshot();
+        db.delete_range(ColumnFamily::Default, b"k100", b"k200", &w)
+            .unwrap();
+        // A key written after the deletion, inside its range, stays.
+        db.put(ColumnFamily::Default, b"k150", b"after", &w)
+            .unwrap();
+        let check = |db: &Db| {
+            let keys: Vec<Vec<u8>> = scan_all(db, ColumnFamily::Default, None)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys.len(), 201);
+            assert!(keys.contains(&b"k099".to_vec()));
+            assert!(keys.contains(&b"k200".to_vec()));
+            assert!(!keys.contains(&b"k100".to_vec()));
+            assert!(!keys.contains(&b"k199".to_vec()));
+            assert_eq!(
+                db.get(ColumnFamily::Default, b"k150", &ReadOptions::default())
+                    .unwrap(),
+                Some(b"after".to_vec())
+            );
+            assert_eq!(
+                db.get(ColumnFamily::Default, b"k151", &ReadOptions::default())
+                    .unwrap(),
+                None
+            );
+        };
+        check(&db);
+        assert_eq!(
+            scan_all(&db, ColumnFamily::Default, Some(before.seq())).len(),
+            300
+        );
+        db.flush().unwrap();
+        check(&db);
+        db.compact_range(ColumnFamily::Default, None, None).unwrap();
+        check(&db);
+        assert_eq!(
+            scan_all(&db, ColumnFamily::Default, Some(before.seq())).len(),
+            300,
+            "the snapshot still sees the range"
+        );
+        drop(before);
+        db.compact_range(ColumnFamily::Default, None, None).unwrap();
+        check(&db);
+        assert_eq!(db.inner_version_entries(), 201);
+        drop(db);
+        let db = Db::open(dir.path(), options(style, false)).unwrap();
+        check(&db);
+    }
+}
+
+#[test]
+fn range_deletion_drops_whole_files_without_rewriting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, false)).unwrap();
+    let w = WriteOptions::default();
+    for i in 0..500u32 {
+        db.put(
+            ColumnFamily::RaftState,
+            format!("r{i:04}").as_bytes(),
+            &[7u8; 64],
+            &w,
+        )
+        .unwrap();
+    }
+    db.compact_range(ColumnFamily::RaftState, None, None)
+        .unwrap();
+    let written_before = db.stats().compaction_bytes_written;
+    db.delete_range(ColumnFamily::RaftState, b"", b"\xff", &w)
+        .unwrap();
+    db.flush().unwrap();
+    db.compact_range(ColumnFamily::RaftState, None, None)
+        .unwrap();
+    let stats = db.stats();
+    assert!(stats.files_dropped > 0, "{stats:?}");
+    assert_eq!(
+        stats.compaction_bytes_written, written_before,
+        "nothing rewritten"
+    );
+    assert_eq!(stats.total_sst_bytes, 0);
+    assert!(scan_all(&db, ColumnFamily::RaftState, None).is_empty());
+}
+
+struct DropValue(&'static [u8]);
+impl CompactionFilter for DropValue {
+    fn filter(&self, _: ColumnFamily, _: &[u8], value: &[u8]) -> FilterDecision {
+        if value == self.0 {
+            FilterDecision::Remove
+        } else {
+            FilterDecision::Keep
+        }
+    }
+}
+
+#[test]
+fn compaction_filter_removes_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        compaction_filter: Some(Arc::new(DropValue(b"garbage"))),
+        ..options(CompactionStyle::Leveled, false)
+    };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let w = WriteOptions::default();
+    db.put(ColumnFamily::Write, b"a", b"keep", &w).unwrap();
+    db.put(ColumnFamily::Write, b"b", b"garbage", &w).unwrap();
+    db.compact_range(ColumnFamily::Write, None, None).unwrap();
+    assert_eq!(
+        scan_all(&db, ColumnFamily::Write, None),
+        vec![(b"a".to_vec(), b"keep".to_vec())]
+    );
+}
+
+#[test]
+fn iterator_bounds_and_direction_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, false)).unwrap();
+    let w = WriteOptions::default();
+    for k in ["a", "b", "c", "d", "e"] {
+        db.put(ColumnFamily::Default, k.as_bytes(), k.as_bytes(), &w)
+            .unwrap();
+    }
+    db.put(ColumnFamily::Lock, b"c", b"other family", &w)
+        .unwrap();
+    let mut it = db
+        .iter(
+            ColumnFamily::Default,
+            IterOptions {
+                lower_bound: Some(b"b".to_vec()),
+                upper_bound: Some(b"e".to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    it.seek_to_first().unwrap();
+    assert_eq!(it.key(), b"b");
+    it.next().unwrap();
+    it.next().unwrap();
+    assert_eq!(it.key(), b"d");
+    it.next().unwrap();
+    assert!(!it.valid());
+    it.seek_to_last().unwrap();
+    assert_eq!(it.key(), b"d");
+    it.prev().unwrap();
+    assert_eq!(it.key(), b"c");
+    it.next().unwrap();
+    assert_eq!(it.key(), b"d");
+    it.seek_for_prev(b"zzz").unwrap();
+    assert_eq!(it.key(), b"d");
+    it.seek(b"a").unwrap();
+    assert_eq!(it.key(), b"b");
+    assert_eq!(
+        db.scan(ColumnFamily::Default, b"b", Some(b"e"), 2, true, None)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn oversized_and_inverted_inputs_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Options::small_for_tests()).unwrap();
+    let w = WriteOptions::default();
+    let big = vec![0u8; batch::MAX_KEY_LEN + 1];
+    assert!(matches!(
+        db.put(ColumnFamily::Default, &big, b"v", &w),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        db.delete_range(ColumnFamily::Default, b"z", b"a", &w),
+        Err(Error::InvalidArgument(_))
+    ));
+    db.put(
+        ColumnFamily::Default,
+        b"",
+        b"empty key is fine for the engine",
+        &w,
+    )
+    .unwrap();
+}
+
+impl Db {
+    /// Entries (all versions and tombstones) in the SSTables, for tests.
+    fn inner_version_entries(&self) -> u64 {
+        let stats = self.stats();
+        assert_eq!(stats.immutable_memtables, 0);
+        let v = self.test_version();
+        v.files().map(|(_, f)| f.num_entries).sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The model-based property test.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(ColumnFamily, u8, Vec<u8>),
+    Delete(ColumnFamily, u8),
+    DeleteRange(ColumnFamily, u8, u8),
+    Batch(Vec<(u8, Option<Vec<u8>>)>),
+    Snapshot,
+    DropSnapshot(usize),
+    Get(ColumnFamily, u8, Option<usize>),
+    Iterate {
+        cf: ColumnFamily,
+        lo: Option<u8>,
+        hi: Option<u8>,
+        seek: u8,
+        reverse: bool,
+        moves: Vec<bool>,
+        snap: Option<usize>,
+    },
+    Flush,
+    Compact(ColumnFamily),
+    Reopen,
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key{k:03}").into_bytes()
+}
+
+fn cf_strategy() -> impl Strategy<Value = ColumnFamily> {
+    prop_oneof![Just(ColumnFamily::Default), Just(ColumnFamily::Lock)]
+}
+
+fn value_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..16),
+        proptest::collection::vec(any::<u8>(), 100..400),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => (cf_strategy(), 0u8..60, value_strategy()).prop_map(|(c, k, v)| Op::Put(c, k, v)),
+        8 => (cf_strategy(), 0u8..60).prop_map(|(c, k)| Op::Delete(c, k)),
+        2 => (cf_strategy(), 0u8..60, 0u8..60).prop_map(|(c, a, b)| Op::DeleteRange(c, a.min(b), a.max(b))),
+        5 => proptest::collection::vec((0u8..60, proptest::option::of(value_strategy())), 1..8).prop_map(Op::Batch),
+        3 => Just(Op::Snapshot),
+        2 => (0usize..4).prop_map(Op::DropSnapshot),
+        12 => (cf_strategy(), 0u8..60, proptest::option::of(0usize..4)).prop_map(|(c, k, s)| Op::Get(c, k, s)),
+        6 => (cf_strategy(), proptest::option::of(0u8..60), proptest::option::of(0u8..60), 0u8..62, any::<bool>(),
+              proptest::collection::vec(any::<bool>(), 0..12), proptest::option::of(0usize..4))
+            .prop_map(|(cf, lo, hi, seek, reverse, moves, snap)| Op::Iterate { cf, lo, hi, seek, reverse, moves, snap }),
+        3 => Just(Op::Flush),
+        2 => cf_strategy().prop_map(Op::Compact),
+        2 => Just(Op::Reopen),
+    ]
+}
+
+fn model_range(
+    model: &Model,
+    cf: ColumnFamily,
+    lo: &Option<Vec<u8>>,
+    hi: &Option<Vec<u8>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    model
+        .iter()
+        .filter(|((c, k), _)| {
+            *c == cf && lo.as_ref().is_none_or(|l| k >= l) && hi.as_ref().is_none_or(|h| k < h)
+        })
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn run_model(
+    ops: Vec<Op>,
+    style: CompactionStyle,
+    background: bool,
+) -> std::result::Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(style, background);
+    let mut db = Db::open(dir.path(), opts.clone()).unwrap();
+    let mut model: Model = BTreeMap::new();
+    let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
+    let w = WriteOptions::default();
+    for op in ops {
+        match op {
+            Op::Put(cf, k, v) => {
+                db.put(cf, &key(k), &v, &w).unwrap();
+                model.insert((cf, key(k)), v);
+            }
+            Op::Delete(cf, k) => {
+                db.delete(cf, &key(k), &w).unwrap();
+                model.remove(&(cf, key(k)));
+            }
+            Op::DeleteRange(cf, a, b) => {
+                db.delete_range(cf, &key(a), &key(b), &w).unwrap();
+                model.retain(|(c, k), _| !(*c == cf && *k >= key(a) && *k < key(b)));
+            }
+            Op::Batch(entries) => {
+                let mut batch = WriteBatch::new();
+                for (k, v) in entries {
+                    // Alternate families so a batch spans two of them atomically.
+                    let cf = if k % 2 == 0 {
+                        ColumnFamily::Default
+                    } else {
+                        ColumnFamily::Write
+                    };
+                    match v {
+                        Some(v) => {
+                            batch.put(cf, &key(k), &v);
+                            model.insert((cf, key(k)), v);
+                        }
+                        None => {
+                            batch.delete(cf, &key(k));
+                            model.remove(&(cf, key(k)));
+                        }
+                    }
+                }
+                db.write(batch, &w).unwrap();
+            }
+            Op::Snapshot => {
+                if snaps.len() < 4 {
+                    snaps.push((db.snapshot(), model.clone()));
+                }
+            }
+            Op::DropSnapshot(i) => {
+                if i < snaps.len() {
+                    snaps.remove(i);
+                }
+            }
+            Op::Get(cf, k, snap) => {
+                let (opts, m) = match snap.and_then(|i| snaps.get(i)) {
+                    Some((s, m)) => (s.read_options(), m),
+                    None => (ReadOptions::default(), &model),
+                };
+                let got = db.get(cf, &key(k), &opts).unwrap();
+                prop_assert_eq!(got.as_ref(), m.get(&(cf, key(k))), "get {:?} {}", cf, k);
+            }
+            Op::Iterate {
+                cf,
+                lo,
+                hi,
+                seek,
+                reverse,
+                moves,
+                snap,
+            } => {
+                let (seq, m) = match snap.and_then(|i| snaps.get(i)) {
+                    Some((s, m)) => (Some(s.seq()), m),
+                    None => (None, &model),
+                };
+                let lo = lo.map(key);
+                let hi = hi.map(key);
+                let expect = model_range(m, cf, &lo, &hi);
+                let mut it = db
+                    .iter(
+                        cf,
+                        IterOptions {
+                            lower_bound: lo.clone(),
+                            upper_bound: hi.clone(),
+                            snapshot: seq,
+                            fill_cache: true,
+                        },
+                    )
+                    .unwrap();
+                // Full scan in the chosen direction.
+                let mut got = Vec::new();
+                if reverse {
+                    it.seek_to_last().unwrap()
+                } else {
+                    it.seek_to_first().unwrap()
+                }
+                while it.valid() {
+                    got.push((it.key().to_vec(), it.value().to_vec()));
+                    if reverse {
+                        it.prev().unwrap()
+                    } else {
+                        it.next().unwrap()
+                    }
+                }
+                if reverse {
+                    got.reverse();
+                }
+                prop_assert_eq!(&got, &expect);
+                // A seek and a random walk.
+                let target = key(seek);
+                let mut pos: Option<usize> = if reverse {
+                    it.seek_for_prev(&target).unwrap();
+                    expect.iter().rposition(|(k, _)| *k <= target)
+                } else {
+                    it.seek(&target).unwrap();
+                    expect.iter().position(|(k, _)| *k >= target)
+                };
+                for forward in moves {
+                    match pos {
+                        Some(p) => {
+                            prop_assert!(it.valid());
+                            prop_assert_eq!(it.key(), expect[p].0.as_slice());
+                            prop_assert_eq!(it.value(), expect[p].1.as_slice());
+                        }
+                        None => {
+                            prop_assert!(!it.valid());
+                            break;
+                        }
+                    }
+                    if forward {
+                        it.next().unwrap();
+                        pos = pos.and_then(|p| (p + 1 < expect.len()).then_some(p + 1));
+                    } else {
+                        it.prev().unwrap();
+                        pos = pos.and_then(|p| p.checked_sub(1));
+                    }
+                }
+            }
+            Op::Flush => db.flush().unwrap(),
+            Op::Compact(cf) => db.compact_range(cf, None, None).unwrap(),
+            Op::Reopen => {
+                snaps.clear();
+                drop(db);
+                db = Db::open(dir.path(), opts.clone()).unwrap();
+            }
+        }
+    }
+    // Finally everything, in every family, matches.
+    db.wait_for_background_work().unwrap();
+    for cf in ColumnFamily::ALL {
+        prop_assert_eq!(
+            scan_all(&db, cf, None),
+            model_range(&model, cf, &None, &None)
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_model_leveled(ops in proptest::collection::vec(op_strategy(), 1..250), background in any::<bool>()) {
+        run_model(ops, CompactionStyle::Leveled, background)?;
+    }
+
+    #[test]
+    fn matches_model_size_tiered(ops in proptest::collection::vec(op_strategy(), 1..250), background in any::<bool>()) {
+        run_model(ops, CompactionStyle::SizeTiered, background)?;
+    }
+}
