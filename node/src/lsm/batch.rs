@@ -183,6 +183,11 @@ impl WriteBatch {
             remaining: self.count,
         }
     }
+
+    /// The encoding, as last stamped by `encode_with_seq`.
+    pub(crate) fn encoded(&self) -> &[u8] {
+        &self.rep
+    }
 }
 
 /// A batch decoded from the WAL.

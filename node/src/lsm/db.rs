@@ -610,24 +610,26 @@ impl Drop for Db {
     }
 }
 
+/// Inserts one batch operation into a memtable.
+fn apply_op(mem: &Memtable, op: std::result::Result<BatchOp<'_>, ()>, seq: SeqNo) {
+    match op {
+        Ok(BatchOp::Put { cf, key, value }) => mem.insert_cf(cf, key, seq, ValueKind::Put, value),
+        Ok(BatchOp::Delete { cf, key }) => mem.insert_cf(cf, key, seq, ValueKind::Delete, &[]),
+        Ok(BatchOp::DeleteRange { cf, start, end }) => mem.add_range_del(RangeTombstone {
+            start: engine_key(cf, start),
+            end: engine_key(cf, end),
+            seq,
+        }),
+        // Batches are validated before they are applied (built by `WriteBatch`, or checked by
+        // `DecodedBatch::decode` on replay), so this cannot happen.
+        Err(()) => {}
+    }
+}
+
 /// Inserts a decoded WAL batch into a memtable.
 fn apply_to_memtable(mem: &Memtable, batch: &DecodedBatch<'_>) {
     for (i, op) in batch.ops().enumerate() {
-        let seq = batch.first_seq + i as u64;
-        match op {
-            Ok(BatchOp::Put { cf, key, value }) => {
-                mem.insert(&engine_key(cf, key), seq, ValueKind::Put, value)
-            }
-            Ok(BatchOp::Delete { cf, key }) => {
-                mem.insert(&engine_key(cf, key), seq, ValueKind::Delete, &[])
-            }
-            Ok(BatchOp::DeleteRange { cf, start, end }) => mem.add_range_del(RangeTombstone {
-                start: engine_key(cf, start),
-                end: engine_key(cf, end),
-                seq,
-            }),
-            Err(()) => break, // validated by DecodedBatch::decode
-        }
+        apply_op(mem, op, batch.first_seq + i as u64);
     }
 }
 
@@ -740,9 +742,8 @@ impl Inner {
         let sync = group.iter().any(|w| w.sync);
         let first = self.last_seq.load(Ordering::Acquire) + 1;
         let mut next = first;
-        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(batches.len());
         for b in &mut batches {
-            encoded.push(b.encode_with_seq(next).to_vec());
+            b.encode_with_seq(next);
             next += b.len() as u64;
         }
         let last = next - 1;
@@ -751,10 +752,10 @@ impl Inner {
             let Some(log) = wal.as_mut() else {
                 return Err(Error::Closed);
             };
-            log.append(encoded.iter().map(Vec::as_slice))?;
-            let bytes: usize = encoded
+            log.append(batches.iter().map(WriteBatch::encoded))?;
+            let bytes: usize = batches
                 .iter()
-                .map(|e| e.len() + super::log::HEADER_LEN)
+                .map(|b| b.encoded_len() + super::log::HEADER_LEN)
                 .sum();
             Counters::add(&self.counters.wal_bytes_written, bytes as u64);
             if sync {
@@ -768,9 +769,11 @@ impl Inner {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
         }
-        for enc in &encoded {
-            if let Some(batch) = DecodedBatch::decode(enc) {
-                apply_to_memtable(&mem, &batch);
+        let mut seq = first;
+        for b in &batches {
+            for op in b.ops() {
+                apply_op(&mem, op, seq);
+                seq += 1;
             }
         }
         for b in &batches {

@@ -20,7 +20,8 @@ use parking_lot::RwLock;
 use super::error::Result;
 use super::iterator::InternalIterator;
 use super::key::{
-    internal_key, kind_of, seek_key, seq_of, user_part, InternalKey, SeqNo, ValueKind,
+    internal_key, kind_of, seek_key, seq_of, user_part, ColumnFamily, InternalKey, SeqNo,
+    ValueKind, TRAILER_LEN,
 };
 use super::range_del::RangeTombstone;
 
@@ -71,6 +72,28 @@ impl Memtable {
     fn note_seq(&self, seq: SeqNo) {
         self.smallest_seq.fetch_min(seq, Ordering::Relaxed);
         self.largest_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Inserts one version of `key` of `cf`, building the internal key in one allocation.
+    pub fn insert_cf(
+        &self,
+        cf: ColumnFamily,
+        key: &[u8],
+        seq: SeqNo,
+        kind: ValueKind,
+        value: &[u8],
+    ) {
+        let mut ikey = Vec::with_capacity(key.len() + 1 + TRAILER_LEN);
+        ikey.push(cf.id());
+        ikey.extend_from_slice(key);
+        ikey.extend_from_slice(&((seq << 8) | kind as u64).to_le_bytes());
+        self.size
+            .fetch_add(ikey.len() + value.len() + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.note_seq(seq);
+        self.map.insert(
+            InternalKey(Bytes::from(ikey)),
+            Bytes::copy_from_slice(value),
+        );
     }
 
     /// Inserts one version.
