@@ -10,4 +10,5 @@
 //!
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
+pub mod bench;
 pub mod lsm;

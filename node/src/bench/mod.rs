@@ -1,0 +1,21 @@
+//! Benchmarks behind `strata bench ...`, kept in the library so the CLI stays a thin shell.
+//!
+//! ```text
+//!   strata bench engine ──► engine::run(config, out)
+//!                             │  for each engine (Strata's LSM, fjall when compiled in):
+//!                             │    fresh db ─► fillseq
+//!                             │    fresh db ─► fillrandom ─► overwrite ─► readrandom
+//!                             │                            ─► readseq ─► seekrandom
+//!                             ▼
+//!                           one result per (workload, engine) ─► text tables or JSON lines
+//! ```
+//!
+//! The pieces are one idea per file: [`generator`] (deterministic keys, values and PRNG),
+//! [`histogram`] (log-bucketed latencies), [`procfs`] (bytes written and peak RSS as the
+//! kernel counts them) and [`engine`] (the engine trait, its adapters, the workloads and the
+//! report). Errors are `anyhow`: this is a tool's edge, not a storage layer.
+
+pub mod engine;
+pub mod generator;
+pub mod histogram;
+pub mod procfs;
