@@ -230,30 +230,30 @@ impl InternalIterator for MergingIterator {
     }
 }
 
-/// An iterator over a sorted in-memory vector of `(internal key, value)` pairs. Used by tests
-/// and by components that stage small sorted runs.
+/// An iterator over a sorted in-memory vector of `(internal key, value)` pairs: frozen
+/// memtables being flushed, and tests.
 #[derive(Debug, Clone)]
-pub struct VecIterator {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+pub struct VecIterator<K = Vec<u8>, V = Vec<u8>> {
+    entries: Vec<(K, V)>,
     pos: Option<usize>,
 }
 
-impl VecIterator {
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> VecIterator<K, V> {
     /// An iterator over `entries`, which must be sorted by [`compare_internal`].
-    pub fn new(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+    pub fn new(entries: Vec<(K, V)>) -> Self {
         VecIterator { entries, pos: None }
     }
 }
 
-impl InternalIterator for VecIterator {
+impl<K: AsRef<[u8]> + Send, V: AsRef<[u8]> + Send> InternalIterator for VecIterator<K, V> {
     fn valid(&self) -> bool {
         self.pos.is_some()
     }
     fn key(&self) -> &[u8] {
-        self.pos.map_or(&[], |p| &self.entries[p].0)
+        self.pos.map_or(&[], |p| self.entries[p].0.as_ref())
     }
     fn value(&self) -> &[u8] {
-        self.pos.map_or(&[], |p| &self.entries[p].1)
+        self.pos.map_or(&[], |p| self.entries[p].1.as_ref())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         self.pos = if self.entries.is_empty() {
@@ -270,14 +270,14 @@ impl InternalIterator for VecIterator {
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         let i = self
             .entries
-            .partition_point(|(k, _)| compare_internal(k, target) == Ordering::Less);
+            .partition_point(|(k, _)| compare_internal(k.as_ref(), target) == Ordering::Less);
         self.pos = (i < self.entries.len()).then_some(i);
         Ok(())
     }
     fn seek_for_prev(&mut self, target: &[u8]) -> Result<()> {
         let i = self
             .entries
-            .partition_point(|(k, _)| compare_internal(k, target) != Ordering::Greater);
+            .partition_point(|(k, _)| compare_internal(k.as_ref(), target) != Ordering::Greater);
         self.pos = i.checked_sub(1);
         Ok(())
     }

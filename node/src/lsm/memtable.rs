@@ -18,7 +18,7 @@ use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 
 use super::error::Result;
-use super::iterator::InternalIterator;
+use super::iterator::{InternalIterator, VecIterator};
 use super::key::{
     internal_key, kind_of, seek_key, seq_of, user_part, ColumnFamily, InternalKey, SeqNo,
     ValueKind, TRAILER_LEN,
@@ -162,6 +162,18 @@ impl Memtable {
     pub fn seq_range(&self) -> Option<(SeqNo, SeqNo)> {
         let lo = self.smallest_seq.load(Ordering::Relaxed);
         (lo != u64::MAX).then(|| (lo, self.largest_seq.load(Ordering::Relaxed)))
+    }
+
+    /// A sorted copy of the point entries (keys and values are reference counted, so this
+    /// copies no data). Flushes read a frozen memtable through it: each step is O(1) instead
+    /// of a skiplist search.
+    pub fn frozen_iter(&self) -> VecIterator<Bytes, Bytes> {
+        VecIterator::new(
+            self.map
+                .iter()
+                .map(|e| (e.key().0.clone(), e.value().clone()))
+                .collect(),
+        )
     }
 
     /// An iterator over the point entries.
