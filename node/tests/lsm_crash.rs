@@ -189,7 +189,15 @@ fn crash_one_child(dir: &Path, start: u64, target: u64, sync: bool, round: usize
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(i) = parse_ack(&line) {
-                    assert_eq!(i, start + acks, "acks out of order");
+                    if i != start + acks {
+                        // Kill the child before failing so it does not outlive the test.
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!(
+                            "round {round}: ack {i} out of order, expected {}",
+                            start + acks
+                        );
+                    }
                     last_ack = Some(i);
                     acks += 1;
                 }
