@@ -258,6 +258,12 @@ impl Db {
             .filter(|n| *n >= versions.log_number)
             .collect();
         wals.sort_unstable();
+        // WAL numbers are handed out without a manifest record, so the recorded next file
+        // number can be at or below a WAL found here. The WAL created below must not reuse
+        // (and truncate) one of them: until the new manifest is durable, a crash replays them.
+        if let Some(&newest) = wals.last() {
+            versions.next_file_number = versions.next_file_number.max(newest + 1);
+        }
         let recovered = Arc::new(Memtable::new(0));
         let mut max_seq = versions.last_seq;
         for (i, &number) in wals.iter().enumerate() {
@@ -1125,6 +1131,8 @@ impl Inner {
                 let _guard = self.compaction_lock.lock();
                 let version = self.state.lock().version.clone();
                 let task = compaction::pick(&version, &self.options, &self.snapshot_list());
+                // Holding this version would keep the task's inputs from being purged.
+                drop(version);
                 match task {
                     Some(task) => {
                         self.state.lock().compacting = true;
@@ -1377,6 +1385,9 @@ impl Inner {
             }
         }
         self.drop_covered_files()?;
+        // The versions this loop held kept the inputs of its last compaction from being
+        // deleted when it was installed; delete them now rather than at the next compaction.
+        self.purge_obsolete();
         self.bg_cv.notify_all();
         Ok(())
     }
