@@ -14,7 +14,17 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Decodes a varint from the front of `input`, returning it and the bytes consumed.
+#[inline]
 pub fn get_varint(input: &[u8]) -> Option<(u64, usize)> {
+    // Most lengths in blocks are below 128: one byte, decided without a loop.
+    match input.first() {
+        Some(&b) if b < 0x80 => Some((u64::from(b), 1)),
+        Some(_) => get_varint_multi(input),
+        None => None,
+    }
+}
+
+fn get_varint_multi(input: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for (i, &b) in input.iter().enumerate().take(10) {
         let part = u64::from(b & 0x7f);

@@ -416,7 +416,7 @@ impl Db {
         value: &[u8],
         opts: &WriteOptions,
     ) -> Result<()> {
-        let mut batch = WriteBatch::new();
+        let mut batch = WriteBatch::with_capacity(key.len() + value.len());
         batch.put(cf, key, value);
         self.write(batch, opts).map(|_| ())
     }
@@ -931,7 +931,7 @@ impl Inner {
         };
         for m in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
             if let Some(found) = m.get(&ek, snapshot) {
-                return Ok(resolve(found.seq, found.kind, found.value.to_vec()));
+                return Ok(resolve(found.seq, found.kind, found.value));
             }
         }
         Counters::add(&self.counters.gets_from_tables, 1);

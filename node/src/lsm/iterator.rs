@@ -230,30 +230,47 @@ impl InternalIterator for MergingIterator {
     }
 }
 
-/// An iterator over a sorted in-memory vector of `(internal key, value)` pairs: frozen
-/// memtables being flushed, and tests.
+/// An entry of a sorted in-memory run: an internal key and its value.
+pub trait SortedEntry: Send {
+    /// The internal key.
+    fn key(&self) -> &[u8];
+    /// The value.
+    fn value(&self) -> &[u8];
+}
+
+impl<K: AsRef<[u8]> + Send, V: AsRef<[u8]> + Send> SortedEntry for (K, V) {
+    fn key(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+/// An iterator over a sorted in-memory vector of entries: frozen memtables being flushed,
+/// and tests.
 #[derive(Debug, Clone)]
-pub struct VecIterator<K = Vec<u8>, V = Vec<u8>> {
-    entries: Vec<(K, V)>,
+pub struct VecIterator<E = (Vec<u8>, Vec<u8>)> {
+    entries: Vec<E>,
     pos: Option<usize>,
 }
 
-impl<K: AsRef<[u8]>, V: AsRef<[u8]>> VecIterator<K, V> {
-    /// An iterator over `entries`, which must be sorted by [`compare_internal`].
-    pub fn new(entries: Vec<(K, V)>) -> Self {
+impl<E: SortedEntry> VecIterator<E> {
+    /// An iterator over `entries`, which must be sorted by [`compare_internal`] of their keys.
+    pub fn new(entries: Vec<E>) -> Self {
         VecIterator { entries, pos: None }
     }
 }
 
-impl<K: AsRef<[u8]> + Send, V: AsRef<[u8]> + Send> InternalIterator for VecIterator<K, V> {
+impl<E: SortedEntry> InternalIterator for VecIterator<E> {
     fn valid(&self) -> bool {
         self.pos.is_some()
     }
     fn key(&self) -> &[u8] {
-        self.pos.map_or(&[], |p| self.entries[p].0.as_ref())
+        self.pos.map_or(&[], |p| self.entries[p].key())
     }
     fn value(&self) -> &[u8] {
-        self.pos.map_or(&[], |p| self.entries[p].1.as_ref())
+        self.pos.map_or(&[], |p| self.entries[p].value())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         self.pos = if self.entries.is_empty() {
@@ -270,14 +287,14 @@ impl<K: AsRef<[u8]> + Send, V: AsRef<[u8]> + Send> InternalIterator for VecItera
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         let i = self
             .entries
-            .partition_point(|(k, _)| compare_internal(k.as_ref(), target) == Ordering::Less);
+            .partition_point(|e| compare_internal(e.key(), target) == Ordering::Less);
         self.pos = (i < self.entries.len()).then_some(i);
         Ok(())
     }
     fn seek_for_prev(&mut self, target: &[u8]) -> Result<()> {
         let i = self
             .entries
-            .partition_point(|(k, _)| compare_internal(k.as_ref(), target) != Ordering::Greater);
+            .partition_point(|e| compare_internal(e.key(), target) != Ordering::Greater);
         self.pos = i.checked_sub(1);
         Ok(())
     }

@@ -6,9 +6,15 @@
 //! write path guarantees that a batch becomes visible only after all its entries are in.
 //! Range tombstones not yet flushed sit beside the skiplist in a small list.
 //!
+//! Each entry is one allocation holding the internal key followed by the value
+//! ([`MemKey`]). The skiplist node also carries the first 16 bytes of the engine key as two
+//! integers, so most comparisons during a search are decided from the node itself without
+//! following a pointer to the key bytes: random inserts are bound by those cache misses.
+//!
 //! When the memtable reaches its size budget it is frozen (made immutable), a new one takes
 //! its place, and a background flush writes it to an L0 SSTable.
 
+use std::cmp::Ordering as CmpOrdering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,15 +24,94 @@ use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 
 use super::error::Result;
-use super::iterator::{InternalIterator, VecIterator};
+use super::iterator::{InternalIterator, SortedEntry, VecIterator};
 use super::key::{
-    internal_key, kind_of, seek_key, seq_of, user_part, ColumnFamily, InternalKey, SeqNo,
-    ValueKind, TRAILER_LEN,
+    compare_internal, kind_of, seek_key, seq_of, user_part, ColumnFamily, SeqNo, ValueKind,
+    TRAILER_LEN,
 };
 use super::range_del::RangeTombstone;
 
 /// Per-entry overhead counted against the memtable budget (skiplist node, pointers).
-const ENTRY_OVERHEAD: usize = 48;
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A memtable entry: the internal key and the value in one buffer, plus the first 16 bytes
+/// of the engine key (zero padded, big endian) for cheap comparisons.
+#[derive(Debug, Clone)]
+pub struct MemKey {
+    prefix: [u64; 2],
+    data: Bytes,
+    key_len: u32,
+}
+
+impl MemKey {
+    fn new(data: Vec<u8>, key_len: usize) -> MemKey {
+        let prefix = prefix_of(user_part(&data[..key_len]));
+        MemKey {
+            prefix,
+            data: Bytes::from(data),
+            key_len: key_len as u32,
+        }
+    }
+
+    /// A search target for an internal key.
+    fn target(ikey: &[u8]) -> MemKey {
+        MemKey::new(ikey.to_vec(), ikey.len())
+    }
+
+    /// The internal key.
+    pub fn ikey(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    /// The value.
+    pub fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+}
+
+fn prefix_of(engine_key: &[u8]) -> [u64; 2] {
+    let mut buf = [0u8; 16];
+    let n = engine_key.len().min(16);
+    buf[..n].copy_from_slice(&engine_key[..n]);
+    let (a, b) = buf.split_at(8);
+    [
+        u64::from_be_bytes(a.try_into().unwrap_or_default()),
+        u64::from_be_bytes(b.try_into().unwrap_or_default()),
+    ]
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+
+impl Eq for MemKey {}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // Zero padding can make different keys share a prefix, but never orders them wrongly
+        // when the prefixes differ, so only ties need the full comparison.
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| compare_internal(self.ikey(), other.ikey()))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl SortedEntry for MemKey {
+    fn key(&self) -> &[u8] {
+        self.ikey()
+    }
+    fn value(&self) -> &[u8] {
+        MemKey::value(self)
+    }
+}
 
 /// The newest version of a key found in a memtable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +121,13 @@ pub struct MemGet {
     /// Put or Delete.
     pub kind: ValueKind,
     /// The value (empty for deletes).
-    pub value: Bytes,
+    pub value: Vec<u8>,
 }
 
 /// A sorted in-memory table of recent writes.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<InternalKey, Bytes>,
+    map: SkipMap<MemKey, ()>,
     range_dels: RwLock<Vec<RangeTombstone>>,
     size: AtomicUsize,
     /// Number of the WAL file holding this memtable's writes (0 without a WAL).
@@ -74,7 +159,14 @@ impl Memtable {
         self.largest_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
-    /// Inserts one version of `key` of `cf`, building the internal key in one allocation.
+    fn insert_entry(&self, data: Vec<u8>, key_len: usize, seq: SeqNo) {
+        self.size
+            .fetch_add(data.len() + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.note_seq(seq);
+        self.map.insert(MemKey::new(data, key_len), ());
+    }
+
+    /// Inserts one version of `key` of `cf`.
     pub fn insert_cf(
         &self,
         cf: ColumnFamily,
@@ -83,29 +175,23 @@ impl Memtable {
         kind: ValueKind,
         value: &[u8],
     ) {
-        let mut ikey = Vec::with_capacity(key.len() + 1 + TRAILER_LEN);
-        ikey.push(cf.id());
-        ikey.extend_from_slice(key);
-        ikey.extend_from_slice(&((seq << 8) | kind as u64).to_le_bytes());
-        self.size
-            .fetch_add(ikey.len() + value.len() + ENTRY_OVERHEAD, Ordering::Relaxed);
-        self.note_seq(seq);
-        self.map.insert(
-            InternalKey(Bytes::from(ikey)),
-            Bytes::copy_from_slice(value),
-        );
+        let key_len = 1 + key.len() + TRAILER_LEN;
+        let mut data = Vec::with_capacity(key_len + value.len());
+        data.push(cf.id());
+        data.extend_from_slice(key);
+        data.extend_from_slice(&((seq << 8) | kind as u64).to_le_bytes());
+        data.extend_from_slice(value);
+        self.insert_entry(data, key_len, seq);
     }
 
-    /// Inserts one version.
+    /// Inserts one version of an engine key.
     pub fn insert(&self, engine_key: &[u8], seq: SeqNo, kind: ValueKind, value: &[u8]) {
-        let ikey = internal_key(engine_key, seq, kind);
-        self.size
-            .fetch_add(ikey.len() + value.len() + ENTRY_OVERHEAD, Ordering::Relaxed);
-        self.note_seq(seq);
-        self.map.insert(
-            InternalKey(Bytes::from(ikey)),
-            Bytes::copy_from_slice(value),
-        );
+        let key_len = engine_key.len() + TRAILER_LEN;
+        let mut data = Vec::with_capacity(key_len + value.len());
+        data.extend_from_slice(engine_key);
+        data.extend_from_slice(&((seq << 8) | kind as u64).to_le_bytes());
+        data.extend_from_slice(value);
+        self.insert_entry(data, key_len, seq);
     }
 
     /// Records a range deletion.
@@ -130,16 +216,17 @@ impl Memtable {
 
     /// The newest version of `engine_key` with sequence `<= snapshot`.
     pub fn get(&self, engine_key: &[u8], snapshot: SeqNo) -> Option<MemGet> {
-        let target = InternalKey(Bytes::from(seek_key(engine_key, snapshot)));
+        let target = MemKey::target(&seek_key(engine_key, snapshot));
         let entry = self.map.lower_bound(Bound::Included(&target))?;
-        let ikey = &entry.key().0;
+        let found = entry.key();
+        let ikey = found.ikey();
         if user_part(ikey) != engine_key {
             return None;
         }
         Some(MemGet {
             seq: seq_of(ikey),
             kind: kind_of(ikey)?,
-            value: entry.value().clone(),
+            value: found.value().to_vec(),
         })
     }
 
@@ -164,16 +251,10 @@ impl Memtable {
         (lo != u64::MAX).then(|| (lo, self.largest_seq.load(Ordering::Relaxed)))
     }
 
-    /// A sorted copy of the point entries (keys and values are reference counted, so this
-    /// copies no data). Flushes read a frozen memtable through it: each step is O(1) instead
-    /// of a skiplist search.
-    pub fn frozen_iter(&self) -> VecIterator<Bytes, Bytes> {
-        VecIterator::new(
-            self.map
-                .iter()
-                .map(|e| (e.key().0.clone(), e.value().clone()))
-                .collect(),
-        )
+    /// A sorted copy of the point entries (reference counted, so no data is copied). Flushes
+    /// read a frozen memtable through it: each step is O(1) instead of a skiplist search.
+    pub fn frozen_iter(&self) -> VecIterator<MemKey> {
+        VecIterator::new(self.map.iter().map(|e| e.key().clone()).collect())
     }
 
     /// An iterator over the point entries.
@@ -185,18 +266,18 @@ impl Memtable {
     }
 }
 
-/// Iterator over a memtable. It holds the current key and re-finds its neighbour in the
+/// Iterator over a memtable. It holds the current entry and re-finds its neighbour in the
 /// skiplist on each step (a skiplist entry cannot outlive a borrow of the map), which costs a
 /// logarithmic search per step but keeps the code free of unsafe lifetimes.
 #[derive(Debug)]
 pub struct MemtableIterator {
     table: Arc<Memtable>,
-    current: Option<(InternalKey, Bytes)>,
+    current: Option<MemKey>,
 }
 
 impl MemtableIterator {
-    fn set(&mut self, entry: Option<crossbeam_skiplist::map::Entry<'_, InternalKey, Bytes>>) {
-        self.current = entry.map(|e| (e.key().clone(), e.value().clone()));
+    fn set(&mut self, entry: Option<crossbeam_skiplist::map::Entry<'_, MemKey, ()>>) {
+        self.current = entry.map(|e| e.key().clone());
     }
 }
 
@@ -205,10 +286,10 @@ impl InternalIterator for MemtableIterator {
         self.current.is_some()
     }
     fn key(&self) -> &[u8] {
-        self.current.as_ref().map_or(&[], |(k, _)| &k.0)
+        self.current.as_ref().map_or(&[], |k| k.ikey())
     }
     fn value(&self) -> &[u8] {
-        self.current.as_ref().map_or(&[], |(_, v)| v)
+        self.current.as_ref().map_or(&[], |k| k.value())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         let table = Arc::clone(&self.table);
@@ -222,25 +303,31 @@ impl InternalIterator for MemtableIterator {
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         let table = Arc::clone(&self.table);
-        let t = InternalKey(Bytes::copy_from_slice(target));
-        self.set(table.map.lower_bound(Bound::Included(&t)));
+        self.set(
+            table
+                .map
+                .lower_bound(Bound::Included(&MemKey::target(target))),
+        );
         Ok(())
     }
     fn seek_for_prev(&mut self, target: &[u8]) -> Result<()> {
         let table = Arc::clone(&self.table);
-        let t = InternalKey(Bytes::copy_from_slice(target));
-        self.set(table.map.upper_bound(Bound::Included(&t)));
+        self.set(
+            table
+                .map
+                .upper_bound(Bound::Included(&MemKey::target(target))),
+        );
         Ok(())
     }
     fn next(&mut self) -> Result<()> {
-        if let Some((k, _)) = self.current.take() {
+        if let Some(k) = self.current.take() {
             let table = Arc::clone(&self.table);
             self.set(table.map.lower_bound(Bound::Excluded(&k)));
         }
         Ok(())
     }
     fn prev(&mut self) -> Result<()> {
-        if let Some((k, _)) = self.current.take() {
+        if let Some(k) = self.current.take() {
             let table = Arc::clone(&self.table);
             self.set(table.map.upper_bound(Bound::Excluded(&k)));
         }
@@ -251,6 +338,7 @@ impl InternalIterator for MemtableIterator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn get_sees_newest_visible_version() {
@@ -260,8 +348,8 @@ mod tests {
         m.insert(b"\0k", 7, ValueKind::Delete, b"");
         m.insert(b"\0kk", 3, ValueKind::Put, b"other");
         assert_eq!(m.get(b"\0k", 0), None);
-        assert_eq!(m.get(b"\0k", 4).unwrap().value, Bytes::from_static(b"v1"));
-        assert_eq!(m.get(b"\0k", 6).unwrap().value, Bytes::from_static(b"v5"));
+        assert_eq!(m.get(b"\0k", 4).unwrap().value, b"v1".to_vec());
+        assert_eq!(m.get(b"\0k", 6).unwrap().value, b"v5".to_vec());
         assert_eq!(m.get(b"\0k", 9).unwrap().kind, ValueKind::Delete);
         assert_eq!(m.get(b"\0j", 9), None);
         assert_eq!(m.seq_range(), Some((1, 7)));
@@ -286,5 +374,22 @@ mod tests {
         assert_eq!(user_part(it.key()), b"b");
         it.seek_for_prev(&seek_key(b"b", 0)).unwrap();
         assert_eq!(user_part(it.key()), b"b");
+    }
+
+    proptest! {
+        /// The prefix shortcut orders keys exactly as the internal-key comparator does,
+        /// including keys that differ only after byte 16 or by trailing zero bytes.
+        #[test]
+        fn memkey_order_matches_internal_order(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..24),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..24),
+            sa in 0u64..4, sb in 0u64..4,
+        ) {
+            let ka = super::super::key::internal_key(&a, sa, ValueKind::Put);
+            let kb = super::super::key::internal_key(&b, sb, ValueKind::Put);
+            let ma = MemKey::new(ka.clone(), ka.len());
+            let mb = MemKey::new(kb.clone(), kb.len());
+            prop_assert_eq!(ma.cmp(&mb), compare_internal(&ka, &kb));
+        }
     }
 }
