@@ -1146,6 +1146,8 @@ impl Inner {
             };
             match task {
                 None => {
+                    // Idle: files replaced while a reader held them can go now.
+                    self.purge_obsolete();
                     let mut st = self.state.lock();
                     if !self.shutting_down.load(Ordering::Acquire) {
                         self.bg_cv.wait_for(&mut st, Duration::from_millis(200));
