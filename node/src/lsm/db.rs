@@ -647,7 +647,7 @@ fn flush_memtable(
     table_options: &TableOptions,
     snapshots: Vec<SeqNo>,
 ) -> Result<Vec<(usize, FileMeta)>> {
-    let mut iter = mem.frozen_iter();
+    let mut iter = mem.borrowed_iter();
     let mut decider = GcDecider::new(GcContext::new(snapshots, &mem.range_dels(), false));
     let mut new_file = || {
         let id = new_file_number();

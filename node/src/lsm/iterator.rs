@@ -247,8 +247,7 @@ impl<K: AsRef<[u8]> + Send, V: AsRef<[u8]> + Send> SortedEntry for (K, V) {
     }
 }
 
-/// An iterator over a sorted in-memory vector of entries: frozen memtables being flushed,
-/// and tests.
+/// An iterator over a sorted in-memory vector of entries (tests and benchmarks).
 #[derive(Debug, Clone)]
 pub struct VecIterator<E = (Vec<u8>, Vec<u8>)> {
     entries: Vec<E>,

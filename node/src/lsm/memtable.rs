@@ -24,7 +24,7 @@ use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 
 use super::error::Result;
-use super::iterator::{InternalIterator, SortedEntry, VecIterator};
+use super::iterator::InternalIterator;
 use super::key::{
     compare_internal, kind_of, seek_key, seq_of, user_part, ColumnFamily, SeqNo, ValueKind,
     TRAILER_LEN,
@@ -101,15 +101,6 @@ impl Ord for MemKey {
 impl PartialOrd for MemKey {
     fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
         Some(self.cmp(other))
-    }
-}
-
-impl SortedEntry for MemKey {
-    fn key(&self) -> &[u8] {
-        self.ikey()
-    }
-    fn value(&self) -> &[u8] {
-        MemKey::value(self)
     }
 }
 
@@ -251,10 +242,14 @@ impl Memtable {
         (lo != u64::MAX).then(|| (lo, self.largest_seq.load(Ordering::Relaxed)))
     }
 
-    /// A sorted copy of the point entries (reference counted, so no data is copied). Flushes
-    /// read a frozen memtable through it: each step is O(1) instead of a skiplist search.
-    pub fn frozen_iter(&self) -> VecIterator<MemKey> {
-        VecIterator::new(self.map.iter().map(|e| e.key().clone()).collect())
+    /// An iterator that borrows the memtable. Each step follows a skiplist link (O(1))
+    /// instead of searching, which is what a flush wants; readers that must outlive a borrow
+    /// use [`Memtable::iter`].
+    pub fn borrowed_iter(&self) -> BorrowedIterator<'_> {
+        BorrowedIterator {
+            table: self,
+            current: None,
+        }
     }
 
     /// An iterator over the point entries.
@@ -263,6 +258,55 @@ impl Memtable {
             table: Arc::clone(self),
             current: None,
         }
+    }
+}
+
+/// A memtable iterator that borrows the table and steps along skiplist links.
+#[derive(Debug)]
+pub struct BorrowedIterator<'a> {
+    table: &'a Memtable,
+    current: Option<crossbeam_skiplist::map::Entry<'a, MemKey, ()>>,
+}
+
+impl InternalIterator for BorrowedIterator<'_> {
+    fn valid(&self) -> bool {
+        self.current.is_some()
+    }
+    fn key(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |e| e.key().ikey())
+    }
+    fn value(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |e| e.key().value())
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        self.current = self.table.map.front();
+        Ok(())
+    }
+    fn seek_to_last(&mut self) -> Result<()> {
+        self.current = self.table.map.back();
+        Ok(())
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        self.current = self
+            .table
+            .map
+            .lower_bound(Bound::Included(&MemKey::target(target)));
+        Ok(())
+    }
+    fn seek_for_prev(&mut self, target: &[u8]) -> Result<()> {
+        self.current = self
+            .table
+            .map
+            .upper_bound(Bound::Included(&MemKey::target(target)));
+        Ok(())
+    }
+    fn next(&mut self) -> Result<()> {
+        self.current = self.current.take().and_then(|e| e.next());
+        Ok(())
+    }
+    fn prev(&mut self) -> Result<()> {
+        self.current = self.current.take().and_then(|e| e.prev());
+        Ok(())
     }
 }
 
@@ -361,19 +405,25 @@ mod tests {
         for (i, k) in ["a", "b", "c"].iter().enumerate() {
             m.insert(k.as_bytes(), i as u64 + 1, ValueKind::Put, b"v");
         }
-        let mut it = m.iter();
-        it.seek_to_first().unwrap();
-        let mut fwd = Vec::new();
-        while it.valid() {
-            fwd.push(user_part(it.key()).to_vec());
-            it.next().unwrap();
-        }
-        assert_eq!(fwd, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
-        it.seek_to_last().unwrap();
-        it.prev().unwrap();
-        assert_eq!(user_part(it.key()), b"b");
-        it.seek_for_prev(&seek_key(b"b", 0)).unwrap();
-        assert_eq!(user_part(it.key()), b"b");
+        let check = |it: &mut dyn InternalIterator| {
+            it.seek_to_first().unwrap();
+            let mut fwd = Vec::new();
+            while it.valid() {
+                fwd.push(user_part(it.key()).to_vec());
+                it.next().unwrap();
+            }
+            assert_eq!(fwd, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+            it.seek_to_last().unwrap();
+            it.prev().unwrap();
+            assert_eq!(user_part(it.key()), b"b");
+            assert_eq!(it.value(), b"v");
+            it.seek_for_prev(&seek_key(b"b", 0)).unwrap();
+            assert_eq!(user_part(it.key()), b"b");
+            it.seek(&seek_key(b"bb", 9)).unwrap();
+            assert_eq!(user_part(it.key()), b"c");
+        };
+        check(&mut m.iter());
+        check(&mut m.borrowed_iter());
     }
 
     proptest! {
