@@ -23,7 +23,7 @@
 //! [`LruCache::with_shards`] for other units).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -42,6 +42,53 @@ const NIL: usize = usize::MAX;
 /// The block cache: decoded blocks keyed by `(file id, block offset)`, charged by size.
 pub type BlockCache = LruCache<(u64, u64), Arc<Block>>;
 
+/// A fast, non-cryptographic hash for the cache's keys (file ids and block offsets). The
+/// engine picks every key itself, so resistance to crafted collisions is not needed, and
+/// SipHash showed up in read profiles.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastHashBuilder;
+
+/// The hasher of [`FastHashBuilder`]: multiply-rotate mixing, finished with MurmurHash3's
+/// 64-bit avalanche so both the shard index (high bits) and the table (low bits) are spread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(MIX);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+impl BuildHasher for FastHashBuilder {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher::default()
+    }
+}
+
 #[derive(Debug)]
 struct Node<K, V> {
     /// `None` for a free slot.
@@ -53,7 +100,7 @@ struct Node<K, V> {
 
 #[derive(Debug)]
 struct Shard<K, V> {
-    map: HashMap<K, usize>,
+    map: HashMap<K, usize, FastHashBuilder>,
     slab: Vec<Node<K, V>>,
     free: Vec<usize>,
     /// Most recently used.
@@ -67,7 +114,7 @@ struct Shard<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> Shard<K, V> {
     fn new(capacity: usize) -> Self {
         Shard {
-            map: HashMap::new(),
+            map: HashMap::default(),
             slab: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -166,7 +213,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Shard<K, V> {
 /// A sharded LRU cache charging each entry a caller-chosen cost against a fixed capacity.
 pub struct LruCache<K, V> {
     shards: Vec<Mutex<Shard<K, V>>>,
-    hasher: RandomState,
+    hasher: FastHashBuilder,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -206,7 +253,7 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
             .collect();
         LruCache {
             shards,
-            hasher: RandomState::new(),
+            hasher: FastHashBuilder,
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

@@ -427,13 +427,77 @@ fn read_block_contents(
     }
 }
 
+/// A table's index, decoded once at open: the last key of every data block, in one buffer,
+/// and the block handles. Seeks binary-search it without decoding varints.
+#[derive(Debug, Default)]
+struct DecodedIndex {
+    /// Every block's last key, concatenated.
+    keys: Vec<u8>,
+    /// Per block: end of its key in `keys`, and its handle.
+    entries: Vec<(usize, BlockHandle)>,
+}
+
+impl DecodedIndex {
+    fn decode(block: &Arc<Block>, path: &Path) -> Result<DecodedIndex> {
+        let mut index = DecodedIndex::default();
+        let mut it = block.iter();
+        it.seek_to_first()?;
+        while it.valid() {
+            let handle = BlockHandle::decode(it.value()).ok_or_else(|| {
+                Error::corruption(
+                    path,
+                    block.offset(),
+                    "malformed block handle in the index block",
+                )
+            })?;
+            index.keys.extend_from_slice(it.key());
+            index.entries.push((index.keys.len(), handle));
+            it.next()?;
+        }
+        Ok(index)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.entries[p].0);
+        &self.keys[start..self.entries[i].0]
+    }
+
+    fn handle(&self, i: usize) -> BlockHandle {
+        self.entries[i].1
+    }
+
+    /// The first block whose last key is `>= target` (`len()` if none).
+    fn seek(&self, target: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.entries.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if compare_internal(self.key(mid), target) == std::cmp::Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
 /// An open table: its index and filter in memory, data blocks read on demand.
 pub struct Table {
     path: PathBuf,
     file: File,
     file_id: u64,
     file_size: u64,
-    index: Arc<Block>,
+    index: DecodedIndex,
+    /// Offset of the index block (for error messages).
+    index_offset: u64,
     filter: BloomFilter,
     /// End of the data blocks (the filter block's offset).
     data_end: u64,
@@ -446,7 +510,7 @@ impl std::fmt::Debug for Table {
             .field("path", &self.path)
             .field("file_id", &self.file_id)
             .field("file_size", &self.file_size)
-            .field("index", &self.index)
+            .field("index_entries", &self.index.len())
             .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
@@ -510,13 +574,15 @@ impl Table {
         // index by the footer.
         let index_data = read_block_contents(&file, path, index_handle, footer_offset)?;
         let filter_data = read_block_contents(&file, path, filter_handle, index_handle.offset)?;
-        let index = Arc::new(Block::new(index_data, path, index_handle.offset)?);
+        let index_block = Arc::new(Block::new(index_data, path, index_handle.offset)?);
+        let index = DecodedIndex::decode(&index_block, path)?;
         Ok(Table {
             path: path.to_path_buf(),
             file,
             file_id,
             file_size,
             index,
+            index_offset: index_handle.offset,
             filter: BloomFilter::new(filter_data),
             data_end: filter_handle.offset,
             cache,
@@ -538,14 +604,9 @@ impl Table {
         self.file_size
     }
 
-    fn decode_handle(&self, value: &[u8]) -> Result<BlockHandle> {
-        BlockHandle::decode(value).ok_or_else(|| {
-            Error::corruption(
-                &self.path,
-                self.index.offset(),
-                "malformed block handle in the index block",
-            )
-        })
+    /// Offset of the index block in the file.
+    pub fn index_offset(&self) -> u64 {
+        self.index_offset
     }
 
     /// The data block at `handle`, from the block cache if present.
@@ -570,12 +631,10 @@ impl Table {
         if !self.filter.may_contain(engine_key) {
             return Ok(TableLookup::FilteredOut);
         }
-        let mut index = self.index.iter();
-        index.seek(seek_key)?;
         // The first block whose last key is >= seek_key holds the answer; the loop only
         // continues past blocks that turn out empty.
-        while index.valid() {
-            let handle = self.decode_handle(index.value())?;
+        for i in self.index.seek(seek_key)..self.index.len() {
+            let handle = self.index.handle(i);
             let mut it = BlockIter::new(self.read_block(handle, fill_cache)?);
             it.seek(seek_key)?;
             if it.valid() {
@@ -588,7 +647,6 @@ impl Table {
                     TableLookup::NotFound
                 });
             }
-            index.next()?;
         }
         Ok(TableLookup::NotFound)
     }
@@ -598,7 +656,7 @@ impl Table {
     pub fn iter(self: &Arc<Self>, fill_cache: bool) -> TableIterator {
         TableIterator {
             table: Arc::clone(self),
-            index: self.index.iter(),
+            index: None,
             data: None,
             fill_cache,
         }
@@ -610,7 +668,8 @@ impl Table {
 #[derive(Debug)]
 pub struct TableIterator {
     table: Arc<Table>,
-    index: BlockIter,
+    /// Position in the table's index (`None`: before the first or after the last block).
+    index: Option<usize>,
     data: Option<BlockIter>,
     fill_cache: bool,
 }
@@ -618,11 +677,11 @@ pub struct TableIterator {
 impl TableIterator {
     /// Points `data` at the block the index is on (or at nothing).
     fn load_block(&mut self) -> Result<()> {
-        if !self.index.valid() {
+        let Some(i) = self.index else {
             self.data = None;
             return Ok(());
-        }
-        let handle = self.table.decode_handle(self.index.value())?;
+        };
+        let handle = self.table.index.handle(i);
         if self
             .data
             .as_ref()
@@ -641,11 +700,11 @@ impl TableIterator {
 
     fn skip_forward(&mut self) -> Result<()> {
         while !self.data_valid() {
-            if !self.index.valid() {
+            let Some(i) = self.index else {
                 self.data = None;
                 return Ok(());
-            }
-            self.index.next()?;
+            };
+            self.index = (i + 1 < self.table.index.len()).then_some(i + 1);
             self.load_block()?;
             if let Some(d) = &mut self.data {
                 d.seek_to_first()?;
@@ -656,11 +715,11 @@ impl TableIterator {
 
     fn skip_backward(&mut self) -> Result<()> {
         while !self.data_valid() {
-            if !self.index.valid() {
+            let Some(i) = self.index else {
                 self.data = None;
                 return Ok(());
-            }
-            self.index.prev()?;
+            };
+            self.index = i.checked_sub(1);
             self.load_block()?;
             if let Some(d) = &mut self.data {
                 d.seek_to_last()?;
@@ -678,7 +737,7 @@ impl TableIterator {
     }
 
     fn seek_to_first_inner(&mut self) -> Result<()> {
-        self.index.seek_to_first()?;
+        self.index = (!self.table.index.is_empty()).then_some(0);
         self.load_block()?;
         if let Some(d) = &mut self.data {
             d.seek_to_first()?;
@@ -687,7 +746,7 @@ impl TableIterator {
     }
 
     fn seek_to_last_inner(&mut self) -> Result<()> {
-        self.index.seek_to_last()?;
+        self.index = self.table.index.len().checked_sub(1);
         self.load_block()?;
         if let Some(d) = &mut self.data {
             d.seek_to_last()?;
@@ -696,7 +755,8 @@ impl TableIterator {
     }
 
     fn seek_inner(&mut self, target: &[u8]) -> Result<()> {
-        self.index.seek(target)?;
+        let i = self.table.index.seek(target);
+        self.index = (i < self.table.index.len()).then_some(i);
         self.load_block()?;
         if let Some(d) = &mut self.data {
             d.seek(target)?;
@@ -707,10 +767,12 @@ impl TableIterator {
     fn seek_for_prev_inner(&mut self, target: &[u8]) -> Result<()> {
         // The first block whose last key is >= target, or the last block if target is past
         // every key; entries <= target are in it or before it.
-        self.index.seek(target)?;
-        if !self.index.valid() {
-            self.index.seek_to_last()?;
-        }
+        let i = self.table.index.seek(target);
+        self.index = if i < self.table.index.len() {
+            Some(i)
+        } else {
+            self.table.index.len().checked_sub(1)
+        };
         self.load_block()?;
         if let Some(d) = &mut self.data {
             d.seek_for_prev(target)?;
@@ -1140,7 +1202,7 @@ mod tests {
             let original = std::fs::read(&path).unwrap();
             let len = original.len();
             let t = open(dir.path(), 1, summary.file_size, None);
-            let (filter_off, index_off) = (t.data_end, t.index.offset());
+            let (filter_off, index_off) = (t.data_end, t.index_offset());
             drop(t);
             // A sample of every region: data, filter, index, footer (all of it).
             let mut positions: Vec<usize> = (0..len).step_by(37).collect();
