@@ -110,6 +110,9 @@ pub struct EngineBenchConfig {
     /// fsync the WAL/journal on every write (both engines).
     #[arg(long)]
     pub sync: bool,
+    /// Strata's compaction style (fjall keeps its own default, leveled).
+    #[arg(long, value_enum, default_value_t = StrataCompaction::Leveled)]
+    pub strata_compaction: StrataCompaction,
 }
 
 impl Default for EngineBenchConfig {
@@ -136,6 +139,7 @@ impl EngineBenchConfig {
             block_cache_bytes: self.block_cache_mb << 20,
             compression: self.compression,
             sync: self.sync,
+            strata_compaction: self.strata_compaction,
         }
     }
 
@@ -319,6 +323,16 @@ impl BenchCompression {
     }
 }
 
+/// Strata's compaction style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrataCompaction {
+    /// Leveled compaction (the default).
+    Leveled,
+    /// Size-tiered compaction.
+    SizeTiered,
+}
+
 /// What every adapter must configure the same way.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -330,6 +344,8 @@ pub struct EngineSettings {
     pub compression: BenchCompression,
     /// fsync the WAL/journal on every write.
     pub sync: bool,
+    /// Strata's compaction style.
+    pub strata_compaction: StrataCompaction,
 }
 
 /// The operations the benchmark needs from an engine, on one key space.

@@ -7,7 +7,7 @@
 //! Range tombstones not yet flushed sit beside the skiplist in a small list.
 //!
 //! Each entry is one allocation holding the internal key followed by the value
-//! ([`MemKey`]). The skiplist node also carries the first 16 bytes of the engine key as two
+//! ([`MemKey`]). The skiplist node also carries the first 24 bytes of the engine key as three
 //! integers, so most comparisons during a search are decided from the node itself without
 //! following a pointer to the key bytes: random inserts are bound by those cache misses.
 //!
@@ -34,11 +34,15 @@ use super::range_del::RangeTombstone;
 /// Per-entry overhead counted against the memtable budget (skiplist node, pointers).
 const ENTRY_OVERHEAD: usize = 64;
 
-/// A memtable entry: the internal key and the value in one buffer, plus the first 16 bytes
+/// Words of the engine key kept in the skiplist node: 24 bytes cover the family byte and a
+/// 23-byte key, so typical keys compare without touching their buffers.
+const PREFIX_WORDS: usize = 3;
+
+/// A memtable entry: the internal key and the value in one buffer, plus the first 24 bytes
 /// of the engine key (zero padded, big endian) for cheap comparisons.
 #[derive(Debug, Clone)]
 pub struct MemKey {
-    prefix: [u64; 2],
+    prefix: [u64; PREFIX_WORDS],
     data: Bytes,
     key_len: u32,
 }
@@ -69,15 +73,15 @@ impl MemKey {
     }
 }
 
-fn prefix_of(engine_key: &[u8]) -> [u64; 2] {
-    let mut buf = [0u8; 16];
-    let n = engine_key.len().min(16);
+fn prefix_of(engine_key: &[u8]) -> [u64; PREFIX_WORDS] {
+    let mut buf = [0u8; PREFIX_WORDS * 8];
+    let n = engine_key.len().min(buf.len());
     buf[..n].copy_from_slice(&engine_key[..n]);
-    let (a, b) = buf.split_at(8);
-    [
-        u64::from_be_bytes(a.try_into().unwrap_or_default()),
-        u64::from_be_bytes(b.try_into().unwrap_or_default()),
-    ]
+    let mut words = [0u64; PREFIX_WORDS];
+    for (word, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
+        *word = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+    }
+    words
 }
 
 impl PartialEq for MemKey {
@@ -431,8 +435,8 @@ mod tests {
         /// including keys that differ only after byte 16 or by trailing zero bytes.
         #[test]
         fn memkey_order_matches_internal_order(
-            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..24),
-            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..24),
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..32),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..32),
             sa in 0u64..4, sb in 0u64..4,
         ) {
             let ka = super::super::key::internal_key(&a, sa, ValueKind::Put);

@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{BenchCompression, Engine, EngineSettings};
+use super::{BenchCompression, Engine, EngineSettings, StrataCompaction};
 use crate::lsm::{
-    ColumnFamily, Compression, Db, IterOptions, Options, ReadOptions, Stats, WriteOptions,
+    ColumnFamily, CompactionStyle, Compression, Db, IterOptions, Options, ReadOptions, Stats,
+    WriteOptions,
 };
 
 /// Strata's LSM engine behind the [`Engine`] trait.
@@ -41,6 +42,10 @@ impl StrataEngine {
             compression: match settings.compression {
                 BenchCompression::None => Compression::None,
                 BenchCompression::Lz4 => Compression::Lz4,
+            },
+            compaction_style: match settings.strata_compaction {
+                StrataCompaction::Leveled => CompactionStyle::Leveled,
+                StrataCompaction::SizeTiered => CompactionStyle::SizeTiered,
             },
             ..Options::default()
         }
