@@ -612,16 +612,7 @@ mod tests {
     }
 
     fn meta(id: u64, lo: &str, hi: &str, size: u64, seq: SeqNo) -> Arc<FileMeta> {
-        Arc::new(FileMeta {
-            id,
-            size,
-            smallest: internal_key(lo.as_bytes(), seq, ValueKind::Put),
-            largest: internal_key(hi.as_bytes(), seq, ValueKind::Put),
-            smallest_seq: seq,
-            largest_seq: seq,
-            num_entries: 1,
-            num_deletions: 0,
-        })
+        Arc::new(crate::lsm::version::test_file(id, lo, hi, size, seq))
     }
 
     #[test]

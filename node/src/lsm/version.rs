@@ -493,22 +493,28 @@ impl VersionSet {
     }
 }
 
+/// A one-entry file spanning `[lo, hi]` at `seq`, for tests of versions and pickers.
+#[cfg(test)]
+pub(crate) fn test_file(id: u64, lo: &str, hi: &str, size: u64, seq: SeqNo) -> FileMeta {
+    use super::key::{internal_key, ValueKind};
+    FileMeta {
+        id,
+        size,
+        smallest: internal_key(lo.as_bytes(), seq, ValueKind::Put),
+        largest: internal_key(hi.as_bytes(), seq, ValueKind::Put),
+        smallest_seq: seq,
+        largest_seq: seq,
+        num_entries: 1,
+        num_deletions: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lsm::key::{internal_key, ValueKind};
 
     fn meta(id: u64, lo: &str, hi: &str, seq: SeqNo) -> FileMeta {
-        FileMeta {
-            id,
-            size: 100,
-            smallest: internal_key(lo.as_bytes(), seq, ValueKind::Put),
-            largest: internal_key(hi.as_bytes(), seq, ValueKind::Put),
-            smallest_seq: seq,
-            largest_seq: seq,
-            num_entries: 1,
-            num_deletions: 0,
-        }
+        test_file(id, lo, hi, 100, seq)
     }
 
     #[test]
