@@ -127,7 +127,11 @@ struct Inner {
     /// Signalled on every change background work or stalled writers may wait for.
     bg_cv: Condvar,
     versions: Mutex<VersionSet>,
-    queue: Mutex<VecDeque<Arc<Writer>>>,
+    /// Writers in commit order; the front one leads. `None` is a leader that came to an
+    /// empty queue and needs no waiter object.
+    queue: Mutex<VecDeque<Option<Arc<Writer>>>>,
+    /// The batches of the group being committed (reused by each leader).
+    leader_scratch: Mutex<Vec<WriteBatch>>,
     queue_cv: Condvar,
     /// The WAL of the active memtable; only the write leader touches it.
     wal: Mutex<Option<LogWriter>>,
@@ -365,6 +369,7 @@ impl Db {
             bg_cv: Condvar::new(),
             versions: Mutex::new(versions),
             queue: Mutex::new(VecDeque::new()),
+            leader_scratch: Mutex::new(Vec::new()),
             queue_cv: Condvar::new(),
             wal: Mutex::new(wal),
             last_seq: AtomicU64::new(max_seq),
@@ -448,12 +453,7 @@ impl Db {
             return Ok(self.inner.last_seq.load(Ordering::Acquire));
         }
         self.inner.check_writable()?;
-        self.inner.commit(Writer {
-            batch: Mutex::new(Some(batch)),
-            sync: opts.sync,
-            rotate: false,
-            done: Mutex::new(None),
-        })
+        self.inner.commit(Some(batch), opts.sync, false)
     }
 
     /// The value of `key` in `cf`, at the latest state or at `opts.snapshot`.
@@ -524,12 +524,7 @@ impl Db {
         self.inner.check_open()?;
         let has_data = !self.inner.state.lock().mem.is_empty();
         if has_data {
-            self.inner.commit(Writer {
-                batch: Mutex::new(None),
-                sync: false,
-                rotate: true,
-                done: Mutex::new(None),
-            })?;
+            self.inner.commit(None, false, true)?;
         }
         self.inner.flush_all_pending()
     }
@@ -692,46 +687,82 @@ impl Inner {
 
     // ----- write path -------------------------------------------------------------------
 
-    fn commit(&self, writer: Writer) -> Result<SeqNo> {
-        let me = Arc::new(writer);
+    /// Commits `batch` (or rotates the memtable) through the group-commit queue.
+    ///
+    /// A writer that finds the queue empty leads at once and never allocates a waiter; one
+    /// that finds it busy queues an [`Writer`] and either receives its result from a leader
+    /// or becomes the leader when it reaches the front.
+    fn commit(&self, batch: Option<WriteBatch>, sync: bool, rotate: bool) -> Result<SeqNo> {
         let mut queue = self.queue.lock();
-        queue.push_back(Arc::clone(&me));
-        loop {
-            if let Some(result) = me.done.lock().take() {
-                return result;
+        let (mut batch, me) = if queue.is_empty() {
+            queue.push_back(None);
+            (batch, None)
+        } else {
+            let me = Arc::new(Writer {
+                batch: Mutex::new(batch),
+                sync,
+                rotate,
+                done: Mutex::new(None),
+            });
+            queue.push_back(Some(Arc::clone(&me)));
+            loop {
+                if let Some(result) = me.done.lock().take() {
+                    return result;
+                }
+                if queue
+                    .front()
+                    .is_some_and(|w| w.as_ref().is_some_and(|w| Arc::ptr_eq(w, &me)))
+                {
+                    break;
+                }
+                self.queue_cv.wait(&mut queue);
             }
-            if queue.front().is_some_and(|w| Arc::ptr_eq(w, &me)) {
-                break;
+            let batch = me.batch.lock().take();
+            (batch, Some(me))
+        };
+        // Leader: gather the batches of the writers queued behind (a rotation goes alone).
+        let mut scratch = self.leader_scratch.lock();
+        scratch.clear();
+        let mut followers = 0;
+        let mut group_sync = sync;
+        if !rotate {
+            let mut bytes = batch.as_ref().map_or(0, WriteBatch::encoded_len);
+            if let Some(b) = batch.take() {
+                scratch.push(b);
             }
-            self.queue_cv.wait(&mut queue);
-        }
-        // Leader: take a group of consecutive writers (a rotation always goes alone).
-        let mut group = vec![Arc::clone(&me)];
-        if !me.rotate {
-            let mut bytes = me.batch.lock().as_ref().map_or(0, WriteBatch::encoded_len);
-            for w in queue.iter().skip(1) {
+            for w in queue.iter().skip(1).flatten() {
                 if w.rotate || bytes >= MAX_GROUP_BYTES {
                     break;
                 }
-                bytes += w.batch.lock().as_ref().map_or(0, WriteBatch::encoded_len);
-                group.push(Arc::clone(w));
+                if let Some(b) = w.batch.lock().take() {
+                    bytes += b.encoded_len();
+                    scratch.push(b);
+                }
+                group_sync |= w.sync;
+                followers += 1;
             }
         }
         drop(queue);
 
-        let result = if me.rotate {
+        let result = if rotate {
             self.rotate_memtable(true)
                 .map(|_| self.last_seq.load(Ordering::Acquire))
         } else {
-            self.commit_group(&group)
+            self.commit_group(&mut scratch, group_sync)
         };
+        scratch.clear();
+        drop(scratch);
 
         let mut queue = self.queue.lock();
-        for w in &group {
-            if let Some(front) = queue.pop_front() {
-                debug_assert!(Arc::ptr_eq(&front, w));
-            }
-            if !Arc::ptr_eq(w, &me) {
+        if let Some(front) = queue.pop_front() {
+            debug_assert!(match (&front, &me) {
+                (Some(f), Some(m)) => Arc::ptr_eq(f, m),
+                (None, None) => true,
+                _ => false,
+            });
+        }
+        for _ in 0..followers {
+            if let Some(Some(w)) = queue.pop_front() {
                 *w.done.lock() = Some(result.clone());
             }
         }
@@ -740,15 +771,12 @@ impl Inner {
         result
     }
 
-    fn commit_group(&self, group: &[Arc<Writer>]) -> Result<SeqNo> {
-        let mut batches: Vec<WriteBatch> =
-            group.iter().filter_map(|w| w.batch.lock().take()).collect();
+    fn commit_group(&self, batches: &mut [WriteBatch], sync: bool) -> Result<SeqNo> {
         let total: usize = batches.iter().map(WriteBatch::encoded_len).sum();
         let mem = self.make_room_for_write(total)?;
-        let sync = group.iter().any(|w| w.sync);
         let first = self.last_seq.load(Ordering::Acquire) + 1;
         let mut next = first;
-        for b in &mut batches {
+        for b in batches.iter_mut() {
             b.encode_with_seq(next);
             next += b.len() as u64;
         }
@@ -776,13 +804,13 @@ impl Inner {
             }
         }
         let mut seq = first;
-        for b in &batches {
+        for b in batches.iter() {
             for op in b.ops() {
                 apply_op(&mem, op, seq);
                 seq += 1;
             }
         }
-        for b in &batches {
+        for b in batches.iter() {
             Counters::add(&self.counters.user_bytes_written, b.user_bytes());
         }
         Counters::add(&self.counters.batches_written, batches.len() as u64);
