@@ -637,7 +637,11 @@ fn concurrent_writers_share_group_commits_and_lose_nothing() {
     let stats = db.stats();
     assert_eq!(stats.batches_written, 8 * 150);
     assert!(stats.write_groups < stats.batches_written, "{stats:?}");
-    assert_eq!(db.last_seq(), 2 * 8 * 150, "every entry got its own sequence number");
+    assert_eq!(
+        db.last_seq(),
+        2 * 8 * 150,
+        "every entry got its own sequence number"
+    );
     for cf in [ColumnFamily::Default, ColumnFamily::Write] {
         assert_eq!(scan_all(&db, cf, None).len(), 8 * 150);
     }
