@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   server / cli        (later milestones)
-//!   txn + mvcc          (later milestones)
+//!   txn                 Percolator actions (commands and the coordinator: later)
+//!   mvcc                versioned keys, locks and commit records over the LSM
 //!   lsm                 Strata's own log-structured merge-tree storage engine
 //! ```
 //!
@@ -12,3 +13,5 @@
 
 pub mod bench;
 pub mod lsm;
+pub mod mvcc;
+pub mod txn;

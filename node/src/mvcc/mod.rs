@@ -1,0 +1,130 @@
+//! Multi-version concurrency control on top of the LSM (Percolator layout).
+//!
+//! Every user key lives in three column families:
+//!
+//! ```text
+//!   lock    key                 -> Lock  { kind, primary, start_ts, ttl, min_commit_ts, short value }
+//!   write   (key, commit_ts)    -> Write { kind: Put|Delete|Lock|Rollback, start_ts, short value }
+//!   default (key, start_ts)     -> value (when too long to live inline)
+//! ```
+//!
+//! Keys are memcomparable-encoded and versioned keys carry the timestamp inverted, so the
+//! newest version of a key comes first ([`key`]). A read at `ts` checks the key's lock, then
+//! finds the newest commit record at or below `ts` ([`MvccReader`]). Writes are collected by
+//! [`MvccTxn`] into one LSM `WriteBatch`, which the caller applies directly (single node) or
+//! proposes through Raft (replicated shards): this layer never writes to the engine itself.
+//!
+//! The per-key transaction logic (prewrite, commit, rollback, ...) lives in `txn::actions`,
+//! built from the pieces here.
+
+pub mod key;
+pub mod reader;
+pub mod record;
+pub mod txn;
+
+pub use reader::{MvccReader, TxnCommitRecord};
+pub use record::{Lock, LockKind, Write, WriteKind};
+pub use txn::MvccTxn;
+
+/// A hybrid timestamp (`physical_ms << 18 | logical`), as issued by the timestamp oracle.
+pub type Timestamp = u64;
+
+/// What a lock tells a reader or writer that runs into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The locked key.
+    pub key: Vec<u8>,
+    /// The primary key of the lock's transaction.
+    pub primary: Vec<u8>,
+    /// The lock's transaction.
+    pub start_ts: Timestamp,
+    /// The lock's time to live, in milliseconds.
+    pub ttl_ms: u64,
+    /// What the lock's transaction does to the key.
+    pub kind: LockKind,
+}
+
+impl LockInfo {
+    /// The info of `lock` on `key`.
+    pub fn new(key: &[u8], lock: &Lock) -> LockInfo {
+        LockInfo {
+            key: key.to_vec(),
+            primary: lock.primary.clone(),
+            start_ts: lock.start_ts,
+            ttl_ms: lock.ttl_ms,
+            kind: lock.kind,
+        }
+    }
+}
+
+/// Errors of the MVCC layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MvccError {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::lsm::Error),
+    /// The key is locked by another transaction that may still commit below the read or
+    /// write timestamp; the caller resolves the lock (check its primary) and retries.
+    #[error("key {:?} is locked by transaction {} (primary {:?})", .0.key, .0.start_ts, .0.primary)]
+    KeyIsLocked(LockInfo),
+    /// A newer commit of the key exists than the transaction's start: it must abort.
+    #[error("write conflict on key {key:?}: transaction {start_ts} conflicts with transaction {conflict_start_ts} committed at {conflict_commit_ts}")]
+    WriteConflict {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction that tried to write.
+        start_ts: Timestamp,
+        /// The transaction that committed first.
+        conflict_start_ts: Timestamp,
+        /// When it committed.
+        conflict_commit_ts: Timestamp,
+    },
+    /// The transaction was already rolled back (for example by a reader that found its lock
+    /// expired); it cannot commit.
+    #[error("transaction {start_ts} was rolled back (key {key:?})")]
+    AlreadyRolledBack {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction.
+        start_ts: Timestamp,
+    },
+    /// The lock a commit expected is gone and no commit record explains it.
+    #[error("transaction {start_ts} holds no lock on key {key:?}")]
+    TxnLockNotFound {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction.
+        start_ts: Timestamp,
+    },
+    /// The commit timestamp is below the lock's minimum commit timestamp.
+    #[error("commit_ts {commit_ts} of transaction {start_ts} is below its min_commit_ts {min_commit_ts}")]
+    CommitTsExpired {
+        /// The transaction.
+        start_ts: Timestamp,
+        /// The proposed commit timestamp.
+        commit_ts: Timestamp,
+        /// The lowest allowed.
+        min_commit_ts: Timestamp,
+    },
+    /// A rollback found the transaction already committed.
+    #[error("transaction {start_ts} already committed key {key:?} at {commit_ts}")]
+    Committed {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction.
+        start_ts: Timestamp,
+        /// Its commit timestamp.
+        commit_ts: Timestamp,
+    },
+    /// Stored MVCC data does not decode.
+    #[error("corrupt MVCC data for key {key:?}: {reason}")]
+    Corrupt {
+        /// The key (encoded form if it did not decode).
+        key: Vec<u8>,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of the MVCC layer.
+pub type Result<T, E = MvccError> = std::result::Result<T, E>;

@@ -1,0 +1,181 @@
+//! Reading MVCC data at a timestamp, over one consistent engine snapshot.
+
+use crate::lsm::key::prefix_successor;
+use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo};
+
+use super::key::{decode_versioned_key, lock_key, versioned_key};
+use super::record::{Lock, LockKind, Write, WriteKind};
+use super::{LockInfo, MvccError, Result, Timestamp};
+
+/// What the `write` family says about transaction `start_ts` on one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnCommitRecord {
+    /// The transaction committed the key at `commit_ts`.
+    Committed {
+        /// The commit timestamp.
+        commit_ts: Timestamp,
+        /// The commit record.
+        write: Write,
+    },
+    /// The transaction was rolled back on the key.
+    RolledBack,
+    /// No record: the transaction neither committed nor rolled back the key (yet).
+    None,
+}
+
+/// Reads locks, commit records and values at timestamps, from one engine snapshot.
+#[derive(Debug)]
+pub struct MvccReader<'a> {
+    db: &'a Db,
+    snapshot: Option<SeqNo>,
+}
+
+fn corrupt(key: &[u8], reason: impl Into<String>) -> MvccError {
+    MvccError::Corrupt {
+        key: key.to_vec(),
+        reason: reason.into(),
+    }
+}
+
+impl<'a> MvccReader<'a> {
+    /// A reader of `db` at the engine snapshot `snapshot` (the latest state if `None`).
+    pub fn new(db: &'a Db, snapshot: Option<SeqNo>) -> Self {
+        MvccReader { db, snapshot }
+    }
+
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            snapshot: self.snapshot,
+            ..ReadOptions::default()
+        }
+    }
+
+    /// The lock on `key`, if any.
+    pub fn load_lock(&self, key: &[u8]) -> Result<Option<Lock>> {
+        match self
+            .db
+            .get(ColumnFamily::Lock, &lock_key(key), &self.read_options())?
+        {
+            Some(bytes) => Lock::decode(&bytes)
+                .map(Some)
+                .ok_or_else(|| corrupt(key, "undecodable lock")),
+            None => Ok(None),
+        }
+    }
+
+    /// Commit records of `key` from `newest` down to `oldest` (inclusive), newest first,
+    /// calling `visit` until it returns `false`.
+    fn scan_writes(
+        &self,
+        key: &[u8],
+        newest: Timestamp,
+        oldest: Timestamp,
+        mut visit: impl FnMut(Timestamp, Write) -> bool,
+    ) -> Result<()> {
+        let lower = versioned_key(key, newest);
+        let last = versioned_key(key, oldest);
+        let upper = prefix_successor(&last);
+        let mut it = self.db.iter(
+            ColumnFamily::Write,
+            IterOptions {
+                lower_bound: Some(lower),
+                upper_bound: upper,
+                snapshot: self.snapshot,
+                fill_cache: true,
+            },
+        )?;
+        it.seek_to_first()?;
+        while it.valid() {
+            let (k, commit_ts) = decode_versioned_key(it.key())
+                .ok_or_else(|| corrupt(it.key(), "undecodable write key"))?;
+            if k != key || commit_ts < oldest {
+                break;
+            }
+            let write = Write::decode(it.value())
+                .ok_or_else(|| corrupt(key, "undecodable write record"))?;
+            if !visit(commit_ts, write) {
+                break;
+            }
+            it.next()?;
+        }
+        Ok(())
+    }
+
+    /// The newest commit record of `key` at or below `ts`.
+    pub fn seek_write(&self, key: &[u8], ts: Timestamp) -> Result<Option<(Timestamp, Write)>> {
+        let mut found = None;
+        self.scan_writes(key, ts, 0, |commit_ts, write| {
+            found = Some((commit_ts, write));
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// The newest *data* record (Put or Delete) of `key` at or below `ts`, skipping Lock
+    /// and Rollback records.
+    pub fn seek_data_write(&self, key: &[u8], ts: Timestamp) -> Result<Option<(Timestamp, Write)>> {
+        let mut found = None;
+        self.scan_writes(key, ts, 0, |commit_ts, write| match write.kind {
+            WriteKind::Put | WriteKind::Delete => {
+                found = Some((commit_ts, write));
+                false
+            }
+            WriteKind::Lock | WriteKind::Rollback => true,
+        })?;
+        Ok(found)
+    }
+
+    /// The value written by transaction `start_ts` (from the `default` family).
+    pub fn load_value(&self, key: &[u8], start_ts: Timestamp) -> Result<Vec<u8>> {
+        self.db
+            .get(
+                ColumnFamily::Default,
+                &versioned_key(key, start_ts),
+                &self.read_options(),
+            )?
+            .ok_or_else(|| corrupt(key, format!("value of transaction {start_ts} is missing")))
+    }
+
+    /// The value of `key` at `ts`. A lock of a transaction that started at or before `ts`
+    /// (and writes the key) is an error: that transaction may still commit below `ts`.
+    /// Locks of transactions in `bypass` (the reader's own) are ignored.
+    pub fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
+        if let Some(lock) = self.load_lock(key)? {
+            if lock.start_ts <= ts
+                && lock.kind != LockKind::Lock
+                && !bypass.contains(&lock.start_ts)
+            {
+                return Err(MvccError::KeyIsLocked(LockInfo::new(key, &lock)));
+            }
+        }
+        self.get_committed(key, ts)
+    }
+
+    /// The committed value of `key` at `ts`, ignoring locks.
+    pub fn get_committed(&self, key: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>> {
+        match self.seek_data_write(key, ts)? {
+            Some((_, write)) if write.kind == WriteKind::Put => match write.short_value {
+                Some(v) => Ok(Some(v)),
+                None => self.load_value(key, write.start_ts).map(Some),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// What transaction `start_ts` left on `key`: a commit, a rollback, or nothing.
+    pub fn txn_commit_record(&self, key: &[u8], start_ts: Timestamp) -> Result<TxnCommitRecord> {
+        let mut record = TxnCommitRecord::None;
+        self.scan_writes(key, Timestamp::MAX, start_ts, |commit_ts, write| {
+            if write.start_ts != start_ts {
+                return true;
+            }
+            record = if write.kind == WriteKind::Rollback {
+                TxnCommitRecord::RolledBack
+            } else {
+                TxnCommitRecord::Committed { commit_ts, write }
+            };
+            false
+        })?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,238 @@
+//! Scenario tests of the actions against a real engine.
+
+use crate::lsm::{Db, Options, WriteOptions};
+use crate::mvcc::{LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp};
+
+use super::{commit, prewrite, rollback, Mutation, PrewriteOptions};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    db: Db,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::small_for_tests()).unwrap();
+        Env { _dir: dir, db }
+    }
+
+    fn reader(&self) -> MvccReader<'_> {
+        MvccReader::new(&self.db, None)
+    }
+
+    fn apply(&self, txn: MvccTxn) {
+        if !txn.is_empty() {
+            self.db
+                .write(txn.into_batch(), &WriteOptions::default())
+                .unwrap();
+        }
+    }
+
+    fn run(
+        &self,
+        start_ts: Timestamp,
+        f: impl FnOnce(&mut MvccTxn, &MvccReader<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut txn = MvccTxn::new(start_ts);
+        f(&mut txn, &self.reader())?;
+        self.apply(txn);
+        Ok(())
+    }
+
+    fn prewrite(&self, m: Mutation, primary: &[u8], start_ts: Timestamp) -> Result<()> {
+        let opts = PrewriteOptions {
+            primary: primary.to_vec(),
+            ttl_ms: 3000,
+            min_commit_ts: start_ts + 1,
+        };
+        self.run(start_ts, |txn, r| prewrite(txn, r, &m, &opts))
+    }
+
+    fn commit(&self, key: &[u8], start_ts: Timestamp, commit_ts: Timestamp) -> Result<()> {
+        self.run(start_ts, |txn, r| commit(txn, r, key, commit_ts))
+    }
+
+    fn rollback(&self, key: &[u8], start_ts: Timestamp) -> Result<()> {
+        self.run(start_ts, |txn, r| rollback(txn, r, key))
+    }
+
+    fn get(&self, key: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>> {
+        self.reader().get(key, ts, &[])
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], start_ts: Timestamp, commit_ts: Timestamp) {
+        self.prewrite(Mutation::Put(key.to_vec(), value.to_vec()), key, start_ts)
+            .unwrap();
+        self.commit(key, start_ts, commit_ts).unwrap();
+    }
+}
+
+fn put(k: &[u8], v: &[u8]) -> Mutation {
+    Mutation::Put(k.to_vec(), v.to_vec())
+}
+
+#[test]
+fn prewrite_commit_and_read_at_timestamps() {
+    let env = Env::new();
+    env.prewrite(put(b"k", b"v"), b"k", 10).unwrap();
+    assert!(
+        matches!(env.get(b"k", 15), Err(MvccError::KeyIsLocked(ref l)) if l.start_ts == 10 && l.primary == b"k")
+    );
+    assert_eq!(
+        env.get(b"k", 5).unwrap(),
+        None,
+        "a lock newer than the read does not block it"
+    );
+    assert_eq!(
+        env.reader().get(b"k", 15, &[10]).unwrap(),
+        None,
+        "own locks are bypassed"
+    );
+    env.commit(b"k", 10, 20).unwrap();
+    assert_eq!(env.get(b"k", 15).unwrap(), None);
+    assert_eq!(env.get(b"k", 20).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(env.get(b"k", 99).unwrap(), Some(b"v".to_vec()));
+    assert!(env.reader().load_lock(b"k").unwrap().is_none());
+}
+
+#[test]
+fn long_values_live_in_the_default_family_and_deletes_hide_them() {
+    let env = Env::new();
+    let long = vec![7u8; 1000];
+    env.put(b"k", &long, 10, 11);
+    assert_eq!(env.get(b"k", 11).unwrap(), Some(long.clone()));
+    env.prewrite(Mutation::Delete(b"k".to_vec()), b"k", 20)
+        .unwrap();
+    env.commit(b"k", 20, 21).unwrap();
+    assert_eq!(env.get(b"k", 21).unwrap(), None);
+    assert_eq!(
+        env.get(b"k", 15).unwrap(),
+        Some(long),
+        "older snapshots still see it"
+    );
+}
+
+#[test]
+fn a_newer_commit_is_a_write_conflict() {
+    let env = Env::new();
+    env.put(b"k", b"a", 10, 20);
+    let err = env.prewrite(put(b"k", b"b"), b"k", 15).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MvccError::WriteConflict {
+                conflict_start_ts: 10,
+                conflict_commit_ts: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    env.prewrite(put(b"k", b"b"), b"k", 25).unwrap();
+}
+
+#[test]
+fn another_transactions_lock_blocks_prewrite() {
+    let env = Env::new();
+    env.prewrite(put(b"k", b"a"), b"p1", 10).unwrap();
+    let err = env.prewrite(put(b"k", b"b"), b"p2", 12).unwrap_err();
+    assert!(matches!(err, MvccError::KeyIsLocked(ref l) if l.start_ts == 10 && l.primary == b"p1"));
+}
+
+#[test]
+fn retried_prewrite_and_commit_are_idempotent() {
+    let env = Env::new();
+    env.prewrite(put(b"k", b"v"), b"k", 10).unwrap();
+    env.prewrite(put(b"k", b"v"), b"k", 10).unwrap();
+    env.commit(b"k", 10, 11).unwrap();
+    env.commit(b"k", 10, 11).unwrap();
+    env.prewrite(put(b"k", b"v"), b"k", 10).unwrap();
+    assert!(
+        env.reader().load_lock(b"k").unwrap().is_none(),
+        "a late prewrite after commit does not relock"
+    );
+    assert_eq!(env.get(b"k", 11).unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn rollback_is_final() {
+    let env = Env::new();
+    env.prewrite(put(b"k", &[1u8; 500]), b"k", 10).unwrap();
+    env.rollback(b"k", 10).unwrap();
+    env.rollback(b"k", 10).unwrap();
+    assert!(env.reader().load_lock(b"k").unwrap().is_none());
+    assert!(matches!(
+        env.commit(b"k", 10, 11),
+        Err(MvccError::AlreadyRolledBack { start_ts: 10, .. })
+    ));
+    assert!(matches!(
+        env.prewrite(put(b"k", b"v"), b"k", 10),
+        Err(MvccError::AlreadyRolledBack { .. })
+    ));
+    assert_eq!(env.get(b"k", 99).unwrap(), None);
+    // Rolling back a key never locked still leaves the protective record.
+    env.rollback(b"other", 30).unwrap();
+    assert!(matches!(
+        env.prewrite(put(b"other", b"v"), b"other", 30),
+        Err(MvccError::AlreadyRolledBack { .. })
+    ));
+}
+
+#[test]
+fn committed_transactions_cannot_be_rolled_back() {
+    let env = Env::new();
+    env.put(b"k", b"v", 10, 11);
+    assert!(matches!(
+        env.rollback(b"k", 10),
+        Err(MvccError::Committed { commit_ts: 11, .. })
+    ));
+    assert!(matches!(
+        env.commit(b"nolock", 10, 11),
+        Err(MvccError::TxnLockNotFound { .. })
+    ));
+}
+
+#[test]
+fn lock_mutations_commit_without_changing_the_value() {
+    let env = Env::new();
+    env.put(b"k", b"v1", 10, 11);
+    env.prewrite(Mutation::Lock(b"k".to_vec()), b"k", 20)
+        .unwrap();
+    assert_eq!(
+        env.reader().load_lock(b"k").unwrap().map(|l| l.kind),
+        Some(LockKind::Lock)
+    );
+    assert_eq!(
+        env.get(b"k", 25).unwrap(),
+        Some(b"v1".to_vec()),
+        "a Lock lock does not block reads"
+    );
+    env.commit(b"k", 20, 21).unwrap();
+    assert_eq!(env.get(b"k", 25).unwrap(), Some(b"v1".to_vec()));
+    // But it does conflict with a writer that started before it committed.
+    assert!(matches!(
+        env.prewrite(put(b"k", b"v2"), b"k", 15),
+        Err(MvccError::WriteConflict { .. })
+    ));
+}
+
+#[test]
+fn commit_below_min_commit_ts_is_refused() {
+    let env = Env::new();
+    let opts = PrewriteOptions {
+        primary: b"k".to_vec(),
+        ttl_ms: 3000,
+        min_commit_ts: 50,
+    };
+    env.run(10, |txn, r| prewrite(txn, r, &put(b"k", b"v"), &opts))
+        .unwrap();
+    assert!(matches!(
+        env.commit(b"k", 10, 40),
+        Err(MvccError::CommitTsExpired {
+            min_commit_ts: 50,
+            ..
+        })
+    ));
+    env.commit(b"k", 10, 50).unwrap();
+}

@@ -1,0 +1,11 @@
+//! Percolator transactions: per-key actions now; commands, latches, the coordinator and the
+//! timestamp oracle arrive with the rest of the transactions milestone.
+//!
+//! An *action* is a pure function of what an [`MvccReader`](crate::mvcc::MvccReader) sees
+//! and its arguments: it either fails with an [`MvccError`](crate::mvcc::MvccError) or adds
+//! writes to an [`MvccTxn`](crate::mvcc::MvccTxn). It never touches the engine itself, so
+//! the same action runs on a single node (batch applied directly) and on a replicated shard
+//! (batch proposed through Raft). Commands must serialise actions on the same keys (key
+//! latches) so that the state an action read is still the state its batch applies to.
+
+pub mod actions;
