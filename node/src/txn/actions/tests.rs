@@ -3,7 +3,10 @@
 use crate::lsm::{Db, Options, WriteOptions};
 use crate::mvcc::{LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp};
 
-use super::{commit, prewrite, rollback, Mutation, PrewriteOptions};
+use super::{
+    check_txn_status, commit, heartbeat, prewrite, resolve_lock, rollback, Mutation,
+    PrewriteOptions, TxnStatus,
+};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -235,4 +238,123 @@ fn commit_below_min_commit_ts_is_refused() {
         })
     ));
     env.commit(b"k", 10, 50).unwrap();
+}
+
+/// A timestamp `ms` milliseconds into the hybrid clock.
+fn at_ms(ms: u64) -> Timestamp {
+    ms << 18
+}
+
+#[test]
+fn check_txn_status_reports_running_committed_and_rolls_back_expired() {
+    let env = Env::new();
+    let start = at_ms(1_000);
+    env.prewrite(put(b"pk", b"v"), b"pk", start).unwrap(); // ttl 3000 ms
+    let status = |now_ms: u64, push: Option<Timestamp>| {
+        let mut out = None;
+        env.run(start, |txn, r| {
+            out = Some(check_txn_status(txn, r, b"pk", at_ms(now_ms), push)?);
+            Ok(())
+        })
+        .unwrap();
+        out.unwrap()
+    };
+    assert_eq!(
+        status(2_000, None),
+        TxnStatus::Locked {
+            ttl_ms: 3000,
+            min_commit_ts: start + 1
+        }
+    );
+    // A reader at 2_500 ms pushes min_commit_ts past itself and may then ignore the lock.
+    let reader_ts = at_ms(2_500);
+    assert_eq!(
+        status(2_500, Some(reader_ts)),
+        TxnStatus::Locked {
+            ttl_ms: 3000,
+            min_commit_ts: reader_ts + 1
+        }
+    );
+    assert!(matches!(
+        env.commit(b"pk", start, reader_ts),
+        Err(MvccError::CommitTsExpired { .. })
+    ));
+    // A heartbeat extends the TTL, so 5_000 ms is still alive.
+    let mut ttl = None;
+    env.run(start, |txn, r| {
+        ttl = heartbeat(txn, r, b"pk", 10_000)?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ttl, Some(10_000));
+    assert!(matches!(
+        status(5_000, None),
+        TxnStatus::Locked { ttl_ms: 10_000, .. }
+    ));
+    // Past the TTL the lock is rolled back, for good.
+    assert_eq!(status(12_000, None), TxnStatus::RolledBack { now: true });
+    assert_eq!(status(12_001, None), TxnStatus::RolledBack { now: false });
+    assert!(matches!(
+        env.commit(b"pk", start, at_ms(12_002)),
+        Err(MvccError::AlreadyRolledBack { .. })
+    ));
+}
+
+#[test]
+fn check_txn_status_of_committed_and_never_prewritten_transactions() {
+    let env = Env::new();
+    env.put(b"pk", b"v", at_ms(10), at_ms(11));
+    let mut status = None;
+    env.run(at_ms(10), |txn, r| {
+        status = Some(check_txn_status(txn, r, b"pk", at_ms(20), None)?);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        status,
+        Some(TxnStatus::Committed {
+            commit_ts: at_ms(11)
+        })
+    );
+    // A transaction whose primary was never prewritten is rolled back, so its prewrite,
+    // should it still arrive, fails.
+    env.run(at_ms(30), |txn, r| {
+        status = Some(check_txn_status(txn, r, b"pk2", at_ms(40), None)?);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(status, Some(TxnStatus::RolledBack { now: true }));
+    assert!(matches!(
+        env.prewrite(put(b"pk2", b"v"), b"pk2", at_ms(30)),
+        Err(MvccError::AlreadyRolledBack { .. })
+    ));
+}
+
+#[test]
+fn resolve_lock_follows_the_primary() {
+    let env = Env::new();
+    let t = at_ms(100);
+    for k in [b"pk".as_slice(), b"s1"] {
+        env.prewrite(put(k, k), b"pk", t).unwrap();
+    }
+    env.commit(b"pk", t, t + 5).unwrap();
+    // A reader meets s1's lock, finds the primary committed, resolves s1 forward.
+    assert!(matches!(
+        env.get(b"s1", t + 10),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    env.run(t, |txn, r| resolve_lock(txn, r, b"s1", Some(t + 5)))
+        .unwrap();
+    env.run(t, |txn, r| resolve_lock(txn, r, b"s1", Some(t + 5)))
+        .unwrap();
+    assert_eq!(env.get(b"s1", t + 10).unwrap(), Some(b"s1".to_vec()));
+    // A rolled-back transaction's secondary is resolved backward.
+    let u = at_ms(200);
+    env.prewrite(put(b"pk", b"x"), b"pk", u).unwrap();
+    env.prewrite(put(b"s2", b"x"), b"pk", u).unwrap();
+    env.rollback(b"pk", u).unwrap();
+    env.run(u, |txn, r| resolve_lock(txn, r, b"s2", None))
+        .unwrap();
+    assert!(env.reader().load_lock(b"s2").unwrap().is_none());
+    assert_eq!(env.get(b"s2", u + 10).unwrap(), None);
 }
