@@ -3,7 +3,7 @@
 use crate::lsm::key::prefix_successor;
 use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo};
 
-use super::key::{decode_versioned_key, lock_key, versioned_key};
+use super::key::{decode_bytes, decode_versioned_key, lock_key, versioned_key};
 use super::record::{Lock, LockKind, Write, WriteKind};
 use super::{LockInfo, MvccError, Result, Timestamp};
 
@@ -177,5 +177,115 @@ impl<'a> MvccReader<'a> {
             false
         })?;
         Ok(record)
+    }
+
+    /// Up to `limit` key/value pairs of `[start, end)` (`end` unbounded if `None`) visible at
+    /// `ts`, ascending or descending. A lock in the scanned range of a transaction that
+    /// started at or before `ts` (and is not in `bypass`) is `KeyIsLocked`.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        ts: Timestamp,
+        reverse: bool,
+        bypass: &[Timestamp],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let lower = lock_key(start);
+        let upper = end.map(lock_key);
+        let mut it = self.db.iter(
+            ColumnFamily::Write,
+            IterOptions {
+                lower_bound: Some(lower.clone()),
+                upper_bound: upper.clone(),
+                snapshot: self.snapshot,
+                fill_cache: true,
+            },
+        )?;
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // The newest data record at or below `ts` of the key being walked.
+        let mut current: Option<(Vec<u8>, Option<Write>)> = None;
+        let finish =
+            |key: Vec<u8>, write: Option<Write>, out: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
+                if let Some(w) = write {
+                    if w.kind == WriteKind::Put {
+                        let value = match w.short_value {
+                            Some(v) => v,
+                            None => self.load_value(&key, w.start_ts)?,
+                        };
+                        out.push((key, value));
+                    }
+                }
+                Ok(())
+            };
+        if reverse {
+            it.seek_to_last()?;
+        } else {
+            it.seek_to_first()?;
+        }
+        while it.valid() && out.len() < limit {
+            let (key, commit_ts) = decode_versioned_key(it.key())
+                .ok_or_else(|| corrupt(it.key(), "undecodable write key"))?;
+            if current.as_ref().is_some_and(|(k, _)| *k != key) {
+                if let Some((k, w)) = current.take() {
+                    finish(k, w, &mut out)?;
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            let entry = current.get_or_insert_with(|| (key.clone(), None));
+            if commit_ts <= ts {
+                let write = Write::decode(it.value())
+                    .ok_or_else(|| corrupt(&key, "undecodable write record"))?;
+                if matches!(write.kind, WriteKind::Put | WriteKind::Delete) {
+                    // Forward, versions come newest first: keep the first one. Reverse,
+                    // oldest first: keep overwriting.
+                    if reverse || entry.1.is_none() {
+                        entry.1 = Some(write);
+                    }
+                }
+            }
+            if reverse {
+                it.prev()?;
+            } else {
+                it.next()?;
+            }
+        }
+        if out.len() < limit {
+            if let Some((k, w)) = current.take() {
+                finish(k, w, &mut out)?;
+            }
+        }
+        // Locks in the part of the range the result covers.
+        let (lock_lower, lock_upper) = match (out.len() >= limit, out.last()) {
+            (true, Some((last, _))) if reverse => (Some(lock_key(last)), upper),
+            (true, Some((last, _))) => (Some(lower), prefix_successor(&lock_key(last))),
+            _ => (Some(lower), upper),
+        };
+        let mut locks = self.db.iter(
+            ColumnFamily::Lock,
+            IterOptions {
+                lower_bound: lock_lower,
+                upper_bound: lock_upper,
+                snapshot: self.snapshot,
+                fill_cache: true,
+            },
+        )?;
+        locks.seek_to_first()?;
+        while locks.valid() {
+            let (key, _) = decode_bytes(locks.key())
+                .ok_or_else(|| corrupt(locks.key(), "undecodable lock key"))?;
+            let lock =
+                Lock::decode(locks.value()).ok_or_else(|| corrupt(&key, "undecodable lock"))?;
+            if lock.start_ts <= ts
+                && lock.kind != LockKind::Lock
+                && !bypass.contains(&lock.start_ts)
+            {
+                return Err(MvccError::KeyIsLocked(LockInfo::new(&key, &lock)));
+            }
+            locks.next()?;
+        }
+        Ok(out)
     }
 }

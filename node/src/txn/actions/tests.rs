@@ -358,3 +358,75 @@ fn resolve_lock_follows_the_primary() {
     assert!(env.reader().load_lock(b"s2").unwrap().is_none());
     assert_eq!(env.get(b"s2", u + 10).unwrap(), None);
 }
+
+#[test]
+fn scans_see_one_snapshot_in_both_directions_and_meet_locks() {
+    let env = Env::new();
+    env.put(b"a", b"a1", 10, 11);
+    env.put(b"b", b"b1", 10, 11);
+    env.put(b"c", &[3u8; 200], 10, 11);
+    env.put(b"a", b"a2", 20, 21);
+    env.prewrite(Mutation::Delete(b"b".to_vec()), b"b", 22)
+        .unwrap();
+    env.commit(b"b", 22, 23).unwrap();
+    env.prewrite(Mutation::Lock(b"c".to_vec()), b"c", 24)
+        .unwrap();
+    env.commit(b"c", 24, 25).unwrap();
+    let r = env.reader();
+    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let all = r.scan(b"", None, 100, 30, false, &[]).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (b"a".to_vec(), b"a2".to_vec()),
+            (b"c".to_vec(), vec![3u8; 200])
+        ]
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 100, 15, false, &[]).unwrap()),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        r.scan(b"", None, 100, 15, false, &[]).unwrap()[0].1,
+        b"a1".to_vec()
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 100, 15, true, &[]).unwrap()),
+        vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]
+    );
+    assert_eq!(
+        r.scan(b"", None, 100, 30, true, &[]).unwrap()[1],
+        (b"a".to_vec(), b"a2".to_vec())
+    );
+    assert_eq!(
+        keys(r.scan(b"b", Some(b"c"), 100, 15, false, &[]).unwrap()),
+        vec![b"b".to_vec()]
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 2, 15, false, &[]).unwrap()),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 1, 15, true, &[]).unwrap()),
+        vec![b"c".to_vec()]
+    );
+    assert!(r.scan(b"", None, 100, 5, false, &[]).unwrap().is_empty());
+    // A lock inside the scanned range blocks; one outside what a limited scan covers does not.
+    env.prewrite(put(b"d", b"d"), b"d", 40).unwrap();
+    let r = env.reader();
+    assert!(
+        matches!(r.scan(b"", None, 100, 50, false, &[]), Err(MvccError::KeyIsLocked(ref l)) if l.key == b"d")
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 1, 50, false, &[]).unwrap()),
+        vec![b"a".to_vec()]
+    );
+    assert!(
+        r.scan(b"", None, 100, 35, false, &[]).is_ok(),
+        "the lock's transaction started after the read"
+    );
+    assert_eq!(
+        keys(r.scan(b"", None, 100, 50, false, &[40]).unwrap()),
+        vec![b"a".to_vec(), b"c".to_vec()]
+    );
+}
