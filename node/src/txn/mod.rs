@@ -9,3 +9,7 @@
 //! latches) so that the state an action read is still the state its batch applies to.
 
 pub mod actions;
+pub mod latches;
+pub mod storage;
+
+pub use storage::Storage;
