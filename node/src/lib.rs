@@ -4,14 +4,17 @@
 //!
 //! ```text
 //!   server / cli        (later milestones)
-//!   txn                 Percolator actions (commands and the coordinator: later)
+//!   txn                 Percolator actions, latched commands, the coordinator
 //!   mvcc                versioned keys, locks and commit records over the LSM
 //!   lsm                 Strata's own log-structured merge-tree storage engine
 //! ```
+//!
+//! Beside them, [`tso`] is the timestamp oracle that transactions take their timestamps from.
 //!
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
 pub mod bench;
 pub mod lsm;
 pub mod mvcc;
+pub mod tso;
 pub mod txn;
