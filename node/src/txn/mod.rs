@@ -1,5 +1,5 @@
-//! Percolator transactions: per-key actions now; commands, latches, the coordinator and the
-//! timestamp oracle arrive with the rest of the transactions milestone.
+//! Percolator transactions: per-key actions, latched commands ([`Storage`]) and the
+//! coordinator of interactive transactions ([`TxnManager`]).
 //!
 //! An *action* is a pure function of what an [`MvccReader`](crate::mvcc::MvccReader) sees
 //! and its arguments: it either fails with an [`MvccError`](crate::mvcc::MvccError) or adds
@@ -10,6 +10,11 @@
 
 pub mod actions;
 pub mod latches;
+pub mod manager;
 pub mod storage;
 
+#[cfg(test)]
+mod manager_tests;
+
+pub use manager::{Isolation, TxnConfig, TxnError, TxnId, TxnManager};
 pub use storage::Storage;

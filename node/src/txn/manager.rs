@@ -1,0 +1,504 @@
+//! The transaction coordinator: interactive transactions with buffered writes.
+//!
+//! ```text
+//!   begin            start_ts from the TSO; nothing is written
+//!   get / scan       read at start_ts, overlaid with the transaction's own buffered writes;
+//!                    locks met on the way are resolved through their primary
+//!   put / delete     buffered in memory (bounded by TxnLimits)
+//!   commit           prewrite every key (the first key is the primary; SERIALIZABLE also
+//!                    locks the keys it read), take commit_ts from the TSO, commit the
+//!                    primary (the commit point), then the secondaries
+//!   rollback         drop the buffer (no locks exist before commit)
+//! ```
+//!
+//! Read-only transactions and transactions that wrote nothing never prewrite. A transaction
+//! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`].
+//!
+//! Lock resolution: a reader that meets a lock asks the lock's primary
+//! (`check_txn_status`). A committed or rolled-back owner has its lock resolved forward or
+//! backward; an owner whose lock expired is rolled back; a live owner has its
+//! `min_commit_ts` pushed above the reader, which may then ignore the lock (its transaction
+//! will commit after the read). A writer that meets a live lock waits, polling with backoff,
+//! up to `lock_wait`, and then fails with a retryable error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::mvcc::{LockInfo, MvccError, Timestamp};
+use crate::tso::{physical, Tso, TsoError};
+
+use super::actions::{Mutation, PrewriteOptions, TxnStatus};
+use super::storage::Storage;
+
+/// A transaction's id, unique within one node's lifetime.
+pub type TxnId = u64;
+
+/// Isolation level of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Snapshot isolation: reads see the snapshot at start_ts; write-write conflicts abort.
+    #[default]
+    Snapshot,
+    /// Serializable: additionally, keys read are locked at commit, so a transaction whose
+    /// reads were overwritten concurrently aborts (no write skew).
+    Serializable,
+}
+
+/// Limits and timings of transactions.
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// Lock time to live after the commit starts, in milliseconds.
+    pub lock_ttl_ms: u64,
+    /// How long a writer waits on a live lock before giving up.
+    pub lock_wait: Duration,
+    /// Transactions idle longer than this are rolled back.
+    pub idle_timeout: Duration,
+    /// Most keys one transaction may write.
+    pub max_keys: usize,
+    /// Most bytes of keys and values one transaction may buffer.
+    pub max_bytes: usize,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            lock_ttl_ms: 3_000,
+            lock_wait: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_keys: 100_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Errors of the transaction layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TxnError {
+    /// The MVCC layer or the engine failed.
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    /// The timestamp oracle failed.
+    #[error(transparent)]
+    Tso(#[from] TsoError),
+    /// No active transaction has this id (never began, finished, or timed out).
+    #[error("no active transaction {0}")]
+    NotFound(TxnId),
+    /// The transaction conflicted with another and was rolled back; retry it.
+    #[error("transaction {start_ts} aborted: {reason}")]
+    Conflict {
+        /// The aborted transaction.
+        start_ts: Timestamp,
+        /// The conflicting key, if known.
+        key: Option<Vec<u8>>,
+        /// The other transaction, if known.
+        conflicting_start_ts: Option<Timestamp>,
+        /// What happened.
+        reason: String,
+    },
+    /// A live lock held the key past the wait limit; retry later.
+    #[error("key {:?} is locked by transaction {} (primary {:?}); gave up waiting", .0.key, .0.start_ts, .0.primary)]
+    Locked(LockInfo),
+    /// The request is not allowed (writes in a read-only transaction, limits exceeded).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl TxnError {
+    /// Whether retrying the transaction (from `begin`) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TxnError::Conflict { .. } | TxnError::Locked(_) => true,
+            TxnError::Mvcc(e) => matches!(
+                e,
+                MvccError::KeyIsLocked(_) | MvccError::WriteConflict { .. }
+            ),
+            TxnError::Tso(_) | TxnError::NotFound(_) | TxnError::InvalidArgument(_) => false,
+        }
+    }
+}
+
+/// Result alias of the transaction layer.
+pub type Result<T, E = TxnError> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+struct ActiveTxn {
+    start_ts: Timestamp,
+    isolation: Isolation,
+    read_only: bool,
+    /// Buffered writes: `None` is a delete.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    buffered_bytes: usize,
+    /// Keys read (SERIALIZABLE locks them at commit).
+    reads: BTreeSet<Vec<u8>>,
+    /// Locks of live transactions this one may read past (their min_commit_ts was pushed
+    /// above start_ts).
+    bypass: Vec<Timestamp>,
+    last_used: Instant,
+}
+
+/// Runs interactive transactions over a [`Storage`].
+pub struct TxnManager {
+    storage: Arc<Storage>,
+    tso: Arc<dyn Tso>,
+    config: TxnConfig,
+    txns: Mutex<HashMap<TxnId, Arc<Mutex<ActiveTxn>>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for TxnManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnManager")
+            .field("active", &self.txns.lock().len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl TxnManager {
+    /// A coordinator over `storage`, taking timestamps from `tso`.
+    pub fn new(storage: Arc<Storage>, tso: Arc<dyn Tso>, config: TxnConfig) -> TxnManager {
+        TxnManager {
+            storage,
+            tso,
+            config,
+            txns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The storage commands run against.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Number of active transactions.
+    pub fn active(&self) -> usize {
+        self.txns.lock().len()
+    }
+
+    /// Starts a transaction; returns its id and start timestamp.
+    pub fn begin(&self, isolation: Isolation, read_only: bool) -> Result<(TxnId, Timestamp)> {
+        let start_ts = self.tso.get_timestamp()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let txn = ActiveTxn {
+            start_ts,
+            isolation,
+            read_only,
+            writes: BTreeMap::new(),
+            buffered_bytes: 0,
+            reads: BTreeSet::new(),
+            bypass: Vec::new(),
+            last_used: Instant::now(),
+        };
+        self.txns.lock().insert(id, Arc::new(Mutex::new(txn)));
+        Ok((id, start_ts))
+    }
+
+    fn txn(&self, id: TxnId) -> Result<Arc<Mutex<ActiveTxn>>> {
+        self.txns
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(TxnError::NotFound(id))
+    }
+
+    /// Reads `key` in transaction `id`: its own write if it made one, else the value at its
+    /// start timestamp.
+    pub fn get(&self, id: TxnId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self.txn(id)?;
+        let mut t = txn.lock();
+        t.last_used = Instant::now();
+        if let Some(v) = t.writes.get(key) {
+            return Ok(v.clone());
+        }
+        let value = self.read_resolving(&mut t, |bypass, start_ts| {
+            self.storage.get(key, start_ts, bypass)
+        })?;
+        if t.isolation == Isolation::Serializable && !t.read_only {
+            t.reads.insert(key.to_vec());
+        }
+        Ok(value)
+    }
+
+    /// Up to `limit` pairs of `[start, end)` as transaction `id` sees them.
+    pub fn scan(
+        &self,
+        id: TxnId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.txn(id)?;
+        let mut t = txn.lock();
+        t.last_used = Instant::now();
+        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+        let buffered: Vec<(Vec<u8>, Option<Vec<u8>>)> = t
+            .writes
+            .iter()
+            .filter(|(k, _)| in_range(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Each buffered delete can hide one stored row: fetch enough that `limit` survive.
+        let fetch = limit.saturating_add(buffered.len());
+        let stored = self.read_resolving(&mut t, |bypass, ts| {
+            self.storage.scan(start, end, fetch, ts, reverse, bypass)
+        })?;
+        let exhausted = stored.len() < fetch;
+        let boundary = stored.last().map(|(k, _)| k.clone());
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in buffered {
+            let beyond = !exhausted
+                && boundary
+                    .as_ref()
+                    .is_some_and(|b| if reverse { &k < b } else { &k > b });
+            if beyond {
+                continue; // outside what the fetched rows cover
+            }
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = merged.into_iter().collect();
+        if reverse {
+            out.reverse();
+        }
+        out.truncate(limit);
+        if t.isolation == Isolation::Serializable && !t.read_only {
+            let keys: Vec<Vec<u8>> = out.iter().map(|(k, _)| k.clone()).collect();
+            t.reads.extend(keys);
+        }
+        Ok(out)
+    }
+
+    /// Buffers a write of `key` (`None` deletes it).
+    pub fn write(&self, id: TxnId, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let txn = self.txn(id)?;
+        let mut t = txn.lock();
+        t.last_used = Instant::now();
+        if t.read_only {
+            return Err(TxnError::InvalidArgument(format!(
+                "transaction {id} is read-only"
+            )));
+        }
+        let add = key.len() + value.map_or(0, <[u8]>::len);
+        if !t.writes.contains_key(key) && t.writes.len() >= self.config.max_keys {
+            return Err(TxnError::InvalidArgument(format!(
+                "transaction writes more than max_keys = {} keys",
+                self.config.max_keys
+            )));
+        }
+        if t.buffered_bytes + add > self.config.max_bytes {
+            return Err(TxnError::InvalidArgument(format!(
+                "transaction buffers more than max_bytes = {} bytes",
+                self.config.max_bytes
+            )));
+        }
+        t.buffered_bytes += add;
+        t.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        Ok(())
+    }
+
+    /// Rolls transaction `id` back. Nothing was written before commit, so this only forgets
+    /// it.
+    pub fn rollback(&self, id: TxnId) -> Result<()> {
+        self.txns
+            .lock()
+            .remove(&id)
+            .map(|_| ())
+            .ok_or(TxnError::NotFound(id))
+    }
+
+    /// Commits transaction `id`; returns its commit timestamp, or `None` if it wrote
+    /// nothing (read-only transactions never prewrite).
+    pub fn commit(&self, id: TxnId) -> Result<Option<Timestamp>> {
+        let txn = self.txns.lock().remove(&id).ok_or(TxnError::NotFound(id))?;
+        let t = txn.lock();
+        let mut mutations: Vec<Mutation> = t
+            .writes
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => Mutation::Put(k.clone(), v.clone()),
+                None => Mutation::Delete(k.clone()),
+            })
+            .collect();
+        if t.isolation == Isolation::Serializable {
+            mutations.extend(
+                t.reads
+                    .iter()
+                    .filter(|k| !t.writes.contains_key(*k))
+                    .map(|k| Mutation::Lock(k.clone())),
+            );
+        }
+        if t.read_only
+            || mutations.is_empty()
+            || t.writes.is_empty() && t.isolation == Isolation::Snapshot
+        {
+            return Ok(None);
+        }
+        let start_ts = t.start_ts;
+        let primary = mutations[0].key().to_vec();
+        self.prewrite_all(&mutations, &primary, start_ts)?;
+
+        // The commit point: the primary's commit record.
+        let mut commit_ts = self.tso.get_timestamp()?;
+        loop {
+            match self
+                .storage
+                .commit(std::slice::from_ref(&primary), start_ts, commit_ts)
+            {
+                Ok(()) => break,
+                Err(MvccError::CommitTsExpired { min_commit_ts, .. }) => {
+                    // A reader pushed min_commit_ts past our timestamp: take a newer one.
+                    commit_ts = self.tso.get_timestamp()?.max(min_commit_ts);
+                }
+                Err(MvccError::AlreadyRolledBack { .. })
+                | Err(MvccError::TxnLockNotFound { .. }) => {
+                    return Err(TxnError::Conflict {
+                        start_ts,
+                        key: Some(primary),
+                        conflicting_start_ts: None,
+                        reason:
+                            "rolled back by another transaction while committing (lock expired)"
+                                .into(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Committed. Secondaries that fail to commit here are resolved by later readers.
+        let secondaries: Vec<Vec<u8>> = mutations[1..].iter().map(|m| m.key().to_vec()).collect();
+        if !secondaries.is_empty() {
+            if let Err(e) = self.storage.commit(&secondaries, start_ts, commit_ts) {
+                tracing::warn!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will resolve them");
+            }
+        }
+        Ok(Some(commit_ts))
+    }
+
+    fn prewrite_all(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<()> {
+        let deadline = Instant::now() + self.config.lock_wait;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            // The TTL counts from start_ts: give the commit a full TTL from now.
+            let now = self.tso.get_timestamp()?;
+            let elapsed_ms = physical(now).saturating_sub(physical(start_ts));
+            let options = PrewriteOptions {
+                primary: primary.to_vec(),
+                ttl_ms: elapsed_ms + self.config.lock_ttl_ms,
+                min_commit_ts: start_ts + 1,
+            };
+            match self.storage.prewrite(mutations, &options, start_ts) {
+                Ok(()) => return Ok(()),
+                Err(MvccError::WriteConflict {
+                    key,
+                    conflict_start_ts,
+                    conflict_commit_ts,
+                    ..
+                }) => {
+                    return Err(TxnError::Conflict {
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: Some(conflict_start_ts),
+                        reason: format!(
+                            "write conflict with a transaction committed at {conflict_commit_ts}"
+                        ),
+                    });
+                }
+                Err(MvccError::AlreadyRolledBack { key, .. }) => {
+                    return Err(TxnError::Conflict {
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: None,
+                        reason: "rolled back by another transaction".into(),
+                    });
+                }
+                Err(MvccError::KeyIsLocked(info)) => {
+                    if self.resolve(&info, start_ts)?.is_some() {
+                        // The owner is alive: wait for it, up to the deadline.
+                        if Instant::now() >= deadline {
+                            return Err(TxnError::Locked(info));
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(100));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Resolves a lock met by a transaction at `reader_ts`. Returns `None` if the lock was
+    /// resolved (retry the operation), or the owner's `min_commit_ts` if the owner is alive.
+    fn resolve(&self, info: &LockInfo, reader_ts: Timestamp) -> Result<Option<Timestamp>> {
+        let now = self.tso.get_timestamp()?;
+        let status =
+            self.storage
+                .check_txn_status(&info.primary, info.start_ts, now, Some(reader_ts))?;
+        let commit_ts = match status {
+            TxnStatus::Locked { min_commit_ts, .. } => return Ok(Some(min_commit_ts)),
+            TxnStatus::Committed { commit_ts } => Some(commit_ts),
+            TxnStatus::RolledBack { .. } => None,
+        };
+        if info.key != info.primary {
+            self.storage
+                .resolve_lock(std::slice::from_ref(&info.key), info.start_ts, commit_ts)?;
+        }
+        Ok(None)
+    }
+
+    /// Runs a read at the transaction's start_ts, resolving the locks it meets.
+    fn read_resolving<T>(
+        &self,
+        t: &mut ActiveTxn,
+        read: impl Fn(&[Timestamp], Timestamp) -> crate::mvcc::Result<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.config.lock_wait;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            match read(&t.bypass, t.start_ts) {
+                Err(MvccError::KeyIsLocked(info)) => match self.resolve(&info, t.start_ts)? {
+                    None => {}
+                    Some(min_commit_ts)
+                        if min_commit_ts > t.start_ts
+                            && info.kind != crate::mvcc::LockKind::Lock =>
+                    {
+                        // The owner will commit after our snapshot: read past its locks.
+                        t.bypass.push(info.start_ts);
+                    }
+                    Some(_) => {
+                        if Instant::now() >= deadline {
+                            return Err(TxnError::Locked(info));
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(100));
+                    }
+                },
+                other => return other.map_err(TxnError::from),
+            }
+        }
+    }
+
+    /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.
+    pub fn reap_idle(&self, now: Instant) -> usize {
+        let mut txns = self.txns.lock();
+        let before = txns.len();
+        txns.retain(|_, t| {
+            // A transaction busy in another call holds its lock: it is not idle.
+            t.try_lock().is_none_or(|t| {
+                now.saturating_duration_since(t.last_used) < self.config.idle_timeout
+            })
+        });
+        before - txns.len()
+    }
+}
