@@ -106,6 +106,15 @@ pub enum MvccError {
         /// The lowest allowed.
         min_commit_ts: Timestamp,
     },
+    /// The key lies in a range that a committing SERIALIZABLE transaction scanned; the
+    /// write must wait until that transaction finishes.
+    #[error("key {key:?} is in a range read by committing transaction {owner}")]
+    RangeLocked {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction holding the range lock.
+        owner: Timestamp,
+    },
     /// A rollback found the transaction already committed.
     #[error("transaction {start_ts} already committed key {key:?} at {commit_ts}")]
     Committed {

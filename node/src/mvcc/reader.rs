@@ -288,4 +288,76 @@ impl<'a> MvccReader<'a> {
         }
         Ok(out)
     }
+
+    /// The first data change (Put or Delete) in `[start, end)` committed after `since` by a
+    /// transaction other than `since`'s, if any.
+    pub fn first_change_since(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        since: Timestamp,
+    ) -> Result<Option<(Vec<u8>, Write, Timestamp)>> {
+        let mut it = self.db.iter(
+            ColumnFamily::Write,
+            IterOptions {
+                lower_bound: Some(lock_key(start)),
+                upper_bound: end.map(lock_key),
+                snapshot: self.snapshot,
+                fill_cache: true,
+            },
+        )?;
+        it.seek_to_first()?;
+        while it.valid() {
+            let (key, commit_ts) = decode_versioned_key(it.key())
+                .ok_or_else(|| corrupt(it.key(), "undecodable write key"))?;
+            if commit_ts > since {
+                let write = Write::decode(it.value())
+                    .ok_or_else(|| corrupt(&key, "undecodable write record"))?;
+                if matches!(write.kind, WriteKind::Put | WriteKind::Delete)
+                    && write.start_ts != since
+                {
+                    return Ok(Some((key, write, commit_ts)));
+                }
+                it.next()?;
+            } else {
+                // Versions are newest first: skip the rest of this key.
+                let next_key = prefix_successor(&lock_key(&key));
+                match next_key {
+                    Some(k) => it.seek(&k)?,
+                    None => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first lock in `[start, end)` held by a transaction other than `owner`, if any.
+    pub fn first_foreign_lock(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        owner: Timestamp,
+    ) -> Result<Option<(Vec<u8>, Lock)>> {
+        let mut locks = self.db.iter(
+            ColumnFamily::Lock,
+            IterOptions {
+                lower_bound: Some(lock_key(start)),
+                upper_bound: end.map(lock_key),
+                snapshot: self.snapshot,
+                fill_cache: true,
+            },
+        )?;
+        locks.seek_to_first()?;
+        while locks.valid() {
+            let (key, _) = decode_bytes(locks.key())
+                .ok_or_else(|| corrupt(locks.key(), "undecodable lock key"))?;
+            let lock =
+                Lock::decode(locks.value()).ok_or_else(|| corrupt(&key, "undecodable lock"))?;
+            if lock.start_ts != owner {
+                return Ok(Some((key, lock)));
+            }
+            locks.next()?;
+        }
+        Ok(None)
+    }
 }

@@ -32,7 +32,15 @@ use crate::mvcc::{LockInfo, MvccError, Timestamp};
 use crate::tso::{physical, Tso, TsoError};
 
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
+use super::range_locks::KeyRange;
 use super::storage::Storage;
+
+/// The smallest key greater than `key`.
+fn key_successor(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
 
 /// A transaction's id, unique within one node's lifetime.
 pub type TxnId = u64;
@@ -134,6 +142,8 @@ struct ActiveTxn {
     buffered_bytes: usize,
     /// Keys read (SERIALIZABLE locks them at commit).
     reads: BTreeSet<Vec<u8>>,
+    /// Ranges scanned (SERIALIZABLE range-locks and re-checks them at commit).
+    ranges: Vec<KeyRange>,
     /// Locks of live transactions this one may read past (their min_commit_ts was pushed
     /// above start_ts).
     bypass: Vec<Timestamp>,
@@ -191,6 +201,7 @@ impl TxnManager {
             writes: BTreeMap::new(),
             buffered_bytes: 0,
             reads: BTreeSet::new(),
+            ranges: Vec::new(),
             bypass: Vec::new(),
             last_used: Instant::now(),
         };
@@ -270,8 +281,14 @@ impl TxnManager {
         }
         out.truncate(limit);
         if t.isolation == Isolation::Serializable && !t.read_only {
-            let keys: Vec<Vec<u8>> = out.iter().map(|(k, _)| k.clone()).collect();
-            t.reads.extend(keys);
+            // The part of the range the result depends on: all of it, or up to the last
+            // key returned when the limit cut the scan short.
+            let covered = match (out.len() >= limit, out.last()) {
+                (true, Some((last, _))) if reverse => (last.clone(), end.map(<[u8]>::to_vec)),
+                (true, Some((last, _))) => (start.to_vec(), Some(key_successor(last))),
+                _ => (start.to_vec(), end.map(<[u8]>::to_vec)),
+            };
+            t.ranges.push(covered);
         }
         Ok(out)
     }
@@ -335,14 +352,22 @@ impl TxnManager {
                     .map(|k| Mutation::Lock(k.clone())),
             );
         }
-        if t.read_only
-            || mutations.is_empty()
-            || t.writes.is_empty() && t.isolation == Isolation::Snapshot
-        {
+        // A transaction that writes nothing has nothing to commit: its reads came from one
+        // snapshot, and without writes it cannot take part in a write skew.
+        if t.read_only || t.writes.is_empty() {
             return Ok(None);
         }
         let start_ts = t.start_ts;
         let primary = mutations[0].key().to_vec();
+        // SERIALIZABLE scans: hold range locks over the scanned ranges until the commit
+        // point, and make sure nothing changed in them since start_ts.
+        let _range_locks = if t.ranges.is_empty() {
+            None
+        } else {
+            let guard = self.storage.lock_ranges(start_ts, &t.ranges);
+            self.check_ranges(&t.ranges, start_ts)?;
+            Some(guard)
+        };
         self.prewrite_all(&mutations, &primary, start_ts)?;
 
         // The commit point: the primary's commit record.
@@ -379,6 +404,45 @@ impl TxnManager {
             }
         }
         Ok(Some(commit_ts))
+    }
+
+    fn check_ranges(&self, ranges: &[KeyRange], start_ts: Timestamp) -> Result<()> {
+        let deadline = Instant::now() + self.config.lock_wait;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            match self.storage.check_ranges(ranges, start_ts) {
+                Ok(()) => return Ok(()),
+                Err(MvccError::WriteConflict {
+                    key,
+                    conflict_start_ts,
+                    ..
+                }) => {
+                    return Err(TxnError::Conflict {
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: Some(conflict_start_ts),
+                        reason: "a write committed in a range this transaction scanned".into(),
+                    });
+                }
+                Err(MvccError::KeyIsLocked(info)) => {
+                    if self.resolve(&info, start_ts)?.is_some() {
+                        if Instant::now() >= deadline {
+                            return Err(TxnError::Conflict {
+                                start_ts,
+                                key: Some(info.key.clone()),
+                                conflicting_start_ts: Some(info.start_ts),
+                                reason:
+                                    "a transaction is writing in a range this transaction scanned"
+                                        .into(),
+                            });
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(100));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn prewrite_all(
@@ -422,6 +486,19 @@ impl TxnManager {
                         conflicting_start_ts: None,
                         reason: "rolled back by another transaction".into(),
                     });
+                }
+                Err(MvccError::RangeLocked { key, owner }) => {
+                    // A committing SERIALIZABLE transaction scanned this range: wait for it.
+                    if Instant::now() >= deadline {
+                        return Err(TxnError::Conflict {
+                            start_ts,
+                            key: Some(key),
+                            conflicting_start_ts: Some(owner),
+                            reason: "the key is in a range read by a committing serializable transaction".into(),
+                        });
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Err(MvccError::KeyIsLocked(info)) => {
                     if self.resolve(&info, start_ts)?.is_some() {

@@ -277,3 +277,87 @@ fn limits_read_only_and_idle_timeouts() {
     );
     assert!(matches!(env.mgr.commit(t), Err(TxnError::NotFound(_))));
 }
+
+fn phantom(isolation: Isolation) -> (Result<Option<u64>, TxnError>, Result<Option<u64>, TxnError>) {
+    let env = env();
+    env.put(b"oncall/alice", b"1");
+    env.put(b"oncall/bob", b"1");
+    let (a, _) = env.mgr.begin(isolation, false).unwrap();
+    let (b, _) = env.mgr.begin(isolation, false).unwrap();
+    // Each counts the on-call doctors (a predicate read), sees two, and adds a third.
+    for (t, name) in [
+        (a, b"oncall/carol".as_slice()),
+        (b, b"oncall/dave".as_slice()),
+    ] {
+        assert_eq!(
+            env.mgr
+                .scan(t, b"oncall/", Some(b"oncall0"), 100, false)
+                .unwrap()
+                .len(),
+            2
+        );
+        env.mgr.write(t, name, Some(b"1")).unwrap();
+    }
+    (env.mgr.commit(a), env.mgr.commit(b))
+}
+
+#[test]
+fn phantoms_are_allowed_under_snapshot_and_aborted_under_serializable() {
+    let (a, b) = phantom(Isolation::Snapshot);
+    assert!(a.unwrap().is_some() && b.unwrap().is_some());
+    let (a, b) = phantom(Isolation::Serializable);
+    assert!(a.unwrap().is_some());
+    assert!(
+        is_conflict(b),
+        "the second sees an insert into the range it scanned"
+    );
+}
+
+#[test]
+fn a_limited_scan_only_protects_what_it_returned() {
+    let env = env();
+    for k in ["r/a", "r/b", "r/c"] {
+        env.put(k.as_bytes(), b"1");
+    }
+    let (t, _) = env.mgr.begin(Isolation::Serializable, false).unwrap();
+    assert_eq!(
+        env.mgr.scan(t, b"r/", Some(b"r0"), 1, false).unwrap().len(),
+        1
+    );
+    env.mgr.write(t, b"elsewhere", Some(b"x")).unwrap();
+    // A write past the first key does not touch what the scan depended on.
+    env.put(b"r/bb", b"1");
+    assert!(env.mgr.commit(t).unwrap().is_some());
+}
+
+#[test]
+fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
+    let env = env();
+    let storage = env.mgr.storage();
+    let owner = env.tso.get_timestamp().unwrap();
+    let guard = storage.lock_ranges(owner, &[(b"r/".to_vec(), Some(b"r0".to_vec()))]);
+    let start = env.tso.get_timestamp().unwrap();
+    let opts = PrewriteOptions {
+        primary: b"r/x".to_vec(),
+        ttl_ms: 3000,
+        min_commit_ts: start + 1,
+    };
+    let m = [Mutation::Put(b"r/x".to_vec(), b"1".to_vec())];
+    assert!(matches!(
+        storage.prewrite(&m, &opts, start),
+        Err(MvccError::RangeLocked { .. })
+    ));
+    // Lock mutations (reads) and keys outside the range are not affected.
+    storage
+        .prewrite(&[Mutation::Lock(b"r/y".to_vec())], &opts, start)
+        .unwrap();
+    storage
+        .prewrite(&[Mutation::Put(b"s".to_vec(), b"1".to_vec())], &opts, start)
+        .unwrap();
+    // Through the coordinator, a writer gives up retryably after lock_wait.
+    let (w, _) = env.mgr.begin(Isolation::Snapshot, false).unwrap();
+    env.mgr.write(w, b"r/z", Some(b"1")).unwrap();
+    assert!(is_conflict(env.mgr.commit(w)));
+    drop(guard);
+    storage.prewrite(&m, &opts, start).unwrap();
+}

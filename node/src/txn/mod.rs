@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod latches;
 pub mod manager;
+pub mod range_locks;
 pub mod storage;
 
 #[cfg(test)]

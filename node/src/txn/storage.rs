@@ -9,10 +9,11 @@
 //! an engine write; nothing above this layer changes.
 
 use crate::lsm::{Db, WriteOptions};
-use crate::mvcc::{MvccReader, MvccTxn, Result, Timestamp};
+use crate::mvcc::{LockInfo, MvccError, MvccReader, MvccTxn, Result, Timestamp};
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
+use super::range_locks::{KeyRange, RangeLockGuard, RangeLocks};
 
 /// Latch slots: enough that unrelated keys rarely share one.
 const LATCH_SLOTS: usize = 2048;
@@ -22,6 +23,7 @@ const LATCH_SLOTS: usize = 2048;
 pub struct Storage {
     db: Db,
     latches: Latches,
+    range_locks: RangeLocks,
     write_options: WriteOptions,
 }
 
@@ -31,6 +33,7 @@ impl Storage {
         Storage {
             db,
             latches: Latches::new(LATCH_SLOTS),
+            range_locks: RangeLocks::new(),
             write_options: WriteOptions { sync: true },
         }
     }
@@ -77,13 +80,26 @@ impl Storage {
     }
 
     /// Prewrites all `mutations` of transaction `start_ts`, or none of them: the first
-    /// failing key's error is returned and nothing is written.
+    /// failing key's error is returned and nothing is written. A key that changes data and
+    /// lies in a range locked by a committing SERIALIZABLE transaction is `RangeLocked`.
     pub fn prewrite(
         &self,
         mutations: &[Mutation],
         options: &PrewriteOptions,
         start_ts: Timestamp,
     ) -> Result<()> {
+        let _gate = self.range_locks.enter_prewrite();
+        for m in mutations {
+            if matches!(m, Mutation::Lock(_)) {
+                continue;
+            }
+            if let Some(owner) = self.range_locks.conflicting(m.key(), start_ts) {
+                return Err(MvccError::RangeLocked {
+                    key: m.key().to_vec(),
+                    owner,
+                });
+            }
+        }
         self.write_command(
             mutations.iter().map(Mutation::key),
             start_ts,
@@ -93,6 +109,35 @@ impl Storage {
                     .try_for_each(|m| actions::prewrite(txn, reader, m, options))
             },
         )
+    }
+
+    /// Locks `ranges` for committing transaction `owner` (see [`super::range_locks`]).
+    pub fn lock_ranges(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard<'_> {
+        self.range_locks.lock(owner, ranges)
+    }
+
+    /// Checks that nothing changed in `ranges` since `start_ts`: a commit record of another
+    /// transaction newer than `start_ts` is a `WriteConflict`; another transaction's lock is
+    /// `KeyIsLocked` (resolve it and check again).
+    pub fn check_ranges(&self, ranges: &[KeyRange], start_ts: Timestamp) -> Result<()> {
+        let snap = self.db.snapshot();
+        let reader = MvccReader::new(&self.db, Some(snap.seq()));
+        for (start, end) in ranges {
+            if let Some((key, write, commit_ts)) =
+                reader.first_change_since(start, end.as_deref(), start_ts)?
+            {
+                return Err(MvccError::WriteConflict {
+                    key,
+                    start_ts,
+                    conflict_start_ts: write.start_ts,
+                    conflict_commit_ts: commit_ts,
+                });
+            }
+            if let Some((key, lock)) = reader.first_foreign_lock(start, end.as_deref(), start_ts)? {
+                return Err(MvccError::KeyIsLocked(LockInfo::new(&key, &lock)));
+            }
+        }
+        Ok(())
     }
 
     /// Commits `keys` of transaction `start_ts` at `commit_ts`.
