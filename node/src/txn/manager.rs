@@ -56,6 +56,65 @@ pub enum Isolation {
     Serializable,
 }
 
+/// A condition `execute` checks before it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key exists.
+    Exists(Vec<u8>),
+    /// The key does not exist.
+    NotExists(Vec<u8>),
+    /// The key exists with exactly this value.
+    ValueEquals(Vec<u8>, Vec<u8>),
+}
+
+impl Precondition {
+    /// The key the condition is about.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Precondition::Exists(k)
+            | Precondition::NotExists(k)
+            | Precondition::ValueEquals(k, _) => k,
+        }
+    }
+
+    /// Whether the condition holds for the key's current `value`.
+    pub fn holds(&self, value: Option<&[u8]>) -> bool {
+        match self {
+            Precondition::Exists(_) => value.is_some(),
+            Precondition::NotExists(_) => value.is_none(),
+            Precondition::ValueEquals(_, expected) => value == Some(expected.as_slice()),
+        }
+    }
+}
+
+/// A one-shot transaction for [`TxnManager::execute`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecuteRequest {
+    /// Isolation level.
+    pub isolation: Isolation,
+    /// Conditions that must all hold for the writes to be applied.
+    pub preconditions: Vec<Precondition>,
+    /// Keys whose values to return.
+    pub reads: Vec<Vec<u8>>,
+    /// Writes to apply if the preconditions hold (`None` deletes).
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// What [`TxnManager::execute`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteResponse {
+    /// Whether every precondition held (and the writes were applied).
+    pub succeeded: bool,
+    /// Index of the first precondition that failed.
+    pub failed_precondition: Option<usize>,
+    /// The requested reads, at the transaction's snapshot.
+    pub reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The transaction's start timestamp.
+    pub start_ts: Timestamp,
+    /// The commit timestamp, if anything was written.
+    pub commit_ts: Option<Timestamp>,
+}
+
 /// Limits and timings of transactions.
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -140,7 +199,8 @@ struct ActiveTxn {
     /// Buffered writes: `None` is a delete.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     buffered_bytes: usize,
-    /// Keys read (SERIALIZABLE locks them at commit).
+    /// Keys whose reads are locked at commit (every read under SERIALIZABLE; precondition
+    /// keys of `execute`).
     reads: BTreeSet<Vec<u8>>,
     /// Ranges scanned (SERIALIZABLE range-locks and re-checks them at commit).
     ranges: Vec<KeyRange>,
@@ -344,14 +404,14 @@ impl TxnManager {
                 None => Mutation::Delete(k.clone()),
             })
             .collect();
-        if t.isolation == Isolation::Serializable {
-            mutations.extend(
-                t.reads
-                    .iter()
-                    .filter(|k| !t.writes.contains_key(*k))
-                    .map(|k| Mutation::Lock(k.clone())),
-            );
-        }
+        // Keys whose reads must still hold at commit: every read under SERIALIZABLE, and
+        // the precondition keys of `execute` under either level.
+        mutations.extend(
+            t.reads
+                .iter()
+                .filter(|k| !t.writes.contains_key(*k))
+                .map(|k| Mutation::Lock(k.clone())),
+        );
         // A transaction that writes nothing has nothing to commit: its reads came from one
         // snapshot, and without writes it cannot take part in a write skew.
         if t.read_only || t.writes.is_empty() {
@@ -564,6 +624,72 @@ impl TxnManager {
                 other => return other.map_err(TxnError::from),
             }
         }
+    }
+
+    /// Runs a one-shot transaction: checks `request.preconditions` at the transaction's
+    /// snapshot, and only if all hold, applies `request.writes`; returns the values of
+    /// `request.reads` either way. Precondition keys are locked at commit, so they still
+    /// hold when the writes become visible (a compare-and-swap). Retryable conflicts are
+    /// retried up to `attempts` times.
+    pub fn execute(&self, request: &ExecuteRequest, attempts: usize) -> Result<ExecuteResponse> {
+        let mut last_err = None;
+        for _ in 0..attempts.max(1) {
+            match self.execute_once(request) {
+                Err(e) if e.is_retryable() => last_err = Some(e),
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or(TxnError::InvalidArgument(
+            "execute needs at least one attempt".into(),
+        )))
+    }
+
+    fn execute_once(&self, request: &ExecuteRequest) -> Result<ExecuteResponse> {
+        let read_only = request.writes.is_empty();
+        let (id, start_ts) = self.begin(request.isolation, read_only)?;
+        let result = (|| {
+            let mut failed = None;
+            for (i, p) in request.preconditions.iter().enumerate() {
+                let value = self.get(id, p.key())?;
+                if !read_only {
+                    if let Some(txn) = self.txns.lock().get(&id) {
+                        txn.lock().reads.insert(p.key().to_vec());
+                    }
+                }
+                if failed.is_none() && !p.holds(value.as_deref()) {
+                    failed = Some(i);
+                }
+            }
+            let mut reads = Vec::with_capacity(request.reads.len());
+            for key in &request.reads {
+                reads.push((key.clone(), self.get(id, key)?));
+            }
+            if failed.is_some() {
+                self.rollback(id)?;
+                return Ok(ExecuteResponse {
+                    succeeded: false,
+                    failed_precondition: failed,
+                    reads,
+                    start_ts,
+                    commit_ts: None,
+                });
+            }
+            for (key, value) in &request.writes {
+                self.write(id, key, value.as_deref())?;
+            }
+            let commit_ts = self.commit(id)?;
+            Ok(ExecuteResponse {
+                succeeded: true,
+                failed_precondition: None,
+                reads,
+                start_ts,
+                commit_ts,
+            })
+        })();
+        if result.is_err() {
+            let _ = self.rollback(id);
+        }
+        result
     }
 
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.

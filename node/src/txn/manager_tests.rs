@@ -361,3 +361,42 @@ fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
     drop(guard);
     storage.prewrite(&m, &opts, start).unwrap();
 }
+
+#[test]
+fn execute_is_a_compare_and_swap() {
+    use super::{ExecuteRequest, Precondition};
+    let env = env();
+    env.put(b"leader", b"node-1");
+    let swap = |expect: &[u8], new: &[u8]| ExecuteRequest {
+        preconditions: vec![Precondition::ValueEquals(
+            b"leader".to_vec(),
+            expect.to_vec(),
+        )],
+        reads: vec![b"leader".to_vec()],
+        writes: vec![(b"leader".to_vec(), Some(new.to_vec()))],
+        ..ExecuteRequest::default()
+    };
+    let ok = env.mgr.execute(&swap(b"node-1", b"node-2"), 3).unwrap();
+    assert!(ok.succeeded && ok.commit_ts.is_some());
+    assert_eq!(
+        ok.reads,
+        vec![(b"leader".to_vec(), Some(b"node-1".to_vec()))]
+    );
+    let stale = env.mgr.execute(&swap(b"node-1", b"node-3"), 3).unwrap();
+    assert!(!stale.succeeded);
+    assert_eq!(stale.failed_precondition, Some(0));
+    assert_eq!(stale.commit_ts, None);
+    assert_eq!(env.read(b"leader"), Some(b"node-2".to_vec()));
+    // Insert-if-absent, and a precondition on a key that is not written is still locked.
+    let insert = ExecuteRequest {
+        preconditions: vec![
+            Precondition::NotExists(b"new".to_vec()),
+            Precondition::Exists(b"leader".to_vec()),
+        ],
+        writes: vec![(b"new".to_vec(), Some(b"1".to_vec()))],
+        ..ExecuteRequest::default()
+    };
+    assert!(env.mgr.execute(&insert, 3).unwrap().succeeded);
+    assert!(!env.mgr.execute(&insert, 3).unwrap().succeeded);
+    assert_eq!(env.mgr.active(), 0, "execute leaves no transaction behind");
+}

@@ -17,5 +17,8 @@ pub mod storage;
 #[cfg(test)]
 mod manager_tests;
 
-pub use manager::{Isolation, TxnConfig, TxnError, TxnId, TxnManager};
+pub use manager::{
+    ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError, TxnId,
+    TxnManager,
+};
 pub use storage::Storage;
