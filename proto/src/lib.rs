@@ -1,6 +1,36 @@
-//! Strata's wire contract.
+//! Strata's wire contract: the public gRPC API, compiled from `proto/strata/v1/*.proto`.
 //!
-//! This crate will compile `proto/*.proto` (kv, txn, admin, meta, raft) into tonic/prost
-//! types. The storage-engine milestone has no network API yet, so the crate holds no
-//! generated code; the transactions milestone adds the services and their build step.
-//! Keeping tonic out of the build until then keeps CI fast.
+//! ```text
+//!   common.proto   Isolation, KeyValue, GetResult, ErrorReason, ErrorDetail; limits, timings
+//!   kv.proto       service Kv:    Get, BatchGet, Put, Delete, Scan   (each auto-committed)
+//!   txn.proto      service Txn:   Begin, Get, BatchGet, Scan, Put, Delete, Commit, Rollback,
+//!                                 Heartbeat, Execute (one-shot: preconditions, reads, writes)
+//!   admin.proto    service Admin: Status, GetGcSafePoint
+//! ```
+//!
+//! The `.proto` files are the contract: clients in any language are written from them alone,
+//! so every message and field there is documented. This crate adds, for the Rust server and
+//! clients, the generated prost messages and tonic services ([`v1`]), the file descriptor set
+//! (for gRPC reflection), the limits as constants ([`limits`]), and the error encoding
+//! ([`ErrorDetail::into_status`] and [`ErrorDetail::from_status`]): an [`ErrorDetail`] travels in
+//! the status details as a `google.rpc.Status` holding one `google.protobuf.Any`, the standard
+//! gRPC rich error model that other languages' gRPC libraries decode.
+//!
+//! [`ErrorDetail`]: v1::ErrorDetail
+//! [`ErrorDetail::into_status`]: v1::ErrorDetail::into_status
+//! [`ErrorDetail::from_status`]: v1::ErrorDetail::from_status
+
+mod error;
+pub mod limits;
+
+/// The generated messages, clients (`*_client`) and servers (`*_server`) of package
+/// `strata.v1`.
+pub mod v1 {
+    tonic::include_proto!("strata.v1");
+
+    /// The encoded `FileDescriptorSet` of the `strata.v1` protos, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("strata_v1_descriptor");
+}
+
+pub use error::ERROR_DETAIL_TYPE_URL;

@@ -1,0 +1,29 @@
+//! Compiles `strata/v1/*.proto` into prost messages and tonic clients and servers, and writes
+//! their file descriptor set (for gRPC reflection).
+//!
+//! protoc comes from `protoc-bin-vendored` and is handed to prost-build directly. `PROTOC` is
+//! never set, here or globally: raft's own build accepts only a protoc of major version 3 and
+//! would panic on the vendored one.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "strata/v1/common.proto",
+    "strata/v1/kv.proto",
+    "strata/v1/txn.proto",
+    "strata/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=strata");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .file_descriptor_set_path(out_dir.join("strata_v1_descriptor.bin"))
+        .compile_with_config(config, PROTOS, &["."])?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! The default limits of the API, as documented in the header of `common.proto`.
+//!
+//! The server enforces them (some are configurable per node); a request that breaks one gets
+//! `INVALID_ARGUMENT` (or `RESOURCE_EXHAUSTED` where noted) with an `ErrorDetail` whose
+//! `limit_name` is the lowercase name of the constant here and whose `limit` is its value.
+
+/// `max_key_bytes`: the longest key (8 KiB). Keys must also be non-empty.
+pub const MAX_KEY_BYTES: u64 = 8 << 10;
+/// `max_value_bytes`: the longest value (8 MiB).
+pub const MAX_VALUE_BYTES: u64 = 8 << 20;
+/// `max_batch_keys`: the most entries in one list of a request.
+pub const MAX_BATCH_KEYS: u64 = 10_000;
+/// `max_scan_limit`: the largest scan limit; a limit of 0 means this.
+pub const MAX_SCAN_LIMIT: u64 = 10_000;
+/// `max_txn_keys`: the most distinct keys one transaction may write.
+pub const MAX_TXN_KEYS: u64 = 100_000;
+/// `max_txn_bytes`: the most key and value bytes one transaction may buffer (64 MiB).
+pub const MAX_TXN_BYTES: u64 = 64 << 20;
+/// `max_active_txns`: the most open interactive transactions per node (`RESOURCE_EXHAUSTED`).
+pub const MAX_ACTIVE_TXNS: u64 = 10_000;
+/// `max_message_bytes`: the largest gRPC message the server accepts or sends (16 MiB).
+pub const MAX_MESSAGE_BYTES: u64 = 16 << 20;
+/// `scan_response_bytes`: a scan stops adding pairs once its response reaches this (4 MiB).
+pub const SCAN_RESPONSE_BYTES: u64 = 4 << 20;
