@@ -3,7 +3,8 @@
 //! Layers, bottom up (each knows only the one below it):
 //!
 //! ```text
-//!   server / cli        (later milestones)
+//!   server              gRPC API (Kv, Txn, Admin) and the HTTP metrics port
+//!   cli                 (later milestones)
 //!   txn                 Percolator actions, latched commands, the coordinator
 //!   mvcc                versioned keys, locks and commit records over the LSM
 //!   lsm                 Strata's own log-structured merge-tree storage engine
@@ -16,5 +17,6 @@
 pub mod bench;
 pub mod lsm;
 pub mod mvcc;
+pub mod server;
 pub mod tso;
 pub mod txn;

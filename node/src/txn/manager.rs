@@ -692,6 +692,14 @@ impl TxnManager {
         result
     }
 
+    /// Marks transaction `id` as used now (a client heartbeat), postponing its idle
+    /// timeout; fails with `NotFound` if it is not active.
+    pub fn touch(&self, id: TxnId) -> Result<()> {
+        let txn = self.txn(id)?;
+        txn.lock().last_used = Instant::now();
+        Ok(())
+    }
+
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.
     pub fn reap_idle(&self, now: Instant) -> usize {
         let mut txns = self.txns.lock();

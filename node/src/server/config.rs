@@ -1,0 +1,399 @@
+//! Node configuration: a YAML file (optional), overridden by command-line flags and
+//! `STRATA_*` environment variables.
+//!
+//! ```text
+//!   defaults  <-  --config FILE (YAML)  <-  flags / env (clap)
+//! ```
+//!
+//! Every field and its default is documented in `docs/configuration.md`; unknown fields in
+//! the file are rejected so that a typo is an error, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lsm::{Compression, Options};
+use crate::txn::TxnConfig;
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory holding the engine (`db/`) and the timestamp oracle (`tso`).
+    pub data_dir: PathBuf,
+    /// Address the gRPC API listens on (port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP port: `/metrics`, `/healthz`, `/readyz`, `/`.
+    pub http_addr: SocketAddr,
+    /// This node's id.
+    pub node_id: u64,
+    /// Storage engine settings.
+    pub engine: EngineConfig,
+    /// Transaction settings.
+    pub txn: TxnSettings,
+    /// Logging settings.
+    pub log: LogConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./strata-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7380)),
+            node_id: 1,
+            engine: EngineConfig::default(),
+            txn: TxnSettings::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Storage engine settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Size of one memtable, in MiB.
+    pub memtable_mb: u64,
+    /// Size of the block cache, in MiB.
+    pub block_cache_mb: u64,
+    /// Block compression.
+    pub compression: CompressionConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            memtable_mb: 64,
+            block_cache_mb: 256,
+            compression: CompressionConfig::None,
+        }
+    }
+}
+
+/// Block compression, as spelled in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionConfig {
+    /// No compression.
+    #[default]
+    None,
+    /// LZ4.
+    Lz4,
+}
+
+/// Transaction settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TxnSettings {
+    /// How long a committing transaction's locks stay valid without progress, in ms.
+    pub lock_ttl_ms: u64,
+    /// How long a request waits on a locked key before failing with KEY_LOCKED, in ms.
+    pub lock_wait_ms: u64,
+    /// Interactive transactions idle this long (seconds) are rolled back.
+    pub idle_timeout_s: u64,
+    /// How long old versions are kept for reads before GC may collect them, in seconds.
+    pub gc_life_time_s: u64,
+}
+
+impl Default for TxnSettings {
+    fn default() -> Self {
+        TxnSettings {
+            lock_ttl_ms: 3_000,
+            lock_wait_ms: 1_000,
+            idle_timeout_s: 60,
+            gc_life_time_s: 600,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, for example `info` or `strata=debug,info`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags (each also read from a `STRATA_*` environment variable). A flag that
+/// is given overrides the configuration file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// YAML configuration file.
+    #[arg(long = "config", env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, env = "STRATA_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP (metrics, health) listen address.
+    #[arg(long, env = "STRATA_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Node id.
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Memtable size in MiB.
+    #[arg(long, env = "STRATA_MEMTABLE_MB")]
+    pub memtable_mb: Option<u64>,
+    /// Block cache size in MiB.
+    #[arg(long, env = "STRATA_BLOCK_CACHE_MB")]
+    pub block_cache_mb: Option<u64>,
+    /// Block compression.
+    #[arg(long, env = "STRATA_COMPRESSION")]
+    pub compression: Option<CompressionConfig>,
+    /// Lock time to live in ms.
+    #[arg(long, env = "STRATA_LOCK_TTL_MS")]
+    pub lock_ttl_ms: Option<u64>,
+    /// Lock wait in ms.
+    #[arg(long, env = "STRATA_LOCK_WAIT_MS")]
+    pub lock_wait_ms: Option<u64>,
+    /// Idle transaction timeout in seconds.
+    #[arg(long, env = "STRATA_IDLE_TIMEOUT_S")]
+    pub idle_timeout_s: Option<u64>,
+    /// GC life time in seconds.
+    #[arg(long, env = "STRATA_GC_LIFE_TIME_S")]
+    pub gc_life_time_s: Option<u64>,
+    /// Log filter.
+    #[arg(long, env = "STRATA_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, env = "STRATA_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration YAML.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: serde_yaml::Error,
+    },
+    /// A setting has a value the node cannot run with.
+    #[error("invalid setting {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Parses a YAML document (an empty document gives the defaults).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(NodeConfig::default());
+        }
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The configuration file named by `args` (or the defaults), with `args` applied on top.
+    pub fn load(args: &ConfigArgs) -> Result<NodeConfig, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                NodeConfig::from_yaml(&text, path)?
+            }
+            None => NodeConfig::default(),
+        };
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Overrides fields with the flags that are set.
+    pub fn apply(&mut self, args: &ConfigArgs) {
+        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
+        }
+        set(&mut self.data_dir, &args.data_dir);
+        set(&mut self.grpc_addr, &args.grpc_addr);
+        set(&mut self.http_addr, &args.http_addr);
+        set(&mut self.node_id, &args.node_id);
+        set(&mut self.engine.memtable_mb, &args.memtable_mb);
+        set(&mut self.engine.block_cache_mb, &args.block_cache_mb);
+        set(&mut self.engine.compression, &args.compression);
+        set(&mut self.txn.lock_ttl_ms, &args.lock_ttl_ms);
+        set(&mut self.txn.lock_wait_ms, &args.lock_wait_ms);
+        set(&mut self.txn.idle_timeout_s, &args.idle_timeout_s);
+        set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
+        set(&mut self.log.level, &args.log_level);
+        set(&mut self.log.format, &args.log_format);
+    }
+
+    /// Checks values the node cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.engine.memtable_mb == 0 || self.engine.memtable_mb > 4096 {
+            return Err(ConfigError::Invalid(format!(
+                "engine.memtable_mb = {}: must be 1..=4096",
+                self.engine.memtable_mb
+            )));
+        }
+        if self.engine.block_cache_mb > 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "engine.block_cache_mb = {}: must be at most 1048576",
+                self.engine.block_cache_mb
+            )));
+        }
+        if self.txn.idle_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.idle_timeout_s = 0: must be at least 1".into(),
+            ));
+        }
+        if self.txn.lock_ttl_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.lock_ttl_ms = 0: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine options this configuration asks for (WAL on).
+    pub fn engine_options(&self) -> Options {
+        let mb = |n: u64| usize::try_from(n << 20).unwrap_or(usize::MAX);
+        Options {
+            wal: true,
+            create_if_missing: true,
+            memtable_size: mb(self.engine.memtable_mb),
+            block_cache_bytes: mb(self.engine.block_cache_mb),
+            compression: match self.engine.compression {
+                CompressionConfig::None => Compression::None,
+                CompressionConfig::Lz4 => Compression::Lz4,
+            },
+            ..Options::default()
+        }
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> TxnConfig {
+        TxnConfig {
+            lock_ttl_ms: self.txn.lock_ttl_ms,
+            lock_wait: Duration::from_millis(self.txn.lock_wait_ms),
+            idle_timeout: Duration::from_secs(self.txn.idle_timeout_s),
+            max_keys: usize::try_from(strata_proto::limits::MAX_TXN_KEYS).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(strata_proto::limits::MAX_TXN_BYTES).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_yaml_gives_defaults() {
+        let c = NodeConfig::from_yaml("", Path::new("x.yaml")).unwrap();
+        assert_eq!(c, NodeConfig::default());
+        assert_eq!(c.grpc_addr.port(), 7379);
+        assert_eq!(c.engine.block_cache_mb, 256);
+        assert_eq!(c.txn.gc_life_time_s, 600);
+    }
+
+    #[test]
+    fn yaml_sets_nested_fields_and_keeps_other_defaults() {
+        let yaml = "data_dir: /var/lib/strata\nnode_id: 7\nengine:\n  compression: lz4\n  memtable_mb: 16\ntxn:\n  lock_wait_ms: 50\nlog:\n  format: json\n";
+        let c = NodeConfig::from_yaml(yaml, Path::new("x.yaml")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/strata"));
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.engine.compression, CompressionConfig::Lz4);
+        assert_eq!(c.engine.memtable_mb, 16);
+        assert_eq!(c.engine.block_cache_mb, 256);
+        assert_eq!(c.txn.lock_wait_ms, 50);
+        assert_eq!(c.txn.lock_ttl_ms, 3000);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = NodeConfig::from_yaml("grpc_adr: 1.2.3.4:5\n", Path::new("x.yaml")).unwrap_err();
+        assert!(err.to_string().contains("grpc_adr"), "{err}");
+        let err =
+            NodeConfig::from_yaml("engine:\n  memtable: 3\n", Path::new("x.yaml")).unwrap_err();
+        assert!(err.to_string().contains("memtable"), "{err}");
+        assert!(NodeConfig::from_yaml("engine:\n  compression: zstd\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.yaml");
+        std::fs::write(
+            &path,
+            "node_id: 3\ngrpc_addr: 0.0.0.0:9000\nlog:\n  level: debug\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(PathBuf::from("/tmp/d")),
+            ..ConfigArgs::default()
+        };
+        let c = NodeConfig::load(&args).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.grpc_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn a_missing_file_and_bad_values_are_errors() {
+        let args = ConfigArgs {
+            config: Some(PathBuf::from("/nonexistent/strata.yaml")),
+            ..ConfigArgs::default()
+        };
+        assert!(matches!(
+            NodeConfig::load(&args),
+            Err(ConfigError::Read { .. })
+        ));
+        let args = ConfigArgs {
+            memtable_mb: Some(0),
+            ..ConfigArgs::default()
+        };
+        assert!(matches!(
+            NodeConfig::load(&args),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,410 @@
+//! In-process tests: a real server on 127.0.0.1:0, driven through the generated clients.
+
+use std::time::{Duration, Instant};
+
+use strata_proto::v1 as pb;
+use strata_proto::v1::{
+    admin_client::AdminClient, kv_client::KvClient, txn_client::TxnClient, ErrorDetail,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::{NodeConfig, Server, ServerHandle};
+
+fn test_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+        http_addr: "127.0.0.1:0".parse().expect("an address"),
+        ..NodeConfig::default()
+    };
+    config.engine.memtable_mb = 4;
+    config.engine.block_cache_mb = 8;
+    config.txn.lock_wait_ms = 100;
+    config
+}
+
+async fn channel(handle: &ServerHandle) -> Channel {
+    Channel::from_shared(format!("http://{}", handle.grpc_addr()))
+        .expect("a uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("a response in time")
+        .expect("read");
+    out
+}
+
+fn detail(status: &tonic::Status) -> ErrorDetail {
+    ErrorDetail::from_status(status).expect("the status carries an ErrorDetail")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_kv_txn_admin_and_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let ch = channel(&handle).await;
+    let mut kv = KvClient::new(ch.clone());
+    let mut txn = TxnClient::new(ch.clone());
+    let mut admin = AdminClient::new(ch);
+
+    // Kv put / get / delete / scan.
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+        let r = kv
+            .put(pb::PutRequest {
+                key: k.into(),
+                value: v.into(),
+            })
+            .await
+            .expect("put");
+        assert!(r.into_inner().commit_ts > 0);
+    }
+    let r = kv
+        .get(pb::GetRequest {
+            key: b"b".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(r.found);
+    assert_eq!(r.value, b"2");
+    let snapshot = r.read_ts;
+    kv.delete(pb::DeleteRequest { key: b"b".to_vec() })
+        .await
+        .expect("delete");
+    let r = kv
+        .get(pb::GetRequest {
+            key: b"b".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!r.found);
+    // A read at the earlier snapshot still sees it.
+    let r = kv
+        .get(pb::GetRequest {
+            key: b"b".to_vec(),
+            read_ts: snapshot,
+        })
+        .await
+        .expect("get at ts")
+        .into_inner();
+    assert_eq!(r.value, b"2");
+    let r = kv
+        .scan(pb::ScanRequest {
+            start: b"a".to_vec(),
+            end: Vec::new(),
+            limit: 1,
+            reverse: false,
+            read_ts: 0,
+        })
+        .await
+        .expect("scan")
+        .into_inner();
+    assert_eq!(r.kvs.len(), 1);
+    assert!(r.more);
+    let r = kv
+        .scan(pb::ScanRequest {
+            start: Vec::new(),
+            end: b"z".to_vec(),
+            limit: 0,
+            reverse: true,
+            read_ts: 0,
+        })
+        .await
+        .expect("scan")
+        .into_inner();
+    let keys: Vec<_> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b"c".to_vec(), b"a".to_vec()]);
+    assert!(!r.more);
+    let r = kv
+        .batch_get(pb::BatchGetRequest {
+            keys: vec![b"a".to_vec(), b"b".to_vec()],
+            read_ts: 0,
+        })
+        .await
+        .expect("batch get")
+        .into_inner();
+    assert_eq!(
+        r.results.iter().map(|g| g.found).collect::<Vec<_>>(),
+        [true, false]
+    );
+
+    // An interactive transaction.
+    let t = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(t.idle_timeout_ms, 60_000);
+    txn.put(pb::TxnPutRequest {
+        txn_id: t.txn_id,
+        key: b"t".to_vec(),
+        value: b"tv".to_vec(),
+    })
+    .await
+    .expect("txn put");
+    let g = txn
+        .get(pb::TxnGetRequest {
+            txn_id: t.txn_id,
+            key: b"t".to_vec(),
+        })
+        .await
+        .expect("txn get")
+        .into_inner();
+    assert_eq!((g.found, g.value.as_slice()), (true, &b"tv"[..]));
+    txn.heartbeat(pb::HeartbeatRequest { txn_id: t.txn_id })
+        .await
+        .expect("heartbeat");
+    let c = txn
+        .commit(pb::CommitRequest { txn_id: t.txn_id })
+        .await
+        .expect("commit")
+        .into_inner();
+    assert!(c.commit_ts > t.start_ts);
+
+    // A write-write conflict: the second committer aborts, retryable.
+    let t1 = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    let t2 = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    for t in [&t1, &t2] {
+        txn.put(pb::TxnPutRequest {
+            txn_id: t.txn_id,
+            key: b"x".to_vec(),
+            value: t.txn_id.to_le_bytes().to_vec(),
+        })
+        .await
+        .expect("put");
+    }
+    txn.commit(pb::CommitRequest { txn_id: t1.txn_id })
+        .await
+        .expect("first commit");
+    let err = txn
+        .commit(pb::CommitRequest { txn_id: t2.txn_id })
+        .await
+        .expect_err("second commit conflicts");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    let d = detail(&err);
+    assert_eq!(d.reason, "WRITE_CONFLICT");
+    assert!(d.retryable);
+    assert_eq!(d.key, b"x");
+
+    // Oversized key.
+    let err = kv
+        .put(pb::PutRequest {
+            key: vec![b'k'; 8193],
+            value: b"v".to_vec(),
+        })
+        .await
+        .expect_err("key too large");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let d = detail(&err);
+    assert_eq!(
+        (d.reason.as_str(), d.limit_name.as_str()),
+        ("KEY_TOO_LARGE", "max_key_bytes")
+    );
+    assert_eq!(d.limit, strata_proto::limits::MAX_KEY_BYTES);
+
+    // Unknown transaction.
+    let err = txn
+        .get(pb::TxnGetRequest {
+            txn_id: 987_654,
+            key: b"a".to_vec(),
+        })
+        .await
+        .expect_err("unknown txn");
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(detail(&err).reason, "TXN_NOT_FOUND");
+    assert_eq!(detail(&err).txn_id, 987_654);
+
+    // Bad scan range and limit.
+    let err = kv
+        .scan(pb::ScanRequest {
+            start: b"b".to_vec(),
+            end: b"a".to_vec(),
+            ..pb::ScanRequest::default()
+        })
+        .await
+        .expect_err("bad range");
+    assert_eq!(detail(&err).reason, "INVALID_RANGE");
+    let err = kv
+        .scan(pb::ScanRequest {
+            limit: 10_001,
+            ..pb::ScanRequest::default()
+        })
+        .await
+        .expect_err("limit too large");
+    assert_eq!(detail(&err).limit_name, "max_scan_limit");
+
+    // Execute as compare-and-swap.
+    let cas = |expected: &str, new: &str| pb::ExecuteRequest {
+        preconditions: vec![pb::Precondition {
+            key: b"cas".to_vec(),
+            kind: pb::precondition::Kind::ValueEquals as i32,
+            value: expected.into(),
+        }],
+        reads: vec![b"cas".to_vec()],
+        mutations: vec![pb::Mutation {
+            kind: pb::mutation::Kind::Put as i32,
+            key: b"cas".to_vec(),
+            value: new.into(),
+        }],
+        ..pb::ExecuteRequest::default()
+    };
+    kv.put(pb::PutRequest {
+        key: b"cas".to_vec(),
+        value: b"v1".to_vec(),
+    })
+    .await
+    .expect("put");
+    let r = txn
+        .execute(cas("v1", "v2"))
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(r.succeeded);
+    assert!(r.commit_ts > r.start_ts);
+    assert_eq!(r.reads[0].value, b"v1");
+    let r = txn
+        .execute(cas("v1", "v3"))
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(!r.succeeded);
+    assert_eq!(r.failed_preconditions, vec![0]);
+    assert_eq!(r.reads[0].value, b"v2");
+    assert_eq!(r.commit_ts, 0);
+    let mut bad = cas("v2", "v3");
+    bad.mutations[0].kind = 0;
+    let err = txn.execute(bad).await.expect_err("unspecified kind");
+    assert_eq!(detail(&err).reason, "INVALID_FIELD");
+
+    // Admin.
+    let open = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    let s = admin
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(s.node_id, 1);
+    assert_eq!(s.active_transactions, 1);
+    let engine = s.engine.expect("engine stats");
+    assert!(engine.user_bytes_written > 0);
+    assert!(engine.wal_syncs > 0);
+    let sp = admin
+        .get_gc_safe_point(pb::GetGcSafePointRequest {})
+        .await
+        .expect("safe point")
+        .into_inner();
+    assert_eq!(sp.safe_point, 0);
+
+    // HTTP.
+    let metrics = http_get(handle.http_addr(), "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("strata_rpc_requests_total{method=\"kv.Put\"}"));
+    assert!(
+        metrics.contains("strata_rpc_errors_total{code=\"Aborted\",reason=\"WRITE_CONFLICT\"} 1")
+    );
+    assert!(metrics.contains("strata_active_transactions 1"));
+    assert!(metrics.contains("strata_engine_wal_syncs_total"));
+    assert!(http_get(handle.http_addr(), "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(http_get(handle.http_addr(), "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(http_get(handle.http_addr(), "/nope")
+        .await
+        .starts_with("HTTP/1.1 404"));
+
+    // Garbage on the gRPC port closes that connection only.
+    let mut raw = TcpStream::connect(handle.grpc_addr())
+        .await
+        .expect("connect");
+    raw.write_all(&[0xde; 4096]).await.expect("write garbage");
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
+    drop(raw);
+    let mut kv2 = KvClient::new(channel(&handle).await);
+    let r = kv2
+        .get(pb::GetRequest {
+            key: b"a".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("still serving")
+        .into_inner();
+    assert_eq!(r.value, b"1");
+
+    // Shutdown rolls the open transaction back and returns.
+    let _ = open;
+    let started = Instant::now();
+    drop((kv, kv2, txn, admin));
+    handle.shutdown().await.expect("shutdown");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart_and_a_busy_port_fails_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let mut kv = KvClient::new(channel(&handle).await);
+    kv.put(pb::PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    })
+    .await
+    .expect("put");
+    // A second server on the same gRPC port fails to start with a clear error.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut busy = test_config(other.path());
+    busy.grpc_addr = handle.grpc_addr();
+    let err = Server::start(busy).await.expect_err("address in use");
+    assert!(
+        format!("{err:#}").contains("binding the gRPC address"),
+        "{err:#}"
+    );
+    drop(kv);
+    handle.shutdown().await.expect("shutdown");
+
+    let handle = Server::start(test_config(dir.path()))
+        .await
+        .expect("restart");
+    let mut kv = KvClient::new(channel(&handle).await);
+    let r = kv
+        .get(pb::GetRequest {
+            key: b"k".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(r.value, b"v");
+    drop(kv);
+    handle.shutdown().await.expect("shutdown");
+}
