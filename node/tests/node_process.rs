@@ -1,0 +1,248 @@
+//! The real `strata-node` binary: start, serve, SIGTERM (exit 0), restart on the same data
+//! directory, and `kill -9` under a load of acknowledged writes, none of which may be lost.
+//!
+//! It lives in the node crate (not `tests/`) because only a package's own integration tests
+//! get `CARGO_BIN_EXE_<name>`, which makes cargo build the binary first.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1 as pb;
+use strata_proto::v1::kv_client::KvClient;
+use strata_proto::v1::txn_client::TxnClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Node {
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on free ports and reads the addresses it prints.
+fn start(data_dir: &std::path::Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata-node"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "--memtable-mb",
+            "4",
+            "--block-cache-mb",
+            "8",
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("STRATA_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn strata-node");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the address line");
+    // "strata-node grpc=127.0.0.1:P http=127.0.0.1:Q"
+    let addr = |prefix: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
+            .parse()
+            .expect("an address")
+    };
+    let (grpc, http) = (addr("grpc="), addr("http="));
+    Node { child, grpc, http }
+}
+
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+/// Polls `/readyz` until it answers 200, or fails after the deadline.
+async fn wait_ready(node: &Node) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if http_status(node.http, "/readyz").await == Some(200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "strata-node never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn channel(node: &Node) -> Channel {
+    Channel::from_shared(format!("http://{}", node.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Waits for the process to exit, with a deadline; returns its exit code.
+fn wait_exit(node: &mut Node) -> Option<i32> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = node.child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "strata-node did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+async fn get(kv: &mut KvClient<Channel>, key: &[u8]) -> Option<Vec<u8>> {
+    let r = kv
+        .get(pb::GetRequest {
+            key: key.to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    r.found.then_some(r.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_restart_and_kill9_keep_acknowledged_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Start, write through Kv and an interactive transaction, then SIGTERM.
+    let mut node = start(dir.path());
+    wait_ready(&node).await;
+    assert_eq!(http_status(node.http, "/healthz").await, Some(200));
+    let ch = channel(&node).await;
+    let mut kv = KvClient::new(ch.clone());
+    let mut txn = TxnClient::new(ch);
+    kv.put(pb::PutRequest {
+        key: b"kv".to_vec(),
+        value: b"1".to_vec(),
+    })
+    .await
+    .expect("put");
+    let t = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    for (k, v) in [("t1", "a"), ("t2", "b")] {
+        txn.put(pb::TxnPutRequest {
+            txn_id: t.txn_id,
+            key: k.into(),
+            value: v.into(),
+        })
+        .await
+        .expect("txn put");
+    }
+    txn.commit(pb::CommitRequest { txn_id: t.txn_id })
+        .await
+        .expect("commit");
+    // An open transaction at shutdown is rolled back, not committed.
+    let open = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner();
+    txn.put(pb::TxnPutRequest {
+        txn_id: open.txn_id,
+        key: b"uncommitted".to_vec(),
+        value: b"x".to_vec(),
+    })
+    .await
+    .expect("txn put");
+    drop((kv, txn));
+    let pid = node.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    assert_eq!(wait_exit(&mut node), Some(0), "graceful shutdown exits 0");
+    drop(node);
+
+    // Restart on the same data directory: the committed data is there.
+    let node = start(dir.path());
+    wait_ready(&node).await;
+    let mut kv = KvClient::new(channel(&node).await);
+    assert_eq!(get(&mut kv, b"kv").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(get(&mut kv, b"t1").await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(get(&mut kv, b"t2").await.as_deref(), Some(&b"b"[..]));
+    assert_eq!(get(&mut kv, b"uncommitted").await, None);
+
+    // kill -9 under load: every acknowledged put must survive.
+    let acked: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let mut kv = kv.clone();
+        let acked = Arc::clone(&acked);
+        writers.push(tokio::spawn(async move {
+            for i in 0u32.. {
+                let key = format!("load/{w}/{i:06}").into_bytes();
+                let put = kv.put(pb::PutRequest {
+                    key: key.clone(),
+                    value: key.clone(),
+                });
+                match put.await {
+                    Ok(_) => acked.lock().expect("lock").push(key),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while acked.lock().expect("lock").len() < 200 {
+        assert!(Instant::now() < deadline, "the load made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut node = node;
+    node.child.kill().expect("kill -9");
+    let _ = node.child.wait();
+    for w in writers {
+        let _ = w.await;
+    }
+    drop((kv, node));
+    let acked = acked.lock().expect("lock").clone();
+
+    let node = start(dir.path());
+    wait_ready(&node).await;
+    let mut kv = KvClient::new(channel(&node).await);
+    for key in &acked {
+        assert_eq!(
+            get(&mut kv, key).await.as_deref(),
+            Some(key.as_slice()),
+            "acknowledged put of {:?} lost after kill -9",
+            String::from_utf8_lossy(key)
+        );
+    }
+    assert!(acked.len() >= 200);
+}
+
+#[test]
+fn a_bad_config_prints_one_line_and_exits_1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-node"))
+        .args(["--config", "/nonexistent/strata.yaml"])
+        .output()
+        .expect("run strata-node");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/strata.yaml"), "{stderr}");
+}
