@@ -14,6 +14,7 @@
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
 pub mod bench;
+pub mod cli;
 pub mod lsm;
 pub mod mvcc;
 pub mod tso;
