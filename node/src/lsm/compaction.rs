@@ -640,6 +640,58 @@ mod tests {
         );
     }
 
+    /// Keeps the first entry a compaction shows it and removes the rest.
+    struct KeepFirst;
+    #[derive(Debug)]
+    struct KeepFirstState(usize);
+    impl CompactionFilter for KeepFirst {
+        fn filter(&self, _: ColumnFamily, _: &[u8], _: &[u8]) -> FilterDecision {
+            unreachable!("the state decides")
+        }
+        fn start(&self) -> Option<Box<dyn CompactionFilterState>> {
+            Some(Box::new(KeepFirstState(0)))
+        }
+    }
+    impl CompactionFilterState for KeepFirstState {
+        fn filter(&mut self, _: ColumnFamily, _: &[u8], _: &[u8]) -> FilterDecision {
+            self.0 += 1;
+            if self.0 == 1 {
+                FilterDecision::Keep
+            } else {
+                FilterDecision::Remove
+            }
+        }
+    }
+
+    #[test]
+    fn a_stateful_filter_gets_fresh_state_per_compaction_and_sees_entries_in_order() {
+        let mut ctx = GcContext::new(vec![], &[], false);
+        ctx.filter = Some(Arc::new(KeepFirst));
+        for _ in 0..2 {
+            let mut d = GcDecider::new(ctx.clone());
+            let emits: Vec<Emit> = [b"\0a", b"\0b", b"\0c"]
+                .iter()
+                .map(|k| d.decide(&internal_key(*k, 5, ValueKind::Put), b"v"))
+                .collect();
+            assert_eq!(emits, vec![Emit::Keep, Emit::AsDelete, Emit::AsDelete]);
+        }
+        // Entries a snapshot sees are not shown to the state.
+        ctx.snapshots = vec![6];
+        let mut d = GcDecider::new(ctx);
+        assert_eq!(
+            d.decide(&internal_key(b"\0a", 5, ValueKind::Put), b"v"),
+            Emit::Keep
+        );
+        assert_eq!(
+            d.decide(&internal_key(b"\0b", 7, ValueKind::Put), b"v"),
+            Emit::Keep
+        );
+        assert_eq!(
+            d.decide(&internal_key(b"\0c", 7, ValueKind::Put), b"v"),
+            Emit::AsDelete
+        );
+    }
+
     fn meta(id: u64, lo: &str, hi: &str, size: u64, seq: SeqNo) -> Arc<FileMeta> {
         Arc::new(crate::lsm::version::test_file(id, lo, hi, size, seq))
     }

@@ -3,7 +3,7 @@
 //! The *safe point* is a timestamp below which no reader will ever read again: it is at most
 //! the start_ts of the oldest active transaction and at most `now - gc_life_time`
 //! ([`compute_safe_point`]). It only moves forward ([`GcSafePoint`]); reads below it fail with
-//! [`MvccError::ReadBelowSafePoint`](super::MvccError::ReadBelowSafePoint) instead of
+//! [`MvccError::ReadBelowSafePoint`] instead of
 //! returning an answer that GC may already have changed.
 //!
 //! A read at `ts >= safe_point` of key `k` sees the newest Put/Delete record of `k` at or below
@@ -67,8 +67,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::lsm::{ColumnFamily, CompactionFilter, CompactionFilterState, FilterDecision};
 use crate::lsm::WriteBatch;
+use crate::lsm::{ColumnFamily, CompactionFilter, CompactionFilterState, FilterDecision};
 use crate::tso::{compose, physical};
 
 use super::key::{decode_versioned_key, versioned_key, versioned_key_prefix};

@@ -143,7 +143,10 @@ fn partial_visibility_never_drops_the_newest_version_seen() {
     assert_eq!(kept, vec![("a".into(), 12)]);
     assert_eq!(work.values, vec![(b"a".to_vec(), 4)]);
     // Seeing only a Rollback below the safe point says nothing about data: a@5 stays.
-    let (kept, _) = walk(30, &[("a", 28, Rollback, 28, false), ("a", 5, Put, 4, false)]);
+    let (kept, _) = walk(
+        30,
+        &[("a", 28, Rollback, 28, false), ("a", 5, Put, 4, false)],
+    );
     assert_eq!(kept, vec![("a".into(), 5)]);
 }
 
@@ -152,8 +155,15 @@ fn other_families_and_undecodable_records_are_kept() {
     let mut gc = VersionGc::new(u64::MAX, None);
     let put = write(WriteKind::Put, 1, false);
     let key = versioned_key(b"a", 5);
-    assert_eq!(gc.filter(ColumnFamily::Write, &key, &put), FilterDecision::Keep);
-    for cf in [ColumnFamily::Default, ColumnFamily::Lock, ColumnFamily::RaftState] {
+    assert_eq!(
+        gc.filter(ColumnFamily::Write, &key, &put),
+        FilterDecision::Keep
+    );
+    for cf in [
+        ColumnFamily::Default,
+        ColumnFamily::Lock,
+        ColumnFamily::RaftState,
+    ] {
         assert_eq!(
             gc.filter(cf, &versioned_key(b"a", 4), &put),
             FilterDecision::Keep
@@ -385,7 +395,10 @@ fn compaction_collects_old_versions_and_reads_above_the_safe_point_are_unchanged
         );
     }
     assert_eq!(e.storage.get(b"a", 25, &[]).unwrap(), Some(long(2)));
-    assert_eq!(e.storage.get(b"a", 50, &[]).unwrap(), Some(b"short".to_vec()));
+    assert_eq!(
+        e.storage.get(b"a", 50, &[]).unwrap(),
+        Some(b"short".to_vec())
+    );
     assert_eq!(e.storage.get(b"b", 25, &[]).unwrap(), None);
     for result in [
         e.storage.get(b"a", 24, &[]).map(|_| ()),
@@ -409,7 +422,11 @@ fn an_engine_snapshot_keeps_what_it_sees() {
         .db()
         .compact_range(ColumnFamily::Write, None, None)
         .unwrap();
-    assert_eq!(e.count(ColumnFamily::Write), 2, "the snapshot still sees a@11");
+    assert_eq!(
+        e.count(ColumnFamily::Write),
+        2,
+        "the snapshot still sees a@11"
+    );
     assert!(e.filter.backlog().take().is_empty());
     drop(snap);
     e.collect();

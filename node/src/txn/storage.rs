@@ -222,7 +222,11 @@ impl Storage {
                 values: drain_front(&mut work.values, SWEEP_CHUNK),
                 deletes: drain_front(&mut work.deletes, SWEEP_CHUNK),
             };
-            let keys = chunk.values.iter().chain(&chunk.deletes).map(|(k, _)| k.as_slice());
+            let keys = chunk
+                .values
+                .iter()
+                .chain(&chunk.deletes)
+                .map(|(k, _)| k.as_slice());
             let result = (|| {
                 let _latches = self.latches.acquire(keys);
                 let reader = MvccReader::new(&self.db, None);
