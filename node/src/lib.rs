@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   server              gRPC API (Kv, Txn, Admin) and the HTTP metrics port
-//!   cli                 (later milestones)
+//!   cli                 the `strata` command-line client (over gRPC)
 //!   txn                 Percolator actions, latched commands, the coordinator
 //!   mvcc                versioned keys, locks and commit records over the LSM
 //!   lsm                 Strata's own log-structured merge-tree storage engine
@@ -15,6 +15,7 @@
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
 pub mod bench;
+pub mod cli;
 pub mod lsm;
 pub mod mvcc;
 pub mod server;

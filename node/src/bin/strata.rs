@@ -3,9 +3,8 @@
 //! Subcommands nest by area so later milestones slot in beside the first one:
 //!
 //! ```text
-//!   strata bench engine [options]      storage-engine macro-benchmark (this milestone)
-//!   strata get | put | scan | txn ...  client commands (later milestones)
-//!   strata playground                  a local cluster to try things on (later)
+//!   strata get | put | delete | scan | txn | status   client commands (see strata::cli)
+//!   strata bench engine [options]                     storage-engine macro-benchmark
 //! ```
 //!
 //! The binary only parses arguments, sets up logging (`RUST_LOG`, to stderr, so stdout stays
@@ -17,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use strata::bench::engine::{self, EngineBenchConfig};
+use strata::cli::{self, ClientOptions, Clients, CommandError, ExitStatus, ScanArgs};
 
 /// Strata: a distributed key-value store.
 #[derive(Debug, Parser)]
@@ -24,10 +24,35 @@ use strata::bench::engine::{self, EngineBenchConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Read a key (exit status 3 if it does not exist).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Read a range of keys, or every key with a prefix.
+    Scan(ScanArgs),
+    /// An interactive transaction: commands from a prompt, or one per line from stdin.
+    Txn,
+    /// The server's status.
+    Status,
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,23 +79,45 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status as u8),
         Err(e) => {
             // The whole chain of causes on one line, without a backtrace.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.status as u8)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Bench(BenchCommand::Engine(config)) => {
-            let mut stdout = std::io::stdout().lock();
-            engine::run(&config, &mut stdout)?;
-        }
+fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
+    if let Command::Bench(BenchCommand::Engine(config)) = &cli.command {
+        let mut stdout = std::io::stdout().lock();
+        engine::run(config, &mut stdout)?;
+        return Ok(ExitStatus::Ok);
     }
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    runtime.block_on(client_command(cli))
+}
+
+async fn client_command(cli: Cli) -> Result<ExitStatus, CommandError> {
+    let o = &cli.client;
+    let mut c = Clients::connect(o).await?;
+    let mut stdout = std::io::stdout().lock();
+    match &cli.command {
+        Command::Get { key } => cli::get(&mut c, o, key, &mut stdout).await,
+        Command::Put { key, value } => cli::put(&mut c, o, key, value, &mut stdout).await,
+        Command::Delete { key } => cli::delete(&mut c, o, key, &mut stdout).await,
+        Command::Scan(args) => cli::scan(&mut c, o, args, &mut stdout).await,
+        Command::Status => cli::status(&mut c, o, &mut stdout).await,
+        Command::Txn => {
+            let interactive = std::io::stdin().is_terminal();
+            let mut input = std::io::stdin().lock();
+            cli::txn_shell::run(&mut c, o, &mut input, &mut stdout, interactive).await
+        }
+        Command::Bench(_) => Ok(ExitStatus::Ok),
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +152,9 @@ mod tests {
             "5",
         ])
         .unwrap();
-        let Command::Bench(BenchCommand::Engine(c)) = cli.command;
+        let Command::Bench(BenchCommand::Engine(c)) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(c.keys, 1000);
         assert_eq!(c.reads(), 1000);
         assert_eq!(

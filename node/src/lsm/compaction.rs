@@ -17,9 +17,29 @@ pub enum FilterDecision {
 /// The filter only sees entries that no open snapshot can read, so dropping one never
 /// changes what a snapshot sees. It must be deterministic for a given key and value within
 /// one compaction, and cheap: it runs on the compaction thread for every entry.
+///
+/// A filter whose decision depends on the entries before it (MVCC GC: "a newer version of
+/// this key was already seen") returns a per-compaction [`CompactionFilterState`] from
+/// [`start`](CompactionFilter::start); the merge then calls that state, in key order, instead
+/// of [`filter`](CompactionFilter::filter).
 pub trait CompactionFilter: Send + Sync {
     /// Decides whether to keep `key` (without its column family prefix) with `value`.
     fn filter(&self, cf: ColumnFamily, key: &[u8], value: &[u8]) -> FilterDecision;
+
+    /// Called once at the start of every compaction. `Some` state replaces
+    /// [`filter`](CompactionFilter::filter) for that compaction. The default is stateless.
+    fn start(&self) -> Option<Box<dyn CompactionFilterState>> {
+        None
+    }
+}
+
+/// The state of a [`CompactionFilter`] over one compaction. It is called for the entries
+/// the filter may see, in the merge's order (column family, then key ascending); entries a
+/// snapshot can read are not shown, so it sees a subsequence of the compaction's input, and
+/// a compaction's input is itself only part of the database.
+pub trait CompactionFilterState: Send + std::fmt::Debug {
+    /// Decides whether to keep `key` (without its column family prefix) with `value`.
+    fn filter(&mut self, cf: ColumnFamily, key: &[u8], value: &[u8]) -> FilterDecision;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -333,6 +353,8 @@ pub struct MergeStats {
 #[derive(Debug)]
 pub struct GcDecider {
     ctx: GcContext,
+    /// The filter's per-compaction state, if it keeps one.
+    filter_state: Option<Box<dyn CompactionFilterState>>,
     prev_key: Vec<u8>,
     has_prev: bool,
     last_stripe: Option<usize>,
@@ -354,8 +376,10 @@ pub enum Emit {
 impl GcDecider {
     /// A decider for one merge.
     pub fn new(ctx: GcContext) -> Self {
+        let filter_state = ctx.filter.as_ref().and_then(|f| f.start());
         GcDecider {
             ctx,
+            filter_state,
             prev_key: Vec::new(),
             has_prev: false,
             last_stripe: None,
@@ -391,9 +415,14 @@ impl GcDecider {
         let mut emit = Emit::Keep;
         if kind == ValueKind::Put && st == snaps.len() {
             if let Some(filter) = &self.ctx.filter {
-                let cf = super::key::ColumnFamily::from_id(ukey.first().copied().unwrap_or(0));
-                if let Some(cf) = cf {
-                    if filter.filter(cf, &ukey[1..], value) == FilterDecision::Remove {
+                let split = ukey.split_first();
+                let cf = split.and_then(|(id, key)| Some((ColumnFamily::from_id(*id)?, key)));
+                if let Some((cf, key)) = cf {
+                    let decision = match self.filter_state.as_mut() {
+                        Some(state) => state.filter(cf, key, value),
+                        None => filter.filter(cf, key, value),
+                    };
+                    if decision == FilterDecision::Remove {
                         self.stats.filtered += 1;
                         kind = ValueKind::Delete;
                         emit = Emit::AsDelete;
@@ -608,6 +637,58 @@ mod tests {
         assert_eq!(
             d.decide(&internal_key(b"\0k", 5, ValueKind::Put), b"odd"),
             Emit::Keep
+        );
+    }
+
+    /// Keeps the first entry a compaction shows it and removes the rest.
+    struct KeepFirst;
+    #[derive(Debug)]
+    struct KeepFirstState(usize);
+    impl CompactionFilter for KeepFirst {
+        fn filter(&self, _: ColumnFamily, _: &[u8], _: &[u8]) -> FilterDecision {
+            unreachable!("the state decides")
+        }
+        fn start(&self) -> Option<Box<dyn CompactionFilterState>> {
+            Some(Box::new(KeepFirstState(0)))
+        }
+    }
+    impl CompactionFilterState for KeepFirstState {
+        fn filter(&mut self, _: ColumnFamily, _: &[u8], _: &[u8]) -> FilterDecision {
+            self.0 += 1;
+            if self.0 == 1 {
+                FilterDecision::Keep
+            } else {
+                FilterDecision::Remove
+            }
+        }
+    }
+
+    #[test]
+    fn a_stateful_filter_gets_fresh_state_per_compaction_and_sees_entries_in_order() {
+        let mut ctx = GcContext::new(vec![], &[], false);
+        ctx.filter = Some(Arc::new(KeepFirst));
+        for _ in 0..2 {
+            let mut d = GcDecider::new(ctx.clone());
+            let emits: Vec<Emit> = [b"\0a", b"\0b", b"\0c"]
+                .iter()
+                .map(|k| d.decide(&internal_key(*k, 5, ValueKind::Put), b"v"))
+                .collect();
+            assert_eq!(emits, vec![Emit::Keep, Emit::AsDelete, Emit::AsDelete]);
+        }
+        // Entries a snapshot sees are not shown to the state.
+        ctx.snapshots = vec![6];
+        let mut d = GcDecider::new(ctx);
+        assert_eq!(
+            d.decide(&internal_key(b"\0a", 5, ValueKind::Put), b"v"),
+            Emit::Keep
+        );
+        assert_eq!(
+            d.decide(&internal_key(b"\0b", 7, ValueKind::Put), b"v"),
+            Emit::Keep
+        );
+        assert_eq!(
+            d.decide(&internal_key(b"\0c", 7, ValueKind::Put), b"v"),
+            Emit::AsDelete
         );
     }
 

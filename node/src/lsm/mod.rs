@@ -40,7 +40,7 @@ pub mod table;
 pub mod version;
 
 pub use batch::WriteBatch;
-pub use compaction::{CompactionFilter, FilterDecision};
+pub use compaction::{CompactionFilter, CompactionFilterState, FilterDecision};
 pub use db::{Db, IterOptions, Snapshot};
 pub use db_iter::DbIterator;
 pub use error::{Error, Result};

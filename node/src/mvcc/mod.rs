@@ -14,14 +14,19 @@
 //! [`MvccTxn`] into one LSM `WriteBatch`, which the caller applies directly (single node) or
 //! proposes through Raft (replicated shards): this layer never writes to the engine itself.
 //!
+//! Versions no reader can need any more are collected below a GC safe point by the LSM's
+//! compaction filter ([`gc`]).
+//!
 //! The per-key transaction logic (prewrite, commit, rollback, ...) lives in `txn::actions`,
 //! built from the pieces here.
 
+pub mod gc;
 pub mod key;
 pub mod reader;
 pub mod record;
 pub mod txn;
 
+pub use gc::{compute_safe_point, GcSafePoint, MvccGcFilter};
 pub use reader::{MvccReader, TxnCommitRecord};
 pub use record::{Lock, LockKind, Write, WriteKind};
 pub use txn::MvccTxn;
@@ -124,6 +129,16 @@ pub enum MvccError {
         start_ts: Timestamp,
         /// Its commit timestamp.
         commit_ts: Timestamp,
+    },
+    /// The read (or prewrite) timestamp is below the GC safe point: the versions it would
+    /// need may already be collected. Not retryable at this timestamp; start a new
+    /// transaction.
+    #[error("timestamp {ts} is below the GC safe point {safe_point}")]
+    ReadBelowSafePoint {
+        /// The timestamp asked for.
+        ts: Timestamp,
+        /// The safe point at the time.
+        safe_point: Timestamp,
     },
     /// Stored MVCC data does not decode.
     #[error("corrupt MVCC data for key {key:?}: {reason}")]

@@ -65,7 +65,7 @@ impl<'a> MvccReader<'a> {
 
     /// Commit records of `key` from `newest` down to `oldest` (inclusive), newest first,
     /// calling `visit` until it returns `false`.
-    fn scan_writes(
+    pub fn scan_writes(
         &self,
         key: &[u8],
         newest: Timestamp,

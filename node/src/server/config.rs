@@ -313,6 +313,7 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(self.txn.idle_timeout_s),
             max_keys: usize::try_from(strata_proto::limits::MAX_TXN_KEYS).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(strata_proto::limits::MAX_TXN_BYTES).unwrap_or(usize::MAX),
+            gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
         }
     }
 }

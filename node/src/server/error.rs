@@ -267,7 +267,16 @@ pub(crate) fn mvcc_status(err: &MvccError, txn_id: TxnId) -> Status {
             d.conflicting_start_ts = *owner;
             d.txn_id = txn_id;
         }),
-        MvccError::Corrupt { .. } => status(ErrorReason::DataCorrupted, msg, |_| {}),
+        MvccError::ReadBelowSafePoint { ts, safe_point } => {
+            status(ErrorReason::ReadBelowSafePoint, msg, |d| {
+                d.start_ts = *ts;
+                d.safe_point = *safe_point;
+                d.txn_id = txn_id;
+            })
+        }
+        MvccError::Corrupt { key, .. } => {
+            status(ErrorReason::DataCorrupted, msg, |d| d.key = key.clone())
+        }
         MvccError::Engine(e) => engine_status(e),
         _ => status(ErrorReason::StorageError, msg, |_| {}),
     }
@@ -412,6 +421,19 @@ mod tests {
         assert_eq!(
             (s.code(), detail(&s).reason.as_str()),
             (Code::Internal, "STORAGE_ERROR")
+        );
+        let s = mvcc_status(
+            &MvccError::ReadBelowSafePoint {
+                ts: 5,
+                safe_point: 9,
+            },
+            0,
+        );
+        let d = detail(&s);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            (d.reason.as_str(), d.safe_point, d.start_ts),
+            ("READ_BELOW_SAFE_POINT", 9, 5)
         );
         let s = tso_status(&TsoError::ClockOverflow);
         assert_eq!(s.code(), Code::Unavailable);

@@ -6,7 +6,7 @@
 //!                 validate ─► spawn_blocking ─► TxnManager ─► Storage ─► Db (<data_dir>/db)
 //!                                                  │
 //!                                               LocalTso (<data_dir>/tso)
-//!   background    idle-transaction reaper (every second)
+//!   background    idle-transaction reaper (every second); GC tick + sweep (every 10 s)
 //! ```
 //!
 //! [`Server::start`] opens the engine and the timestamp oracle, binds both listeners (port 0
@@ -16,8 +16,14 @@
 //! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no
 //! acknowledged write.
 //!
-//! Not yet here: MVCC garbage collection (the safe point is always 0 until the
-//! transaction layer grows a GC tick), TLS and authentication.
+//! GC: the engine runs the MVCC compaction filter ([`MvccGcFilter`]) against a safe point
+//! that a background task advances every [`GC_INTERVAL`] (`TxnManager::gc_tick`, bounded by
+//! `txn.gc_life_time_s`) and then sweeps what compactions reported (`Storage::gc_sweep`).
+//! The safe point is not persisted: on start it is set to `now - gc_life_time`, which is at
+//! or above any safe point an earlier run can have collected up to (that one was at most
+//! `then - gc_life_time`), so no read is served from versions GC may have removed.
+//!
+//! Not yet here: TLS and authentication.
 
 pub mod config;
 pub mod error;
@@ -46,11 +52,16 @@ pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
 
 use crate::lsm::Db;
-use crate::tso::{LocalTso, LocalTsoOptions};
+use crate::mvcc::gc::GcBacklog;
+use crate::mvcc::{compute_safe_point, GcSafePoint, MvccGcFilter};
+use crate::tso::{LocalTso, LocalTsoOptions, Tso};
 use crate::txn::{Storage, TxnManager};
 
 /// How long shutdown waits for in-flight gRPC calls before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the GC safe point is advanced and the GC backlog swept.
+pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the services and the HTTP port share.
 #[derive(Debug)]
@@ -58,15 +69,28 @@ pub(crate) struct State {
     config: NodeConfig,
     manager: Arc<TxnManager>,
     tso: Arc<LocalTso>,
+    gc_backlog: GcBacklog,
     metrics: Metrics,
     started: Instant,
     ready: AtomicBool,
 }
 
 impl State {
-    /// The GC safe point: 0, as nothing is collected yet.
+    /// The GC safe point.
     fn gc_safe_point(&self) -> u64 {
-        0
+        self.manager.storage().safe_point().get()
+    }
+
+    /// Advances the safe point and sweeps the GC backlog (blocking).
+    fn gc_tick(&self) -> anyhow::Result<()> {
+        let now = self.tso.get_timestamp()?;
+        let life_time = Duration::from_secs(self.config.txn.gc_life_time_s);
+        let safe_point = self.manager.gc_tick(now, life_time)?;
+        let swept = self.manager.storage().gc_sweep(&self.gc_backlog)?;
+        if swept.values_deleted + swept.deletes_removed > 0 {
+            tracing::debug!(safe_point, ?swept, "GC sweep");
+        }
+        Ok(())
     }
 }
 
@@ -125,22 +149,31 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let options = config.engine_options();
         let txn_config = config.txn_config();
-        let (manager, tso) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-            let db = Db::open(data_dir.join("db"), options).with_context(|| {
-                format!("opening the engine in {}", data_dir.join("db").display())
-            })?;
-            let tso = Arc::new(
-                LocalTso::open(LocalTsoOptions::new(data_dir.join("tso")))
-                    .context("opening the timestamp oracle")?,
-            );
-            let storage = Arc::new(Storage::new(db));
-            let manager = Arc::new(TxnManager::new(storage, tso.clone(), txn_config));
-            Ok((manager, tso))
-        })
-        .await
-        .context("opening the data directory")??;
+        let (manager, tso, gc_backlog) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                std::fs::create_dir_all(&data_dir)
+                    .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+                let tso = Arc::new(
+                    LocalTso::open(LocalTsoOptions::new(data_dir.join("tso")))
+                        .context("opening the timestamp oracle")?,
+                );
+                // See the module documentation for why this start is safe.
+                let now = tso.get_timestamp().context("taking the first timestamp")?;
+                let safe_point =
+                    GcSafePoint::new(compute_safe_point(None, now, txn_config.gc_life_time));
+                let filter = MvccGcFilter::new(safe_point.clone());
+                let gc_backlog = filter.backlog().clone();
+                let mut options = options;
+                options.compaction_filter = Some(Arc::new(filter));
+                let db = Db::open(data_dir.join("db"), options).with_context(|| {
+                    format!("opening the engine in {}", data_dir.join("db").display())
+                })?;
+                let storage = Arc::new(Storage::with_safe_point(db, safe_point));
+                let manager = Arc::new(TxnManager::new(storage, tso.clone(), txn_config));
+                Ok((manager, tso, gc_backlog))
+            })
+            .await
+            .context("opening the data directory")??;
 
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
@@ -155,6 +188,7 @@ impl Server {
             config,
             manager,
             tso,
+            gc_backlog,
             metrics: Metrics::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
@@ -197,7 +231,8 @@ impl Server {
             Arc::clone(&state),
             shutdown_rx.clone(),
         ));
-        let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx));
+        let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
+        let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
 
         tracing::info!(%grpc_addr, %http_addr, node_id = state.config.node_id,
             data_dir = %state.config.data_dir.display(), "strata-node serving");
@@ -207,7 +242,7 @@ impl Server {
             http_addr,
             shutdown_tx,
             grpc_task: Some(grpc_task),
-            tasks: vec![http_task, reaper_task],
+            tasks: vec![http_task, reaper_task, gc_task],
         })
     }
 }
@@ -223,6 +258,25 @@ async fn reap_idle(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
                 let n = state.manager.reap_idle(Instant::now());
                 if n > 0 {
                     tracing::info!(rolled_back = n, "reaped idle transactions");
+                }
+            }
+        }
+    }
+}
+
+/// Advances the GC safe point and sweeps every [`GC_INTERVAL`] until shutdown.
+async fn run_gc(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(GC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let state = Arc::clone(&state);
+                match tokio::task::spawn_blocking(move || state.gc_tick()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "GC tick failed"),
+                    Err(e) => tracing::warn!(error = %e, "GC task failed"),
                 }
             }
         }

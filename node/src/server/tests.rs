@@ -321,7 +321,30 @@ async fn serves_kv_txn_admin_and_http() {
         .await
         .expect("safe point")
         .into_inner();
-    assert_eq!(sp.safe_point, 0);
+    // The safe point starts at now - gc_life_time: reads below it are refused.
+    assert!(sp.safe_point > 0 && sp.safe_point < snapshot);
+    assert_eq!(s.gc_safe_point, sp.safe_point);
+    let err = kv
+        .get(pb::GetRequest {
+            key: b"a".to_vec(),
+            read_ts: 1,
+        })
+        .await
+        .expect_err("below the safe point");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(detail(&err).reason, "READ_BELOW_SAFE_POINT");
+    let err = kv
+        .get(pb::GetRequest {
+            key: b"a".to_vec(),
+            read_ts: u64::MAX,
+        })
+        .await
+        .expect_err("in the future");
+    assert_eq!(detail(&err).reason, "READ_TS_IN_FUTURE");
+
+    // A GC tick (normally every GC_INTERVAL) runs and never moves the safe point back.
+    handle.state.gc_tick().expect("gc tick");
+    assert!(handle.state.gc_safe_point() >= sp.safe_point);
 
     // HTTP.
     let metrics = http_get(handle.http_addr(), "/metrics").await;

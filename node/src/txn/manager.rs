@@ -11,6 +11,11 @@
 //!   rollback         drop the buffer (no locks exist before commit)
 //! ```
 //!
+//! GC: [`TxnManager::gc_tick`] advances the storage's safe point to the start_ts of the
+//! oldest transaction that is active, committing, or holding a lock, and never past
+//! `now - gc_life_time`. A transaction whose start_ts fell below the safe point (it outlived
+//! the life time while a newer one advanced it) fails with `ReadBelowSafePoint`.
+//!
 //! Read-only transactions and transactions that wrote nothing never prewrite. A transaction
 //! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`].
 //!
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::mvcc::{LockInfo, MvccError, Timestamp};
+use crate::mvcc::{compute_safe_point, LockInfo, MvccError, Timestamp};
 use crate::tso::{physical, Tso, TsoError};
 
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
@@ -128,6 +133,9 @@ pub struct TxnConfig {
     pub max_keys: usize,
     /// Most bytes of keys and values one transaction may buffer.
     pub max_bytes: usize,
+    /// How long old versions stay readable: the GC safe point is never newer than
+    /// `now - gc_life_time`.
+    pub gc_life_time: Duration,
 }
 
 impl Default for TxnConfig {
@@ -138,6 +146,7 @@ impl Default for TxnConfig {
             idle_timeout: Duration::from_secs(60),
             max_keys: 100_000,
             max_bytes: 64 << 20,
+            gc_life_time: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -191,9 +200,45 @@ impl TxnError {
 /// Result alias of the transaction layer.
 pub type Result<T, E = TxnError> = std::result::Result<T, E>;
 
+/// Start timestamps of the transactions that may still read or write (a multiset), which
+/// the GC safe point must not pass.
+type LiveStarts = Arc<Mutex<BTreeMap<Timestamp, usize>>>;
+
+/// A transaction's entry in [`LiveStarts`], removed when the transaction is dropped (after
+/// its commit finished, or on rollback or reaping).
+#[derive(Debug)]
+struct LiveStart {
+    starts: LiveStarts,
+    start_ts: Timestamp,
+}
+
+impl LiveStart {
+    fn new(starts: &LiveStarts, start_ts: Timestamp) -> LiveStart {
+        *starts.lock().entry(start_ts).or_insert(0) += 1;
+        LiveStart {
+            starts: Arc::clone(starts),
+            start_ts,
+        }
+    }
+}
+
+impl Drop for LiveStart {
+    fn drop(&mut self) {
+        let mut starts = self.starts.lock();
+        if let Some(n) = starts.get_mut(&self.start_ts) {
+            *n -= 1;
+            if *n == 0 {
+                starts.remove(&self.start_ts);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ActiveTxn {
     start_ts: Timestamp,
+    /// Holds back the GC safe point while this transaction exists.
+    _live: LiveStart,
     isolation: Isolation,
     read_only: bool,
     /// Buffered writes: `None` is a delete.
@@ -216,6 +261,7 @@ pub struct TxnManager {
     tso: Arc<dyn Tso>,
     config: TxnConfig,
     txns: Mutex<HashMap<TxnId, Arc<Mutex<ActiveTxn>>>>,
+    live_starts: LiveStarts,
     next_id: AtomicU64,
 }
 
@@ -236,6 +282,7 @@ impl TxnManager {
             tso,
             config,
             txns: Mutex::new(HashMap::new()),
+            live_starts: LiveStarts::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -243,6 +290,11 @@ impl TxnManager {
     /// The storage commands run against.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TxnConfig {
+        &self.config
     }
 
     /// Number of active transactions.
@@ -256,6 +308,7 @@ impl TxnManager {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let txn = ActiveTxn {
             start_ts,
+            _live: LiveStart::new(&self.live_starts, start_ts),
             isolation,
             read_only,
             writes: BTreeMap::new(),
@@ -265,6 +318,9 @@ impl TxnManager {
             bypass: Vec::new(),
             last_used: Instant::now(),
         };
+        // Registered first, then checked: a safe point computed without this transaction
+        // either shows up here or was computed from a `now` older than start_ts.
+        self.storage.safe_point().check(start_ts)?;
         self.txns.lock().insert(id, Arc::new(Mutex::new(txn)));
         Ok((id, start_ts))
     }
@@ -698,6 +754,22 @@ impl TxnManager {
         let txn = self.txn(id)?;
         txn.lock().last_used = Instant::now();
         Ok(())
+    }
+
+    /// Advances the storage's GC safe point for time `now`: to the start_ts of the oldest
+    /// transaction that is active, committing or holding a lock, but never newer than
+    /// `now - life_time`. Returns the safe point after the call (it never moves back).
+    pub fn gc_tick(&self, now: Timestamp, life_time: Duration) -> Result<Timestamp> {
+        // Live starts first: a transaction that commits meanwhile holds its locks before it
+        // leaves the live set, so the lock scan below sees it.
+        let oldest_live = self.live_starts.lock().keys().next().copied();
+        let oldest_lock = self.storage.oldest_lock_ts()?;
+        let oldest = match (oldest_live, oldest_lock) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let safe_point = compute_safe_point(oldest, now, life_time);
+        Ok(self.storage.safe_point().advance(safe_point))
     }
 
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.

@@ -400,3 +400,79 @@ fn execute_is_a_compare_and_swap() {
     assert!(!env.mgr.execute(&insert, 3).unwrap().succeeded);
     assert_eq!(env.mgr.active(), 0, "execute leaves no transaction behind");
 }
+
+// ---------------------------------------------------------------------------------------
+// GC safe point.
+// ---------------------------------------------------------------------------------------
+
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+#[test]
+fn gc_tick_holds_the_safe_point_at_the_oldest_transaction() {
+    use crate::tso::{compose, physical};
+    let e = env();
+    assert_eq!(e.mgr.config().gc_life_time, TEN_MINUTES, "the default");
+    e.put(b"k", b"v1");
+    let (old, old_ts) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    e.clock.advance(20 * 60 * 1000);
+    e.put(b"k", b"v2");
+    let now = e.tso.get_timestamp().unwrap();
+    assert_eq!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap(), old_ts);
+    // The old transaction still reads its snapshot.
+    assert_eq!(e.mgr.get(old, b"k").unwrap(), Some(b"v1".to_vec()));
+    e.mgr.rollback(old).unwrap();
+    let life_bound = compose(physical(now) - 600_000, 0);
+    assert_eq!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap(), life_bound);
+    // Never backwards, even for an older `now`.
+    assert_eq!(e.mgr.gc_tick(old_ts, TEN_MINUTES).unwrap(), life_bound);
+    assert_eq!(e.read(b"k"), Some(b"v2".to_vec()));
+}
+
+#[test]
+fn a_transaction_below_the_safe_point_fails_clearly() {
+    let e = env();
+    e.put(b"k", b"v");
+    let (t, start_ts) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    // A safe point decided elsewhere (cluster-wide) passes the transaction.
+    e.mgr.storage().safe_point().advance(start_ts + 1);
+    let err = e.mgr.get(t, b"k").unwrap_err();
+    assert!(
+        matches!(err, TxnError::Mvcc(MvccError::ReadBelowSafePoint { ts, .. }) if ts == start_ts),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(e.mgr.scan(t, b"", None, 10, false).is_err());
+    e.mgr.write(t, b"k", Some(b"w")).unwrap();
+    assert!(matches!(
+        e.mgr.commit(t),
+        Err(TxnError::Mvcc(MvccError::ReadBelowSafePoint { .. }))
+    ));
+    // A new transaction starts above it and works.
+    e.clock.advance(1);
+    assert_eq!(e.read(b"k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn gc_tick_does_not_pass_a_leftover_lock() {
+    let e = env();
+    let lock_ts = e.tso.get_timestamp().unwrap();
+    let opts = PrewriteOptions {
+        primary: b"k".to_vec(),
+        ttl_ms: 3000,
+        min_commit_ts: lock_ts + 1,
+    };
+    // A coordinator prewrote and vanished.
+    e.mgr
+        .storage()
+        .prewrite(
+            &[Mutation::Put(b"k".to_vec(), b"v".to_vec())],
+            &opts,
+            lock_ts,
+        )
+        .unwrap();
+    e.clock.advance(60 * 60 * 1000);
+    let now = e.tso.get_timestamp().unwrap();
+    assert_eq!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap(), lock_ts);
+    e.mgr.storage().rollback(&[b"k".to_vec()], lock_ts).unwrap();
+    assert!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap() > lock_ts);
+}

@@ -5,10 +5,17 @@
 //! synced engine write: a command's effect is all or nothing, and is durable when the call
 //! returns. Reads take an engine snapshot and no latches.
 //!
+//! Reads and prewrites below the GC safe point fail with `ReadBelowSafePoint`; reads check
+//! it after taking their engine snapshot (see [`GcSafePoint::check`]). [`Storage::gc_sweep`]
+//! carries out what the MVCC compaction filter left to do (see [`crate::mvcc::gc`]).
+//!
 //! On a replicated shard (a later milestone) the batch becomes a Raft proposal instead of
 //! an engine write; nothing above this layer changes.
 
-use crate::lsm::{Db, WriteOptions};
+use crate::lsm::{ColumnFamily, Db, IterOptions, WriteOptions};
+use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
+use crate::mvcc::key::decode_bytes;
+use crate::mvcc::record::Lock;
 use crate::mvcc::{LockInfo, MvccError, MvccReader, MvccTxn, Result, Timestamp};
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
@@ -18,6 +25,9 @@ use super::range_locks::{KeyRange, RangeLockGuard, RangeLocks};
 /// Latch slots: enough that unrelated keys rarely share one.
 const LATCH_SLOTS: usize = 2048;
 
+/// Keys swept per latched batch.
+const SWEEP_CHUNK: usize = 256;
+
 /// Transactional commands over one engine.
 #[derive(Debug)]
 pub struct Storage {
@@ -25,22 +35,37 @@ pub struct Storage {
     latches: Latches,
     range_locks: RangeLocks,
     write_options: WriteOptions,
+    safe_point: GcSafePoint,
 }
 
 impl Storage {
     /// Commands over `db`; every command's batch is synced before the command returns.
+    /// The safe point is private and stays at 0 unless advanced through
+    /// [`safe_point`](Storage::safe_point).
     pub fn new(db: Db) -> Storage {
+        Storage::with_safe_point(db, GcSafePoint::default())
+    }
+
+    /// Commands over `db` that refuse reads below `safe_point` (shared with the engine's
+    /// [`MvccGcFilter`](crate::mvcc::MvccGcFilter)).
+    pub fn with_safe_point(db: Db, safe_point: GcSafePoint) -> Storage {
         Storage {
             db,
             latches: Latches::new(LATCH_SLOTS),
             range_locks: RangeLocks::new(),
             write_options: WriteOptions { sync: true },
+            safe_point,
         }
     }
 
     /// The engine.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The GC safe point reads are checked against.
+    pub fn safe_point(&self) -> &GcSafePoint {
+        &self.safe_point
     }
 
     fn write_command<'k, T>(
@@ -62,6 +87,7 @@ impl Storage {
     /// The value of `key` at `ts` (locks of transactions in `bypass` are ignored).
     pub fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
         let snap = self.db.snapshot();
+        self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).get(key, ts, bypass)
     }
 
@@ -76,6 +102,7 @@ impl Storage {
         bypass: &[Timestamp],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let snap = self.db.snapshot();
+        self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).scan(start, end, limit, ts, reverse, bypass)
     }
 
@@ -104,6 +131,9 @@ impl Storage {
             mutations.iter().map(Mutation::key),
             start_ts,
             |txn, reader| {
+                // A transaction below the safe point may have lost the rollback records
+                // and conflicting versions its prewrite must see.
+                self.safe_point.check(start_ts)?;
                 mutations
                     .iter()
                     .try_for_each(|m| actions::prewrite(txn, reader, m, options))
@@ -199,6 +229,78 @@ impl Storage {
                 .try_for_each(|k| actions::resolve_lock(txn, reader, k, commit_ts))
         })
     }
+
+    /// The start_ts of the oldest lock in the `lock` family, if any. GC must not pass it:
+    /// resolving the lock may need its primary's commit record.
+    pub fn oldest_lock_ts(&self) -> Result<Option<Timestamp>> {
+        let mut it = self.db.iter(
+            ColumnFamily::Lock,
+            IterOptions {
+                lower_bound: None,
+                upper_bound: None,
+                snapshot: None,
+                fill_cache: false,
+            },
+        )?;
+        it.seek_to_first()?;
+        let mut oldest: Option<Timestamp> = None;
+        while it.valid() {
+            let lock = Lock::decode(it.value()).ok_or_else(|| MvccError::Corrupt {
+                key: decode_bytes(it.key()).map_or_else(|| it.key().to_vec(), |(k, _)| k),
+                reason: "undecodable lock".into(),
+            })?;
+            oldest = Some(oldest.map_or(lock.start_ts, |o| o.min(lock.start_ts)));
+            it.next()?;
+        }
+        Ok(oldest)
+    }
+
+    /// Carries out the work the MVCC compaction filter reported to `backlog`: deletes the
+    /// values of dropped versions and Delete records with nothing older (see
+    /// [`gc::sweep_batch`]). Work not done because of an error is put back.
+    pub fn gc_sweep(&self, backlog: &GcBacklog) -> Result<SweepStats> {
+        let mut work = backlog.take();
+        let safe_point = self.safe_point.get();
+        let mut total = SweepStats::default();
+        while !work.is_empty() {
+            let chunk = gc::GcWork {
+                values: drain_front(&mut work.values, SWEEP_CHUNK),
+                deletes: drain_front(&mut work.deletes, SWEEP_CHUNK),
+            };
+            let keys = chunk
+                .values
+                .iter()
+                .chain(&chunk.deletes)
+                .map(|(k, _)| k.as_slice());
+            let result = (|| {
+                let _latches = self.latches.acquire(keys);
+                let reader = MvccReader::new(&self.db, None);
+                let (batch, stats) = gc::sweep_batch(&reader, &chunk, safe_point)?;
+                if !batch.is_empty() {
+                    self.db.write(batch, &self.write_options)?;
+                }
+                Ok(stats)
+            })();
+            match result {
+                Ok(stats) => {
+                    total.values_deleted += stats.values_deleted;
+                    total.deletes_removed += stats.deletes_removed;
+                    total.skipped += stats.skipped;
+                }
+                Err(e) => {
+                    backlog.restore(chunk);
+                    backlog.restore(work);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn drain_front<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+    let n = n.min(v.len());
+    v.drain(..n).collect()
 }
 
 #[cfg(test)]

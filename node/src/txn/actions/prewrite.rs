@@ -2,7 +2,7 @@
 
 use crate::mvcc::record::SHORT_VALUE_MAX;
 use crate::mvcc::{
-    Lock, LockInfo, LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp, TxnCommitRecord,
+    Lock, LockInfo, LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp, WriteKind,
 };
 
 /// What a transaction does to one key.
@@ -57,28 +57,38 @@ pub fn prewrite(
         }
         return Ok(());
     }
-    if let Some((commit_ts, write)) = reader.seek_write(key, Timestamp::MAX)? {
-        if commit_ts >= start_ts {
-            // Our own rollback (or commit) record explains it; anything else is a newer
-            // commit by another transaction.
-            match reader.txn_commit_record(key, start_ts)? {
-                TxnCommitRecord::RolledBack => {
-                    return Err(MvccError::AlreadyRolledBack {
-                        key: key.to_vec(),
-                        start_ts,
-                    });
-                }
-                TxnCommitRecord::Committed { .. } => return Ok(()),
-                TxnCommitRecord::None => {
-                    return Err(MvccError::WriteConflict {
-                        key: key.to_vec(),
-                        start_ts,
-                        conflict_start_ts: write.start_ts,
-                        conflict_commit_ts: commit_ts,
-                    });
-                }
-            }
+    // Every record at or after start_ts: our own commit or rollback record settles it;
+    // another transaction's rollback record is no conflict (it changed nothing); any other
+    // record is a newer commit by another transaction.
+    let mut verdict: Option<Result<()>> = None;
+    reader.scan_writes(key, Timestamp::MAX, start_ts, |commit_ts, write| {
+        if write.start_ts == start_ts {
+            verdict = Some(if write.kind == WriteKind::Rollback {
+                Err(MvccError::AlreadyRolledBack {
+                    key: key.to_vec(),
+                    start_ts,
+                })
+            } else {
+                Ok(())
+            });
+            return false;
         }
+        if write.kind == WriteKind::Rollback {
+            return true;
+        }
+        if verdict.is_none() {
+            verdict = Some(Err(MvccError::WriteConflict {
+                key: key.to_vec(),
+                start_ts,
+                conflict_start_ts: write.start_ts,
+                conflict_commit_ts: commit_ts,
+            }));
+        }
+        // Keep looking: our own record further down takes precedence.
+        true
+    })?;
+    if let Some(v) = verdict {
+        return v;
     }
     let (kind, value) = match mutation {
         Mutation::Put(_, v) => (LockKind::Put, Some(v)),

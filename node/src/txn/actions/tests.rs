@@ -430,3 +430,15 @@ fn scans_see_one_snapshot_in_both_directions_and_meet_locks() {
         vec![b"a".to_vec(), b"c".to_vec()]
     );
 }
+
+#[test]
+fn another_transactions_rollback_record_is_no_conflict() {
+    let env = Env::new();
+    env.put(b"k", b"v", 5, 6);
+    // Transaction 20 rolls back on k, leaving a rollback record at ts 20.
+    env.rollback(b"k", 20).unwrap();
+    // Transaction 10 (started before 20) can still write k: nothing committed after it.
+    env.prewrite(put(b"k", b"mine"), b"k", 10).unwrap();
+    env.commit(b"k", 10, 30).unwrap();
+    assert_eq!(env.get(b"k", 30).unwrap(), Some(b"mine".to_vec()));
+}

@@ -1,0 +1,289 @@
+//! `strata txn`: an interactive transaction, one command per line.
+//!
+//! ```text
+//!   begin [snapshot|serializable] [read-only]    (optional: the first command begins one)
+//!   get KEY | put KEY VALUE | delete KEY | scan START [END] [LIMIT]
+//!   commit | rollback | help | exit
+//! ```
+//!
+//! Tokens are separated by spaces; a token in double quotes may contain spaces and `\"`.
+//! From a terminal a prompt is shown and an error leaves the transaction open; from a pipe
+//! or file the first error stops the session with its exit status. Input that ends with a
+//! transaction still open rolls it back and fails, so a script never commits by accident.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+use strata_proto::v1;
+
+use super::{status_error, ClientOptions, Clients, CommandError, ExitStatus, Output};
+
+/// Splits a line into tokens, honouring double quotes.
+pub fn tokenize(line: &str) -> Result<Vec<String>> {
+    let mut tokens = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut token = String::new();
+        if c == '"' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(e) => token.push(e),
+                        None => bail!("unfinished escape in {line:?}"),
+                    },
+                    Some(ch) => token.push(ch),
+                    None => bail!("unterminated quote in {line:?}"),
+                }
+            }
+        } else {
+            while let Some(&ch) = chars.peek() {
+                if ch.is_whitespace() {
+                    break;
+                }
+                token.push(ch);
+                chars.next();
+            }
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+struct Session<'a> {
+    clients: &'a mut Clients,
+    options: &'a ClientOptions,
+    txn: Option<u64>,
+}
+
+impl Session<'_> {
+    async fn ensure(&mut self) -> Result<u64, CommandError> {
+        if let Some(id) = self.txn {
+            return Ok(id);
+        }
+        self.begin(v1::Isolation::Snapshot, false).await
+    }
+
+    async fn begin(
+        &mut self,
+        isolation: v1::Isolation,
+        read_only: bool,
+    ) -> Result<u64, CommandError> {
+        if self.txn.is_some() {
+            return Err(anyhow!("a transaction is already open; commit or rollback first").into());
+        }
+        let resp = self
+            .clients
+            .txn
+            .begin(v1::BeginRequest {
+                isolation: isolation as i32,
+                read_only,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        self.txn = Some(resp.txn_id);
+        Ok(resp.txn_id)
+    }
+
+    async fn run(&mut self, tokens: &[String], out: &mut dyn Write) -> Result<bool, CommandError> {
+        let o = self.options;
+        let f = o.format;
+        let io = |r: std::io::Result<()>| r.map_err(|e| CommandError::from(anyhow::Error::from(e)));
+        let Some(cmd) = tokens.first() else {
+            return Ok(true);
+        };
+        let args = &tokens[1..];
+        let arg = |i: usize, name: &str| -> Result<&String, CommandError> {
+            args.get(i)
+                .ok_or_else(|| anyhow!("{cmd}: missing {name}").into())
+        };
+        match cmd.as_str() {
+            "begin" => {
+                let isolation = if args.iter().any(|a| a == "serializable") {
+                    v1::Isolation::Serializable
+                } else {
+                    v1::Isolation::Snapshot
+                };
+                let id = self.begin(isolation, args.iter().any(|a| a == "read-only")).await?;
+                match o.output {
+                    Output::Text => io(writeln!(out, "BEGIN (txn {id})"))?,
+                    Output::Json => io(writeln!(out, "{}", json!({"begin": id})))?,
+                }
+            }
+            "get" => {
+                let key = f.decode(arg(0, "KEY")?)?;
+                let txn_id = self.ensure().await?;
+                let r = self
+                    .clients
+                    .txn
+                    .get(v1::TxnGetRequest { txn_id, key: key.clone() })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match (o.output, r.found) {
+                    (Output::Text, true) => io(writeln!(out, "{}", f.encode(&r.value)))?,
+                    (Output::Text, false) => io(writeln!(out, "(not found)"))?,
+                    (Output::Json, found) => io(writeln!(
+                        out,
+                        "{}",
+                        json!({"key": f.encode(&key), "found": found, "value": found.then(|| f.encode(&r.value))})
+                    ))?,
+                }
+            }
+            "put" => {
+                let (key, value) = (f.decode(arg(0, "KEY")?)?, f.decode(arg(1, "VALUE")?)?);
+                let txn_id = self.ensure().await?;
+                self.clients.txn.put(v1::TxnPutRequest { txn_id, key, value }).await.map_err(status_error)?;
+                if o.output == Output::Text {
+                    io(writeln!(out, "OK"))?;
+                }
+            }
+            "delete" => {
+                let key = f.decode(arg(0, "KEY")?)?;
+                let txn_id = self.ensure().await?;
+                self.clients.txn.delete(v1::TxnDeleteRequest { txn_id, key }).await.map_err(status_error)?;
+                if o.output == Output::Text {
+                    io(writeln!(out, "OK"))?;
+                }
+            }
+            "scan" => {
+                let start = f.decode(arg(0, "START")?)?;
+                let end = args.get(1).map(|e| f.decode(e)).transpose()?.unwrap_or_default();
+                let limit = match args.get(2) {
+                    Some(l) => l.parse::<u32>().map_err(|_| anyhow!("scan: LIMIT must be a number"))?,
+                    None => 0,
+                };
+                let txn_id = self.ensure().await?;
+                let r = self
+                    .clients
+                    .txn
+                    .scan(v1::TxnScanRequest { txn_id, start, end, limit, reverse: false })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                for kv in r.kvs {
+                    super::print_kv(out, o, &kv.key, &kv.value)?;
+                }
+            }
+            "commit" => {
+                let Some(txn_id) = self.txn.take() else {
+                    return Err(anyhow!("commit: no open transaction").into());
+                };
+                let r = self.clients.txn.commit(v1::CommitRequest { txn_id }).await.map_err(status_error)?.into_inner();
+                match o.output {
+                    Output::Text => io(writeln!(out, "COMMIT (commit_ts {})", r.commit_ts))?,
+                    Output::Json => io(writeln!(out, "{}", json!({"commit_ts": r.commit_ts})))?,
+                }
+            }
+            "rollback" => {
+                let Some(txn_id) = self.txn.take() else {
+                    return Err(anyhow!("rollback: no open transaction").into());
+                };
+                self.clients.txn.rollback(v1::RollbackRequest { txn_id }).await.map_err(status_error)?;
+                if o.output == Output::Text {
+                    io(writeln!(out, "ROLLBACK"))?;
+                }
+            }
+            "help" => io(writeln!(
+                out,
+                "begin [snapshot|serializable] [read-only] | get KEY | put KEY VALUE | delete KEY | \
+                 scan START [END] [LIMIT] | commit | rollback | exit"
+            ))?,
+            "exit" | "quit" => return Ok(false),
+            other => return Err(anyhow!("unknown command {other:?} (try help)").into()),
+        }
+        Ok(true)
+    }
+}
+
+/// Runs a transaction session over `input`. `interactive` shows a prompt and keeps going
+/// after errors.
+pub async fn run(
+    clients: &mut Clients,
+    options: &ClientOptions,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    interactive: bool,
+) -> Result<ExitStatus, CommandError> {
+    let mut session = Session {
+        clients,
+        options,
+        txn: None,
+    };
+    let mut line = String::new();
+    loop {
+        if interactive {
+            let prompt = if session.txn.is_some() {
+                "txn> "
+            } else {
+                "strata> "
+            };
+            write!(out, "{prompt}")
+                .and_then(|()| out.flush())
+                .map_err(anyhow::Error::from)?;
+        }
+        line.clear();
+        if input.read_line(&mut line).map_err(anyhow::Error::from)? == 0 {
+            break;
+        }
+        let result = match tokenize(line.trim()) {
+            Ok(tokens) => session.run(&tokens, out).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) if interactive => {
+                writeln!(out, "error: {:#}", e.error).map_err(anyhow::Error::from)?;
+            }
+            Err(e) => {
+                if let Some(txn_id) = session.txn.take() {
+                    let _ = session
+                        .clients
+                        .txn
+                        .rollback(v1::RollbackRequest { txn_id })
+                        .await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    if let Some(txn_id) = session.txn.take() {
+        let _ = session
+            .clients
+            .txn
+            .rollback(v1::RollbackRequest { txn_id })
+            .await;
+        return Err(CommandError {
+            status: ExitStatus::Failed,
+            error: anyhow!("input ended with the transaction still open; it was rolled back"),
+        });
+    }
+    Ok(ExitStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizes_quotes_and_escapes() {
+        assert_eq!(
+            tokenize(r#"put "a key" value"#).unwrap(),
+            ["put", "a key", "value"]
+        );
+        assert_eq!(
+            tokenize(r#"put k "say \"hi\"""#).unwrap(),
+            ["put", "k", r#"say "hi""#]
+        );
+        assert_eq!(tokenize("   ").unwrap(), Vec::<String>::new());
+        assert!(tokenize(r#"put "open"#).is_err());
+    }
+}
