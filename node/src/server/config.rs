@@ -379,6 +379,36 @@ mod tests {
     }
 
     #[test]
+    fn flags_parse_with_clap() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: ConfigArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "strata-node",
+            "--grpc-addr",
+            "127.0.0.1:1",
+            "--compression",
+            "lz4",
+            "--log-format",
+            "json",
+            "--idle-timeout-s",
+            "5",
+        ])
+        .unwrap();
+        let mut c = NodeConfig::default();
+        c.apply(&cli.config);
+        assert_eq!(c.grpc_addr.port(), 1);
+        assert_eq!(c.engine.compression, CompressionConfig::Lz4);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.txn.idle_timeout_s, 5);
+        assert!(Cli::try_parse_from(["strata-node", "--grpc-addr", "nonsense"]).is_err());
+        assert!(Cli::try_parse_from(["strata-node", "--compression", "zstd"]).is_err());
+    }
+
+    #[test]
     fn a_missing_file_and_bad_values_are_errors() {
         let args = ConfigArgs {
             config: Some(PathBuf::from("/nonexistent/strata.yaml")),

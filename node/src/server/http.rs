@@ -85,7 +85,7 @@ pub fn parse_request(head: &[u8]) -> Result<String, Response> {
     if !version.starts_with("HTTP/1.") || parts.next().is_some() {
         return Err(Response::text(400, "bad request line\n"));
     }
-    if method != "GET" && method != "HEAD" {
+    if method != "GET" {
         return Err(Response::text(405, "only GET is supported\n"));
     }
     let path = target.split('?').next().unwrap_or_default();
