@@ -246,3 +246,15 @@ fn a_bad_config_prints_one_line_and_exits_1() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/strata.yaml"), "{stderr}");
 }
+
+#[test]
+fn a_bad_flag_prints_one_line_and_exits_1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-node"))
+        .args(["--grpc-addr", "not-an-address"])
+        .output()
+        .expect("run strata-node");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--grpc-addr"), "{stderr}");
+}

@@ -386,6 +386,7 @@ pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     .with_context(|| format!("invalid log level {:?}", config.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
