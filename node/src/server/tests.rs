@@ -226,6 +226,37 @@ async fn serves_kv_txn_admin_and_http() {
     );
     assert_eq!(d.limit, strata_proto::limits::MAX_KEY_BYTES);
 
+    // Values up to max_value_bytes travel (the server's message limit is raised to 16 MiB);
+    // one byte more is refused with the limit named.
+    let max_value = usize::try_from(strata_proto::limits::MAX_VALUE_BYTES).expect("fits");
+    let max_message = usize::try_from(strata_proto::limits::MAX_MESSAGE_BYTES).expect("fits");
+    let mut big_kv = kv.clone().max_decoding_message_size(max_message);
+    big_kv
+        .put(pb::PutRequest {
+            key: b"big".to_vec(),
+            value: vec![7; max_value],
+        })
+        .await
+        .expect("a maximal value");
+    let r = big_kv
+        .get(pb::GetRequest {
+            key: b"big".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("get the maximal value")
+        .into_inner();
+    assert_eq!(r.value.len(), max_value);
+    let err = kv
+        .put(pb::PutRequest {
+            key: b"big".to_vec(),
+            value: vec![7; max_value + 1],
+        })
+        .await
+        .expect_err("value too large");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(detail(&err).limit_name, "max_value_bytes");
+
     // Unknown transaction.
     let err = txn
         .get(pb::TxnGetRequest {
