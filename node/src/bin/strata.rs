@@ -53,6 +53,19 @@ enum Command {
     Txn,
     /// The server's status.
     Status,
+    /// Run a local Strata node in the foreground, ready for the other commands.
+    Playground {
+        /// Keep the data here (a restart finds it again); default: a temporary directory,
+        /// removed on exit.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Address of the gRPC API.
+        #[arg(long, default_value = cli::DEFAULT_ENDPOINT)]
+        grpc_addr: std::net::SocketAddr,
+        /// Address of the HTTP port (metrics, health).
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        http_addr: std::net::SocketAddr,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -94,6 +107,20 @@ fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
         engine::run(config, &mut stdout)?;
         return Ok(ExitStatus::Ok);
     }
+    if let Command::Playground {
+        data_dir,
+        grpc_addr,
+        http_addr,
+    } = &cli.command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)?;
+        return runtime
+            .block_on(playground(data_dir.clone(), *grpc_addr, *http_addr))
+            .map_err(Into::into);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,8 +143,73 @@ async fn client_command(cli: Cli) -> Result<ExitStatus, CommandError> {
             let mut input = std::io::stdin().lock();
             cli::txn_shell::run(&mut c, o, &mut input, &mut stdout, interactive).await
         }
-        Command::Bench(_) => Ok(ExitStatus::Ok),
+        Command::Bench(_) | Command::Playground { .. } => Ok(ExitStatus::Ok),
     }
+}
+
+/// `strata playground`: a local node in the foreground until Ctrl-C or SIGTERM.
+async fn playground(
+    data_dir: Option<std::path::PathBuf>,
+    grpc_addr: std::net::SocketAddr,
+    http_addr: std::net::SocketAddr,
+) -> Result<ExitStatus> {
+    use anyhow::Context;
+    use strata::server::{NodeConfig, Server};
+    let temporary = data_dir.is_none();
+    let dir = match data_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("strata-playground-{}", std::process::id())),
+    };
+    let config = NodeConfig {
+        data_dir: dir.clone(),
+        grpc_addr,
+        http_addr,
+        ..NodeConfig::default()
+    };
+    let handle = Server::start(config).await.with_context(|| {
+        format!("starting the playground node (is {grpc_addr} already in use?)")
+    })?;
+    let endpoint = handle.grpc_addr();
+    let flag = if endpoint.to_string() == cli::DEFAULT_ENDPOINT {
+        String::new()
+    } else {
+        format!(" --endpoint {endpoint}")
+    };
+    println!(
+        "Strata playground: one node, gRPC on {endpoint}, HTTP on http://{}",
+        handle.http_addr()
+    );
+    println!(
+        "data: {}{}",
+        dir.display(),
+        if temporary { " (removed on exit)" } else { "" }
+    );
+    println!();
+    println!("Try, in another terminal:");
+    println!("  strata{flag} put greeting hello");
+    println!("  strata{flag} get greeting");
+    println!(
+        "  printf 'put a 1\\nput b 2\\ncommit\\n' | strata{flag} txn && strata{flag} scan --prefix ''"
+    );
+    println!();
+    println!("Ctrl-C stops the node.");
+    wait_for_signal().await?;
+    println!("stopping...");
+    handle.shutdown().await?;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitStatus::Ok)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
