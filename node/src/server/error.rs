@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use crate::lsm;
 use crate::mvcc::MvccError;
 use crate::tso::TsoError;
-use crate::txn::{TxnError, TxnId};
+use crate::txn::{ConflictKind, TxnError, TxnId};
 
 /// A status for `reason` with `detail` filled in by `fill`.
 pub(crate) fn status(
@@ -178,15 +178,17 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
     match err {
         TxnError::NotFound(id) => status(ErrorReason::TxnNotFound, msg, |d| d.txn_id = *id),
         TxnError::Conflict {
+            kind,
             start_ts,
             key,
             conflicting_start_ts,
-            reason,
+            ..
         } => {
-            let r = if reason.contains("rolled back") {
-                ErrorReason::TxnRolledBack
-            } else {
-                ErrorReason::WriteConflict
+            let r = match kind {
+                ConflictKind::RolledBack => ErrorReason::TxnRolledBack,
+                ConflictKind::WriteConflict | ConflictKind::RangeLocked => {
+                    ErrorReason::WriteConflict
+                }
             };
             status(r, msg, |d| {
                 d.start_ts = *start_ts;
@@ -202,25 +204,18 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
             d.lock_ttl_ms = info.ttl_ms;
             d.txn_id = id;
         }),
-        TxnError::InvalidArgument(text) => {
-            if text.contains("read-only") {
-                status(ErrorReason::TxnReadOnly, msg, |d| d.txn_id = id)
-            } else if text.contains("max_keys") {
-                status(ErrorReason::TxnTooLarge, msg, |d| {
-                    d.limit_name = "max_txn_keys".into();
-                    d.limit = limits::MAX_TXN_KEYS;
-                    d.txn_id = id;
-                })
-            } else if text.contains("max_bytes") {
-                status(ErrorReason::TxnTooLarge, msg, |d| {
-                    d.limit_name = "max_txn_bytes".into();
-                    d.limit = limits::MAX_TXN_BYTES;
-                    d.txn_id = id;
-                })
-            } else {
-                status(ErrorReason::InvalidField, msg, |_| {})
+        TxnError::ReadOnly(_) => status(ErrorReason::TxnReadOnly, msg, |d| d.txn_id = id),
+        TxnError::TooLarge { limit_name, limit } => status(ErrorReason::TxnTooLarge, msg, |d| {
+            // The wire names of the limits (strata_proto::limits).
+            d.limit_name = match *limit_name {
+                "max_keys" => "max_txn_keys",
+                _ => "max_txn_bytes",
             }
-        }
+            .into();
+            d.limit = *limit;
+            d.txn_id = id;
+        }),
+        TxnError::InvalidArgument(_) => status(ErrorReason::InvalidField, msg, |_| {}),
         TxnError::Tso(e) => tso_status(e),
         TxnError::Mvcc(e) => mvcc_status(e, id),
     }
@@ -358,6 +353,7 @@ mod tests {
 
         let s = txn_status(
             &TxnError::Conflict {
+                kind: ConflictKind::WriteConflict,
                 start_ts: 5,
                 key: Some(b"k".to_vec()),
                 conflicting_start_ts: Some(4),
@@ -389,16 +385,16 @@ mod tests {
         );
         assert_eq!(d.primary_key, b"p");
 
-        let s = txn_status(
-            &TxnError::InvalidArgument("transaction 1 is read-only".into()),
-            Some(1),
-        );
+        let s = txn_status(&TxnError::ReadOnly(1), Some(1));
         assert_eq!(
             (s.code(), detail(&s).reason.as_str()),
             (Code::FailedPrecondition, "TXN_READ_ONLY")
         );
         let s = txn_status(
-            &TxnError::InvalidArgument("transaction writes more than max_keys = 3 keys".into()),
+            &TxnError::TooLarge {
+                limit_name: "max_keys",
+                limit: 3,
+            },
             Some(1),
         );
         assert_eq!(detail(&s).limit_name, "max_txn_keys");

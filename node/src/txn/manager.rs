@@ -151,6 +151,18 @@ impl Default for TxnConfig {
     }
 }
 
+/// Why a transaction was aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// Another transaction committed a key it writes (or a range it scanned) after its start.
+    WriteConflict,
+    /// Another transaction rolled it back (its locks had expired).
+    RolledBack,
+    /// It waited too long on a range read by a committing SERIALIZABLE transaction, or on
+    /// a lock inside a range it scanned.
+    RangeLocked,
+}
+
 /// Errors of the transaction layer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TxnError {
@@ -166,6 +178,8 @@ pub enum TxnError {
     /// The transaction conflicted with another and was rolled back; retry it.
     #[error("transaction {start_ts} aborted: {reason}")]
     Conflict {
+        /// What kind of conflict.
+        kind: ConflictKind,
         /// The aborted transaction.
         start_ts: Timestamp,
         /// The conflicting key, if known.
@@ -178,7 +192,18 @@ pub enum TxnError {
     /// A live lock held the key past the wait limit; retry later.
     #[error("key {:?} is locked by transaction {} (primary {:?}); gave up waiting", .0.key, .0.start_ts, .0.primary)]
     Locked(LockInfo),
-    /// The request is not allowed (writes in a read-only transaction, limits exceeded).
+    /// A write in a read-only transaction.
+    #[error("transaction {0} is read-only")]
+    ReadOnly(TxnId),
+    /// The transaction would exceed a limit (`limit_name` is `max_keys` or `max_bytes`).
+    #[error("transaction exceeds {limit_name} = {limit}")]
+    TooLarge {
+        /// The configuration name of the limit.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// The request is not allowed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
@@ -192,7 +217,11 @@ impl TxnError {
                 e,
                 MvccError::KeyIsLocked(_) | MvccError::WriteConflict { .. }
             ),
-            TxnError::Tso(_) | TxnError::NotFound(_) | TxnError::InvalidArgument(_) => false,
+            TxnError::Tso(_)
+            | TxnError::NotFound(_)
+            | TxnError::ReadOnly(_)
+            | TxnError::TooLarge { .. }
+            | TxnError::InvalidArgument(_) => false,
         }
     }
 }
@@ -415,22 +444,20 @@ impl TxnManager {
         let mut t = txn.lock();
         t.last_used = Instant::now();
         if t.read_only {
-            return Err(TxnError::InvalidArgument(format!(
-                "transaction {id} is read-only"
-            )));
+            return Err(TxnError::ReadOnly(id));
         }
         let add = key.len() + value.map_or(0, <[u8]>::len);
         if !t.writes.contains_key(key) && t.writes.len() >= self.config.max_keys {
-            return Err(TxnError::InvalidArgument(format!(
-                "transaction writes more than max_keys = {} keys",
-                self.config.max_keys
-            )));
+            return Err(TxnError::TooLarge {
+                limit_name: "max_keys",
+                limit: self.config.max_keys as u64,
+            });
         }
         if t.buffered_bytes + add > self.config.max_bytes {
-            return Err(TxnError::InvalidArgument(format!(
-                "transaction buffers more than max_bytes = {} bytes",
-                self.config.max_bytes
-            )));
+            return Err(TxnError::TooLarge {
+                limit_name: "max_bytes",
+                limit: self.config.max_bytes as u64,
+            });
         }
         t.buffered_bytes += add;
         t.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
@@ -501,6 +528,7 @@ impl TxnManager {
                 Err(MvccError::AlreadyRolledBack { .. })
                 | Err(MvccError::TxnLockNotFound { .. }) => {
                     return Err(TxnError::Conflict {
+                        kind: ConflictKind::RolledBack,
                         start_ts,
                         key: Some(primary),
                         conflicting_start_ts: None,
@@ -534,6 +562,7 @@ impl TxnManager {
                     ..
                 }) => {
                     return Err(TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
                         start_ts,
                         key: Some(key),
                         conflicting_start_ts: Some(conflict_start_ts),
@@ -544,6 +573,7 @@ impl TxnManager {
                     if self.resolve(&info, start_ts)?.is_some() {
                         if Instant::now() >= deadline {
                             return Err(TxnError::Conflict {
+                                kind: ConflictKind::WriteConflict,
                                 start_ts,
                                 key: Some(info.key.clone()),
                                 conflicting_start_ts: Some(info.start_ts),
@@ -587,6 +617,7 @@ impl TxnManager {
                     ..
                 }) => {
                     return Err(TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
                         start_ts,
                         key: Some(key),
                         conflicting_start_ts: Some(conflict_start_ts),
@@ -597,6 +628,7 @@ impl TxnManager {
                 }
                 Err(MvccError::AlreadyRolledBack { key, .. }) => {
                     return Err(TxnError::Conflict {
+                        kind: ConflictKind::RolledBack,
                         start_ts,
                         key: Some(key),
                         conflicting_start_ts: None,
@@ -607,6 +639,7 @@ impl TxnManager {
                     // A committing SERIALIZABLE transaction scanned this range: wait for it.
                     if Instant::now() >= deadline {
                         return Err(TxnError::Conflict {
+                            kind: ConflictKind::RangeLocked,
                             start_ts,
                             key: Some(key),
                             conflicting_start_ts: Some(owner),

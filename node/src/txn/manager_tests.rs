@@ -254,16 +254,22 @@ fn limits_read_only_and_idle_timeouts() {
     env.mgr.write(t, b"2", Some(b"x")).unwrap();
     assert!(matches!(
         env.mgr.write(t, b"3", Some(b"x")),
-        Err(TxnError::InvalidArgument(_))
+        Err(TxnError::TooLarge {
+            limit_name: "max_keys",
+            limit: 2
+        })
     ));
     assert!(matches!(
         env.mgr.write(t, b"1", Some(&[0u8; 200])),
-        Err(TxnError::InvalidArgument(_))
+        Err(TxnError::TooLarge {
+            limit_name: "max_bytes",
+            ..
+        })
     ));
     let (r, _) = env.mgr.begin(Isolation::Serializable, true).unwrap();
     assert!(matches!(
         env.mgr.write(r, b"k", Some(b"v")),
-        Err(TxnError::InvalidArgument(_))
+        Err(TxnError::ReadOnly(_))
     ));
     assert_eq!(
         env.mgr.commit(r).unwrap(),

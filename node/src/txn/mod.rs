@@ -22,7 +22,7 @@ mod manager_tests;
 mod history_tests;
 
 pub use manager::{
-    ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError, TxnId,
-    TxnManager,
+    ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
+    TxnId, TxnManager,
 };
 pub use storage::Storage;
