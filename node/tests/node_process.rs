@@ -258,3 +258,131 @@ fn a_bad_flag_prints_one_line_and_exits_1() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--grpc-addr"), "{stderr}");
 }
+
+/// One transfer in an interactive transaction; returns whether it committed.
+async fn transfer(
+    txn: &mut TxnClient<Channel>,
+    from: usize,
+    to: usize,
+    amount: i64,
+    id: u64,
+) -> Result<bool, tonic::Status> {
+    let begin = pb::BeginRequest {
+        isolation: pb::Isolation::Snapshot as i32,
+        read_only: false,
+    };
+    let txn_id = txn.begin(begin).await?.into_inner().txn_id;
+    let mut balances = [0i64; 2];
+    for (slot, acct) in [from, to].into_iter().enumerate() {
+        let r = txn
+            .get(pb::TxnGetRequest {
+                txn_id,
+                key: format!("acct/{acct:02}").into_bytes(),
+            })
+            .await?
+            .into_inner();
+        balances[slot] = String::from_utf8_lossy(&r.value).parse().unwrap_or(0);
+    }
+    let writes = [
+        (
+            format!("acct/{from:02}"),
+            (balances[0] - amount).to_string(),
+        ),
+        (format!("acct/{to:02}"), (balances[1] + amount).to_string()),
+        (format!("done/{id:08}"), "1".to_string()),
+    ];
+    for (k, v) in writes {
+        txn.put(pb::TxnPutRequest {
+            txn_id,
+            key: k.into_bytes(),
+            value: v.into_bytes(),
+        })
+        .await?;
+    }
+    match txn.commit(pb::CommitRequest { txn_id }).await {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == tonic::Code::Aborted => Ok(false),
+        Err(s) => Err(s),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_bank_transfers_keeps_the_total_and_every_acknowledged_transfer() {
+    const ACCOUNTS: usize = 10;
+    const START: i64 = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    wait_ready(&node).await;
+    let ch = channel(&node).await;
+    let mut kv = KvClient::new(ch.clone());
+    for a in 0..ACCOUNTS {
+        kv.put(pb::PutRequest {
+            key: format!("acct/{a:02}").into_bytes(),
+            value: START.to_string().into_bytes(),
+        })
+        .await
+        .expect("load an account");
+    }
+    // Four clients transfer until the node dies; each remembers what was acknowledged.
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut tasks = Vec::new();
+    for c in 0..4u64 {
+        let (mut txn, acked) = (TxnClient::new(ch.clone()), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            let mut seed = c.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for i in 0..100_000u64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let from = (seed % ACCOUNTS as u64) as usize;
+                let to = (from + 1 + (seed >> 8) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+                let id = c * 1_000_000 + i;
+                match transfer(&mut txn, from, to, (seed >> 20) as i64 % 50 + 1, id).await {
+                    Ok(true) => acked.lock().expect("lock").push(id),
+                    Ok(false) => {}
+                    Err(_) => return, // the node is gone
+                }
+            }
+        }));
+    }
+    // Let some transfers land, then kill -9.
+    let deadline = Instant::now() + DEADLINE;
+    while acked.lock().expect("lock").len() < 100 {
+        assert!(Instant::now() < deadline, "transfers did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut node = node;
+    node.child.kill().expect("kill -9");
+    let _ = node.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked: Vec<u64> = acked.lock().expect("lock").clone();
+
+    let node = start(dir.path());
+    wait_ready(&node).await;
+    let mut kv = KvClient::new(channel(&node).await);
+    let mut total = 0i64;
+    for a in 0..ACCOUNTS {
+        let v = get(&mut kv, format!("acct/{a:02}").as_bytes())
+            .await
+            .expect("the account exists");
+        total += String::from_utf8_lossy(&v)
+            .parse::<i64>()
+            .expect("a number");
+    }
+    assert_eq!(
+        total,
+        START * ACCOUNTS as i64,
+        "money is neither created nor destroyed"
+    );
+    for id in &acked {
+        assert!(
+            get(&mut kv, format!("done/{id:08}").as_bytes())
+                .await
+                .is_some(),
+            "acknowledged transfer {id} is missing after the restart"
+        );
+    }
+    assert!(acked.len() >= 100);
+}
