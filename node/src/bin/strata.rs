@@ -281,4 +281,50 @@ mod tests {
         assert_eq!(c.scan_len, 5);
         assert!(Cli::try_parse_from(["strata", "bench", "engine", "--workloads", "nope"]).is_err());
     }
+
+    #[test]
+    fn parses_bench_run_options() {
+        use strata::bench::cluster::{ClusterWorkload, Distribution};
+        let cli = Cli::try_parse_from([
+            "strata",
+            "--endpoint",
+            "127.0.0.1:7479",
+            "bench",
+            "run",
+            "--workload",
+            "ycsb-b",
+            "--clients",
+            "64",
+            "--duration",
+            "3",
+            "--keys",
+            "500",
+            "--no-load",
+            "--distribution",
+            "uniform",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.client.endpoint, "127.0.0.1:7479");
+        let Command::Bench(BenchCommand::Run(c)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(c.workload, ClusterWorkload::YcsbB);
+        assert_eq!((c.clients, c.duration, c.keys), (64, 3, 500));
+        assert!(c.no_load);
+        assert_eq!(c.distribution, Distribution::Uniform);
+        assert_eq!(c.format, OutputFormat::Json);
+        assert_eq!(c.value_size, 100);
+        let defaults = Cli::try_parse_from(["strata", "bench", "run"]).unwrap();
+        let Command::Bench(BenchCommand::Run(d)) = defaults.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(
+            (d.workload, d.duration, d.keys),
+            (ClusterWorkload::YcsbA, 10, 10_000)
+        );
+        assert_eq!(d.distribution, Distribution::Zipfian);
+        assert!(Cli::try_parse_from(["strata", "bench", "run", "--workload", "nope"]).is_err());
+    }
 }
