@@ -715,17 +715,16 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
         OutputFormat::Text => {
             writeln!(
                 out,
-                "{}: {} clients, {:.1} s, {} keys, {:?} keys, {}-byte values",
+                "{}: {} clients, {:.1} s, {}, {:?} key choice",
                 config.workload.name(),
                 config.clients,
                 r.seconds,
                 if config.workload == ClusterWorkload::Bank {
-                    config.accounts
+                    format!("{} accounts", config.accounts)
                 } else {
-                    config.keys
+                    format!("{} keys, {}-byte values", config.keys, config.value_size)
                 },
                 config.distribution,
-                config.value_size,
             )?;
             writeln!(
                 out,
