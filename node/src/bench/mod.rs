@@ -10,11 +10,15 @@
 //!                           one result per (workload, engine) ─► text tables or JSON lines
 //! ```
 //!
+//! `strata bench run` ──► [`cluster::run`]: a YCSB-style client benchmark against a running
+//! node over gRPC (see [`cluster`]).
+//!
 //! The pieces are one idea per file: [`generator`] (deterministic keys, values and PRNG),
 //! [`histogram`] (log-bucketed latencies), [`procfs`] (bytes written and peak RSS as the
 //! kernel counts them) and [`engine`] (the engine trait, its adapters, the workloads and the
 //! report). Errors are `anyhow`: this is a tool's edge, not a storage layer.
 
+pub mod cluster;
 pub mod engine;
 pub mod generator;
 pub mod histogram;

@@ -5,6 +5,7 @@
 //! ```text
 //!   strata get | put | delete | scan | txn | status   client commands (see strata::cli)
 //!   strata bench engine [options]                     storage-engine macro-benchmark
+//!   strata bench run [options]                        YCSB-style benchmark of a running node
 //! ```
 //!
 //! The binary only parses arguments, sets up logging (`RUST_LOG`, to stderr, so stdout stays
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use strata::bench::cluster::{self, ClusterBenchConfig};
 use strata::bench::engine::{self, EngineBenchConfig};
 use strata::cli::{self, ClientOptions, Clients, CommandError, ExitStatus, ScanArgs};
 
@@ -76,6 +78,8 @@ enum BenchCommand {
     /// db_bench-style macro-benchmark of the storage engine, Strata's LSM beside fjall:
     /// fillseq, fillrandom, overwrite, readrandom, readseq, seekrandom.
     Engine(EngineBenchConfig),
+    /// YCSB-style benchmark of a running node at --endpoint: ycsb-a/b/c, put, get, bank.
+    Run(ClusterBenchConfig),
 }
 
 fn init_tracing() {
@@ -105,6 +109,23 @@ fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
     if let Command::Bench(BenchCommand::Engine(config)) = &cli.command {
         let mut stdout = std::io::stdout().lock();
         engine::run(config, &mut stdout)?;
+        return Ok(ExitStatus::Ok);
+    }
+    if let Command::Bench(BenchCommand::Run(config)) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)?;
+        let mut stdout = std::io::stdout().lock();
+        let report = runtime.block_on(cluster::run(config, &cli.client, &mut stdout))?;
+        if let Some(check) = report.bank.filter(|b| !b.holds()) {
+            return Err(anyhow::anyhow!(
+                "bank invariant violated: balance sum {} before, {} after",
+                check.sum_before,
+                check.sum_after
+            )
+            .into());
+        }
         return Ok(ExitStatus::Ok);
     }
     if let Command::Playground {
@@ -259,5 +280,51 @@ mod tests {
         assert!(c.sync);
         assert_eq!(c.scan_len, 5);
         assert!(Cli::try_parse_from(["strata", "bench", "engine", "--workloads", "nope"]).is_err());
+    }
+
+    #[test]
+    fn parses_bench_run_options() {
+        use strata::bench::cluster::{ClusterWorkload, Distribution};
+        let cli = Cli::try_parse_from([
+            "strata",
+            "--endpoint",
+            "127.0.0.1:7479",
+            "bench",
+            "run",
+            "--workload",
+            "ycsb-b",
+            "--clients",
+            "64",
+            "--duration",
+            "3",
+            "--keys",
+            "500",
+            "--no-load",
+            "--distribution",
+            "uniform",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.client.endpoint, "127.0.0.1:7479");
+        let Command::Bench(BenchCommand::Run(c)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(c.workload, ClusterWorkload::YcsbB);
+        assert_eq!((c.clients, c.duration, c.keys), (64, 3, 500));
+        assert!(c.no_load);
+        assert_eq!(c.distribution, Distribution::Uniform);
+        assert_eq!(c.format, OutputFormat::Json);
+        assert_eq!(c.value_size, 100);
+        let defaults = Cli::try_parse_from(["strata", "bench", "run"]).unwrap();
+        let Command::Bench(BenchCommand::Run(d)) = defaults.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(
+            (d.workload, d.duration, d.keys),
+            (ClusterWorkload::YcsbA, 10, 10_000)
+        );
+        assert_eq!(d.distribution, Distribution::Zipfian);
+        assert!(Cli::try_parse_from(["strata", "bench", "run", "--workload", "nope"]).is_err());
     }
 }

@@ -1,0 +1,862 @@
+//! `strata bench run`: a YCSB-style client benchmark against a running node over gRPC.
+//!
+//! ```text
+//!   load (untimed, skipped with --no-load): keys 0..--keys (bank: --accounts balances)
+//!          written with Kv puts, in batches by concurrent tasks
+//!   run:   --clients tokio tasks, each with its own clone of the channel, for --duration s
+//!          ycsb-a  50% read / 50% update      put   single-key Kv puts
+//!          ycsb-b  95% read /  5% update      get   single-key Kv gets
+//!          ycsb-c 100% read                   bank  transfers in interactive transactions
+//!   report: per operation type ops, ops/s, p50/p95/p99, errors, abort rate ─► text or JSON
+//! ```
+//!
+//! Keys are chosen uniformly or by a scrambled Zipfian distribution (YCSB's
+//! `ScrambledZipfianGenerator`, constant 0.99) drawn from [`SplitMix64`], so two runs with the
+//! same `--seed` ask for the same keys. A retryable failure (ABORTED, or an error detail marked
+//! retryable) is an abort: it is counted and the operation retried; any other failure is an
+//! error and the operation is dropped. The abort rate is aborts over attempts.
+//!
+//! `bank` moves money between `--accounts` accounts: begin, get two balances, put both,
+//! commit. The sum of all balances is read before and after the run and must not change.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use strata_proto::v1::{self, ErrorDetail};
+
+use super::engine::OutputFormat;
+use super::generator::{SplitMix64, ValueGen};
+use super::histogram::Histogram;
+use crate::cli::{ClientOptions, Clients};
+
+/// The workload of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterWorkload {
+    /// 50% reads, 50% updates.
+    YcsbA,
+    /// 95% reads, 5% updates.
+    YcsbB,
+    /// 100% reads.
+    YcsbC,
+    /// Single-key puts.
+    Put,
+    /// Single-key gets.
+    Get,
+    /// Transfers between accounts in interactive transactions.
+    Bank,
+}
+
+impl ClusterWorkload {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterWorkload::YcsbA => "ycsb-a",
+            ClusterWorkload::YcsbB => "ycsb-b",
+            ClusterWorkload::YcsbC => "ycsb-c",
+            ClusterWorkload::Put => "put",
+            ClusterWorkload::Get => "get",
+            ClusterWorkload::Bank => "bank",
+        }
+    }
+
+    /// Fraction of operations that are reads (the rest are updates), for the key-value mixes.
+    fn read_fraction(self) -> f64 {
+        match self {
+            ClusterWorkload::YcsbA => 0.5,
+            ClusterWorkload::YcsbB => 0.95,
+            ClusterWorkload::YcsbC | ClusterWorkload::Get => 1.0,
+            ClusterWorkload::Put | ClusterWorkload::Bank => 0.0,
+        }
+    }
+}
+
+/// How keys are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distribution {
+    /// Every key equally likely.
+    Uniform,
+    /// Scrambled Zipfian with constant 0.99: a few hot keys, spread over the key space.
+    Zipfian,
+}
+
+/// Options of `strata bench run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterBenchConfig {
+    /// The workload.
+    #[arg(long, value_enum, default_value_t = ClusterWorkload::YcsbA)]
+    pub workload: ClusterWorkload,
+    /// Concurrent clients (tokio tasks, each with its own clone of the channel).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds to run the timed phase.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Number of keys (loaded before the timed phase unless --no-load).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Number of bank accounts.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u64,
+    /// Skip loading: the keys (or accounts) are already there.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Output format: a text table, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Seed of the PRNG that picks keys and fills values.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// How keys are chosen.
+    #[arg(long, value_enum, default_value_t = Distribution::Zipfian)]
+    pub distribution: Distribution,
+}
+
+impl Default for ClusterBenchConfig {
+    /// The defaults of the command line.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ClusterBenchConfig,
+        }
+        <Wrapper as clap::Parser>::parse_from(["bench"]).config
+    }
+}
+
+/// The Zipfian constant of YCSB.
+pub const ZIPFIAN_CONSTANT: f64 = 0.99;
+/// Balance every account starts with when loaded.
+pub const INITIAL_BALANCE: i64 = 1_000;
+
+/// YCSB's Zipfian generator (Gray et al., "Quickly generating billion-record synthetic
+/// databases"), over items `0..n`, item 0 the most popular.
+#[derive(Debug, Clone)]
+pub struct Zipfian {
+    items: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipfian {
+    /// A generator over `0..items` (`items > 0`) with constant `theta` (0 < theta < 1).
+    pub fn new(items: u64, theta: f64) -> Self {
+        let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zetan = zeta(items);
+        let zeta2 = zeta(2.min(items));
+        let alpha = 1.0 / (1.0 - theta);
+        let eta = (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipfian {
+            items,
+            theta,
+            alpha,
+            zetan,
+            eta,
+        }
+    }
+
+    /// The next item, by popularity rank.
+    pub fn next(&self, rng: &mut SplitMix64) -> u64 {
+        let u = unit(rng);
+        let uz = u * self.zetan;
+        if uz < 1.0 || self.items == 1 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        let v = (self.items as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        v.min(self.items - 1)
+    }
+
+    /// The next item, hashed so the popular ones are spread over the key space (YCSB's
+    /// scrambled Zipfian).
+    pub fn next_scrambled(&self, rng: &mut SplitMix64) -> u64 {
+        fnv64(self.next(rng)) % self.items
+    }
+}
+
+/// A uniform float in `[0, 1)`.
+fn unit(rng: &mut SplitMix64) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn fnv64(v: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in v.to_le_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Picks key indexes by the configured distribution.
+#[derive(Debug, Clone)]
+struct KeyChooser {
+    items: u64,
+    zipf: Option<Zipfian>,
+}
+
+impl KeyChooser {
+    fn new(items: u64, distribution: Distribution) -> Self {
+        KeyChooser {
+            items,
+            zipf: (distribution == Distribution::Zipfian)
+                .then(|| Zipfian::new(items, ZIPFIAN_CONSTANT)),
+        }
+    }
+
+    fn next(&self, rng: &mut SplitMix64) -> u64 {
+        match &self.zipf {
+            Some(z) => z.next_scrambled(rng),
+            None => rng.below(self.items),
+        }
+    }
+}
+
+fn ycsb_key(i: u64) -> Vec<u8> {
+    format!("user{i:012}").into_bytes()
+}
+
+fn account_key(i: u64) -> Vec<u8> {
+    format!("bank{i:012}").into_bytes()
+}
+
+/// Operation types measured separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    /// A Kv get.
+    Read,
+    /// A Kv put of an existing key.
+    Update,
+    /// A Kv put.
+    Put,
+    /// A bank transfer transaction.
+    Transfer,
+}
+
+impl OpKind {
+    const ALL: [OpKind; 4] = [OpKind::Read, OpKind::Update, OpKind::Put, OpKind::Transfer];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Update => "update",
+            OpKind::Put => "put",
+            OpKind::Transfer => "transfer",
+        }
+    }
+}
+
+/// What one client measured of one operation type.
+#[derive(Debug, Clone, Default)]
+struct OpStats {
+    latency: Histogram,
+    attempts: u64,
+    aborts: u64,
+    errors: u64,
+}
+
+impl OpStats {
+    fn merge(&mut self, other: &OpStats) {
+        self.latency.merge(&other.latency);
+        self.attempts += other.attempts;
+        self.aborts += other.aborts;
+        self.errors += other.errors;
+    }
+}
+
+/// The results of one operation type (or of all of them, `op: "all"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpResult {
+    /// The workload.
+    pub workload: ClusterWorkload,
+    /// The operation type, or `all`.
+    pub op: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Operations that succeeded.
+    pub ops: u64,
+    /// `ops` over the wall time of the timed phase.
+    pub ops_per_sec: f64,
+    /// Median latency of a successful operation (retries included), in microseconds.
+    pub p50_us: f64,
+    /// 95th percentile latency, in microseconds.
+    pub p95_us: f64,
+    /// 99th percentile latency, in microseconds.
+    pub p99_us: f64,
+    /// Retryable failures over attempts.
+    pub abort_rate: f64,
+    /// Operations that failed with a non-retryable error.
+    pub errors: u64,
+}
+
+impl OpResult {
+    fn new(config: &ClusterBenchConfig, op: &'static str, s: &OpStats, seconds: f64) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let ops = s.latency.count();
+        OpResult {
+            workload: config.workload,
+            op,
+            clients: config.clients,
+            ops,
+            ops_per_sec: if seconds > 0.0 {
+                ops as f64 / seconds
+            } else {
+                0.0
+            },
+            p50_us: us(s.latency.percentile(50.0)),
+            p95_us: us(s.latency.percentile(95.0)),
+            p99_us: us(s.latency.percentile(99.0)),
+            abort_rate: if s.attempts > 0 {
+                s.aborts as f64 / s.attempts as f64
+            } else {
+                0.0
+            },
+            errors: s.errors,
+        }
+    }
+}
+
+/// The bank invariant: the sum of balances before and after the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BankCheck {
+    /// Sum of balances before the timed phase.
+    pub sum_before: i64,
+    /// Sum of balances after it.
+    pub sum_after: i64,
+}
+
+impl BankCheck {
+    /// Whether no money was created or lost.
+    pub fn holds(&self) -> bool {
+        self.sum_before == self.sum_after
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// Wall time of the timed phase.
+    pub seconds: f64,
+    /// Per operation type that occurred.
+    pub ops: Vec<OpResult>,
+    /// All operation types together.
+    pub total: OpResult,
+    /// The bank invariant, for `bank`.
+    pub bank: Option<BankCheck>,
+}
+
+fn is_retryable(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Aborted
+        || ErrorDetail::from_status(status).is_some_and(|d| d.retryable)
+}
+
+/// Runs `config`'s workload against the server of `options` and writes the report to `out`.
+pub async fn run(
+    config: &ClusterBenchConfig,
+    options: &ClientOptions,
+    out: &mut dyn Write,
+) -> Result<ClusterReport> {
+    if config.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let bank = config.workload == ClusterWorkload::Bank;
+    let items = if bank { config.accounts } else { config.keys };
+    if items == 0 || (bank && items < 2) {
+        bail!("need at least {} keys/accounts", if bank { 2 } else { 1 });
+    }
+    let clients = Clients::connect(options).await?;
+    let mut rng = SplitMix64::for_stream(config.seed, config.workload.name());
+    let values = ValueGen::new(config.value_size.max(1), &mut rng);
+
+    if !config.no_load {
+        load(&clients, config, items, &values).await?;
+    }
+    let sum_before = if bank {
+        Some(balance_sum(&clients, items).await?)
+    } else {
+        None
+    };
+
+    let chooser = KeyChooser::new(items, config.distribution);
+    let deadline_in = Duration::from_secs(config.duration);
+    let start = Instant::now();
+    let deadline = start + deadline_in;
+    let mut tasks = Vec::with_capacity(config.clients);
+    for id in 0..config.clients {
+        let c = clients.clone();
+        let chooser = chooser.clone();
+        let mut values = values.clone();
+        let mut rng =
+            SplitMix64::for_stream(config.seed, &format!("{}/{id}", config.workload.name()));
+        let workload = config.workload;
+        tasks.push(tokio::spawn(async move {
+            if workload == ClusterWorkload::Bank {
+                bank_client(c, chooser, rng, deadline).await
+            } else {
+                kv_client(c, workload, chooser, &mut values, &mut rng, deadline).await
+            }
+        }));
+    }
+    let mut stats: Vec<OpStats> = vec![OpStats::default(); OpKind::ALL.len()];
+    for t in tasks {
+        let s = t.await.context("a benchmark client panicked")?;
+        for (a, b) in stats.iter_mut().zip(&s) {
+            a.merge(b);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    let bank_check = match sum_before {
+        Some(sum_before) => Some(BankCheck {
+            sum_before,
+            sum_after: balance_sum(&clients, items).await?,
+        }),
+        None => None,
+    };
+
+    let mut total = OpStats::default();
+    let mut ops = Vec::new();
+    for kind in OpKind::ALL {
+        let s = &stats[kind.index()];
+        if s.attempts > 0 || s.errors > 0 {
+            total.merge(s);
+            ops.push(OpResult::new(config, kind.name(), s, seconds));
+        }
+    }
+    let report = ClusterReport {
+        seconds,
+        ops,
+        total: OpResult::new(config, "all", &total, seconds),
+        bank: bank_check,
+    };
+    write_report(config, &report, out)?;
+    Ok(report)
+}
+
+/// Writes the keys (or the accounts' starting balances) untimed, in batches by concurrent tasks.
+async fn load(
+    clients: &Clients,
+    config: &ClusterBenchConfig,
+    items: u64,
+    values: &ValueGen,
+) -> Result<()> {
+    let bank = config.workload == ClusterWorkload::Bank;
+    let loaders = config.clients.clamp(1, 64) as u64;
+    let batch = items.div_ceil(loaders);
+    let mut tasks = Vec::new();
+    for l in 0..loaders {
+        let lo = l * batch;
+        let hi = ((l + 1) * batch).min(items);
+        if lo >= hi {
+            break;
+        }
+        let mut c = clients.clone();
+        let mut values = values.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in lo..hi {
+                let (key, value) = if bank {
+                    (account_key(i), INITIAL_BALANCE.to_string().into_bytes())
+                } else {
+                    (ycsb_key(i), values.next_value().to_vec())
+                };
+                loop {
+                    match c
+                        .kv
+                        .put(v1::PutRequest {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(s) if is_retryable(&s) => continue,
+                        Err(s) => return Err(crate::cli::status_error(s).error.context("loading")),
+                    }
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("a loader panicked")??;
+    }
+    Ok(())
+}
+
+/// The sum of all balances, read in one snapshot (missing accounts count 0).
+async fn balance_sum(clients: &Clients, accounts: u64) -> Result<i64> {
+    let mut c = clients.clone();
+    let mut sum = 0i64;
+    let mut read_ts = 0;
+    for chunk_start in (0..accounts).step_by(1000) {
+        let keys: Vec<Vec<u8>> = (chunk_start..(chunk_start + 1000).min(accounts))
+            .map(account_key)
+            .collect();
+        let resp =
+            c.kv.batch_get(v1::BatchGetRequest { keys, read_ts })
+                .await
+                .map_err(|s| crate::cli::status_error(s).error)?
+                .into_inner();
+        read_ts = resp.read_ts;
+        for r in resp.results {
+            if r.found {
+                sum += parse_balance(&r.value)?;
+            }
+        }
+    }
+    Ok(sum)
+}
+
+fn parse_balance(value: &[u8]) -> Result<i64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not a balance: {:?}", String::from_utf8_lossy(value)))
+}
+
+async fn kv_client(
+    mut c: Clients,
+    workload: ClusterWorkload,
+    chooser: KeyChooser,
+    values: &mut ValueGen,
+    rng: &mut SplitMix64,
+    deadline: Instant,
+) -> Vec<OpStats> {
+    let mut stats = vec![OpStats::default(); OpKind::ALL.len()];
+    let read_fraction = workload.read_fraction();
+    while Instant::now() < deadline {
+        let key = ycsb_key(chooser.next(rng));
+        let read = read_fraction >= 1.0 || (read_fraction > 0.0 && unit(rng) < read_fraction);
+        let kind = match (read, workload) {
+            (true, _) => OpKind::Read,
+            (false, ClusterWorkload::Put) => OpKind::Put,
+            (false, _) => OpKind::Update,
+        };
+        let value = (!read).then(|| values.next_value().to_vec());
+        let s = &mut stats[kind.index()];
+        let began = Instant::now();
+        loop {
+            s.attempts += 1;
+            let result = match &value {
+                None => {
+                    c.kv.get(v1::GetRequest {
+                        key: key.clone(),
+                        read_ts: 0,
+                    })
+                    .await
+                    .map(|_| ())
+                }
+                Some(v) => {
+                    c.kv.put(v1::PutRequest {
+                        key: key.clone(),
+                        value: v.clone(),
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            };
+            match result {
+                Ok(()) => {
+                    s.latency.record_duration(began.elapsed());
+                    break;
+                }
+                Err(st) if is_retryable(&st) && Instant::now() < deadline => s.aborts += 1,
+                Err(_) => {
+                    s.errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    stats
+}
+
+/// How one transfer attempt ended.
+enum Attempt {
+    Committed,
+    Retry,
+    Failed,
+}
+
+async fn bank_client(
+    mut c: Clients,
+    chooser: KeyChooser,
+    mut rng: SplitMix64,
+    deadline: Instant,
+) -> Vec<OpStats> {
+    let mut stats = vec![OpStats::default(); OpKind::ALL.len()];
+    let s = &mut stats[OpKind::Transfer.index()];
+    while Instant::now() < deadline {
+        let from = chooser.next(&mut rng);
+        let mut to = chooser.next(&mut rng);
+        while to == from {
+            to = rng.below(chooser.items);
+        }
+        let amount = 1 + rng.below(10) as i64;
+        let began = Instant::now();
+        loop {
+            s.attempts += 1;
+            match transfer(&mut c, from, to, amount).await {
+                Attempt::Committed => {
+                    s.latency.record_duration(began.elapsed());
+                    break;
+                }
+                Attempt::Retry if Instant::now() < deadline => s.aborts += 1,
+                Attempt::Retry => {
+                    // Out of time: the last attempt aborted and changed nothing.
+                    s.aborts += 1;
+                    break;
+                }
+                Attempt::Failed => {
+                    s.errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    stats
+}
+
+async fn transfer(c: &mut Clients, from: u64, to: u64, amount: i64) -> Attempt {
+    let classify = |st: &tonic::Status| {
+        if is_retryable(st) {
+            Attempt::Retry
+        } else {
+            Attempt::Failed
+        }
+    };
+    let txn_id = match c
+        .txn
+        .begin(v1::BeginRequest {
+            isolation: 0,
+            read_only: false,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().txn_id,
+        Err(st) => return classify(&st),
+    };
+    let result: Result<(), Attempt> = async {
+        let (fk, tk) = (account_key(from), account_key(to));
+        let mut balances = [0i64; 2];
+        for (slot, key) in balances.iter_mut().zip([&fk, &tk]) {
+            let r = c
+                .txn
+                .get(v1::TxnGetRequest {
+                    txn_id,
+                    key: key.clone(),
+                })
+                .await
+                .map_err(|st| classify(&st))?
+                .into_inner();
+            if r.found {
+                *slot = parse_balance(&r.value).map_err(|_| Attempt::Failed)?;
+            }
+        }
+        for (key, balance) in [(fk, balances[0] - amount), (tk, balances[1] + amount)] {
+            c.txn
+                .put(v1::TxnPutRequest {
+                    txn_id,
+                    key,
+                    value: balance.to_string().into_bytes(),
+                })
+                .await
+                .map_err(|st| classify(&st))?;
+        }
+        c.txn
+            .commit(v1::CommitRequest { txn_id })
+            .await
+            .map_err(|st| classify(&st))?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Attempt::Committed,
+        Err(a) => {
+            // Best effort: the server may already have ended the transaction.
+            let _ = c.txn.rollback(v1::RollbackRequest { txn_id }).await;
+            a
+        }
+    }
+}
+
+fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Write) -> Result<()> {
+    match config.format {
+        OutputFormat::Json => {
+            for op in &r.ops {
+                writeln!(out, "{}", serde_json::to_string(op)?)?;
+            }
+            let mut total = serde_json::to_value(&r.total)?;
+            total["seconds"] = json!(r.seconds);
+            total["distribution"] = json!(config.distribution);
+            if let Some(b) = r.bank {
+                total["balance_sum_before"] = json!(b.sum_before);
+                total["balance_sum_after"] = json!(b.sum_after);
+                total["invariant_holds"] = json!(b.holds());
+            }
+            writeln!(out, "{total}")?;
+        }
+        OutputFormat::Text => {
+            writeln!(
+                out,
+                "{}: {} clients, {:.1} s, {}, {:?} key choice",
+                config.workload.name(),
+                config.clients,
+                r.seconds,
+                if config.workload == ClusterWorkload::Bank {
+                    format!("{} accounts", config.accounts)
+                } else {
+                    format!("{} keys, {}-byte values", config.keys, config.value_size)
+                },
+                config.distribution,
+            )?;
+            writeln!(
+                out,
+                "  {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8}",
+                "op", "ops", "ops/s", "p50 µs", "p95 µs", "p99 µs", "aborts", "errors"
+            )?;
+            for op in r.ops.iter().chain(std::iter::once(&r.total)) {
+                writeln!(
+                    out,
+                    "  {:<10} {:>10} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>7.2}% {:>8}",
+                    op.op,
+                    op.ops,
+                    op.ops_per_sec,
+                    op.p50_us,
+                    op.p95_us,
+                    op.p99_us,
+                    op.abort_rate * 100.0,
+                    op.errors
+                )?;
+            }
+            if let Some(b) = r.bank {
+                writeln!(
+                    out,
+                    "  balance sum: {} (before: {}) {}",
+                    b.sum_after,
+                    b.sum_before,
+                    if b.holds() { "ok" } else { "MISMATCH" }
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Format, Output};
+    use crate::server::{NodeConfig, Server};
+
+    #[test]
+    fn zipfian_is_skewed_and_in_range() {
+        let z = Zipfian::new(1000, ZIPFIAN_CONSTANT);
+        let mut rng = SplitMix64::new(1);
+        let mut counts = vec![0u64; 1000];
+        for _ in 0..100_000 {
+            let v = z.next(&mut rng);
+            counts[v as usize] += 1;
+        }
+        // Item 0 is the most popular, by far.
+        assert!(
+            counts[0] > counts[10] * 5,
+            "{} vs {}",
+            counts[0],
+            counts[10]
+        );
+        assert!(counts[0] > 5_000);
+        for _ in 0..10_000 {
+            assert!(z.next_scrambled(&mut rng) < 1000);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_workload_runs_against_an_in_process_node() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let handle = Server::start(NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            grpc_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        })
+        .await?;
+        let options = ClientOptions {
+            endpoint: handle.grpc_addr().to_string(),
+            format: Format::Text,
+            output: Output::Text,
+            timeout: 10,
+        };
+        for workload in [
+            ClusterWorkload::YcsbA,
+            ClusterWorkload::YcsbB,
+            ClusterWorkload::YcsbC,
+            ClusterWorkload::Put,
+            ClusterWorkload::Get,
+            ClusterWorkload::Bank,
+        ] {
+            let config = ClusterBenchConfig {
+                workload,
+                clients: 4,
+                duration: 1,
+                keys: 200,
+                accounts: 20,
+                format: OutputFormat::Json,
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            let report = run(&config, &options, &mut out).await?;
+            assert!(report.total.ops > 0, "{workload:?}: no ops");
+            let text = String::from_utf8(out)?;
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?;
+            assert!(!lines.is_empty());
+            for l in &lines {
+                assert_eq!(l["workload"], workload.name());
+                assert!(l["ops"].as_u64().is_some());
+                for f in ["ops_per_sec", "p50_us", "p95_us", "p99_us", "abort_rate"] {
+                    assert!(l[f].as_f64().is_some(), "{f} in {l}");
+                }
+                assert_eq!(l["errors"], 0, "{l}");
+            }
+            if workload == ClusterWorkload::Bank {
+                let b = report.bank.expect("bank check");
+                assert!(b.holds(), "{b:?}");
+                assert_eq!(b.sum_before, 20 * INITIAL_BALANCE);
+                let last = lines.last().unwrap();
+                assert_eq!(last["invariant_holds"], true);
+            }
+            // The text report renders too.
+            let mut text = Vec::new();
+            write_report(
+                &ClusterBenchConfig {
+                    format: OutputFormat::Text,
+                    ..config
+                },
+                &report,
+                &mut text,
+            )?;
+            assert!(String::from_utf8(text)?.contains("all"));
+        }
+        handle.shutdown().await?;
+        Ok(())
+    }
+}
