@@ -263,28 +263,19 @@ impl<'a> MvccReader<'a> {
             (true, Some((last, _))) => (Some(lower), prefix_successor(&lock_key(last))),
             _ => (Some(lower), upper),
         };
-        let mut locks = self.db.iter(
-            ColumnFamily::Lock,
-            IterOptions {
-                lower_bound: lock_lower,
-                upper_bound: lock_upper,
-                snapshot: self.snapshot,
-                fill_cache: true,
-            },
-        )?;
-        locks.seek_to_first()?;
-        while locks.valid() {
-            let (key, _) = decode_bytes(locks.key())
-                .ok_or_else(|| corrupt(locks.key(), "undecodable lock key"))?;
-            let lock =
-                Lock::decode(locks.value()).ok_or_else(|| corrupt(&key, "undecodable lock"))?;
+        let mut blocking = None;
+        self.scan_locks(lock_lower, lock_upper, |key, lock| {
             if lock.start_ts <= ts
                 && lock.kind != LockKind::Lock
                 && !bypass.contains(&lock.start_ts)
             {
-                return Err(MvccError::KeyIsLocked(LockInfo::new(&key, &lock)));
+                blocking = Some(LockInfo::new(key, &lock));
+                return false;
             }
-            locks.next()?;
+            true
+        })?;
+        if let Some(info) = blocking {
+            return Err(MvccError::KeyIsLocked(info));
         }
         Ok(out)
     }
@@ -338,11 +329,30 @@ impl<'a> MvccReader<'a> {
         end: Option<&[u8]>,
         owner: Timestamp,
     ) -> Result<Option<(Vec<u8>, Lock)>> {
+        let mut found = None;
+        self.scan_locks(Some(lock_key(start)), end.map(lock_key), |key, lock| {
+            if lock.start_ts != owner {
+                found = Some((key.to_vec(), lock));
+                return false;
+            }
+            true
+        })?;
+        Ok(found)
+    }
+
+    /// Visits the locks between the encoded bounds `[lower, upper)` in key order, with their
+    /// decoded keys, until `visit` returns `false`.
+    pub(crate) fn scan_locks(
+        &self,
+        lower: Option<Vec<u8>>,
+        upper: Option<Vec<u8>>,
+        mut visit: impl FnMut(&[u8], Lock) -> bool,
+    ) -> Result<()> {
         let mut locks = self.db.iter(
             ColumnFamily::Lock,
             IterOptions {
-                lower_bound: Some(lock_key(start)),
-                upper_bound: end.map(lock_key),
+                lower_bound: lower,
+                upper_bound: upper,
                 snapshot: self.snapshot,
                 fill_cache: true,
             },
@@ -353,11 +363,11 @@ impl<'a> MvccReader<'a> {
                 .ok_or_else(|| corrupt(locks.key(), "undecodable lock key"))?;
             let lock =
                 Lock::decode(locks.value()).ok_or_else(|| corrupt(&key, "undecodable lock"))?;
-            if lock.start_ts != owner {
-                return Ok(Some((key, lock)));
+            if !visit(&key, lock) {
+                break;
             }
             locks.next()?;
         }
-        Ok(None)
+        Ok(())
     }
 }

@@ -12,10 +12,8 @@
 //! On a replicated shard (a later milestone) the batch becomes a Raft proposal instead of
 //! an engine write; nothing above this layer changes.
 
-use crate::lsm::{ColumnFamily, Db, IterOptions, WriteOptions};
+use crate::lsm::{Db, WriteOptions};
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
-use crate::mvcc::key::decode_bytes;
-use crate::mvcc::record::Lock;
 use crate::mvcc::{LockInfo, MvccError, MvccReader, MvccTxn, Result, Timestamp};
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
@@ -233,25 +231,11 @@ impl Storage {
     /// The start_ts of the oldest lock in the `lock` family, if any. GC must not pass it:
     /// resolving the lock may need its primary's commit record.
     pub fn oldest_lock_ts(&self) -> Result<Option<Timestamp>> {
-        let mut it = self.db.iter(
-            ColumnFamily::Lock,
-            IterOptions {
-                lower_bound: None,
-                upper_bound: None,
-                snapshot: None,
-                fill_cache: false,
-            },
-        )?;
-        it.seek_to_first()?;
         let mut oldest: Option<Timestamp> = None;
-        while it.valid() {
-            let lock = Lock::decode(it.value()).ok_or_else(|| MvccError::Corrupt {
-                key: decode_bytes(it.key()).map_or_else(|| it.key().to_vec(), |(k, _)| k),
-                reason: "undecodable lock".into(),
-            })?;
+        MvccReader::new(&self.db, None).scan_locks(None, None, |_, lock| {
             oldest = Some(oldest.map_or(lock.start_ts, |o| o.min(lock.start_ts)));
-            it.next()?;
-        }
+            true
+        })?;
         Ok(oldest)
     }
 
