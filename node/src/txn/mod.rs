@@ -9,7 +9,6 @@
 //! latches) so that the state an action read is still the state its batch applies to.
 
 pub mod actions;
-pub mod history;
 pub mod latches;
 pub mod manager;
 pub mod range_locks;
@@ -17,9 +16,6 @@ pub mod storage;
 
 #[cfg(test)]
 mod manager_tests;
-
-#[cfg(test)]
-mod history_tests;
 
 pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
