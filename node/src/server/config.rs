@@ -96,6 +96,8 @@ pub struct TxnSettings {
     pub idle_timeout_s: u64,
     /// How long old versions are kept for reads before GC may collect them, in seconds.
     pub gc_life_time_s: u64,
+    /// The most memory all open transactions of the node may hold together, in MiB.
+    pub max_open_txn_mb: u64,
 }
 
 impl Default for TxnSettings {
@@ -105,6 +107,7 @@ impl Default for TxnSettings {
             lock_wait_ms: 1_000,
             idle_timeout_s: 60,
             gc_life_time_s: 600,
+            max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
         }
     }
 }
@@ -179,6 +182,9 @@ pub struct ConfigArgs {
     /// GC life time in seconds.
     #[arg(long, env = "STRATA_GC_LIFE_TIME_S")]
     pub gc_life_time_s: Option<u64>,
+    /// Memory budget of all open transactions, in MiB.
+    #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
+    pub max_open_txn_mb: Option<u64>,
     /// Log filter.
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -258,6 +264,7 @@ impl NodeConfig {
         set(&mut self.txn.lock_wait_ms, &args.lock_wait_ms);
         set(&mut self.txn.idle_timeout_s, &args.idle_timeout_s);
         set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
+        set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }
@@ -280,6 +287,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "txn.idle_timeout_s = 0: must be at least 1".into(),
             ));
+        }
+        if self.txn.max_open_txn_mb == 0 || self.txn.max_open_txn_mb > 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "txn.max_open_txn_mb = {}: must be 1..=1048576",
+                self.txn.max_open_txn_mb
+            )));
         }
         if self.txn.lock_ttl_ms == 0 {
             return Err(ConfigError::Invalid(
@@ -313,6 +326,10 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(self.txn.idle_timeout_s),
             max_keys: usize::try_from(strata_proto::limits::MAX_TXN_KEYS).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(strata_proto::limits::MAX_TXN_BYTES).unwrap_or(usize::MAX),
+            max_open_txn_bytes: usize::try_from(self.txn.max_open_txn_mb << 20)
+                .unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(strata_proto::limits::MAX_RESPONSE_BYTES)
+                .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
         }
     }

@@ -10,7 +10,9 @@
 
 pub mod actions;
 pub mod latches;
+pub mod limits;
 pub mod manager;
+pub mod overlay;
 pub mod range_locks;
 pub mod storage;
 
