@@ -434,11 +434,7 @@ impl TxnManager {
 
     /// Reads `keys` in transaction `id`, in order, as [`TxnManager::get`] does; fails with
     /// `ResponseTooLarge` (and stops reading) once the values pass `max_response_bytes`.
-    pub fn batch_get(
-        &self,
-        id: TxnId,
-        keys: &[Vec<u8>],
-    ) -> Result<Vec<KeyRead>> {
+    pub fn batch_get(&self, id: TxnId, keys: &[Vec<u8>]) -> Result<Vec<KeyRead>> {
         let mut budget = ResponseBudget::new(self.config.max_response_bytes);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {

@@ -17,6 +17,8 @@ pub mod range_locks;
 pub mod storage;
 
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod manager_tests;
 
 pub use manager::{
