@@ -315,6 +315,7 @@ impl Env {
             primary: key.to_vec(),
             ttl_ms: 3000,
             min_commit_ts: start_ts + 1,
+            coordinator: None,
         };
         self.storage.prewrite(&[m], &opts, start_ts).unwrap();
         self.storage
@@ -443,6 +444,7 @@ fn a_prewrite_below_the_safe_point_is_refused() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: 51,
+        coordinator: None,
     };
     let result = e
         .storage

@@ -146,6 +146,7 @@ fn an_abandoned_transaction_is_rolled_back_once_its_lock_expires() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     env.mgr
         .storage()
@@ -187,6 +188,7 @@ fn a_committed_primary_rolls_its_secondaries_forward_for_readers() {
         primary: b"p".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     let ms = [
         Mutation::Put(b"p".to_vec(), b"1".to_vec()),
@@ -347,6 +349,7 @@ fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
         primary: b"r/x".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     let m = [Mutation::Put(b"r/x".to_vec(), b"1".to_vec())];
     assert!(matches!(
@@ -466,6 +469,7 @@ fn gc_tick_does_not_pass_a_leftover_lock() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: lock_ts + 1,
+        coordinator: None,
     };
     // A coordinator prewrote and vanished.
     e.mgr
