@@ -42,6 +42,8 @@ pub mod metrics;
 pub mod service;
 
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

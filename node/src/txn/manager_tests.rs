@@ -486,3 +486,49 @@ fn gc_tick_does_not_pass_a_leftover_lock() {
     e.mgr.storage().rollback(&[b"k".to_vec()], lock_ts).unwrap();
     assert!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap() > lock_ts);
 }
+
+#[test]
+fn a_transaction_kept_alive_past_max_lifetime_is_rolled_back() {
+    let e = env_with(TxnConfig {
+        max_lifetime: Duration::from_secs(60),
+        ..TxnConfig::default()
+    });
+    let (old, _) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    e.mgr.write(old, b"k", Some(b"old")).unwrap();
+    e.clock.advance(59_000);
+    let (young, _) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    e.mgr.touch(old).unwrap(); // a heartbeat: never idle
+    assert_eq!(e.mgr.reap_overdue(e.tso.get_timestamp().unwrap()), 0);
+    e.clock.advance(2_000);
+    e.mgr.touch(old).unwrap();
+    assert_eq!(e.mgr.reap_overdue(e.tso.get_timestamp().unwrap()), 1);
+    assert!(matches!(e.mgr.commit(old), Err(TxnError::NotFound(_))));
+    e.mgr.write(young, b"k", Some(b"young")).unwrap();
+    e.mgr.commit(young).unwrap();
+    assert_eq!(e.read(b"k"), Some(b"young".to_vec()));
+}
+
+#[test]
+fn a_durable_safe_point_is_saved_and_shared() {
+    use crate::mvcc::gc::SafePointStore;
+    let e = env();
+    let meta = super::NodeMeta::new(e.mgr.storage().db().clone());
+    let durable = e
+        .mgr
+        .storage()
+        .safe_point()
+        .with_store(Arc::new(meta.clone()));
+    e.clock.advance(20 * 60 * 1000);
+    let now = e.tso.get_timestamp().unwrap();
+    let sp = crate::mvcc::compute_safe_point(None, now, TEN_MINUTES);
+    assert_eq!(durable.advance_durably(sp).unwrap(), sp);
+    assert_eq!(meta.load().unwrap(), Some(sp));
+    assert_eq!(
+        e.mgr.storage().safe_point().get(),
+        sp,
+        "one shared safe point"
+    );
+    // Never backwards, and an unchanged safe point is not written again.
+    assert_eq!(durable.advance_durably(sp - 1).unwrap(), sp);
+    assert_eq!(meta.load().unwrap(), Some(sp));
+}
