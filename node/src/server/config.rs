@@ -94,10 +94,17 @@ pub struct TxnSettings {
     pub lock_wait_ms: u64,
     /// Interactive transactions idle this long (seconds) are rolled back.
     pub idle_timeout_s: u64,
-    /// How long old versions are kept for reads before GC may collect them, in seconds.
+    /// How long old versions are kept for reads before GC may collect them, in seconds
+    /// (at least 1).
     pub gc_life_time_s: u64,
     /// The most memory all open transactions of the node may hold together, in MiB.
     pub max_open_txn_mb: u64,
+    /// How often the GC task resolves stale locks, advances the safe point and sweeps, in
+    /// ms.
+    pub gc_interval_ms: u64,
+    /// Transactions older than this (seconds since their start) are rolled back even if
+    /// heartbeats keep them alive.
+    pub max_lifetime_s: u64,
 }
 
 impl Default for TxnSettings {
@@ -108,6 +115,8 @@ impl Default for TxnSettings {
             idle_timeout_s: 60,
             gc_life_time_s: 600,
             max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
+            gc_interval_ms: 10_000,
+            max_lifetime_s: 600,
         }
     }
 }
@@ -185,6 +194,12 @@ pub struct ConfigArgs {
     /// Memory budget of all open transactions, in MiB.
     #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
     pub max_open_txn_mb: Option<u64>,
+    /// GC interval in ms.
+    #[arg(long, env = "STRATA_GC_INTERVAL_MS")]
+    pub gc_interval_ms: Option<u64>,
+    /// Longest a transaction may live, in seconds.
+    #[arg(long, env = "STRATA_MAX_LIFETIME_S")]
+    pub max_lifetime_s: Option<u64>,
     /// Log filter.
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -265,6 +280,8 @@ impl NodeConfig {
         set(&mut self.txn.idle_timeout_s, &args.idle_timeout_s);
         set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
         set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
+        set(&mut self.txn.gc_interval_ms, &args.gc_interval_ms);
+        set(&mut self.txn.max_lifetime_s, &args.max_lifetime_s);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }
@@ -299,6 +316,30 @@ impl NodeConfig {
                 "txn.lock_ttl_ms = 0: must be at least 1".into(),
             ));
         }
+        if self.txn.gc_life_time_s == 0 {
+            // A zero life time lets GC collect the versions a transaction that has just
+            // started reads, and the commit records its locks' readers resolve by.
+            return Err(ConfigError::Invalid(
+                "txn.gc_life_time_s = 0: must be at least 1 (old versions must outlive the transactions reading them)".into(),
+            ));
+        }
+        if self.txn.gc_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.gc_interval_ms = 0: must be at least 1".into(),
+            ));
+        }
+        if self.txn.max_lifetime_s == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.max_lifetime_s = 0: must be at least 1".into(),
+            ));
+        }
+        if self.node_id > crate::txn::txn_id::MAX_NODE_ID {
+            return Err(ConfigError::Invalid(format!(
+                "node_id = {}: must be at most {} (it is part of every transaction id)",
+                self.node_id,
+                crate::txn::txn_id::MAX_NODE_ID
+            )));
+        }
         Ok(())
     }
 
@@ -331,6 +372,7 @@ impl NodeConfig {
             max_response_bytes: usize::try_from(strata_proto::limits::MAX_RESPONSE_BYTES)
                 .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
+            max_lifetime: Duration::from_secs(self.txn.max_lifetime_s),
         }
     }
 }
@@ -443,5 +485,30 @@ mod tests {
             NodeConfig::load(&args),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_zero_gc_life_time_is_refused_with_its_name() {
+        let args = ConfigArgs {
+            gc_life_time_s: Some(0),
+            ..ConfigArgs::default()
+        };
+        let err = NodeConfig::load(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)));
+        assert!(err.to_string().contains("txn.gc_life_time_s = 0"), "{err}");
+        let err = NodeConfig::from_yaml("txn:\n  gc_life_time_s: 0\n", Path::new("x"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("gc_life_time_s"), "{err}");
+        let too_big = NodeConfig {
+            node_id: 1 << 16,
+            ..NodeConfig::default()
+        };
+        assert!(too_big
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node_id"));
     }
 }

@@ -17,7 +17,13 @@
 //! the life time while a newer one advanced it) fails with `ReadBelowSafePoint`.
 //!
 //! Read-only transactions and transactions that wrote nothing never prewrite. A transaction
-//! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`].
+//! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`], and one
+//! kept alive (by heartbeats) past `max_lifetime` by [`TxnManager::reap_overdue`], so that no
+//! client holds the GC safe point back for ever.
+//!
+//! Identity: transaction ids come from [`TxnIds`] (unique across restarts and nodes), and
+//! every lock a commit writes names this node's run ([`TxnManager::with_identity`]), so a
+//! later run can resolve it at once (see `txn::resolver`).
 //!
 //! Lock resolution: a reader that meets a lock asks the lock's primary
 //! (`check_txn_status`). A committed or rolled-back owner has its lock resolved forward or
@@ -28,13 +34,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::mvcc::{compute_safe_point, LockInfo, MvccError, ScanLimit, ScanPage, Timestamp};
+use crate::mvcc::{
+    compute_safe_point, Coordinator, LockInfo, MvccError, ScanLimit, ScanPage, Timestamp,
+};
 use crate::tso::{physical, Tso, TsoError};
 
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
@@ -42,6 +49,7 @@ use super::limits::{OpenTxnMemory, ResponseBudget, TxnFootprint};
 use super::overlay::overlay;
 use super::range_locks::KeyRange;
 use super::storage::Storage;
+use super::txn_id::TxnIds;
 
 /// The smallest key greater than `key`.
 fn key_successor(key: &[u8]) -> Vec<u8> {
@@ -53,7 +61,7 @@ fn key_successor(key: &[u8]) -> Vec<u8> {
 /// A key and what reading it returned (`None`: absent).
 pub type KeyRead = (Vec<u8>, Option<Vec<u8>>);
 
-/// A transaction's id, unique within one node's lifetime.
+/// A transaction's id: never reused, across restarts and nodes (see [`TxnIds`]).
 pub type TxnId = u64;
 
 /// Isolation level of a transaction.
@@ -150,6 +158,9 @@ pub struct TxnConfig {
     /// How long old versions stay readable: the GC safe point is never newer than
     /// `now - gc_life_time`.
     pub gc_life_time: Duration,
+    /// Transactions older than this (from their start_ts) are rolled back even if kept
+    /// alive by heartbeats.
+    pub max_lifetime: Duration,
 }
 
 impl Default for TxnConfig {
@@ -163,6 +174,7 @@ impl Default for TxnConfig {
             max_open_txn_bytes: 1 << 30,
             max_response_bytes: 15 << 20,
             gc_life_time: Duration::from_secs(10 * 60),
+            max_lifetime: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -328,7 +340,9 @@ pub struct TxnManager {
     config: TxnConfig,
     txns: Mutex<HashMap<TxnId, Arc<Mutex<ActiveTxn>>>>,
     live_starts: LiveStarts,
-    next_id: AtomicU64,
+    ids: TxnIds,
+    /// This node's run, recorded in every lock (`None`: not recorded).
+    coordinator: Option<Coordinator>,
     /// The memory all open transactions hold (`max_open_txn_bytes`).
     memory: Arc<OpenTxnMemory>,
 }
@@ -352,9 +366,19 @@ impl TxnManager {
             config,
             txns: Mutex::new(HashMap::new()),
             live_starts: LiveStarts::default(),
-            next_id: AtomicU64::new(1),
+            ids: TxnIds::ephemeral(),
+            coordinator: None,
             memory,
         }
+    }
+
+    /// The same coordinator, running as `coordinator` (this node's current run, recorded in
+    /// every lock it writes) and issuing ids from `ids`. Without this, ids are valid for the
+    /// process only and locks name no coordinator.
+    pub fn with_identity(mut self, coordinator: Coordinator, ids: TxnIds) -> TxnManager {
+        self.coordinator = Some(coordinator);
+        self.ids = ids;
+        self
     }
 
     /// The storage commands run against.
@@ -376,7 +400,7 @@ impl TxnManager {
     pub fn begin(&self, isolation: Isolation, read_only: bool) -> Result<(TxnId, Timestamp)> {
         let memory = TxnFootprint::new(&self.memory)?;
         let start_ts = self.tso.get_timestamp()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.ids.next()?;
         let txn = ActiveTxn {
             start_ts,
             _live: LiveStart::new(&self.live_starts, start_ts),
@@ -586,6 +610,8 @@ impl TxnManager {
             Some(guard)
         };
         self.prewrite_all(&mutations, &primary, start_ts)?;
+        // Crash tests: the process dies with every key prewritten and nothing committed.
+        fail::fail_point!("txn_commit_abort_before_primary", |_| std::process::abort());
 
         // The commit point: the primary's commit record.
         let mut commit_ts = self.tso.get_timestamp()?;
@@ -614,6 +640,10 @@ impl TxnManager {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Crash tests: the process dies with the primary committed, the secondaries locked.
+        fail::fail_point!("txn_commit_abort_before_secondaries", |_| {
+            std::process::abort()
+        });
         // Committed. Secondaries that fail to commit here are resolved by later readers.
         let secondaries: Vec<Vec<u8>> = mutations[1..].iter().map(|m| m.key().to_vec()).collect();
         if !secondaries.is_empty() {
@@ -681,6 +711,7 @@ impl TxnManager {
                 primary: primary.to_vec(),
                 ttl_ms: elapsed_ms + self.config.lock_ttl_ms,
                 min_commit_ts: start_ts + 1,
+                coordinator: self.coordinator,
             };
             match self.storage.prewrite(mutations, &options, start_ts) {
                 Ok(()) => return Ok(()),
@@ -863,7 +894,8 @@ impl TxnManager {
 
     /// Advances the storage's GC safe point for time `now`: to the start_ts of the oldest
     /// transaction that is active, committing or holding a lock, but never newer than
-    /// `now - life_time`. Returns the safe point after the call (it never moves back).
+    /// `now - life_time`, saved (if the safe point has a store) before it takes effect.
+    /// Returns the safe point after the call (it never moves back).
     pub fn gc_tick(&self, now: Timestamp, life_time: Duration) -> Result<Timestamp> {
         // Live starts first: a transaction that commits meanwhile holds its locks before it
         // leaves the live set, so the lock scan below sees it.
@@ -874,7 +906,7 @@ impl TxnManager {
             (a, b) => a.or(b),
         };
         let safe_point = compute_safe_point(oldest, now, life_time);
-        Ok(self.storage.safe_point().advance(safe_point))
+        Ok(self.storage.safe_point().advance_durably(safe_point)?)
     }
 
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.
@@ -886,6 +918,20 @@ impl TxnManager {
             t.try_lock().is_none_or(|t| {
                 now.saturating_duration_since(t.last_used) < self.config.idle_timeout
             })
+        });
+        before - txns.len()
+    }
+
+    /// Rolls back transactions that started more than `max_lifetime` before `now`, however
+    /// recently used; returns how many. A transaction busy in another call is left to the
+    /// next round.
+    pub fn reap_overdue(&self, now: Timestamp) -> usize {
+        let max_ms = u64::try_from(self.config.max_lifetime.as_millis()).unwrap_or(u64::MAX);
+        let mut txns = self.txns.lock();
+        let before = txns.len();
+        txns.retain(|_, t| {
+            t.try_lock()
+                .is_none_or(|t| physical(now).saturating_sub(physical(t.start_ts)) <= max_ms)
         });
         before - txns.len()
     }

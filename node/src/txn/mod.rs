@@ -12,9 +12,12 @@ pub mod actions;
 pub mod latches;
 pub mod limits;
 pub mod manager;
+pub mod node_meta;
 pub mod overlay;
 pub mod range_locks;
+pub mod resolver;
 pub mod storage;
+pub mod txn_id;
 
 #[cfg(test)]
 mod limits_tests;
@@ -25,4 +28,6 @@ pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
     TxnId, TxnManager,
 };
+pub use node_meta::NodeMeta;
 pub use storage::Storage;
+pub use txn_id::TxnIds;

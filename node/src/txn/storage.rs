@@ -15,7 +15,7 @@
 use crate::lsm::{Db, WriteOptions};
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
 use crate::mvcc::{
-    LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
+    Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
 };
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
@@ -36,6 +36,8 @@ pub struct Storage {
     range_locks: RangeLocks,
     write_options: WriteOptions,
     safe_point: GcSafePoint,
+    /// This node's current run: locks of its earlier runs are expired at once.
+    local_run: Option<Coordinator>,
 }
 
 impl Storage {
@@ -55,7 +57,20 @@ impl Storage {
             range_locks: RangeLocks::new(),
             write_options: WriteOptions { sync: true },
             safe_point,
+            local_run: None,
         }
+    }
+
+    /// The same storage, knowing that it runs in `run`: a lock whose coordinator is an
+    /// earlier run of the same node is treated as expired (its coordinator is gone).
+    pub fn with_local_run(mut self, run: Coordinator) -> Storage {
+        self.local_run = Some(run);
+        self
+    }
+
+    /// This node's current run, if known.
+    pub fn local_run(&self) -> Option<&Coordinator> {
+        self.local_run.as_ref()
     }
 
     /// The engine.
@@ -217,7 +232,14 @@ impl Storage {
         push_to: Option<Timestamp>,
     ) -> Result<TxnStatus> {
         self.write_command([primary], start_ts, |txn, reader| {
-            actions::check_txn_status(txn, reader, primary, current_ts, push_to)
+            actions::check_txn_status(
+                txn,
+                reader,
+                primary,
+                current_ts,
+                push_to,
+                self.local_run.as_ref(),
+            )
         })
     }
 
@@ -323,6 +345,7 @@ mod tests {
             primary: primary.to_vec(),
             ttl_ms: 3000,
             min_commit_ts: start_ts + 1,
+            coordinator: None,
         }
     }
 
