@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod history;
 pub mod latches;
+pub mod lock_wait;
 pub mod manager;
 pub mod range_locks;
 pub mod storage;
@@ -23,6 +24,6 @@ mod history_tests;
 
 pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
-    TxnId, TxnManager,
+    TxnId, TxnManager, TxnState,
 };
 pub use storage::Storage;
