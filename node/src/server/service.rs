@@ -5,6 +5,12 @@
 //! statuses with an `ErrorDetail`. Kv calls are auto-committed one-shot transactions
 //! ([`TxnManager::execute`]), retried internally up to [`KV_ATTEMPTS`] times on retryable
 //! conflicts.
+//!
+//! The calls that may wait for another transaction's lock (Commit, Execute, Kv Put and
+//! Delete) use the manager's asynchronous path: its engine steps run on the blocking pool,
+//! but its lock waits are futures, so blocked commits hold no blocking thread and cannot
+//! starve other requests. They run as tasks of their own ([`detached`]), so a commit
+//! finishes even if its client goes away.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +40,24 @@ where
     F: FnOnce() -> Result<T, Status> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(status(
+            ErrorReason::StorageError,
+            format!("request task failed: {e}"),
+            |_| {},
+        )),
+    }
+}
+
+/// Runs `fut` as a task of its own and waits for it: it goes on to the end even if the
+/// caller is dropped (a client that disconnects must not stop a commit half-way, leaving
+/// its locks for others to wait out).
+async fn detached<T, F>(fut: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Status>> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
         Ok(r) => r,
         Err(e) => Err(status(
             ErrorReason::StorageError,
@@ -153,6 +177,19 @@ fn get_results(reads: Reads) -> Vec<pb::GetResult> {
         .collect()
 }
 
+/// Runs a one-shot transaction on the asynchronous path (see the module documentation).
+async fn execute(
+    m: Arc<TxnManager>,
+    request: ExecuteRequest,
+) -> Result<crate::txn::ExecuteResponse, Status> {
+    detached(async move {
+        m.execute_async(request, KV_ATTEMPTS)
+            .await
+            .map_err(|e| txn_status(&e, None))
+    })
+    .await
+}
+
 /// The `Kv` service.
 #[derive(Debug, Clone)]
 pub struct KvService {
@@ -209,11 +246,7 @@ impl pb::kv_server::Kv for KvService {
                     writes: vec![(req.key, Some(req.value))],
                     ..ExecuteRequest::default()
                 };
-                let r = blocking(move || {
-                    m.execute(&request, KV_ATTEMPTS)
-                        .map_err(|e| txn_status(&e, None))
-                })
-                .await?;
+                let r = execute(m, request).await?;
                 Ok(pb::PutResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })
@@ -234,11 +267,7 @@ impl pb::kv_server::Kv for KvService {
                     writes: vec![(req.key, None)],
                     ..ExecuteRequest::default()
                 };
-                let r = blocking(move || {
-                    m.execute(&request, KV_ATTEMPTS)
-                        .map_err(|e| txn_status(&e, None))
-                })
-                .await?;
+                let r = execute(m, request).await?;
                 Ok(pb::DeleteResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })
@@ -442,7 +471,13 @@ impl pb::txn_server::Txn for TxnService {
         let id = req.into_inner().txn_id;
         self.state
             .call("txn.Commit", async move {
-                let commit_ts = self.on(id, move |m| m.commit(id)).await?;
+                let m = self.state.manager();
+                let commit_ts = detached(async move {
+                    m.commit_async(id)
+                        .await
+                        .map_err(|e| txn_status(&e, Some(id)))
+                })
+                .await?;
                 Ok(pb::CommitResponse {
                     commit_ts: commit_ts.unwrap_or(0),
                 })
@@ -489,9 +524,7 @@ impl pb::txn_server::Txn for TxnService {
                 let request = execute_request(req)?;
                 let user_reads = request.reads.len() - request.preconditions.len();
                 let preconditions = request.preconditions.clone();
-                let r = self
-                    .on(0, move |m| m.execute(&request, KV_ATTEMPTS))
-                    .await?;
+                let r = execute(self.state.manager(), request).await?;
                 let mut reads = r.reads;
                 // The precondition keys were appended to the reads (all at start_ts), so
                 // every failed precondition can be reported, not only the first.
