@@ -63,7 +63,7 @@ impl ErrorReason {
             | R::InvalidRange
             | R::InvalidField
             | R::ReadTsInFuture => Code::InvalidArgument,
-            R::TxnReadOnly | R::ReadBelowSafePoint => Code::FailedPrecondition,
+            R::TxnReadOnly | R::ReadBelowSafePoint | R::TxnNotActive => Code::FailedPrecondition,
             R::ServerBusy | R::TooManyTxns | R::ResponseTooLarge => Code::ResourceExhausted,
             R::TimestampUnavailable => Code::Unavailable,
             R::StorageError => Code::Internal,
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn reason_table_matches_the_proto_comments() {
         let reasons = documented_reasons();
-        assert_eq!(reasons.len(), 22, "ErrorReason values: {reasons:?}");
+        assert_eq!(reasons.len(), 23, "ErrorReason values: {reasons:?}");
         for (name, doc) in reasons {
             let reason = ErrorReason::from_str_name(&name).expect("a generated value");
             if reason == ErrorReason::Unspecified {

@@ -276,6 +276,7 @@ const ALL_REASONS: &[ErrorReason] = &[
     ErrorReason::TimestampUnavailable,
     ErrorReason::StorageError,
     ErrorReason::DataCorrupted,
+    ErrorReason::TxnNotActive,
 ];
 
 #[test]

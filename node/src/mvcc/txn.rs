@@ -14,6 +14,8 @@ pub struct MvccTxn {
     /// The transaction the writes belong to.
     pub start_ts: Timestamp,
     batch: WriteBatch,
+    /// Keys whose locks the batch removes (their waiters are woken once it is written).
+    unlocked: Vec<Vec<u8>>,
 }
 
 impl MvccTxn {
@@ -22,6 +24,7 @@ impl MvccTxn {
         MvccTxn {
             start_ts,
             batch: WriteBatch::new(),
+            unlocked: Vec::new(),
         }
     }
 
@@ -34,6 +37,7 @@ impl MvccTxn {
     /// Removes the lock on `key`.
     pub fn unlock_key(&mut self, key: &[u8]) {
         self.batch.delete(ColumnFamily::Lock, &lock_key(key));
+        self.unlocked.push(key.to_vec());
     }
 
     /// Stores this transaction's value of `key` in the `default` family.
@@ -68,5 +72,10 @@ impl MvccTxn {
     /// The collected writes.
     pub fn into_batch(self) -> WriteBatch {
         self.batch
+    }
+
+    /// The collected writes, and the keys whose locks they remove.
+    pub fn into_parts(self) -> (WriteBatch, Vec<Vec<u8>>) {
+        (self.batch, self.unlocked)
     }
 }

@@ -228,6 +228,10 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
             d.txn_id = id;
         }),
         TxnError::InvalidArgument(_) => status(ErrorReason::InvalidField, msg, |_| {}),
+        TxnError::NotActive { id, .. } => {
+            status(ErrorReason::TxnNotActive, msg, |d| d.txn_id = *id)
+        }
+        TxnError::TaskFailed(_) => status(ErrorReason::StorageError, msg, |_| {}),
         TxnError::Tso(e) => tso_status(e),
         TxnError::Mvcc(e) => mvcc_status(e, id),
     }

@@ -6,6 +6,12 @@
 //! ([`TxnManager::execute`]), retried internally up to [`KV_ATTEMPTS`] times on retryable
 //! conflicts.
 //!
+//! The calls that may wait for another transaction's lock (Commit, Execute, Kv Put and
+//! Delete) use the manager's asynchronous path: its engine steps run on the blocking pool,
+//! but its lock waits are futures, so blocked commits hold no blocking thread and cannot
+//! starve other requests. They run as tasks of their own ([`detached`]), so a commit
+//! finishes even if its client goes away.
+//!
 //! Response budgets: a scan is read as one page of at most `limit` pairs and
 //! `scan_response_bytes` ([`scan_limit_of`]); the storage stops before loading a value past
 //! it and the response says `more`. Point-read batches (BatchGet, Execute) cannot be paged,
@@ -41,6 +47,24 @@ where
     F: FnOnce() -> Result<T, Status> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(status(
+            ErrorReason::StorageError,
+            format!("request task failed: {e}"),
+            |_| {},
+        )),
+    }
+}
+
+/// Runs `fut` as a task of its own and waits for it: it goes on to the end even if the
+/// caller is dropped (a client that disconnects must not stop a commit half-way, leaving
+/// its locks for others to wait out).
+async fn detached<T, F>(fut: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Status>> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
         Ok(r) => r,
         Err(e) => Err(status(
             ErrorReason::StorageError,
@@ -161,6 +185,19 @@ fn get_results(reads: Reads) -> Vec<pb::GetResult> {
         .collect()
 }
 
+/// Runs a one-shot transaction on the asynchronous path (see the module documentation).
+async fn execute(
+    m: Arc<TxnManager>,
+    request: ExecuteRequest,
+) -> Result<crate::txn::ExecuteResponse, Status> {
+    detached(async move {
+        m.execute_async(request, KV_ATTEMPTS)
+            .await
+            .map_err(|e| txn_status(&e, None))
+    })
+    .await
+}
+
 /// The `Kv` service.
 #[derive(Debug, Clone)]
 pub struct KvService {
@@ -217,11 +254,7 @@ impl pb::kv_server::Kv for KvService {
                     writes: vec![(req.key, Some(req.value))],
                     ..ExecuteRequest::default()
                 };
-                let r = blocking(move || {
-                    m.execute(&request, KV_ATTEMPTS)
-                        .map_err(|e| txn_status(&e, None))
-                })
-                .await?;
+                let r = execute(m, request).await?;
                 Ok(pb::PutResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })
@@ -242,11 +275,7 @@ impl pb::kv_server::Kv for KvService {
                     writes: vec![(req.key, None)],
                     ..ExecuteRequest::default()
                 };
-                let r = blocking(move || {
-                    m.execute(&request, KV_ATTEMPTS)
-                        .map_err(|e| txn_status(&e, None))
-                })
-                .await?;
+                let r = execute(m, request).await?;
                 Ok(pb::DeleteResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })
@@ -449,7 +478,13 @@ impl pb::txn_server::Txn for TxnService {
         let id = req.into_inner().txn_id;
         self.state
             .call("txn.Commit", async move {
-                let commit_ts = self.on(id, move |m| m.commit(id)).await?;
+                let m = self.state.manager();
+                let commit_ts = detached(async move {
+                    m.commit_async(id)
+                        .await
+                        .map_err(|e| txn_status(&e, Some(id)))
+                })
+                .await?;
                 Ok(pb::CommitResponse {
                     commit_ts: commit_ts.unwrap_or(0),
                 })
@@ -496,9 +531,7 @@ impl pb::txn_server::Txn for TxnService {
                 let request = execute_request(req)?;
                 let user_reads = request.reads.len() - request.preconditions.len();
                 let preconditions = request.preconditions.clone();
-                let r = self
-                    .on(0, move |m| m.execute(&request, KV_ATTEMPTS))
-                    .await?;
+                let r = execute(self.state.manager(), request).await?;
                 let mut reads = r.reads;
                 // The precondition keys were appended to the reads (all at start_ts), so
                 // every failed precondition can be reported, not only the first.

@@ -29,8 +29,16 @@
 //! (`check_txn_status`). A committed or rolled-back owner has its lock resolved forward or
 //! backward; an owner whose lock expired is rolled back; a live owner has its
 //! `min_commit_ts` pushed above the reader, which may then ignore the lock (its transaction
-//! will commit after the read). A writer that meets a live lock waits, polling with backoff,
-//! up to `lock_wait`, and then fails with a retryable error.
+//! will commit after the read). A writer that meets a live lock waits in the key's queue
+//! until the lock is released, up to `lock_wait`, and then fails with a retryable error; the
+//! commit path and its waits are in [`commit`] (an asynchronous variant holds no thread
+//! while it waits).
+//!
+//! A transaction is *active*, then *committing* (from the moment its commit takes the write
+//! buffer), then *finished*. A request that finds it committing or finished (it raced its
+//! own transaction's Commit or Rollback) fails with [`TxnError::NotActive`] and does
+//! nothing, so a write is either in the buffer the commit took or refused, never
+//! acknowledged and then dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -44,12 +52,14 @@ use crate::mvcc::{
 };
 use crate::tso::{physical, Tso, TsoError};
 
-use super::actions::{Mutation, PrewriteOptions, TxnStatus};
+use super::actions::TxnStatus;
 use super::limits::{OpenTxnMemory, ResponseBudget, TxnFootprint};
 use super::overlay::overlay;
 use super::range_locks::KeyRange;
 use super::storage::Storage;
 use super::txn_id::TxnIds;
+
+mod commit;
 
 /// The smallest key greater than `key`.
 fn key_successor(key: &[u8]) -> Vec<u8> {
@@ -252,6 +262,39 @@ pub enum TxnError {
         /// Its value.
         limit: u64,
     },
+    /// The transaction is committing or finished: the request raced its own transaction's
+    /// commit or rollback, and did nothing.
+    #[error("transaction {id} is {state}; the request did nothing")]
+    NotActive {
+        /// The transaction.
+        id: TxnId,
+        /// Where it is.
+        state: TxnState,
+    },
+    /// A task running part of the request failed (panicked or was cancelled).
+    #[error("request task failed: {0}")]
+    TaskFailed(String),
+}
+
+/// Where a transaction is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// Accepting reads and writes.
+    Active,
+    /// Its commit has taken the write buffer; nothing more can join it.
+    Committing,
+    /// Committed, rolled back or reaped.
+    Finished,
+}
+
+impl std::fmt::Display for TxnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TxnState::Active => "active",
+            TxnState::Committing => "committing",
+            TxnState::Finished => "finished",
+        })
+    }
 }
 
 impl TxnError {
@@ -268,7 +311,9 @@ impl TxnError {
             | TxnError::ReadOnly(_)
             | TxnError::TooLarge { .. }
             | TxnError::ResponseTooLarge { .. }
-            | TxnError::InvalidArgument(_) => false,
+            | TxnError::InvalidArgument(_)
+            | TxnError::NotActive { .. }
+            | TxnError::TaskFailed(_) => false,
         }
     }
 }
@@ -313,6 +358,7 @@ impl Drop for LiveStart {
 #[derive(Debug)]
 struct ActiveTxn {
     start_ts: Timestamp,
+    state: TxnState,
     /// Holds back the GC safe point while this transaction exists.
     _live: LiveStart,
     isolation: Isolation,
@@ -331,6 +377,16 @@ struct ActiveTxn {
     /// above start_ts).
     bypass: Vec<Timestamp>,
     last_used: Instant,
+}
+
+impl ActiveTxn {
+    /// Fails unless the transaction still accepts requests.
+    fn ensure_active(&self, id: TxnId) -> Result<()> {
+        match self.state {
+            TxnState::Active => Ok(()),
+            state => Err(TxnError::NotActive { id, state }),
+        }
+    }
 }
 
 /// Runs interactive transactions over a [`Storage`].
@@ -403,6 +459,7 @@ impl TxnManager {
         let id = self.ids.next()?;
         let txn = ActiveTxn {
             start_ts,
+            state: TxnState::Active,
             _live: LiveStart::new(&self.live_starts, start_ts),
             isolation,
             read_only,
@@ -433,6 +490,7 @@ impl TxnManager {
     pub fn get(&self, id: TxnId, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let txn = self.txn(id)?;
         let mut t = txn.lock();
+        t.ensure_active(id)?;
         t.last_used = Instant::now();
         if let Some(v) = t.writes.get(key) {
             return Ok(v.clone());
@@ -498,6 +556,7 @@ impl TxnManager {
     ) -> Result<ScanPage> {
         let txn = self.txn(id)?;
         let mut t = txn.lock();
+        t.ensure_active(id)?;
         t.last_used = Instant::now();
         let range = (
             Bound::Included(start),
@@ -541,7 +600,10 @@ impl TxnManager {
     /// Buffers a write of `key` (`None` deletes it).
     pub fn write(&self, id: TxnId, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         let txn = self.txn(id)?;
+        fail::fail_point!("txn::write::before_lock");
         let mut t = txn.lock();
+        // A commit that took the buffer before us will not see this write: refuse it.
+        t.ensure_active(id)?;
         t.last_used = Instant::now();
         if t.read_only {
             return Err(TxnError::ReadOnly(id));
@@ -563,210 +625,16 @@ impl TxnManager {
     }
 
     /// Rolls transaction `id` back. Nothing was written before commit, so this only forgets
-    /// it.
+    /// it. A transaction already committing cannot be rolled back (`NotActive`).
     pub fn rollback(&self, id: TxnId) -> Result<()> {
-        self.txns
-            .lock()
-            .remove(&id)
-            .map(|_| ())
-            .ok_or(TxnError::NotFound(id))
-    }
-
-    /// Commits transaction `id`; returns its commit timestamp, or `None` if it wrote
-    /// nothing (read-only transactions never prewrite).
-    pub fn commit(&self, id: TxnId) -> Result<Option<Timestamp>> {
-        let txn = self.txns.lock().remove(&id).ok_or(TxnError::NotFound(id))?;
-        let t = txn.lock();
-        let mut mutations: Vec<Mutation> = t
-            .writes
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => Mutation::Put(k.clone(), v.clone()),
-                None => Mutation::Delete(k.clone()),
-            })
-            .collect();
-        // Keys whose reads must still hold at commit: every read under SERIALIZABLE, and
-        // the precondition keys of `execute` under either level.
-        mutations.extend(
-            t.reads
-                .iter()
-                .filter(|k| !t.writes.contains_key(*k))
-                .map(|k| Mutation::Lock(k.clone())),
-        );
-        // A transaction that writes nothing has nothing to commit: its reads came from one
-        // snapshot, and without writes it cannot take part in a write skew.
-        if t.read_only || t.writes.is_empty() {
-            return Ok(None);
+        let txn = self.txn(id)?;
+        {
+            let mut t = txn.lock();
+            t.ensure_active(id)?;
+            t.state = TxnState::Finished;
         }
-        let start_ts = t.start_ts;
-        let primary = mutations[0].key().to_vec();
-        // SERIALIZABLE scans: hold range locks over the scanned ranges until the commit
-        // point, and make sure nothing changed in them since start_ts.
-        let _range_locks = if t.ranges.is_empty() {
-            None
-        } else {
-            let guard = self.storage.lock_ranges(start_ts, &t.ranges);
-            self.check_ranges(&t.ranges, start_ts)?;
-            Some(guard)
-        };
-        self.prewrite_all(&mutations, &primary, start_ts)?;
-        // Crash tests: the process dies with every key prewritten and nothing committed.
-        fail::fail_point!("txn_commit_abort_before_primary", |_| std::process::abort());
-
-        // The commit point: the primary's commit record.
-        let mut commit_ts = self.tso.get_timestamp()?;
-        loop {
-            match self
-                .storage
-                .commit(std::slice::from_ref(&primary), start_ts, commit_ts)
-            {
-                Ok(()) => break,
-                Err(MvccError::CommitTsExpired { min_commit_ts, .. }) => {
-                    // A reader pushed min_commit_ts past our timestamp: take a newer one.
-                    commit_ts = self.tso.get_timestamp()?.max(min_commit_ts);
-                }
-                Err(MvccError::AlreadyRolledBack { .. })
-                | Err(MvccError::TxnLockNotFound { .. }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::RolledBack,
-                        start_ts,
-                        key: Some(primary),
-                        conflicting_start_ts: None,
-                        reason:
-                            "rolled back by another transaction while committing (lock expired)"
-                                .into(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Crash tests: the process dies with the primary committed, the secondaries locked.
-        fail::fail_point!("txn_commit_abort_before_secondaries", |_| {
-            std::process::abort()
-        });
-        // Committed. Secondaries that fail to commit here are resolved by later readers.
-        let secondaries: Vec<Vec<u8>> = mutations[1..].iter().map(|m| m.key().to_vec()).collect();
-        if !secondaries.is_empty() {
-            if let Err(e) = self.storage.commit(&secondaries, start_ts, commit_ts) {
-                tracing::warn!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will resolve them");
-            }
-        }
-        Ok(Some(commit_ts))
-    }
-
-    fn check_ranges(&self, ranges: &[KeyRange], start_ts: Timestamp) -> Result<()> {
-        let deadline = Instant::now() + self.config.lock_wait;
-        let mut backoff = Duration::from_millis(2);
-        loop {
-            match self.storage.check_ranges(ranges, start_ts) {
-                Ok(()) => return Ok(()),
-                Err(MvccError::WriteConflict {
-                    key,
-                    conflict_start_ts,
-                    ..
-                }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::WriteConflict,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: Some(conflict_start_ts),
-                        reason: "a write committed in a range this transaction scanned".into(),
-                    });
-                }
-                Err(MvccError::KeyIsLocked(info)) => {
-                    if self.resolve(&info, start_ts)?.is_some() {
-                        if Instant::now() >= deadline {
-                            return Err(TxnError::Conflict {
-                                kind: ConflictKind::WriteConflict,
-                                start_ts,
-                                key: Some(info.key.clone()),
-                                conflicting_start_ts: Some(info.start_ts),
-                                reason:
-                                    "a transaction is writing in a range this transaction scanned"
-                                        .into(),
-                            });
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_millis(100));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn prewrite_all(
-        &self,
-        mutations: &[Mutation],
-        primary: &[u8],
-        start_ts: Timestamp,
-    ) -> Result<()> {
-        let deadline = Instant::now() + self.config.lock_wait;
-        let mut backoff = Duration::from_millis(2);
-        loop {
-            // The TTL counts from start_ts: give the commit a full TTL from now.
-            let now = self.tso.get_timestamp()?;
-            let elapsed_ms = physical(now).saturating_sub(physical(start_ts));
-            let options = PrewriteOptions {
-                primary: primary.to_vec(),
-                ttl_ms: elapsed_ms + self.config.lock_ttl_ms,
-                min_commit_ts: start_ts + 1,
-                coordinator: self.coordinator,
-            };
-            match self.storage.prewrite(mutations, &options, start_ts) {
-                Ok(()) => return Ok(()),
-                Err(MvccError::WriteConflict {
-                    key,
-                    conflict_start_ts,
-                    conflict_commit_ts,
-                    ..
-                }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::WriteConflict,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: Some(conflict_start_ts),
-                        reason: format!(
-                            "write conflict with a transaction committed at {conflict_commit_ts}"
-                        ),
-                    });
-                }
-                Err(MvccError::AlreadyRolledBack { key, .. }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::RolledBack,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: None,
-                        reason: "rolled back by another transaction".into(),
-                    });
-                }
-                Err(MvccError::RangeLocked { key, owner }) => {
-                    // A committing SERIALIZABLE transaction scanned this range: wait for it.
-                    if Instant::now() >= deadline {
-                        return Err(TxnError::Conflict {
-                            kind: ConflictKind::RangeLocked,
-                            start_ts,
-                            key: Some(key),
-                            conflicting_start_ts: Some(owner),
-                            reason: "the key is in a range read by a committing serializable transaction".into(),
-                        });
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-                Err(MvccError::KeyIsLocked(info)) => {
-                    if self.resolve(&info, start_ts)?.is_some() {
-                        // The owner is alive: wait for it, up to the deadline.
-                        if Instant::now() >= deadline {
-                            return Err(TxnError::Locked(info));
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_millis(100));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.txns.lock().remove(&id);
+        Ok(())
     }
 
     /// Resolves a lock met by a transaction at `reader_ts`. Returns `None` if the lock was
@@ -789,13 +657,17 @@ impl TxnManager {
     }
 
     /// Runs a read at the transaction's start_ts, resolving the locks it meets.
+    ///
+    /// A read never waits: a live owner has its `min_commit_ts` pushed above the reader's
+    /// start_ts and the read goes past its locks. Only an owner that cannot be pushed (its
+    /// primary is a `Lock`-kind lock, which this coordinator never makes: primaries are
+    /// writes) would block the read, and then the read fails at once with `Locked`
+    /// (retryable; an interactive transaction stays open) rather than hold a thread.
     fn read_resolving<T>(
         &self,
         t: &mut ActiveTxn,
         read: impl Fn(&[Timestamp], Timestamp) -> crate::mvcc::Result<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + self.config.lock_wait;
-        let mut backoff = Duration::from_millis(2);
         loop {
             match read(&t.bypass, t.start_ts) {
                 Err(MvccError::KeyIsLocked(info)) => match self.resolve(&info, t.start_ts)? {
@@ -807,40 +679,18 @@ impl TxnManager {
                         // The owner will commit after our snapshot: read past its locks.
                         t.bypass.push(info.start_ts);
                     }
-                    Some(_) => {
-                        if Instant::now() >= deadline {
-                            return Err(TxnError::Locked(info));
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_millis(100));
-                    }
+                    Some(_) => return Err(TxnError::Locked(info)),
                 },
                 other => return other.map_err(TxnError::from),
             }
         }
     }
 
-    /// Runs a one-shot transaction: checks `request.preconditions` at the transaction's
-    /// snapshot, and only if all hold, applies `request.writes`; returns the values of
-    /// `request.reads` either way. Precondition keys are locked at commit, so they still
-    /// hold when the writes become visible (a compare-and-swap). Retryable conflicts are
-    /// retried up to `attempts` times.
-    pub fn execute(&self, request: &ExecuteRequest, attempts: usize) -> Result<ExecuteResponse> {
-        let mut last_err = None;
-        for _ in 0..attempts.max(1) {
-            match self.execute_once(request) {
-                // The node's memory is not freed by retrying at once: report it.
-                Err(e @ TxnError::Busy { .. }) => return Err(e),
-                Err(e) if e.is_retryable() => last_err = Some(e),
-                other => return other,
-            }
-        }
-        Err(last_err.unwrap_or(TxnError::InvalidArgument(
-            "execute needs at least one attempt".into(),
-        )))
-    }
-
-    fn execute_once(&self, request: &ExecuteRequest) -> Result<ExecuteResponse> {
+    /// The part of one `execute` attempt before the commit: begins a transaction, checks
+    /// the preconditions, reads and buffers the writes. Returns the finished response if
+    /// nothing is to be committed, or the transaction to commit and the response to
+    /// complete with its commit timestamp.
+    fn execute_prepare(&self, request: &ExecuteRequest) -> Result<commit::Prepared> {
         let read_only = request.writes.is_empty();
         let (id, start_ts) = self.begin(request.isolation, read_only)?;
         let result = (|| {
@@ -858,24 +708,26 @@ impl TxnManager {
             let reads = self.batch_get(id, &request.reads)?;
             if failed.is_some() {
                 self.rollback(id)?;
-                return Ok(ExecuteResponse {
+                return Ok(commit::Prepared::Done(ExecuteResponse {
                     succeeded: false,
                     failed_precondition: failed,
                     reads,
                     start_ts,
                     commit_ts: None,
-                });
+                }));
             }
             for (key, value) in &request.writes {
                 self.write(id, key, value.as_deref())?;
             }
-            let commit_ts = self.commit(id)?;
-            Ok(ExecuteResponse {
-                succeeded: true,
-                failed_precondition: None,
-                reads,
-                start_ts,
-                commit_ts,
+            Ok(commit::Prepared::Commit {
+                id,
+                response: ExecuteResponse {
+                    succeeded: true,
+                    failed_precondition: None,
+                    reads,
+                    start_ts,
+                    commit_ts: None,
+                },
             })
         })();
         if result.is_err() {
@@ -888,7 +740,11 @@ impl TxnManager {
     /// timeout; fails with `NotFound` if it is not active.
     pub fn touch(&self, id: TxnId) -> Result<()> {
         let txn = self.txn(id)?;
-        txn.lock().last_used = Instant::now();
+        let mut t = txn.lock();
+        if t.state == TxnState::Finished {
+            return Err(TxnError::NotActive { id, state: t.state });
+        }
+        t.last_used = Instant::now();
         Ok(())
     }
 
@@ -914,24 +770,36 @@ impl TxnManager {
         let mut txns = self.txns.lock();
         let before = txns.len();
         txns.retain(|_, t| {
-            // A transaction busy in another call holds its lock: it is not idle.
-            t.try_lock().is_none_or(|t| {
-                now.saturating_duration_since(t.last_used) < self.config.idle_timeout
+            // A transaction busy in another call holds its lock: it is not idle. Nor is
+            // one that is committing (its commit finishes it).
+            t.try_lock().is_none_or(|mut t| {
+                let keep = t.state == TxnState::Committing
+                    || now.saturating_duration_since(t.last_used) < self.config.idle_timeout;
+                if !keep {
+                    t.state = TxnState::Finished;
+                }
+                keep
             })
         });
         before - txns.len()
     }
 
     /// Rolls back transactions that started more than `max_lifetime` before `now`, however
-    /// recently used; returns how many. A transaction busy in another call is left to the
-    /// next round.
+    /// recently used; returns how many. A transaction busy in another call, or committing
+    /// (its commit finishes it), is left alone.
     pub fn reap_overdue(&self, now: Timestamp) -> usize {
         let max_ms = u64::try_from(self.config.max_lifetime.as_millis()).unwrap_or(u64::MAX);
         let mut txns = self.txns.lock();
         let before = txns.len();
         txns.retain(|_, t| {
-            t.try_lock()
-                .is_none_or(|t| physical(now).saturating_sub(physical(t.start_ts)) <= max_ms)
+            t.try_lock().is_none_or(|mut t| {
+                let keep = t.state == TxnState::Committing
+                    || physical(now).saturating_sub(physical(t.start_ts)) <= max_ms;
+                if !keep {
+                    t.state = TxnState::Finished;
+                }
+                keep
+            })
         });
         before - txns.len()
     }

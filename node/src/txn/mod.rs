@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod latches;
 pub mod limits;
+pub mod lock_wait;
 pub mod manager;
 pub mod node_meta;
 pub mod overlay;
@@ -26,7 +27,7 @@ mod manager_tests;
 
 pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
-    TxnId, TxnManager,
+    TxnId, TxnManager, TxnState,
 };
 pub use node_meta::NodeMeta;
 pub use storage::Storage;

@@ -18,9 +18,16 @@
 //! The table is in memory: it protects the commit window of transactions coordinated by
 //! this node, which on a single node is every transaction. Replicated shards will need the
 //! locks held on the shards themselves.
+//!
+//! A prewrite refused by a range lock waits for its release in a [`LockWaits`] queue named
+//! after the owner (every waiter is woken: the refused prewrites do not exclude each
+//! other), so it holds no thread while the owner commits.
+
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
+use super::lock_wait::{LockWaits, Waiter};
 use crate::mvcc::Timestamp;
 
 /// A key range `[start, end)`; `end` unbounded when `None`.
@@ -35,22 +42,25 @@ pub fn range_contains(range: &KeyRange, key: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct RangeLocks {
     gate: RwLock<()>,
-    held: Mutex<Vec<(Timestamp, KeyRange)>>,
+    held: Arc<Mutex<Vec<(Timestamp, KeyRange)>>>,
+    waits: LockWaits,
 }
 
-/// A transaction's range locks; released when dropped.
+/// A transaction's range locks; released when dropped. It owns what it needs, so a
+/// transaction can hold it across the awaits of an asynchronous commit.
 #[derive(Debug)]
-pub struct RangeLockGuard<'a> {
-    table: &'a RangeLocks,
+pub struct RangeLockGuard {
+    held: Arc<Mutex<Vec<(Timestamp, KeyRange)>>>,
+    waits: LockWaits,
     owner: Timestamp,
 }
 
-impl Drop for RangeLockGuard<'_> {
+impl Drop for RangeLockGuard {
     fn drop(&mut self) {
-        self.table
-            .held
-            .lock()
-            .retain(|(owner, _)| *owner != self.owner);
+        // Removed first, woken second: a waiter that enqueued and then still saw the lock
+        // held is woken (see `RangeLocks::wait_for_release`).
+        self.held.lock().retain(|(owner, _)| *owner != self.owner);
+        self.waits.release_all(&self.owner.to_be_bytes());
     }
 }
 
@@ -62,12 +72,25 @@ impl RangeLocks {
 
     /// Registers `ranges` for transaction `owner`, after every prewrite in progress has
     /// finished writing.
-    pub fn lock(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard<'_> {
+    pub fn lock(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard {
         let _exclusive = self.gate.write();
         self.held
             .lock()
             .extend(ranges.iter().map(|r| (owner, r.clone())));
-        RangeLockGuard { table: self, owner }
+        RangeLockGuard {
+            held: Arc::clone(&self.held),
+            waits: self.waits.clone(),
+            owner,
+        }
+    }
+
+    /// A place among the waiters for `owner`'s range locks to be released, or `None` if
+    /// they already are (retry at once).
+    pub fn wait_for_release(&self, owner: Timestamp) -> Option<Waiter> {
+        // Enqueued before the check: a release after the check finds the waiter.
+        let waiter = self.waits.enqueue(&owner.to_be_bytes());
+        let held = self.held.lock().iter().any(|(o, _)| *o == owner);
+        held.then_some(waiter)
     }
 
     /// Held by a prewrite from its range-lock check until its batch is written.
@@ -106,5 +129,20 @@ mod tests {
         );
         drop(guard);
         assert_eq!(table.conflicting(b"c", 20), None);
+    }
+
+    #[test]
+    fn releasing_wakes_the_prewrites_waiting_for_it() {
+        let table = RangeLocks::new();
+        let guard = table.lock(10, &[(b"a".to_vec(), None)]);
+        let w1 = table.wait_for_release(10).unwrap();
+        let w2 = table.wait_for_release(10).unwrap();
+        assert!(!w1.is_woken() && !w2.is_woken());
+        drop(guard);
+        assert!(w1.is_woken() && w2.is_woken(), "every waiter is woken");
+        assert!(
+            table.wait_for_release(10).is_none(),
+            "nothing to wait for once released"
+        );
     }
 }

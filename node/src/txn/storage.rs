@@ -9,6 +9,20 @@
 //! it after taking their engine snapshot (see [`GcSafePoint::check`]). [`Storage::gc_sweep`]
 //! carries out what the MVCC compaction filter left to do (see [`crate::mvcc::gc`]).
 //!
+//! A command whose batch removes locks wakes the transactions waiting for them
+//! ([`LockWaits`]) once the batch is written.
+//!
+//! **Why latches are held across the fsync.** The engine makes a batch visible only after
+//! its WAL record is synced (it applies the batch to the memtable and publishes its sequence
+//! number after the sync), so nothing is ever read that a crash could take back. The next
+//! command on a key must read the previous command's effect (two prewrites must not both
+//! see "no lock"), so it may start only once that effect is visible, which is after the
+//! fsync: the latch is held until then. Releasing it earlier would need the engine to show
+//! a batch to latched commands before it is durable while hiding it from reads, and every
+//! answer built on such a state to wait for its durability; see
+//! `docs/architecture/transactions.md`. What never happens under a latch is waiting for
+//! another transaction: lock waits sleep in [`LockWaits`] with no latch and no thread held.
+//!
 //! On a replicated shard (a later milestone) the batch becomes a Raft proposal instead of
 //! an engine write; nothing above this layer changes.
 
@@ -20,6 +34,7 @@ use crate::mvcc::{
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
+use super::lock_wait::{LockWaits, Waiter};
 use super::range_locks::{KeyRange, RangeLockGuard, RangeLocks};
 
 /// Latch slots: enough that unrelated keys rarely share one.
@@ -34,6 +49,7 @@ pub struct Storage {
     db: Db,
     latches: Latches,
     range_locks: RangeLocks,
+    lock_waits: LockWaits,
     write_options: WriteOptions,
     safe_point: GcSafePoint,
     /// This node's current run: locks of its earlier runs are expired at once.
@@ -55,6 +71,7 @@ impl Storage {
             db,
             latches: Latches::new(LATCH_SLOTS),
             range_locks: RangeLocks::new(),
+            lock_waits: LockWaits::new(),
             write_options: WriteOptions { sync: true },
             safe_point,
             local_run: None,
@@ -83,18 +100,38 @@ impl Storage {
         &self.safe_point
     }
 
+    /// The queues of transactions waiting for locks to be released.
+    pub fn lock_waits(&self) -> &LockWaits {
+        &self.lock_waits
+    }
+
+    /// A place among the waiters for the range locks of `owner` (met by a prewrite as
+    /// `RangeLocked`), or `None` if they are already released.
+    pub fn wait_for_range_locks(&self, owner: Timestamp) -> Option<Waiter> {
+        self.range_locks.wait_for_release(owner)
+    }
+
     fn write_command<'k, T>(
         &self,
         keys: impl IntoIterator<Item = &'k [u8]>,
         start_ts: Timestamp,
         body: impl FnOnce(&mut MvccTxn, &MvccReader<'_>) -> Result<T>,
     ) -> Result<T> {
-        let _latches = self.latches.acquire(keys);
-        let reader = MvccReader::new(&self.db, None);
-        let mut txn = MvccTxn::new(start_ts);
-        let out = body(&mut txn, &reader)?;
-        if !txn.is_empty() {
-            self.db.write(txn.into_batch(), &self.write_options)?;
+        let (out, unlocked) = {
+            let _latches = self.latches.acquire(keys);
+            let reader = MvccReader::new(&self.db, None);
+            let mut txn = MvccTxn::new(start_ts);
+            let out = body(&mut txn, &reader)?;
+            if txn.is_empty() {
+                return Ok(out);
+            }
+            let (batch, unlocked) = txn.into_parts();
+            self.db.write(batch, &self.write_options)?;
+            (out, unlocked)
+        };
+        // Written and visible, latches released: the waiters of the removed locks may retry.
+        for key in &unlocked {
+            self.lock_waits.release(key);
         }
         Ok(out)
     }
@@ -173,7 +210,7 @@ impl Storage {
     }
 
     /// Locks `ranges` for committing transaction `owner` (see [`super::range_locks`]).
-    pub fn lock_ranges(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard<'_> {
+    pub fn lock_ranges(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard {
         self.range_locks.lock(owner, ranges)
     }
 

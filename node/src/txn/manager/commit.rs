@@ -1,0 +1,561 @@
+//! The commit path of [`TxnManager`], and how its waits are run.
+//!
+//! ```text
+//!   take the write buffer (state: Committing)   a write arriving from now on is refused
+//!   SERIALIZABLE scans: range locks, check      may wait: another transaction's lock
+//!   prewrite every key, the first as primary    may wait: a live lock, a range lock
+//!   commit_ts from the TSO, commit the primary  the commit point; range locks released
+//!   commit the secondaries
+//!   finish (state: Finished, forgotten)         however the commit ended
+//! ```
+//!
+//! Every step that touches the engine is a synchronous function. A step that may have to
+//! wait (an *attempt*) does not sleep: when it meets a live lock it takes a place in the
+//! key's wait queue ([`Waiter`], see [`crate::txn::lock_wait`]) and returns
+//! [`Attempt::Blocked`]. The driver ([`Exec::drive`]) sleeps on that place until the lock
+//! is released, the lock's TTL runs out or `lock_wait` (counted from the first attempt)
+//! passes, and runs the attempt again, handing it back its place so that a woken waiter
+//! that must wait again keeps its turn. Past the deadline the blocked attempt's error is
+//! returned (`Locked`, or a conflict for range waits: both retryable).
+//!
+//! The sequence is written once, as `async` code over an [`Exec`]:
+//! - `Inline` runs each step on the calling thread and blocks it in waits: the synchronous
+//!   API ([`TxnManager::commit`], [`TxnManager::execute`]), driven by [`block_on`], under
+//!   which every await completes at once;
+//! - `Pool` runs each step on tokio's blocking pool and waits with futures that hold no
+//!   thread ([`TxnManager::commit_async`], [`TxnManager::execute_async`]): any number of
+//!   blocked commits costs no blocking threads, so they cannot starve other requests.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{
+    ActiveTxn, ConflictKind, ExecuteRequest, ExecuteResponse, Result, TxnError, TxnId, TxnManager,
+    TxnState,
+};
+use crate::mvcc::{LockInfo, MvccError, Timestamp};
+use crate::tso::physical;
+use crate::txn::actions::{Mutation, PrewriteOptions};
+use crate::txn::lock_wait::Waiter;
+use crate::txn::range_locks::KeyRange;
+
+/// What is left of an `execute` attempt once its reads and writes are done.
+pub(super) enum Prepared {
+    /// Nothing to commit (a precondition failed): the response as it is.
+    Done(ExecuteResponse),
+    /// Commit transaction `id`, then complete `response` with the commit timestamp.
+    Commit {
+        /// The transaction holding the writes.
+        id: TxnId,
+        /// The response, without its commit timestamp.
+        response: ExecuteResponse,
+    },
+}
+
+/// What an attempt came to.
+enum Attempt<T> {
+    /// Finished.
+    Done(T),
+    /// Must wait, and then be attempted again.
+    Blocked(Blocked),
+}
+
+/// Why an attempt must wait, and for how long at most.
+struct Blocked {
+    /// The place in the queue of what it waits for.
+    waiter: Waiter,
+    /// Retry at this time even if not woken (the lock's TTL runs out then).
+    retry_at: Option<Instant>,
+    /// The error to return if the deadline passes.
+    on_timeout: TxnError,
+}
+
+/// The transaction's buffered work, taken by the commit.
+struct CommitPlan {
+    start_ts: Timestamp,
+    /// Writes first (the first is the primary), then `Lock` mutations for reads.
+    mutations: Arc<Vec<Mutation>>,
+    /// Ranges scanned under SERIALIZABLE.
+    ranges: Arc<Vec<KeyRange>>,
+}
+
+/// Finishes a committing transaction when dropped, however the commit ended (also when an
+/// asynchronous commit is dropped half-way).
+struct Finishing<'a> {
+    manager: &'a TxnManager,
+    id: TxnId,
+    txn: Arc<Mutex<ActiveTxn>>,
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.txn.lock().state = TxnState::Finished;
+        self.manager.txns.lock().remove(&self.id);
+    }
+}
+
+/// Runs `fut` to completion on the calling thread (parking it while the future is pending).
+pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// A time far enough ahead to stand for "no deadline".
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+/// Where the steps of an operation run, and how its waits sleep.
+enum Exec<'a> {
+    /// On the calling thread, which blocks in waits.
+    Inline(&'a TxnManager),
+    /// Steps on tokio's blocking pool; waits are futures that hold no thread.
+    Pool(Arc<TxnManager>),
+}
+
+impl Exec<'_> {
+    fn manager(&self) -> &TxnManager {
+        match self {
+            Exec::Inline(m) => m,
+            Exec::Pool(m) => m,
+        }
+    }
+
+    /// Runs one synchronous step.
+    async fn run<T, F>(&self, step: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TxnManager) -> Result<T> + Send + 'static,
+    {
+        match self {
+            Exec::Inline(m) => step(m),
+            Exec::Pool(m) => {
+                let m = Arc::clone(m);
+                tokio::task::spawn_blocking(move || step(&m))
+                    .await
+                    .map_err(|e| TxnError::TaskFailed(e.to_string()))?
+            }
+        }
+    }
+
+    /// Sleeps on `waiter` until it is woken or `until`.
+    async fn sleep(&self, waiter: &Waiter, until: Instant) {
+        match self {
+            Exec::Inline(_) => {
+                waiter.wait_blocking(until);
+            }
+            Exec::Pool(_) => {
+                waiter.wait(until).await;
+            }
+        }
+    }
+
+    /// Runs `attempt` until it is done, sleeping whenever it is blocked, for at most
+    /// `lock_wait` in all.
+    async fn drive<T, F>(&self, attempt: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&TxnManager, Option<Waiter>) -> Result<Attempt<T>> + Send + Sync + 'static,
+    {
+        let lock_wait = self.manager().config.lock_wait;
+        let deadline = Instant::now()
+            .checked_add(lock_wait)
+            .unwrap_or_else(far_future);
+        let attempt = Arc::new(attempt);
+        let mut place = None;
+        loop {
+            let attempt = Arc::clone(&attempt);
+            let held = place.take();
+            match self.run(move |m| attempt(m, held)).await? {
+                Attempt::Done(out) => return Ok(out),
+                Attempt::Blocked(Blocked {
+                    waiter,
+                    retry_at,
+                    on_timeout,
+                }) => {
+                    if Instant::now() >= deadline {
+                        return Err(on_timeout);
+                    }
+                    let until = retry_at.map_or(deadline, |t| t.min(deadline));
+                    self.sleep(&waiter, until).await;
+                    place = Some(waiter);
+                }
+            }
+        }
+    }
+
+    /// Commits transaction `id` (see the module documentation).
+    async fn commit(&self, id: TxnId) -> Result<Option<Timestamp>> {
+        let manager = self.manager();
+        // In memory and brief: done here, so that nothing can cancel the commit between
+        // taking the buffer and arming `Finishing`.
+        let (txn, plan) = manager.take_for_commit(id)?;
+        let _finishing = Finishing { manager, id, txn };
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let start_ts = plan.start_ts;
+        // SERIALIZABLE scans: hold range locks over the scanned ranges until the commit
+        // point, and make sure nothing changed in them since start_ts.
+        let range_locks = if plan.ranges.is_empty() {
+            None
+        } else {
+            let ranges = Arc::clone(&plan.ranges);
+            let guard = self
+                .run(move |m| Ok(m.storage.lock_ranges(start_ts, &ranges)))
+                .await?;
+            let ranges = Arc::clone(&plan.ranges);
+            self.drive(move |m, held| m.check_ranges_attempt(&ranges, start_ts, held))
+                .await?;
+            Some(guard)
+        };
+        let mutations = Arc::clone(&plan.mutations);
+        self.drive(move |m, held| m.prewrite_attempt(&mutations, start_ts, held))
+            .await?;
+        let mutations = Arc::clone(&plan.mutations);
+        self.run(move |m| {
+            let commit_ts = m.commit_primary(&mutations, start_ts)?;
+            drop(range_locks);
+            m.commit_secondaries(&mutations, start_ts, commit_ts);
+            Ok(Some(commit_ts))
+        })
+        .await
+    }
+
+    /// Runs `request` as one-shot transactions, up to `attempts` times on retryable errors.
+    async fn execute(
+        &self,
+        request: Arc<ExecuteRequest>,
+        attempts: usize,
+    ) -> Result<ExecuteResponse> {
+        let mut last_err = None;
+        for _ in 0..attempts.max(1) {
+            let r = Arc::clone(&request);
+            let once = match self.run(move |m| m.execute_prepare(&r)).await {
+                Ok(Prepared::Done(response)) => Ok(response),
+                Ok(Prepared::Commit { id, mut response }) => {
+                    self.commit(id).await.map(|commit_ts| {
+                        response.commit_ts = commit_ts;
+                        response
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            match once {
+                // The node's memory is not freed by retrying at once: report it.
+                Err(e @ TxnError::Busy { .. }) => return Err(e),
+                Err(e) if e.is_retryable() => last_err = Some(e),
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or(TxnError::InvalidArgument(
+            "execute needs at least one attempt".into(),
+        )))
+    }
+}
+
+impl TxnManager {
+    /// Commits transaction `id`; returns its commit timestamp, or `None` if it wrote
+    /// nothing (read-only transactions never prewrite). The calling thread blocks while the
+    /// commit waits for other transactions' locks; servers use
+    /// [`commit_async`](TxnManager::commit_async).
+    pub fn commit(&self, id: TxnId) -> Result<Option<Timestamp>> {
+        block_on(Exec::Inline(self).commit(id))
+    }
+
+    /// [`commit`](TxnManager::commit) with its engine work on tokio's blocking pool and its
+    /// lock waits as futures that hold no thread. Dropping the future part-way leaves the
+    /// transaction as a crashed coordinator would (its locks are resolved by others after
+    /// their TTL): spawn it as a task to let it finish whatever its caller does.
+    pub async fn commit_async(self: Arc<Self>, id: TxnId) -> Result<Option<Timestamp>> {
+        Exec::Pool(self).commit(id).await
+    }
+
+    /// Runs a one-shot transaction: checks `request.preconditions` at the transaction's
+    /// snapshot, and only if all hold, applies `request.writes`; returns the values of
+    /// `request.reads` either way. Precondition keys are locked at commit, so they still
+    /// hold when the writes become visible (a compare-and-swap). Retryable conflicts are
+    /// retried up to `attempts` times. Blocks the calling thread in lock waits, like
+    /// [`commit`](TxnManager::commit).
+    pub fn execute(&self, request: &ExecuteRequest, attempts: usize) -> Result<ExecuteResponse> {
+        block_on(Exec::Inline(self).execute(Arc::new(request.clone()), attempts))
+    }
+
+    /// [`execute`](TxnManager::execute) on the blocking pool, waiting without a thread (see
+    /// [`commit_async`](TxnManager::commit_async)).
+    pub async fn execute_async(
+        self: Arc<Self>,
+        request: ExecuteRequest,
+        attempts: usize,
+    ) -> Result<ExecuteResponse> {
+        Exec::Pool(self).execute(Arc::new(request), attempts).await
+    }
+
+    /// Moves transaction `id` to `Committing` and takes its buffered work; the plan is
+    /// `None` if there is nothing to commit.
+    fn take_for_commit(&self, id: TxnId) -> Result<(Arc<Mutex<ActiveTxn>>, Option<CommitPlan>)> {
+        let txn = self.txn(id)?;
+        let plan = {
+            let mut t = txn.lock();
+            t.ensure_active(id)?;
+            t.state = TxnState::Committing;
+            let writes = std::mem::take(&mut t.writes);
+            let reads = std::mem::take(&mut t.reads);
+            let ranges = std::mem::take(&mut t.ranges);
+            // A transaction that writes nothing has nothing to commit: its reads came from
+            // one snapshot, and without writes it cannot take part in a write skew.
+            if t.read_only || writes.is_empty() {
+                None
+            } else {
+                // Keys whose reads must still hold at commit: every read under
+                // SERIALIZABLE, and the precondition keys of `execute` under either level.
+                let locks: Vec<Mutation> = reads
+                    .into_iter()
+                    .filter(|k| !writes.contains_key(k))
+                    .map(Mutation::Lock)
+                    .collect();
+                let mut mutations: Vec<Mutation> = writes
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => Mutation::Put(k, v),
+                        None => Mutation::Delete(k),
+                    })
+                    .collect();
+                mutations.extend(locks);
+                Some(CommitPlan {
+                    start_ts: t.start_ts,
+                    mutations: Arc::new(mutations),
+                    ranges: Arc::new(ranges),
+                })
+            }
+        };
+        // A request racing the commit arrives here at the latest: it finds the
+        // transaction committing and is refused.
+        fail::fail_point!("txn::commit::after_taking_writes");
+        Ok((txn, plan))
+    }
+
+    /// Checks that nothing changed in `ranges` since `start_ts`, resolving the locks met.
+    fn check_ranges_attempt(
+        &self,
+        ranges: &[KeyRange],
+        start_ts: Timestamp,
+        mut held: Option<Waiter>,
+    ) -> Result<Attempt<()>> {
+        loop {
+            match self.storage.check_ranges(ranges, start_ts) {
+                // A place held is dropped: the turn passes on, this check takes no lock.
+                Ok(()) => return Ok(Attempt::Done(())),
+                Err(MvccError::WriteConflict {
+                    key,
+                    conflict_start_ts,
+                    ..
+                }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: Some(conflict_start_ts),
+                        reason: "a write committed in a range this transaction scanned".into(),
+                    });
+                }
+                Err(MvccError::KeyIsLocked(info)) => {
+                    let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
+                    if self.resolve(&info, start_ts)?.is_some() {
+                        let retry_at = self.lock_expiry(&info)?;
+                        return Ok(Attempt::Blocked(Blocked {
+                            waiter,
+                            retry_at,
+                            on_timeout: TxnError::Conflict {
+                                kind: ConflictKind::WriteConflict,
+                                start_ts,
+                                key: Some(info.key.clone()),
+                                conflicting_start_ts: Some(info.start_ts),
+                                reason:
+                                    "a transaction is writing in a range this transaction scanned"
+                                        .into(),
+                            },
+                        }));
+                    }
+                    held = Some(waiter);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Prewrites `mutations` (the first key is the primary), resolving the locks met.
+    fn prewrite_attempt(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        mut held: Option<Waiter>,
+    ) -> Result<Attempt<()>> {
+        let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
+            return Ok(Attempt::Done(()));
+        };
+        loop {
+            // The TTL counts from start_ts: give the commit a full TTL from now.
+            let now = self.tso.get_timestamp()?;
+            let elapsed_ms = physical(now).saturating_sub(physical(start_ts));
+            let options = PrewriteOptions {
+                primary: primary.clone(),
+                ttl_ms: elapsed_ms + self.config.lock_ttl_ms,
+                min_commit_ts: start_ts + 1,
+                coordinator: self.coordinator,
+            };
+            match self.storage.prewrite(mutations, &options, start_ts) {
+                Ok(()) => {
+                    // Every key is ours now, the one waited for included.
+                    if let Some(w) = held {
+                        w.keep();
+                    }
+                    return Ok(Attempt::Done(()));
+                }
+                Err(MvccError::WriteConflict {
+                    key,
+                    conflict_start_ts,
+                    conflict_commit_ts,
+                    ..
+                }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: Some(conflict_start_ts),
+                        reason: format!(
+                            "write conflict with a transaction committed at {conflict_commit_ts}"
+                        ),
+                    });
+                }
+                Err(MvccError::AlreadyRolledBack { key, .. }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::RolledBack,
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: None,
+                        reason: "rolled back by another transaction".into(),
+                    });
+                }
+                Err(MvccError::RangeLocked { key, owner }) => {
+                    // A committing SERIALIZABLE transaction scanned this range: wait for it.
+                    drop(held.take());
+                    let Some(waiter) = self.storage.wait_for_range_locks(owner) else {
+                        continue;
+                    };
+                    return Ok(Attempt::Blocked(Blocked {
+                        waiter,
+                        retry_at: None,
+                        on_timeout: TxnError::Conflict {
+                            kind: ConflictKind::RangeLocked,
+                            start_ts,
+                            key: Some(key),
+                            conflicting_start_ts: Some(owner),
+                            reason: "the key is in a range read by a committing serializable transaction".into(),
+                        },
+                    }));
+                }
+                Err(MvccError::KeyIsLocked(info)) => {
+                    // Enqueued before asking the primary: see `lock_wait` on lost wake-ups.
+                    let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
+                    if self.resolve(&info, start_ts)?.is_some() {
+                        let retry_at = self.lock_expiry(&info)?;
+                        return Ok(Attempt::Blocked(Blocked {
+                            waiter,
+                            retry_at,
+                            on_timeout: TxnError::Locked(info),
+                        }));
+                    }
+                    // Resolved: retry at once, keeping the place.
+                    held = Some(waiter);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// When the lock `info` describes runs out of TTL (and can be rolled back by whoever
+    /// meets it), if that is representable.
+    fn lock_expiry(&self, info: &LockInfo) -> Result<Option<Instant>> {
+        let now = self.tso.get_timestamp()?;
+        let left_ms = physical(info.start_ts)
+            .saturating_add(info.ttl_ms)
+            .saturating_sub(physical(now))
+            .saturating_add(1);
+        Ok(Instant::now().checked_add(Duration::from_millis(left_ms)))
+    }
+
+    /// Commits the primary (the commit point) and returns the commit timestamp.
+    fn commit_primary(&self, mutations: &[Mutation], start_ts: Timestamp) -> Result<Timestamp> {
+        let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
+            return Err(TxnError::InvalidArgument("a commit with no keys".into()));
+        };
+        // Crash tests: the process dies with every key prewritten and nothing committed.
+        fail::fail_point!("txn_commit_abort_before_primary", |_| std::process::abort());
+        let mut commit_ts = self.tso.get_timestamp()?;
+        loop {
+            match self
+                .storage
+                .commit(std::slice::from_ref(&primary), start_ts, commit_ts)
+            {
+                Ok(()) => return Ok(commit_ts),
+                Err(MvccError::CommitTsExpired { min_commit_ts, .. }) => {
+                    // A reader pushed min_commit_ts past our timestamp: take a newer one.
+                    commit_ts = self.tso.get_timestamp()?.max(min_commit_ts);
+                }
+                Err(MvccError::AlreadyRolledBack { .. })
+                | Err(MvccError::TxnLockNotFound { .. }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::RolledBack,
+                        start_ts,
+                        key: Some(primary),
+                        conflicting_start_ts: None,
+                        reason:
+                            "rolled back by another transaction while committing (lock expired)"
+                                .into(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Commits the secondaries after the commit point. A failure here is left to readers,
+    /// who resolve the remaining locks through the committed primary.
+    fn commit_secondaries(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) {
+        // Crash tests: the process dies with the primary committed, the secondaries locked.
+        fail::fail_point!("txn_commit_abort_before_secondaries", |_| {
+            std::process::abort()
+        });
+        let secondaries: Vec<Vec<u8>> =
+            mutations.iter().skip(1).map(|m| m.key().to_vec()).collect();
+        if !secondaries.is_empty() {
+            if let Err(e) = self.storage.commit(&secondaries, start_ts, commit_ts) {
+                tracing::warn!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will resolve them");
+            }
+        }
+    }
+}
