@@ -17,6 +17,9 @@ pub mod range_locks;
 pub mod storage;
 
 #[cfg(test)]
+mod lock_wait_tests;
+
+#[cfg(test)]
 mod manager_tests;
 
 #[cfg(test)]
