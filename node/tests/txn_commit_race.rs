@@ -154,7 +154,7 @@ fn a_put_while_the_commit_holds_the_buffer_is_refused_over_the_wire() {
         .await
         .unwrap();
 
-        let mut pause = Pause::at("txn::commit::after_taking_writes");
+        let pause = Pause::at("txn::commit::after_taking_writes");
         let commit = {
             let mut txn = txn.clone();
             tokio::spawn(async move { txn.commit(pb::CommitRequest { txn_id: t.txn_id }).await })
