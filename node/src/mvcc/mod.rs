@@ -27,8 +27,11 @@ pub mod reader;
 pub mod record;
 pub mod txn;
 
+#[cfg(test)]
+mod reader_tests;
+
 pub use gc::{compute_safe_point, GcSafePoint, MvccGcFilter};
-pub use reader::{MvccReader, TxnCommitRecord};
+pub use reader::{MvccReader, ScanLimit, ScanPage, TxnCommitRecord};
 pub use record::{Coordinator, Lock, LockKind, Write, WriteKind};
 pub use txn::MvccTxn;
 

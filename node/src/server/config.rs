@@ -103,6 +103,8 @@ pub struct TxnSettings {
     /// Transactions older than this (seconds since their start) are rolled back even if
     /// heartbeats keep them alive.
     pub max_lifetime_s: u64,
+    /// The most memory all open transactions of the node may hold together, in MiB.
+    pub max_open_txn_mb: u64,
 }
 
 impl Default for TxnSettings {
@@ -114,6 +116,7 @@ impl Default for TxnSettings {
             gc_life_time_s: 600,
             gc_interval_ms: 10_000,
             max_lifetime_s: 600,
+            max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
         }
     }
 }
@@ -194,6 +197,9 @@ pub struct ConfigArgs {
     /// Longest a transaction may live, in seconds.
     #[arg(long, env = "STRATA_MAX_LIFETIME_S")]
     pub max_lifetime_s: Option<u64>,
+    /// Memory budget of all open transactions, in MiB.
+    #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
+    pub max_open_txn_mb: Option<u64>,
     /// Log filter.
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -275,6 +281,7 @@ impl NodeConfig {
         set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
         set(&mut self.txn.gc_interval_ms, &args.gc_interval_ms);
         set(&mut self.txn.max_lifetime_s, &args.max_lifetime_s);
+        set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }
@@ -297,6 +304,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "txn.idle_timeout_s = 0: must be at least 1".into(),
             ));
+        }
+        if self.txn.max_open_txn_mb == 0 || self.txn.max_open_txn_mb > 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "txn.max_open_txn_mb = {}: must be 1..=1048576",
+                self.txn.max_open_txn_mb
+            )));
         }
         if self.txn.lock_ttl_ms == 0 {
             return Err(ConfigError::Invalid(
@@ -354,6 +367,10 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(self.txn.idle_timeout_s),
             max_keys: usize::try_from(strata_proto::limits::MAX_TXN_KEYS).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(strata_proto::limits::MAX_TXN_BYTES).unwrap_or(usize::MAX),
+            max_open_txn_bytes: usize::try_from(self.txn.max_open_txn_mb << 20)
+                .unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(strata_proto::limits::MAX_RESPONSE_BYTES)
+                .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
             max_lifetime: Duration::from_secs(self.txn.max_lifetime_s),
         }

@@ -41,15 +41,20 @@
 //! acknowledged and then dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::mvcc::{compute_safe_point, Coordinator, LockInfo, MvccError, Timestamp};
+use crate::mvcc::{
+    compute_safe_point, Coordinator, LockInfo, MvccError, ScanLimit, ScanPage, Timestamp,
+};
 use crate::tso::{physical, Tso, TsoError};
 
 use super::actions::TxnStatus;
+use super::limits::{OpenTxnMemory, ResponseBudget, TxnFootprint};
+use super::overlay::overlay;
 use super::range_locks::KeyRange;
 use super::storage::Storage;
 use super::txn_id::TxnIds;
@@ -62,6 +67,9 @@ fn key_successor(key: &[u8]) -> Vec<u8> {
     k.push(0);
     k
 }
+
+/// A key and what reading it returned (`None`: absent).
+pub type KeyRead = (Vec<u8>, Option<Vec<u8>>);
 
 /// A transaction's id: never reused, across restarts and nodes (see [`TxnIds`]).
 pub type TxnId = u64;
@@ -145,10 +153,18 @@ pub struct TxnConfig {
     pub lock_wait: Duration,
     /// Transactions idle longer than this are rolled back.
     pub idle_timeout: Duration,
-    /// Most keys one transaction may write.
+    /// Most keys one transaction may write; also the most keys read plus ranges scanned a
+    /// SERIALIZABLE transaction may record.
     pub max_keys: usize,
-    /// Most bytes of keys and values one transaction may buffer.
+    /// Most bytes one transaction may hold: keys and values of its writes, and under
+    /// SERIALIZABLE the keys it read and the bounds of the ranges it scanned.
     pub max_bytes: usize,
+    /// Most bytes all open transactions of the node may hold together (as counted for
+    /// `max_bytes`, plus [`TXN_OVERHEAD_BYTES`](super::limits::TXN_OVERHEAD_BYTES) each).
+    pub max_open_txn_bytes: usize,
+    /// Most key and value bytes the point reads of one [`TxnManager::execute`] or
+    /// [`TxnManager::batch_get`] may return.
+    pub max_response_bytes: usize,
     /// How long old versions stay readable: the GC safe point is never newer than
     /// `now - gc_life_time`.
     pub gc_life_time: Duration,
@@ -165,6 +181,8 @@ impl Default for TxnConfig {
             idle_timeout: Duration::from_secs(60),
             max_keys: 100_000,
             max_bytes: 64 << 20,
+            max_open_txn_bytes: 1 << 30,
+            max_response_bytes: 15 << 20,
             gc_life_time: Duration::from_secs(10 * 60),
             max_lifetime: Duration::from_secs(10 * 60),
         }
@@ -238,6 +256,24 @@ pub enum TxnError {
     /// A task running part of the request failed (panicked or was cancelled).
     #[error("request task failed: {0}")]
     TaskFailed(String),
+    /// The values one request read passed the response budget (`limit_name` is
+    /// `max_response_bytes`); reading stopped there and nothing is returned.
+    #[error("the values read exceed {limit_name} = {limit}; split the request")]
+    ResponseTooLarge {
+        /// The configuration name of the limit.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// The node's open transactions together would hold more than their budget
+    /// (`limit_name` is `max_open_txn_bytes`); retry when other transactions have finished.
+    #[error("open transactions on this node would exceed {limit_name} = {limit}")]
+    Busy {
+        /// The configuration name of the limit.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+    },
 }
 
 /// Where a transaction is in its life.
@@ -265,7 +301,7 @@ impl TxnError {
     /// Whether retrying the transaction (from `begin`) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TxnError::Conflict { .. } | TxnError::Locked(_) => true,
+            TxnError::Conflict { .. } | TxnError::Locked(_) | TxnError::Busy { .. } => true,
             TxnError::Mvcc(e) => matches!(
                 e,
                 MvccError::KeyIsLocked(_) | MvccError::WriteConflict { .. }
@@ -276,7 +312,8 @@ impl TxnError {
             | TxnError::TooLarge { .. }
             | TxnError::InvalidArgument(_)
             | TxnError::NotActive { .. }
-            | TxnError::TaskFailed(_) => false,
+            | TxnError::TaskFailed(_)
+            | TxnError::ResponseTooLarge { .. } => false,
         }
     }
 }
@@ -328,7 +365,9 @@ struct ActiveTxn {
     read_only: bool,
     /// Buffered writes: `None` is a delete.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    buffered_bytes: usize,
+    /// What the writes, reads and ranges hold, against the transaction's and the node's
+    /// limits; gives the node's budget back when the transaction is dropped.
+    memory: TxnFootprint,
     /// Keys whose reads are locked at commit (every read under SERIALIZABLE; precondition
     /// keys of `execute`).
     reads: BTreeSet<Vec<u8>>,
@@ -360,6 +399,8 @@ pub struct TxnManager {
     ids: TxnIds,
     /// This node's run, recorded in every lock (`None`: not recorded).
     coordinator: Option<Coordinator>,
+    /// The memory all open transactions hold (`max_open_txn_bytes`).
+    memory: Arc<OpenTxnMemory>,
 }
 
 impl std::fmt::Debug for TxnManager {
@@ -374,6 +415,7 @@ impl std::fmt::Debug for TxnManager {
 impl TxnManager {
     /// A coordinator over `storage`, taking timestamps from `tso`.
     pub fn new(storage: Arc<Storage>, tso: Arc<dyn Tso>, config: TxnConfig) -> TxnManager {
+        let memory = Arc::new(OpenTxnMemory::new(config.max_open_txn_bytes));
         TxnManager {
             storage,
             tso,
@@ -382,6 +424,7 @@ impl TxnManager {
             live_starts: LiveStarts::default(),
             ids: TxnIds::ephemeral(),
             coordinator: None,
+            memory,
         }
     }
 
@@ -411,6 +454,7 @@ impl TxnManager {
 
     /// Starts a transaction; returns its id and start timestamp.
     pub fn begin(&self, isolation: Isolation, read_only: bool) -> Result<(TxnId, Timestamp)> {
+        let memory = TxnFootprint::new(&self.memory)?;
         let start_ts = self.tso.get_timestamp()?;
         let id = self.ids.next()?;
         let txn = ActiveTxn {
@@ -420,7 +464,7 @@ impl TxnManager {
             isolation,
             read_only,
             writes: BTreeMap::new(),
-            buffered_bytes: 0,
+            memory,
             reads: BTreeSet::new(),
             ranges: Vec::new(),
             bypass: Vec::new(),
@@ -455,12 +499,36 @@ impl TxnManager {
             self.storage.get(key, start_ts, bypass)
         })?;
         if t.isolation == Isolation::Serializable && !t.read_only {
-            t.reads.insert(key.to_vec());
+            self.record_read(&mut t, key)?;
         }
         Ok(value)
     }
 
-    /// Up to `limit` pairs of `[start, end)` as transaction `id` sees them.
+    /// Adds `key` to the keys whose reads are locked at commit, counting it against the
+    /// transaction's limits (a key already there costs nothing).
+    fn record_read(&self, t: &mut ActiveTxn, key: &[u8]) -> Result<()> {
+        if !t.reads.contains(key) {
+            t.memory.add_read(key.len(), &self.config)?;
+            t.reads.insert(key.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Reads `keys` in transaction `id`, in order, as [`TxnManager::get`] does; fails with
+    /// `ResponseTooLarge` (and stops reading) once the values pass `max_response_bytes`.
+    pub fn batch_get(&self, id: TxnId, keys: &[Vec<u8>]) -> Result<Vec<KeyRead>> {
+        let mut budget = ResponseBudget::new(self.config.max_response_bytes);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.get(id, key)?;
+            budget.charge(key, value.as_deref())?;
+            out.push((key.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` pairs of `[start, end)` as transaction `id` sees them;
+    /// [`TxnManager::scan_page`] without a byte budget.
     pub fn scan(
         &self,
         id: TxnId,
@@ -469,54 +537,64 @@ impl TxnManager {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_page(id, start, end, ScanLimit::pairs(limit), reverse)
+            .map(|page| page.pairs)
+    }
+
+    /// The pairs of `[start, end)` as transaction `id` sees them (its own writes laid over
+    /// its snapshot), up to `limit`; `more` says the range may hold more pairs beyond the
+    /// last one. Storage is read under the same limit, so values past the byte budget are
+    /// never loaded. Under SERIALIZABLE the part of the range the page covers is recorded
+    /// (and counted against the transaction's limits) for the commit-time check.
+    pub fn scan_page(
+        &self,
+        id: TxnId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        reverse: bool,
+    ) -> Result<ScanPage> {
         let txn = self.txn(id)?;
         let mut t = txn.lock();
         t.ensure_active(id)?;
         t.last_used = Instant::now();
-        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        let buffered: Vec<(Vec<u8>, Option<Vec<u8>>)> = t
-            .writes
-            .iter()
-            .filter(|(k, _)| in_range(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        // Each buffered delete can hide one stored row: fetch enough that `limit` survive.
-        let fetch = limit.saturating_add(buffered.len());
+        let range = (
+            Bound::Included(start),
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        // Each buffered write can hide or replace one stored row: fetch enough rows that
+        // `limit.pairs` survive.
+        let buffered = t.writes.range::<[u8], _>(range).count();
+        let fetch = ScanLimit {
+            pairs: limit.pairs.saturating_add(buffered),
+            bytes: limit.bytes,
+        };
         let stored = self.read_resolving(&mut t, |bypass, ts| {
-            self.storage.scan(start, end, fetch, ts, reverse, bypass)
+            self.storage
+                .scan_page(start, end, fetch, ts, reverse, bypass)
         })?;
-        let exhausted = stored.len() < fetch;
-        let boundary = stored.last().map(|(k, _)| k.clone());
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (k, v) in buffered {
-            let beyond = !exhausted
-                && boundary
-                    .as_ref()
-                    .is_some_and(|b| if reverse { &k < b } else { &k > b });
-            if beyond {
-                continue; // outside what the fetched rows cover
-            }
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = merged.into_iter().collect();
-        if reverse {
-            out.reverse();
-        }
-        out.truncate(limit);
+        let writes = t
+            .writes
+            .range::<[u8], _>(range)
+            .map(|(k, v)| (k.as_slice(), v.as_deref()));
+        let page = if reverse {
+            overlay(stored, writes.rev(), true, limit)
+        } else {
+            overlay(stored, writes, false, limit)
+        };
         if t.isolation == Isolation::Serializable && !t.read_only {
-            // The part of the range the result depends on: all of it, or up to the last
-            // key returned when the limit cut the scan short.
-            let covered = match (out.len() >= limit, out.last()) {
+            // The part of the range the page depends on: all of it, or up to its last key
+            // when it stopped early.
+            let covered = match (page.more, page.pairs.last()) {
                 (true, Some((last, _))) if reverse => (last.clone(), end.map(<[u8]>::to_vec)),
                 (true, Some((last, _))) => (start.to_vec(), Some(key_successor(last))),
                 _ => (start.to_vec(), end.map(<[u8]>::to_vec)),
             };
+            let bytes = covered.0.len() + covered.1.as_ref().map_or(0, Vec::len);
+            t.memory.add_read(bytes, &self.config)?;
             t.ranges.push(covered);
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// Buffers a write of `key` (`None` deletes it).
@@ -531,19 +609,17 @@ impl TxnManager {
             return Err(TxnError::ReadOnly(id));
         }
         let add = key.len() + value.map_or(0, <[u8]>::len);
-        if !t.writes.contains_key(key) && t.writes.len() >= self.config.max_keys {
+        let replaced = t
+            .writes
+            .get(key)
+            .map(|old| key.len() + old.as_ref().map_or(0, Vec::len));
+        if replaced.is_none() && t.writes.len() >= self.config.max_keys {
             return Err(TxnError::TooLarge {
                 limit_name: "max_keys",
                 limit: self.config.max_keys as u64,
             });
         }
-        if t.buffered_bytes + add > self.config.max_bytes {
-            return Err(TxnError::TooLarge {
-                limit_name: "max_bytes",
-                limit: self.config.max_bytes as u64,
-            });
-        }
-        t.buffered_bytes += add;
+        t.memory.replace(replaced.unwrap_or(0), add, &self.config)?;
         t.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
     }
@@ -622,18 +698,14 @@ impl TxnManager {
             for (i, p) in request.preconditions.iter().enumerate() {
                 let value = self.get(id, p.key())?;
                 if !read_only {
-                    if let Some(txn) = self.txns.lock().get(&id) {
-                        txn.lock().reads.insert(p.key().to_vec());
-                    }
+                    let txn = self.txn(id)?;
+                    self.record_read(&mut txn.lock(), p.key())?;
                 }
                 if failed.is_none() && !p.holds(value.as_deref()) {
                     failed = Some(i);
                 }
             }
-            let mut reads = Vec::with_capacity(request.reads.len());
-            for key in &request.reads {
-                reads.push((key.clone(), self.get(id, key)?));
-            }
+            let reads = self.batch_get(id, &request.reads)?;
             if failed.is_some() {
                 self.rollback(id)?;
                 return Ok(commit::Prepared::Done(ExecuteResponse {

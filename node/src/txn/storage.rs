@@ -28,7 +28,9 @@
 
 use crate::lsm::{Db, WriteOptions};
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
-use crate::mvcc::{Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, Timestamp};
+use crate::mvcc::{
+    Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
+};
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
@@ -154,6 +156,22 @@ impl Storage {
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).scan(start, end, limit, ts, reverse, bypass)
+    }
+
+    /// One page of [`Storage::scan`] under a pair and byte limit ([`MvccReader::scan_page`]).
+    pub fn scan_page(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        ts: Timestamp,
+        reverse: bool,
+        bypass: &[Timestamp],
+    ) -> Result<ScanPage> {
+        let snap = self.db.snapshot();
+        self.safe_point.check(ts)?;
+        MvccReader::new(&self.db, Some(snap.seq()))
+            .scan_page(start, end, limit, ts, reverse, bypass)
     }
 
     /// Prewrites all `mutations` of transaction `start_ts`, or none of them: the first

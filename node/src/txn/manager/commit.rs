@@ -260,6 +260,8 @@ impl Exec<'_> {
                 Err(e) => Err(e),
             };
             match once {
+                // The node's memory is not freed by retrying at once: report it.
+                Err(e @ TxnError::Busy { .. }) => return Err(e),
                 Err(e) if e.is_retryable() => last_err = Some(e),
                 other => return other,
             }
