@@ -10,11 +10,13 @@
 //!   lsm                 Strata's own log-structured merge-tree storage engine
 //! ```
 //!
-//! Beside them, [`tso`] is the timestamp oracle that transactions take their timestamps from.
+//! Beside them, [`tso`] is the timestamp oracle that transactions take their timestamps from,
+//! and [`check`] holds the checkers tests hold recorded histories against (no layer uses it).
 //!
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod lsm;
 pub mod mvcc;

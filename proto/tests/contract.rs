@@ -319,6 +319,12 @@ fn the_limits_and_the_reason_table_agree_with_the_brief() {
     const LARGEST_PAIR: u64 = MAX_KEY_BYTES + MAX_VALUE_BYTES + 1024;
     const { assert!(LARGEST_PAIR < MAX_MESSAGE_BYTES) };
     const { assert!(SCAN_RESPONSE_BYTES + LARGEST_PAIR < MAX_MESSAGE_BYTES) };
+    // A BatchGet or Execute response at max_response_bytes fits one message: each of at most
+    // max_batch_keys results adds under 16 bytes of framing. A maximal pair fits the budget.
+    const { assert!(MAX_RESPONSE_BYTES + MAX_BATCH_KEYS * 16 + 1024 < MAX_MESSAGE_BYTES) };
+    const { assert!(LARGEST_PAIR < MAX_RESPONSE_BYTES) };
+    // One transaction fits in the node's default budget of open transactions.
+    const { assert!(MAX_TXN_BYTES < MAX_OPEN_TXN_BYTES) };
 
     assert_eq!(ErrorReason::WriteConflict.code(), Code::Aborted);
     assert_eq!(ErrorReason::TxnRolledBack.code(), Code::Aborted);

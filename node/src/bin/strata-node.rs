@@ -3,6 +3,10 @@
 //! Reads its configuration (YAML file, flags, `STRATA_*` environment variables), serves the
 //! gRPC API and the HTTP port until SIGINT or SIGTERM, then shuts down gracefully and exits
 //! 0. A startup failure prints one line to stderr and exits 1.
+//!
+//! Built with the `failpoints` feature (tests only), it reads failpoints from the
+//! `FAILPOINTS` environment variable (`name=action;...`, as fail-rs defines it), so process
+//! tests can crash it at a chosen moment.
 
 use std::process::ExitCode;
 
@@ -19,6 +23,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version.

@@ -76,25 +76,75 @@ use super::reader::MvccReader;
 use super::record::{Write, WriteKind};
 use super::{MvccError, Result, Timestamp};
 
+/// Where the GC safe point is kept durably, so that a restart resumes from the safe point
+/// compactions may already have collected below instead of guessing one.
+///
+/// On a single node this is the engine's `raft-state` family (`txn::NodeMeta`); once the
+/// safe point is cluster-wide, an implementation proposes it through the Raft group that
+/// serves it. Nothing else in GC changes.
+pub trait SafePointStore: Send + Sync + std::fmt::Debug {
+    /// The last safe point saved, if any.
+    fn load(&self) -> Result<Option<Timestamp>>;
+    /// Makes `safe_point` durable; returns only once it is.
+    fn save(&self, safe_point: Timestamp) -> Result<()>;
+}
+
 /// The GC safe point, shared by the compaction filter, the readers and whoever advances it.
-/// It never moves backwards.
+/// It never moves backwards. With a [`SafePointStore`], [`GcSafePoint::advance_durably`]
+/// saves a new safe point before any compaction or reader can see it.
 #[derive(Debug, Clone, Default)]
-pub struct GcSafePoint(Arc<AtomicU64>);
+pub struct GcSafePoint {
+    ts: Arc<AtomicU64>,
+    store: Option<Arc<dyn SafePointStore>>,
+    /// Serialises save-then-publish, so the saved value never falls behind the visible one.
+    saving: Arc<Mutex<()>>,
+}
 
 impl GcSafePoint {
-    /// A safe point starting at `ts`.
+    /// A safe point starting at `ts`, kept in memory only.
     pub fn new(ts: Timestamp) -> GcSafePoint {
-        GcSafePoint(Arc::new(AtomicU64::new(ts)))
+        GcSafePoint {
+            ts: Arc::new(AtomicU64::new(ts)),
+            ..GcSafePoint::default()
+        }
+    }
+
+    /// The same safe point (shared with `self` and its clones), whose
+    /// [`advance_durably`](GcSafePoint::advance_durably) saves to `store` first. A server
+    /// opens its engine with a store-less safe point at 0 (the compaction filter needs it
+    /// before the store, which lives in the engine, can be read), then attaches the store.
+    pub fn with_store(&self, store: Arc<dyn SafePointStore>) -> GcSafePoint {
+        GcSafePoint {
+            ts: Arc::clone(&self.ts),
+            store: Some(store),
+            saving: Arc::clone(&self.saving),
+        }
     }
 
     /// The current safe point.
     pub fn get(&self) -> Timestamp {
-        self.0.load(Ordering::Acquire)
+        self.ts.load(Ordering::Acquire)
     }
 
-    /// Moves the safe point up to `ts` (never down); returns the safe point after the call.
+    /// Moves the safe point up to `ts` (never down) in memory only; returns the safe point
+    /// after the call. Servers use [`GcSafePoint::advance_durably`].
     pub fn advance(&self, ts: Timestamp) -> Timestamp {
-        self.0.fetch_max(ts, Ordering::AcqRel).max(ts)
+        self.ts.fetch_max(ts, Ordering::AcqRel).max(ts)
+    }
+
+    /// Moves the safe point up to `ts` (never down), saving it to the store (if any) before
+    /// it becomes visible: a compaction never collects below a safe point that a crash could
+    /// forget. Returns the safe point after the call; on a failed save it is unchanged.
+    pub fn advance_durably(&self, ts: Timestamp) -> Result<Timestamp> {
+        let _saving = self.saving.lock();
+        let current = self.get();
+        if ts <= current {
+            return Ok(current);
+        }
+        if let Some(store) = &self.store {
+            store.save(ts)?;
+        }
+        Ok(self.advance(ts))
     }
 
     /// `ReadBelowSafePoint` if `ts` is below the safe point.
@@ -109,6 +159,22 @@ impl GcSafePoint {
         }
         Ok(())
     }
+}
+
+/// The safe point a node starts with: the one it saved (`persisted`), or, on a data
+/// directory that has none (new, or written before safe points were saved),
+/// [`compute_safe_point`] at `now`. Never above the oldest lock found on disk: resolving that
+/// lock may need its primary's commit record, which GC below the lock could drop. (A saved
+/// safe point above a lock on disk breaks an invariant; the lower value keeps the lock's
+/// transaction intact, at the cost of allowing reads that the saved one refused.)
+pub fn start_safe_point(
+    persisted: Option<Timestamp>,
+    oldest_lock: Option<Timestamp>,
+    now: Timestamp,
+    gc_life_time: Duration,
+) -> Timestamp {
+    let base = persisted.unwrap_or_else(|| compute_safe_point(None, now, gc_life_time));
+    oldest_lock.map_or(base, |lock| base.min(lock))
 }
 
 /// The safe point for the given oldest active transaction (if any) at time `now`: the oldest

@@ -315,6 +315,7 @@ impl Env {
             primary: key.to_vec(),
             ttl_ms: 3000,
             min_commit_ts: start_ts + 1,
+            coordinator: None,
         };
         self.storage.prewrite(&[m], &opts, start_ts).unwrap();
         self.storage
@@ -443,6 +444,7 @@ fn a_prewrite_below_the_safe_point_is_refused() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: 51,
+        coordinator: None,
     };
     let result = e
         .storage
@@ -530,4 +532,41 @@ proptest! {
             );
         }
     }
+}
+
+#[derive(Debug)]
+struct FailingStore;
+
+impl super::SafePointStore for FailingStore {
+    fn load(&self) -> Result<Option<Timestamp>> {
+        Ok(None)
+    }
+
+    fn save(&self, _: Timestamp) -> Result<()> {
+        Err(MvccError::Engine(crate::lsm::Error::InvalidArgument(
+            "disk gone".into(),
+        )))
+    }
+}
+
+#[test]
+fn a_safe_point_that_cannot_be_saved_does_not_advance() {
+    let sp = GcSafePoint::new(10);
+    let durable = sp.with_store(std::sync::Arc::new(FailingStore));
+    assert!(durable.advance_durably(20).is_err());
+    assert_eq!(sp.get(), 10, "no compaction may use an unsaved safe point");
+    assert_eq!(durable.advance_durably(5).unwrap(), 10, "nothing to save");
+}
+
+#[test]
+fn the_start_safe_point_is_the_saved_one_and_never_above_a_lock() {
+    use crate::tso::compose;
+    let now = compose(1_000_000_000, 0);
+    let life = std::time::Duration::from_secs(600);
+    let by_clock = compose(1_000_000_000 - 600_000, 0);
+    assert_eq!(super::start_safe_point(None, None, now, life), by_clock);
+    assert_eq!(super::start_safe_point(Some(7), None, now, life), 7);
+    assert_eq!(super::start_safe_point(Some(7), Some(5), now, life), 5);
+    assert_eq!(super::start_safe_point(Some(7), Some(9), now, life), 7);
+    assert_eq!(super::start_safe_point(None, Some(5), now, life), 5);
 }

@@ -3,7 +3,8 @@
 //! Every user key lives in three column families:
 //!
 //! ```text
-//!   lock    key                 -> Lock  { kind, primary, start_ts, ttl, min_commit_ts, short value }
+//!   lock    key                 -> Lock  { kind, primary, start_ts, ttl, min_commit_ts, short value,
+//!                                          coordinator }
 //!   write   (key, commit_ts)    -> Write { kind: Put|Delete|Lock|Rollback, start_ts, short value }
 //!   default (key, start_ts)     -> value (when too long to live inline)
 //! ```
@@ -26,9 +27,12 @@ pub mod reader;
 pub mod record;
 pub mod txn;
 
+#[cfg(test)]
+mod reader_tests;
+
 pub use gc::{compute_safe_point, GcSafePoint, MvccGcFilter};
-pub use reader::{MvccReader, TxnCommitRecord};
-pub use record::{Lock, LockKind, Write, WriteKind};
+pub use reader::{MvccReader, ScanLimit, ScanPage, TxnCommitRecord};
+pub use record::{Coordinator, Lock, LockKind, Write, WriteKind};
 pub use txn::MvccTxn;
 
 /// A hybrid timestamp (`physical_ms << 18 | logical`), as issued by the timestamp oracle.

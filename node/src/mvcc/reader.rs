@@ -1,4 +1,9 @@
 //! Reading MVCC data at a timestamp, over one consistent engine snapshot.
+//!
+//! Scans fill a [`ScanPage`] under a [`ScanLimit`] (pairs and bytes). The limit is checked
+//! before a value is loaded, so a scan over many large values holds at most the byte budget
+//! plus one pair in memory, however large the range, and the page says exactly whether more
+//! pairs remain.
 
 use crate::lsm::key::prefix_successor;
 use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo};
@@ -21,6 +26,76 @@ pub enum TxnCommitRecord {
     RolledBack,
     /// No record: the transaction neither committed nor rolled back the key (yet).
     None,
+}
+
+/// How much one scan page may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimit {
+    /// The most pairs.
+    pub pairs: usize,
+    /// The byte budget (keys plus values): no pair is added once the page holds this many
+    /// bytes, but a page always holds at least one pair if any is in range.
+    pub bytes: usize,
+}
+
+impl ScanLimit {
+    /// At most `pairs` pairs, whatever their size.
+    pub fn pairs(pairs: usize) -> ScanLimit {
+        ScanLimit {
+            pairs,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Whether a page of `pairs` pairs and `bytes` bytes has room for another pair.
+    pub fn has_room(&self, pairs: usize, bytes: usize) -> bool {
+        pairs < self.pairs && (pairs == 0 || bytes < self.bytes)
+    }
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The pairs, in scan order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether the range holds more pairs beyond the last one (the scan stopped at its
+    /// limit or byte budget). Continue ascending from the last key's successor
+    /// (`last + [0]`), descending with the last key as the exclusive end.
+    pub more: bool,
+}
+
+/// A page being filled under a [`ScanLimit`].
+struct PageBuilder {
+    page: ScanPage,
+    bytes: usize,
+    limit: ScanLimit,
+}
+
+impl PageBuilder {
+    /// Offers `key` with its newest data record: a Put is added (its value read through
+    /// `load` unless inline) if the page has room. Returns `false` once the page is full,
+    /// with `more` set: a visible key was left out, and its value was not read.
+    fn offer(
+        &mut self,
+        key: Vec<u8>,
+        write: Option<Write>,
+        load: impl FnOnce(&[u8], Timestamp) -> Result<Vec<u8>>,
+    ) -> Result<bool> {
+        let Some(w) = write.filter(|w| w.kind == WriteKind::Put) else {
+            return Ok(true);
+        };
+        if !self.limit.has_room(self.page.pairs.len(), self.bytes) {
+            self.page.more = true;
+            return Ok(false);
+        }
+        let value = match w.short_value {
+            Some(v) => v,
+            None => load(&key, w.start_ts)?,
+        };
+        self.bytes = self.bytes.saturating_add(key.len() + value.len());
+        self.page.pairs.push((key, value));
+        Ok(true)
+    }
 }
 
 /// Reads locks, commit records and values at timestamps, from one engine snapshot.
@@ -180,8 +255,7 @@ impl<'a> MvccReader<'a> {
     }
 
     /// Up to `limit` key/value pairs of `[start, end)` (`end` unbounded if `None`) visible at
-    /// `ts`, ascending or descending. A lock in the scanned range of a transaction that
-    /// started at or before `ts` (and is not in `bypass`) is `KeyIsLocked`.
+    /// `ts`, ascending or descending; [`MvccReader::scan_page`] without a byte budget.
     pub fn scan(
         &self,
         start: &[u8],
@@ -191,6 +265,27 @@ impl<'a> MvccReader<'a> {
         reverse: bool,
         bypass: &[Timestamp],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_page(start, end, ScanLimit::pairs(limit), ts, reverse, bypass)
+            .map(|page| page.pairs)
+    }
+
+    /// The pairs of `[start, end)` (`end` unbounded if `None`) visible at `ts`, ascending or
+    /// descending, up to `limit`. A lock in the part of the range the page covers, of a
+    /// transaction that started at or before `ts` (and is not in `bypass`), is `KeyIsLocked`.
+    ///
+    /// The budget is checked *before* a value is read: once the page holds `limit.pairs`
+    /// pairs or `limit.bytes` bytes, the next visible key ends the page with `more` set and
+    /// its value is never loaded. So a page holds at most `limit.bytes` plus one pair, and
+    /// `more` is exact: it is set only when a visible pair beyond the page exists.
+    pub fn scan_page(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        ts: Timestamp,
+        reverse: bool,
+        bypass: &[Timestamp],
+    ) -> Result<ScanPage> {
         let lower = lock_key(start);
         let upper = end.map(lock_key);
         let mut it = self.db.iter(
@@ -202,36 +297,28 @@ impl<'a> MvccReader<'a> {
                 fill_cache: true,
             },
         )?;
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut page = PageBuilder {
+            page: ScanPage::default(),
+            bytes: 0,
+            limit,
+        };
         // The newest data record at or below `ts` of the key being walked.
         let mut current: Option<(Vec<u8>, Option<Write>)> = None;
-        let finish =
-            |key: Vec<u8>, write: Option<Write>, out: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
-                if let Some(w) = write {
-                    if w.kind == WriteKind::Put {
-                        let value = match w.short_value {
-                            Some(v) => v,
-                            None => self.load_value(&key, w.start_ts)?,
-                        };
-                        out.push((key, value));
-                    }
-                }
-                Ok(())
-            };
         if reverse {
             it.seek_to_last()?;
         } else {
             it.seek_to_first()?;
         }
-        while it.valid() && out.len() < limit {
+        let mut full = false;
+        while it.valid() {
             let (key, commit_ts) = decode_versioned_key(it.key())
                 .ok_or_else(|| corrupt(it.key(), "undecodable write key"))?;
             if current.as_ref().is_some_and(|(k, _)| *k != key) {
                 if let Some((k, w)) = current.take() {
-                    finish(k, w, &mut out)?;
-                }
-                if out.len() >= limit {
-                    break;
+                    if !page.offer(k, w, |k, start_ts| self.load_value(k, start_ts))? {
+                        full = true;
+                        break;
+                    }
                 }
             }
             let entry = current.get_or_insert_with(|| (key.clone(), None));
@@ -252,13 +339,15 @@ impl<'a> MvccReader<'a> {
                 it.next()?;
             }
         }
-        if out.len() < limit {
+        if !full {
             if let Some((k, w)) = current.take() {
-                finish(k, w, &mut out)?;
+                page.offer(k, w, |k, start_ts| self.load_value(k, start_ts))?;
             }
         }
-        // Locks in the part of the range the result covers.
-        let (lock_lower, lock_upper) = match (out.len() >= limit, out.last()) {
+        let page = page.page;
+        // Locks in the part of the range the page covers: up to its last key when it
+        // stopped early, else all of it.
+        let (lock_lower, lock_upper) = match (page.more, page.pairs.last()) {
             (true, Some((last, _))) if reverse => (Some(lock_key(last)), upper),
             (true, Some((last, _))) => (Some(lower), prefix_successor(&lock_key(last))),
             _ => (Some(lower), upper),
@@ -277,7 +366,7 @@ impl<'a> MvccReader<'a> {
         if let Some(info) = blocking {
             return Err(MvccError::KeyIsLocked(info));
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// The first data change (Put or Delete) in `[start, end)` committed after `since` by a

@@ -94,8 +94,17 @@ pub struct TxnSettings {
     pub lock_wait_ms: u64,
     /// Interactive transactions idle this long (seconds) are rolled back.
     pub idle_timeout_s: u64,
-    /// How long old versions are kept for reads before GC may collect them, in seconds.
+    /// How long old versions are kept for reads before GC may collect them, in seconds
+    /// (at least 1).
     pub gc_life_time_s: u64,
+    /// The most memory all open transactions of the node may hold together, in MiB.
+    pub max_open_txn_mb: u64,
+    /// How often the GC task resolves stale locks, advances the safe point and sweeps, in
+    /// ms.
+    pub gc_interval_ms: u64,
+    /// Transactions older than this (seconds since their start) are rolled back even if
+    /// heartbeats keep them alive.
+    pub max_lifetime_s: u64,
 }
 
 impl Default for TxnSettings {
@@ -105,6 +114,9 @@ impl Default for TxnSettings {
             lock_wait_ms: 1_000,
             idle_timeout_s: 60,
             gc_life_time_s: 600,
+            max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
+            gc_interval_ms: 10_000,
+            max_lifetime_s: 600,
         }
     }
 }
@@ -179,6 +191,15 @@ pub struct ConfigArgs {
     /// GC life time in seconds.
     #[arg(long, env = "STRATA_GC_LIFE_TIME_S")]
     pub gc_life_time_s: Option<u64>,
+    /// Memory budget of all open transactions, in MiB.
+    #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
+    pub max_open_txn_mb: Option<u64>,
+    /// GC interval in ms.
+    #[arg(long, env = "STRATA_GC_INTERVAL_MS")]
+    pub gc_interval_ms: Option<u64>,
+    /// Longest a transaction may live, in seconds.
+    #[arg(long, env = "STRATA_MAX_LIFETIME_S")]
+    pub max_lifetime_s: Option<u64>,
     /// Log filter.
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -258,6 +279,9 @@ impl NodeConfig {
         set(&mut self.txn.lock_wait_ms, &args.lock_wait_ms);
         set(&mut self.txn.idle_timeout_s, &args.idle_timeout_s);
         set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
+        set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
+        set(&mut self.txn.gc_interval_ms, &args.gc_interval_ms);
+        set(&mut self.txn.max_lifetime_s, &args.max_lifetime_s);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }
@@ -281,10 +305,40 @@ impl NodeConfig {
                 "txn.idle_timeout_s = 0: must be at least 1".into(),
             ));
         }
+        if self.txn.max_open_txn_mb == 0 || self.txn.max_open_txn_mb > 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "txn.max_open_txn_mb = {}: must be 1..=1048576",
+                self.txn.max_open_txn_mb
+            )));
+        }
         if self.txn.lock_ttl_ms == 0 {
             return Err(ConfigError::Invalid(
                 "txn.lock_ttl_ms = 0: must be at least 1".into(),
             ));
+        }
+        if self.txn.gc_life_time_s == 0 {
+            // A zero life time lets GC collect the versions a transaction that has just
+            // started reads, and the commit records its locks' readers resolve by.
+            return Err(ConfigError::Invalid(
+                "txn.gc_life_time_s = 0: must be at least 1 (old versions must outlive the transactions reading them)".into(),
+            ));
+        }
+        if self.txn.gc_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.gc_interval_ms = 0: must be at least 1".into(),
+            ));
+        }
+        if self.txn.max_lifetime_s == 0 {
+            return Err(ConfigError::Invalid(
+                "txn.max_lifetime_s = 0: must be at least 1".into(),
+            ));
+        }
+        if self.node_id > crate::txn::txn_id::MAX_NODE_ID {
+            return Err(ConfigError::Invalid(format!(
+                "node_id = {}: must be at most {} (it is part of every transaction id)",
+                self.node_id,
+                crate::txn::txn_id::MAX_NODE_ID
+            )));
         }
         Ok(())
     }
@@ -313,7 +367,12 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(self.txn.idle_timeout_s),
             max_keys: usize::try_from(strata_proto::limits::MAX_TXN_KEYS).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(strata_proto::limits::MAX_TXN_BYTES).unwrap_or(usize::MAX),
+            max_open_txn_bytes: usize::try_from(self.txn.max_open_txn_mb << 20)
+                .unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(strata_proto::limits::MAX_RESPONSE_BYTES)
+                .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
+            max_lifetime: Duration::from_secs(self.txn.max_lifetime_s),
         }
     }
 }
@@ -426,5 +485,30 @@ mod tests {
             NodeConfig::load(&args),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_zero_gc_life_time_is_refused_with_its_name() {
+        let args = ConfigArgs {
+            gc_life_time_s: Some(0),
+            ..ConfigArgs::default()
+        };
+        let err = NodeConfig::load(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)));
+        assert!(err.to_string().contains("txn.gc_life_time_s = 0"), "{err}");
+        let err = NodeConfig::from_yaml("txn:\n  gc_life_time_s: 0\n", Path::new("x"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("gc_life_time_s"), "{err}");
+        let too_big = NodeConfig {
+            node_id: 1 << 16,
+            ..NodeConfig::default()
+        };
+        assert!(too_big
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node_id"));
     }
 }

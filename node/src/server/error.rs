@@ -215,6 +215,18 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
             d.limit = *limit;
             d.txn_id = id;
         }),
+        TxnError::ResponseTooLarge { limit_name, limit } => {
+            status(ErrorReason::ResponseTooLarge, msg, |d| {
+                d.limit_name = (*limit_name).into();
+                d.limit = *limit;
+                d.txn_id = id;
+            })
+        }
+        TxnError::Busy { limit_name, limit } => status(ErrorReason::ServerBusy, msg, |d| {
+            d.limit_name = (*limit_name).into();
+            d.limit = *limit;
+            d.txn_id = id;
+        }),
         TxnError::InvalidArgument(_) => status(ErrorReason::InvalidField, msg, |_| {}),
         TxnError::NotActive { id, .. } => {
             status(ErrorReason::TxnNotActive, msg, |d| d.txn_id = *id)
@@ -416,6 +428,38 @@ mod tests {
             Some(1),
         );
         assert_eq!(detail(&s).limit_name, "max_txn_keys");
+        let s = txn_status(
+            &TxnError::ResponseTooLarge {
+                limit_name: "max_response_bytes",
+                limit: 15 << 20,
+            },
+            None,
+        );
+        let d = detail(&s);
+        assert_eq!(
+            (s.code(), d.reason.as_str(), d.retryable),
+            (Code::ResourceExhausted, "RESPONSE_TOO_LARGE", false)
+        );
+        assert_eq!(
+            (d.limit_name.as_str(), d.limit),
+            ("max_response_bytes", 15 << 20)
+        );
+        let s = txn_status(
+            &TxnError::Busy {
+                limit_name: "max_open_txn_bytes",
+                limit: 1 << 20,
+            },
+            Some(4),
+        );
+        let d = detail(&s);
+        assert_eq!(
+            (s.code(), d.reason.as_str(), d.retryable),
+            (Code::ResourceExhausted, "SERVER_BUSY", true)
+        );
+        assert_eq!(
+            (d.limit_name.as_str(), d.limit, d.txn_id),
+            ("max_open_txn_bytes", 1 << 20, 4)
+        );
 
         let corrupt = lsm::Error::Corruption {
             file: "x.sst".into(),

@@ -6,7 +6,8 @@
 //!                 validate ─► spawn_blocking ─► TxnManager ─► Storage ─► Db (<data_dir>/db)
 //!                                                  │
 //!                                               LocalTso (<data_dir>/tso)
-//!   background    idle-transaction reaper (every second); GC tick + sweep (every 10 s)
+//!   background    transaction reaper (every second); GC: resolve stale locks, advance and
+//!                 save the safe point, sweep (every txn.gc_interval_ms, 10 s)
 //! ```
 //!
 //! [`Server::start`] opens the engine and the timestamp oracle, binds both listeners (port 0
@@ -16,12 +17,21 @@
 //! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no
 //! acknowledged write.
 //!
+//! Runs: every start takes a new run id ([`NodeMeta`], durable in the engine's `raft-state`
+//! family). The run names the coordinator in every lock this node writes, and transaction
+//! ids carry node id and run ([`TxnIds`]), so an id from an earlier run is `NOT_FOUND` and a
+//! lock from an earlier run is resolved at once rather than waited out.
+//!
 //! GC: the engine runs the MVCC compaction filter ([`MvccGcFilter`]) against a safe point
-//! that a background task advances every [`GC_INTERVAL`] (`TxnManager::gc_tick`, bounded by
-//! `txn.gc_life_time_s`) and then sweeps what compactions reported (`Storage::gc_sweep`).
-//! The safe point is not persisted: on start it is set to `now - gc_life_time`, which is at
-//! or above any safe point an earlier run can have collected up to (that one was at most
-//! `then - gc_life_time`), so no read is served from versions GC may have removed.
+//! that a background task advances every `txn.gc_interval_ms`: it first resolves stale locks
+//! ([`resolver`](crate::txn::resolver): expired, or left by an earlier run), then advances
+//! the safe point (`TxnManager::gc_tick`: the oldest live transaction or lock, and at most
+//! `now - txn.gc_life_time_s`), saving it before it takes effect, then sweeps what
+//! compactions reported (`Storage::gc_sweep`). On start the safe point is the saved one
+//! (compactions of earlier runs may have collected up to it), lowered to the oldest lock on
+//! disk if one is older (see [`start_safe_point`]); it is never recomputed from the clock,
+//! which would let GC pass a lock that survived the restart and drop the commit record its
+//! secondaries are resolved by.
 //!
 //! Not yet here: TLS and authentication.
 
@@ -31,6 +41,8 @@ pub mod http;
 pub mod metrics;
 pub mod service;
 
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 
@@ -51,17 +63,15 @@ pub use config::{ConfigArgs, LogConfig, LogFormat, NodeConfig};
 pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
 
-use crate::lsm::Db;
-use crate::mvcc::gc::GcBacklog;
-use crate::mvcc::{compute_safe_point, GcSafePoint, MvccGcFilter};
+use crate::lsm::{ColumnFamily, Db};
+use crate::mvcc::gc::{start_safe_point, GcBacklog, SafePointStore};
+use crate::mvcc::{Coordinator, GcSafePoint, MvccGcFilter};
 use crate::tso::{LocalTso, LocalTsoOptions, Tso};
-use crate::txn::{Storage, TxnManager};
+use crate::txn::resolver::resolve_stale_locks;
+use crate::txn::{NodeMeta, Storage, TxnIds, TxnManager};
 
 /// How long shutdown waits for in-flight gRPC calls before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the GC safe point is advanced and the GC backlog swept.
-pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the services and the HTTP port share.
 #[derive(Debug)]
@@ -70,6 +80,8 @@ pub(crate) struct State {
     manager: Arc<TxnManager>,
     tso: Arc<LocalTso>,
     gc_backlog: GcBacklog,
+    /// This run of the node.
+    run: Coordinator,
     metrics: Metrics,
     started: Instant,
     ready: AtomicBool,
@@ -81,16 +93,36 @@ impl State {
         self.manager.storage().safe_point().get()
     }
 
-    /// Advances the safe point and sweeps the GC backlog (blocking).
+    /// Resolves stale locks, advances (and saves) the safe point and sweeps the GC backlog
+    /// (blocking).
     fn gc_tick(&self) -> anyhow::Result<()> {
         let now = self.tso.get_timestamp()?;
+        let resolved = resolve_stale_locks(self.manager.storage(), now)?;
+        if resolved.stale > 0 {
+            tracing::info!(?resolved, "resolved stale locks");
+        }
         let life_time = Duration::from_secs(self.config.txn.gc_life_time_s);
         let safe_point = self.manager.gc_tick(now, life_time)?;
+        self.compact_for_tests();
         let swept = self.manager.storage().gc_sweep(&self.gc_backlog)?;
         if swept.values_deleted + swept.deletes_removed > 0 {
             tracing::debug!(safe_point, ?swept, "GC sweep");
         }
         Ok(())
+    }
+
+    /// A test hook, active only in `failpoints` builds when `gc_tick_compact_all` is set to
+    /// `return`: compacts the whole engine right after the safe point advanced, so that a
+    /// process test can make GC happen at a known moment.
+    fn compact_for_tests(&self) {
+        fail::fail_point!("gc_tick_compact_all", |_| {
+            let db = self.manager.storage().db();
+            for cf in [ColumnFamily::Default, ColumnFamily::Write] {
+                if let Err(e) = db.compact_range(cf, None, None) {
+                    tracing::warn!(error = %e, "test compaction failed");
+                }
+            }
+        });
     }
 }
 
@@ -111,7 +143,7 @@ impl http::Endpoints for State {
             "<!doctype html><html><head><title>strata-node {id}</title></head><body>\
              <h1>strata-node {id}</h1><ul>\
              <li>version {version}</li><li>uptime {uptime} s</li>\
-             <li>gRPC {grpc}</li><li>data dir {dir}</li>\
+             <li>run {run}</li><li>gRPC {grpc}</li><li>data dir {dir}</li>\
              <li>active transactions {active}</li>\
              <li>SSTable bytes {sst}, memtable bytes {mem}, levels {levels}</li>\
              <li>write amplification {wa:.2}</li></ul>\
@@ -119,6 +151,7 @@ impl http::Endpoints for State {
             id = self.config.node_id,
             version = env!("CARGO_PKG_VERSION"),
             uptime = self.started.elapsed().as_secs(),
+            run = self.run.run_id,
             grpc = self.config.grpc_addr,
             dir = html_escape(&self.config.data_dir.display().to_string()),
             active = self.manager.active(),
@@ -149,7 +182,8 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let options = config.engine_options();
         let txn_config = config.txn_config();
-        let (manager, tso, gc_backlog) =
+        let node_id = config.node_id;
+        let (manager, tso, gc_backlog, run) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -157,10 +191,10 @@ impl Server {
                     LocalTso::open(LocalTsoOptions::new(data_dir.join("tso")))
                         .context("opening the timestamp oracle")?,
                 );
-                // See the module documentation for why this start is safe.
                 let now = tso.get_timestamp().context("taking the first timestamp")?;
-                let safe_point =
-                    GcSafePoint::new(compute_safe_point(None, now, txn_config.gc_life_time));
+                // The filter needs the safe point before the engine opens, and the saved
+                // one lives in the engine: start at 0 (collect nothing) until it is read.
+                let safe_point = GcSafePoint::new(0);
                 let filter = MvccGcFilter::new(safe_point.clone());
                 let gc_backlog = filter.backlog().clone();
                 let mut options = options;
@@ -168,9 +202,31 @@ impl Server {
                 let db = Db::open(data_dir.join("db"), options).with_context(|| {
                     format!("opening the engine in {}", data_dir.join("db").display())
                 })?;
-                let storage = Arc::new(Storage::with_safe_point(db, safe_point));
-                let manager = Arc::new(TxnManager::new(storage, tso.clone(), txn_config));
-                Ok((manager, tso, gc_backlog))
+                let meta = NodeMeta::new(db.clone());
+                let run = meta.start_run(node_id).context("taking a new run id")?;
+                let ids = TxnIds::new(node_id, run.run_id, Arc::new(meta.clone()))
+                    .context("issuing transaction ids")?;
+                let saved = SafePointStore::load(&meta).context("reading the GC safe point")?;
+                let storage = Storage::with_safe_point(db, safe_point.with_store(Arc::new(meta)))
+                    .with_local_run(run);
+                let oldest_lock = storage
+                    .oldest_lock_ts()
+                    .context("looking for locks left on disk")?;
+                if let (Some(saved), Some(lock)) = (saved, oldest_lock) {
+                    if lock < saved {
+                        tracing::warn!(saved, lock, "a lock on disk is older than the saved GC safe point; starting GC below it");
+                    }
+                }
+                let start = start_safe_point(saved, oldest_lock, now, txn_config.gc_life_time);
+                storage
+                    .safe_point()
+                    .advance_durably(start)
+                    .context("saving the GC safe point")?;
+                let manager = Arc::new(
+                    TxnManager::new(Arc::new(storage), tso.clone(), txn_config)
+                        .with_identity(run, ids),
+                );
+                Ok((manager, tso, gc_backlog, run))
             })
             .await
             .context("opening the data directory")??;
@@ -189,6 +245,7 @@ impl Server {
             manager,
             tso,
             gc_backlog,
+            run,
             metrics: Metrics::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
@@ -235,7 +292,7 @@ impl Server {
         let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
 
         tracing::info!(%grpc_addr, %http_addr, node_id = state.config.node_id,
-            data_dir = %state.config.data_dir.display(), "strata-node serving");
+            run_id = state.run.run_id, data_dir = %state.config.data_dir.display(), "strata-node serving");
         Ok(ServerHandle {
             state,
             grpc_addr,
@@ -247,7 +304,8 @@ impl Server {
     }
 }
 
-/// Rolls back idle transactions every second until shutdown.
+/// Rolls back idle transactions, and those past their maximum lifetime, every second until
+/// shutdown.
 async fn reap_idle(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,14 +317,27 @@ async fn reap_idle(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
                 if n > 0 {
                     tracing::info!(rolled_back = n, "reaped idle transactions");
                 }
+                let state = Arc::clone(&state);
+                // The timestamp oracle may fsync: off the async threads.
+                let overdue = tokio::task::spawn_blocking(move || {
+                    state.tso.get_timestamp().map(|now| state.manager.reap_overdue(now))
+                });
+                match overdue.await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(rolled_back = n, "reaped transactions past txn.max_lifetime_s"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "reaping overdue transactions failed"),
+                    Err(e) => tracing::warn!(error = %e, "reaper task failed"),
+                }
             }
         }
     }
 }
 
-/// Advances the GC safe point and sweeps every [`GC_INTERVAL`] until shutdown.
+/// Runs a GC tick ([`State::gc_tick`]) every `txn.gc_interval_ms` until shutdown; the first
+/// one interval after the start.
 async fn run_gc(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(GC_INTERVAL);
+    let period = Duration::from_millis(state.config.txn.gc_interval_ms);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

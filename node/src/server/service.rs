@@ -11,6 +11,12 @@
 //! but its lock waits are futures, so blocked commits hold no blocking thread and cannot
 //! starve other requests. They run as tasks of their own (`detached`), so a commit
 //! finishes even if its client goes away.
+//!
+//! Response budgets: a scan is read as one page of at most `limit` pairs and
+//! `scan_response_bytes` ([`scan_limit_of`]); the storage stops before loading a value past
+//! it and the response says `more`. Point-read batches (BatchGet, Execute) cannot be paged,
+//! so they are all or nothing: reading stops at the first value past `max_response_bytes`
+//! and the call fails with `RESPONSE_TOO_LARGE`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,8 +32,9 @@ use super::error::{
     scan_limit, status, tso_status, txn_status,
 };
 use super::State;
-use crate::mvcc::Timestamp;
+use crate::mvcc::{ScanLimit, ScanPage, Timestamp};
 use crate::tso::Tso;
+use crate::txn::limits::ResponseBudget;
 use crate::txn::{ExecuteRequest, Isolation, Precondition, TxnId, TxnManager};
 
 /// How many times a Kv call or Execute runs on retryable conflicts before giving up.
@@ -137,33 +144,34 @@ fn read_keys(
     // A read at a client-chosen timestamp: locks met are reported, not resolved.
     check_read_ts(state, read_ts)?;
     let storage = state.manager.storage();
+    let mut budget = ResponseBudget::new(state.manager.config().max_response_bytes);
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let v = storage
             .get(&key, read_ts, &[])
             .map_err(|e| mvcc_status(&e, 0))?;
+        budget
+            .charge(&key, v.as_deref())
+            .map_err(|e| txn_status(&e, None))?;
         out.push((key, v));
     }
     Ok((out, read_ts))
 }
 
-/// Trims scan results to `limit` pairs and the response byte budget; returns them and
-/// whether more pairs remain.
-fn trim_scan(mut kvs: Vec<(Vec<u8>, Vec<u8>)>, limit: usize) -> (Vec<pb::KeyValue>, bool) {
-    let mut more = kvs.len() > limit;
-    kvs.truncate(limit);
-    let budget = usize::try_from(limits::SCAN_RESPONSE_BYTES).unwrap_or(usize::MAX);
-    let mut bytes = 0usize;
-    let mut out = Vec::with_capacity(kvs.len());
-    for (key, value) in kvs {
-        if bytes >= budget {
-            more = true;
-            break;
-        }
-        bytes += key.len() + value.len();
-        out.push(pb::KeyValue { key, value });
+/// The page limit of a scan of at most `limit` pairs: that many, and no pair added once the
+/// response holds `scan_response_bytes`.
+fn scan_limit_of(limit: usize) -> ScanLimit {
+    ScanLimit {
+        pairs: limit,
+        bytes: usize::try_from(limits::SCAN_RESPONSE_BYTES).unwrap_or(usize::MAX),
     }
-    (out, more)
+}
+
+fn key_values(page: ScanPage) -> Vec<pb::KeyValue> {
+    page.pairs
+        .into_iter()
+        .map(|(key, value)| pb::KeyValue { key, value })
+        .collect()
 }
 
 fn get_results(reads: Reads) -> Vec<pb::GetResult> {
@@ -285,31 +293,34 @@ impl pb::kv_server::Kv for KvService {
             .call("kv.Scan", async move {
                 check_range(&req.start, &req.end)?;
                 let limit = scan_limit(req.limit)?;
-                let (kvs, read_ts) = blocking(move || {
+                let (page, read_ts) = blocking(move || {
                     let end = (!req.end.is_empty()).then_some(req.end.as_slice());
-                    // One extra pair tells whether more remain.
-                    let fetch = limit + 1;
+                    let limit = scan_limit_of(limit);
                     if req.read_ts == 0 {
                         let m = &state.manager;
                         let (id, start_ts) = m
                             .begin(Isolation::Snapshot, true)
                             .map_err(|e| txn_status(&e, None))?;
-                        let r = m.scan(id, &req.start, end, fetch, req.reverse);
+                        let r = m.scan_page(id, &req.start, end, limit, req.reverse);
                         let _ = m.rollback(id);
                         Ok((r.map_err(|e| txn_status(&e, None))?, start_ts))
                     } else {
                         check_read_ts(&state, req.read_ts)?;
-                        let kvs = state
+                        let page = state
                             .manager
                             .storage()
-                            .scan(&req.start, end, fetch, req.read_ts, req.reverse, &[])
+                            .scan_page(&req.start, end, limit, req.read_ts, req.reverse, &[])
                             .map_err(|e| mvcc_status(&e, 0))?;
-                        Ok((kvs, req.read_ts))
+                        Ok((page, req.read_ts))
                     }
                 })
                 .await?;
-                let (kvs, more) = trim_scan(kvs, limit);
-                Ok(pb::ScanResponse { kvs, more, read_ts })
+                let more = page.more;
+                Ok(pb::ScanResponse {
+                    kvs: key_values(page),
+                    more,
+                    read_ts,
+                })
             })
             .await
     }
@@ -395,14 +406,7 @@ impl pb::txn_server::Txn for TxnService {
             .call("txn.BatchGet", async move {
                 check_keys("keys", &req.keys)?;
                 let id = req.txn_id;
-                let reads = self
-                    .on(id, move |m| {
-                        req.keys
-                            .into_iter()
-                            .map(|k| m.get(id, &k).map(|v| (k, v)))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .await?;
+                let reads = self.on(id, move |m| m.batch_get(id, &req.keys)).await?;
                 Ok(pb::TxnBatchGetResponse {
                     results: get_results(reads),
                 })
@@ -420,14 +424,17 @@ impl pb::txn_server::Txn for TxnService {
                 check_range(&req.start, &req.end)?;
                 let limit = scan_limit(req.limit)?;
                 let id = req.txn_id;
-                let kvs = self
+                let page = self
                     .on(id, move |m| {
                         let end = (!req.end.is_empty()).then_some(req.end.as_slice());
-                        m.scan(id, &req.start, end, limit + 1, req.reverse)
+                        m.scan_page(id, &req.start, end, scan_limit_of(limit), req.reverse)
                     })
                     .await?;
-                let (kvs, more) = trim_scan(kvs, limit);
-                Ok(pb::TxnScanResponse { kvs, more })
+                let more = page.more;
+                Ok(pb::TxnScanResponse {
+                    kvs: key_values(page),
+                    more,
+                })
             })
             .await
     }

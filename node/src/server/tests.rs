@@ -491,6 +491,7 @@ fn commits_waiting_on_a_lock_do_not_starve_other_requests() {
             primary: b"hot".to_vec(),
             ttl_ms: 3_600_000,
             min_commit_ts: holder + 1,
+            coordinator: None,
         };
         storage
             .prewrite(

@@ -59,6 +59,7 @@ impl Env {
             primary: key.to_vec(),
             ttl_ms: HOUR.as_millis() as u64,
             min_commit_ts: ts + 1,
+            coordinator: None,
         };
         self.mgr
             .storage()

@@ -17,7 +17,13 @@
 //! the life time while a newer one advanced it) fails with `ReadBelowSafePoint`.
 //!
 //! Read-only transactions and transactions that wrote nothing never prewrite. A transaction
-//! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`].
+//! left idle longer than `idle_timeout` is rolled back by [`TxnManager::reap_idle`], and one
+//! kept alive (by heartbeats) past `max_lifetime` by [`TxnManager::reap_overdue`], so that no
+//! client holds the GC safe point back for ever.
+//!
+//! Identity: transaction ids come from [`TxnIds`] (unique across restarts and nodes), and
+//! every lock a commit writes names this node's run ([`TxnManager::with_identity`]), so a
+//! later run can resolve it at once (see `txn::resolver`).
 //!
 //! Lock resolution: a reader that meets a lock asks the lock's primary
 //! (`check_txn_status`). A committed or rolled-back owner has its lock resolved forward or
@@ -35,18 +41,23 @@
 //! acknowledged and then dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::mvcc::{compute_safe_point, LockInfo, MvccError, Timestamp};
-use crate::tso::{Tso, TsoError};
+use crate::mvcc::{
+    compute_safe_point, Coordinator, LockInfo, MvccError, ScanLimit, ScanPage, Timestamp,
+};
+use crate::tso::{physical, Tso, TsoError};
 
 use super::actions::TxnStatus;
+use super::limits::{OpenTxnMemory, ResponseBudget, TxnFootprint};
+use super::overlay::overlay;
 use super::range_locks::KeyRange;
 use super::storage::Storage;
+use super::txn_id::TxnIds;
 
 mod commit;
 
@@ -57,7 +68,10 @@ fn key_successor(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// A transaction's id, unique within one node's lifetime.
+/// A key and what reading it returned (`None`: absent).
+pub type KeyRead = (Vec<u8>, Option<Vec<u8>>);
+
+/// A transaction's id: never reused, across restarts and nodes (see [`TxnIds`]).
 pub type TxnId = u64;
 
 /// Isolation level of a transaction.
@@ -139,13 +153,24 @@ pub struct TxnConfig {
     pub lock_wait: Duration,
     /// Transactions idle longer than this are rolled back.
     pub idle_timeout: Duration,
-    /// Most keys one transaction may write.
+    /// Most keys one transaction may write; also the most keys read plus ranges scanned a
+    /// SERIALIZABLE transaction may record.
     pub max_keys: usize,
-    /// Most bytes of keys and values one transaction may buffer.
+    /// Most bytes one transaction may hold: keys and values of its writes, and under
+    /// SERIALIZABLE the keys it read and the bounds of the ranges it scanned.
     pub max_bytes: usize,
+    /// Most bytes all open transactions of the node may hold together (as counted for
+    /// `max_bytes`, plus [`TXN_OVERHEAD_BYTES`](super::limits::TXN_OVERHEAD_BYTES) each).
+    pub max_open_txn_bytes: usize,
+    /// Most key and value bytes the point reads of one [`TxnManager::execute`] or
+    /// [`TxnManager::batch_get`] may return.
+    pub max_response_bytes: usize,
     /// How long old versions stay readable: the GC safe point is never newer than
     /// `now - gc_life_time`.
     pub gc_life_time: Duration,
+    /// Transactions older than this (from their start_ts) are rolled back even if kept
+    /// alive by heartbeats.
+    pub max_lifetime: Duration,
 }
 
 impl Default for TxnConfig {
@@ -156,7 +181,10 @@ impl Default for TxnConfig {
             idle_timeout: Duration::from_secs(60),
             max_keys: 100_000,
             max_bytes: 64 << 20,
+            max_open_txn_bytes: 1 << 30,
+            max_response_bytes: 15 << 20,
             gc_life_time: Duration::from_secs(10 * 60),
+            max_lifetime: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -216,6 +244,24 @@ pub enum TxnError {
     /// The request is not allowed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The values one request read passed the response budget (`limit_name` is
+    /// `max_response_bytes`); reading stopped there and nothing is returned.
+    #[error("the values read exceed {limit_name} = {limit}; split the request")]
+    ResponseTooLarge {
+        /// The configuration name of the limit.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// The node's open transactions together would hold more than their budget
+    /// (`limit_name` is `max_open_txn_bytes`); retry when other transactions have finished.
+    #[error("open transactions on this node would exceed {limit_name} = {limit}")]
+    Busy {
+        /// The configuration name of the limit.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+    },
     /// The transaction is committing or finished: the request raced its own transaction's
     /// commit or rollback, and did nothing.
     #[error("transaction {id} is {state}; the request did nothing")]
@@ -255,7 +301,7 @@ impl TxnError {
     /// Whether retrying the transaction (from `begin`) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TxnError::Conflict { .. } | TxnError::Locked(_) => true,
+            TxnError::Conflict { .. } | TxnError::Locked(_) | TxnError::Busy { .. } => true,
             TxnError::Mvcc(e) => matches!(
                 e,
                 MvccError::KeyIsLocked(_) | MvccError::WriteConflict { .. }
@@ -264,6 +310,7 @@ impl TxnError {
             | TxnError::NotFound(_)
             | TxnError::ReadOnly(_)
             | TxnError::TooLarge { .. }
+            | TxnError::ResponseTooLarge { .. }
             | TxnError::InvalidArgument(_)
             | TxnError::NotActive { .. }
             | TxnError::TaskFailed(_) => false,
@@ -318,7 +365,9 @@ struct ActiveTxn {
     read_only: bool,
     /// Buffered writes: `None` is a delete.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    buffered_bytes: usize,
+    /// What the writes, reads and ranges hold, against the transaction's and the node's
+    /// limits; gives the node's budget back when the transaction is dropped.
+    memory: TxnFootprint,
     /// Keys whose reads are locked at commit (every read under SERIALIZABLE; precondition
     /// keys of `execute`).
     reads: BTreeSet<Vec<u8>>,
@@ -347,7 +396,11 @@ pub struct TxnManager {
     config: TxnConfig,
     txns: Mutex<HashMap<TxnId, Arc<Mutex<ActiveTxn>>>>,
     live_starts: LiveStarts,
-    next_id: AtomicU64,
+    ids: TxnIds,
+    /// This node's run, recorded in every lock (`None`: not recorded).
+    coordinator: Option<Coordinator>,
+    /// The memory all open transactions hold (`max_open_txn_bytes`).
+    memory: Arc<OpenTxnMemory>,
 }
 
 impl std::fmt::Debug for TxnManager {
@@ -362,14 +415,26 @@ impl std::fmt::Debug for TxnManager {
 impl TxnManager {
     /// A coordinator over `storage`, taking timestamps from `tso`.
     pub fn new(storage: Arc<Storage>, tso: Arc<dyn Tso>, config: TxnConfig) -> TxnManager {
+        let memory = Arc::new(OpenTxnMemory::new(config.max_open_txn_bytes));
         TxnManager {
             storage,
             tso,
             config,
             txns: Mutex::new(HashMap::new()),
             live_starts: LiveStarts::default(),
-            next_id: AtomicU64::new(1),
+            ids: TxnIds::ephemeral(),
+            coordinator: None,
+            memory,
         }
+    }
+
+    /// The same coordinator, running as `coordinator` (this node's current run, recorded in
+    /// every lock it writes) and issuing ids from `ids`. Without this, ids are valid for the
+    /// process only and locks name no coordinator.
+    pub fn with_identity(mut self, coordinator: Coordinator, ids: TxnIds) -> TxnManager {
+        self.coordinator = Some(coordinator);
+        self.ids = ids;
+        self
     }
 
     /// The storage commands run against.
@@ -389,8 +454,9 @@ impl TxnManager {
 
     /// Starts a transaction; returns its id and start timestamp.
     pub fn begin(&self, isolation: Isolation, read_only: bool) -> Result<(TxnId, Timestamp)> {
+        let memory = TxnFootprint::new(&self.memory)?;
         let start_ts = self.tso.get_timestamp()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.ids.next()?;
         let txn = ActiveTxn {
             start_ts,
             state: TxnState::Active,
@@ -398,7 +464,7 @@ impl TxnManager {
             isolation,
             read_only,
             writes: BTreeMap::new(),
-            buffered_bytes: 0,
+            memory,
             reads: BTreeSet::new(),
             ranges: Vec::new(),
             bypass: Vec::new(),
@@ -433,12 +499,36 @@ impl TxnManager {
             self.storage.get(key, start_ts, bypass)
         })?;
         if t.isolation == Isolation::Serializable && !t.read_only {
-            t.reads.insert(key.to_vec());
+            self.record_read(&mut t, key)?;
         }
         Ok(value)
     }
 
-    /// Up to `limit` pairs of `[start, end)` as transaction `id` sees them.
+    /// Adds `key` to the keys whose reads are locked at commit, counting it against the
+    /// transaction's limits (a key already there costs nothing).
+    fn record_read(&self, t: &mut ActiveTxn, key: &[u8]) -> Result<()> {
+        if !t.reads.contains(key) {
+            t.memory.add_read(key.len(), &self.config)?;
+            t.reads.insert(key.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Reads `keys` in transaction `id`, in order, as [`TxnManager::get`] does; fails with
+    /// `ResponseTooLarge` (and stops reading) once the values pass `max_response_bytes`.
+    pub fn batch_get(&self, id: TxnId, keys: &[Vec<u8>]) -> Result<Vec<KeyRead>> {
+        let mut budget = ResponseBudget::new(self.config.max_response_bytes);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.get(id, key)?;
+            budget.charge(key, value.as_deref())?;
+            out.push((key.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` pairs of `[start, end)` as transaction `id` sees them;
+    /// [`TxnManager::scan_page`] without a byte budget.
     pub fn scan(
         &self,
         id: TxnId,
@@ -447,54 +537,64 @@ impl TxnManager {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_page(id, start, end, ScanLimit::pairs(limit), reverse)
+            .map(|page| page.pairs)
+    }
+
+    /// The pairs of `[start, end)` as transaction `id` sees them (its own writes laid over
+    /// its snapshot), up to `limit`; `more` says the range may hold more pairs beyond the
+    /// last one. Storage is read under the same limit, so values past the byte budget are
+    /// never loaded. Under SERIALIZABLE the part of the range the page covers is recorded
+    /// (and counted against the transaction's limits) for the commit-time check.
+    pub fn scan_page(
+        &self,
+        id: TxnId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        reverse: bool,
+    ) -> Result<ScanPage> {
         let txn = self.txn(id)?;
         let mut t = txn.lock();
         t.ensure_active(id)?;
         t.last_used = Instant::now();
-        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        let buffered: Vec<(Vec<u8>, Option<Vec<u8>>)> = t
-            .writes
-            .iter()
-            .filter(|(k, _)| in_range(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        // Each buffered delete can hide one stored row: fetch enough that `limit` survive.
-        let fetch = limit.saturating_add(buffered.len());
+        let range = (
+            Bound::Included(start),
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        // Each buffered write can hide or replace one stored row: fetch enough rows that
+        // `limit.pairs` survive.
+        let buffered = t.writes.range::<[u8], _>(range).count();
+        let fetch = ScanLimit {
+            pairs: limit.pairs.saturating_add(buffered),
+            bytes: limit.bytes,
+        };
         let stored = self.read_resolving(&mut t, |bypass, ts| {
-            self.storage.scan(start, end, fetch, ts, reverse, bypass)
+            self.storage
+                .scan_page(start, end, fetch, ts, reverse, bypass)
         })?;
-        let exhausted = stored.len() < fetch;
-        let boundary = stored.last().map(|(k, _)| k.clone());
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (k, v) in buffered {
-            let beyond = !exhausted
-                && boundary
-                    .as_ref()
-                    .is_some_and(|b| if reverse { &k < b } else { &k > b });
-            if beyond {
-                continue; // outside what the fetched rows cover
-            }
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = merged.into_iter().collect();
-        if reverse {
-            out.reverse();
-        }
-        out.truncate(limit);
+        let writes = t
+            .writes
+            .range::<[u8], _>(range)
+            .map(|(k, v)| (k.as_slice(), v.as_deref()));
+        let page = if reverse {
+            overlay(stored, writes.rev(), true, limit)
+        } else {
+            overlay(stored, writes, false, limit)
+        };
         if t.isolation == Isolation::Serializable && !t.read_only {
-            // The part of the range the result depends on: all of it, or up to the last
-            // key returned when the limit cut the scan short.
-            let covered = match (out.len() >= limit, out.last()) {
+            // The part of the range the page depends on: all of it, or up to its last key
+            // when it stopped early.
+            let covered = match (page.more, page.pairs.last()) {
                 (true, Some((last, _))) if reverse => (last.clone(), end.map(<[u8]>::to_vec)),
                 (true, Some((last, _))) => (start.to_vec(), Some(key_successor(last))),
                 _ => (start.to_vec(), end.map(<[u8]>::to_vec)),
             };
+            let bytes = covered.0.len() + covered.1.as_ref().map_or(0, Vec::len);
+            t.memory.add_read(bytes, &self.config)?;
             t.ranges.push(covered);
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// Buffers a write of `key` (`None` deletes it).
@@ -509,19 +609,17 @@ impl TxnManager {
             return Err(TxnError::ReadOnly(id));
         }
         let add = key.len() + value.map_or(0, <[u8]>::len);
-        if !t.writes.contains_key(key) && t.writes.len() >= self.config.max_keys {
+        let replaced = t
+            .writes
+            .get(key)
+            .map(|old| key.len() + old.as_ref().map_or(0, Vec::len));
+        if replaced.is_none() && t.writes.len() >= self.config.max_keys {
             return Err(TxnError::TooLarge {
                 limit_name: "max_keys",
                 limit: self.config.max_keys as u64,
             });
         }
-        if t.buffered_bytes + add > self.config.max_bytes {
-            return Err(TxnError::TooLarge {
-                limit_name: "max_bytes",
-                limit: self.config.max_bytes as u64,
-            });
-        }
-        t.buffered_bytes += add;
+        t.memory.replace(replaced.unwrap_or(0), add, &self.config)?;
         t.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
     }
@@ -600,18 +698,14 @@ impl TxnManager {
             for (i, p) in request.preconditions.iter().enumerate() {
                 let value = self.get(id, p.key())?;
                 if !read_only {
-                    if let Some(txn) = self.txns.lock().get(&id) {
-                        txn.lock().reads.insert(p.key().to_vec());
-                    }
+                    let txn = self.txn(id)?;
+                    self.record_read(&mut txn.lock(), p.key())?;
                 }
                 if failed.is_none() && !p.holds(value.as_deref()) {
                     failed = Some(i);
                 }
             }
-            let mut reads = Vec::with_capacity(request.reads.len());
-            for key in &request.reads {
-                reads.push((key.clone(), self.get(id, key)?));
-            }
+            let reads = self.batch_get(id, &request.reads)?;
             if failed.is_some() {
                 self.rollback(id)?;
                 return Ok(commit::Prepared::Done(ExecuteResponse {
@@ -656,7 +750,8 @@ impl TxnManager {
 
     /// Advances the storage's GC safe point for time `now`: to the start_ts of the oldest
     /// transaction that is active, committing or holding a lock, but never newer than
-    /// `now - life_time`. Returns the safe point after the call (it never moves back).
+    /// `now - life_time`, saved (if the safe point has a store) before it takes effect.
+    /// Returns the safe point after the call (it never moves back).
     pub fn gc_tick(&self, now: Timestamp, life_time: Duration) -> Result<Timestamp> {
         // Live starts first: a transaction that commits meanwhile holds its locks before it
         // leaves the live set, so the lock scan below sees it.
@@ -667,7 +762,7 @@ impl TxnManager {
             (a, b) => a.or(b),
         };
         let safe_point = compute_safe_point(oldest, now, life_time);
-        Ok(self.storage.safe_point().advance(safe_point))
+        Ok(self.storage.safe_point().advance_durably(safe_point)?)
     }
 
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.
@@ -680,6 +775,26 @@ impl TxnManager {
             t.try_lock().is_none_or(|mut t| {
                 let keep = t.state == TxnState::Committing
                     || now.saturating_duration_since(t.last_used) < self.config.idle_timeout;
+                if !keep {
+                    t.state = TxnState::Finished;
+                }
+                keep
+            })
+        });
+        before - txns.len()
+    }
+
+    /// Rolls back transactions that started more than `max_lifetime` before `now`, however
+    /// recently used; returns how many. A transaction busy in another call, or committing
+    /// (its commit finishes it), is left alone.
+    pub fn reap_overdue(&self, now: Timestamp) -> usize {
+        let max_ms = u64::try_from(self.config.max_lifetime.as_millis()).unwrap_or(u64::MAX);
+        let mut txns = self.txns.lock();
+        let before = txns.len();
+        txns.retain(|_, t| {
+            t.try_lock().is_none_or(|mut t| {
+                let keep = t.state == TxnState::Committing
+                    || physical(now).saturating_sub(physical(t.start_ts)) <= max_ms;
                 if !keep {
                     t.state = TxnState::Finished;
                 }

@@ -146,6 +146,7 @@ fn an_abandoned_transaction_is_rolled_back_once_its_lock_expires() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     env.mgr
         .storage()
@@ -187,6 +188,7 @@ fn a_committed_primary_rolls_its_secondaries_forward_for_readers() {
         primary: b"p".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     let ms = [
         Mutation::Put(b"p".to_vec(), b"1".to_vec()),
@@ -347,6 +349,7 @@ fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
         primary: b"r/x".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: start + 1,
+        coordinator: None,
     };
     let m = [Mutation::Put(b"r/x".to_vec(), b"1".to_vec())];
     assert!(matches!(
@@ -466,6 +469,7 @@ fn gc_tick_does_not_pass_a_leftover_lock() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: lock_ts + 1,
+        coordinator: None,
     };
     // A coordinator prewrote and vanished.
     e.mgr
@@ -481,4 +485,50 @@ fn gc_tick_does_not_pass_a_leftover_lock() {
     assert_eq!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap(), lock_ts);
     e.mgr.storage().rollback(&[b"k".to_vec()], lock_ts).unwrap();
     assert!(e.mgr.gc_tick(now, TEN_MINUTES).unwrap() > lock_ts);
+}
+
+#[test]
+fn a_transaction_kept_alive_past_max_lifetime_is_rolled_back() {
+    let e = env_with(TxnConfig {
+        max_lifetime: Duration::from_secs(60),
+        ..TxnConfig::default()
+    });
+    let (old, _) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    e.mgr.write(old, b"k", Some(b"old")).unwrap();
+    e.clock.advance(59_000);
+    let (young, _) = e.mgr.begin(Isolation::Snapshot, false).unwrap();
+    e.mgr.touch(old).unwrap(); // a heartbeat: never idle
+    assert_eq!(e.mgr.reap_overdue(e.tso.get_timestamp().unwrap()), 0);
+    e.clock.advance(2_000);
+    e.mgr.touch(old).unwrap();
+    assert_eq!(e.mgr.reap_overdue(e.tso.get_timestamp().unwrap()), 1);
+    assert!(matches!(e.mgr.commit(old), Err(TxnError::NotFound(_))));
+    e.mgr.write(young, b"k", Some(b"young")).unwrap();
+    e.mgr.commit(young).unwrap();
+    assert_eq!(e.read(b"k"), Some(b"young".to_vec()));
+}
+
+#[test]
+fn a_durable_safe_point_is_saved_and_shared() {
+    use crate::mvcc::gc::SafePointStore;
+    let e = env();
+    let meta = super::NodeMeta::new(e.mgr.storage().db().clone());
+    let durable = e
+        .mgr
+        .storage()
+        .safe_point()
+        .with_store(Arc::new(meta.clone()));
+    e.clock.advance(20 * 60 * 1000);
+    let now = e.tso.get_timestamp().unwrap();
+    let sp = crate::mvcc::compute_safe_point(None, now, TEN_MINUTES);
+    assert_eq!(durable.advance_durably(sp).unwrap(), sp);
+    assert_eq!(meta.load().unwrap(), Some(sp));
+    assert_eq!(
+        e.mgr.storage().safe_point().get(),
+        sp,
+        "one shared safe point"
+    );
+    // Never backwards, and an unchanged safe point is not written again.
+    assert_eq!(durable.advance_durably(sp - 1).unwrap(), sp);
+    assert_eq!(meta.load().unwrap(), Some(sp));
 }

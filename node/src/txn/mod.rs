@@ -9,12 +9,19 @@
 //! latches) so that the state an action read is still the state its batch applies to.
 
 pub mod actions;
-pub mod history;
 pub mod latches;
+pub mod limits;
 pub mod lock_wait;
 pub mod manager;
+pub mod node_meta;
+pub mod overlay;
 pub mod range_locks;
+pub mod resolver;
 pub mod storage;
+pub mod txn_id;
+
+#[cfg(test)]
+mod limits_tests;
 
 #[cfg(test)]
 mod lock_wait_tests;
@@ -22,11 +29,10 @@ mod lock_wait_tests;
 #[cfg(test)]
 mod manager_tests;
 
-#[cfg(test)]
-mod history_tests;
-
 pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,
     TxnId, TxnManager, TxnState,
 };
+pub use node_meta::NodeMeta;
 pub use storage::Storage;
+pub use txn_id::TxnIds;

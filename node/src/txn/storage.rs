@@ -28,7 +28,9 @@
 
 use crate::lsm::{Db, WriteOptions};
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
-use crate::mvcc::{LockInfo, MvccError, MvccReader, MvccTxn, Result, Timestamp};
+use crate::mvcc::{
+    Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
+};
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
@@ -50,6 +52,8 @@ pub struct Storage {
     lock_waits: LockWaits,
     write_options: WriteOptions,
     safe_point: GcSafePoint,
+    /// This node's current run: locks of its earlier runs are expired at once.
+    local_run: Option<Coordinator>,
 }
 
 impl Storage {
@@ -70,7 +74,20 @@ impl Storage {
             lock_waits: LockWaits::new(),
             write_options: WriteOptions { sync: true },
             safe_point,
+            local_run: None,
         }
+    }
+
+    /// The same storage, knowing that it runs in `run`: a lock whose coordinator is an
+    /// earlier run of the same node is treated as expired (its coordinator is gone).
+    pub fn with_local_run(mut self, run: Coordinator) -> Storage {
+        self.local_run = Some(run);
+        self
+    }
+
+    /// This node's current run, if known.
+    pub fn local_run(&self) -> Option<&Coordinator> {
+        self.local_run.as_ref()
     }
 
     /// The engine.
@@ -139,6 +156,22 @@ impl Storage {
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).scan(start, end, limit, ts, reverse, bypass)
+    }
+
+    /// One page of [`Storage::scan`] under a pair and byte limit ([`MvccReader::scan_page`]).
+    pub fn scan_page(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        ts: Timestamp,
+        reverse: bool,
+        bypass: &[Timestamp],
+    ) -> Result<ScanPage> {
+        let snap = self.db.snapshot();
+        self.safe_point.check(ts)?;
+        MvccReader::new(&self.db, Some(snap.seq()))
+            .scan_page(start, end, limit, ts, reverse, bypass)
     }
 
     /// Prewrites all `mutations` of transaction `start_ts`, or none of them: the first
@@ -236,7 +269,14 @@ impl Storage {
         push_to: Option<Timestamp>,
     ) -> Result<TxnStatus> {
         self.write_command([primary], start_ts, |txn, reader| {
-            actions::check_txn_status(txn, reader, primary, current_ts, push_to)
+            actions::check_txn_status(
+                txn,
+                reader,
+                primary,
+                current_ts,
+                push_to,
+                self.local_run.as_ref(),
+            )
         })
     }
 
@@ -342,6 +382,7 @@ mod tests {
             primary: primary.to_vec(),
             ttl_ms: 3000,
             min_commit_ts: start_ts + 1,
+            coordinator: None,
         }
     }
 

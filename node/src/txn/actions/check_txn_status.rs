@@ -4,11 +4,14 @@
 //! committed, a rollback record means rolled back, a live lock means still running. Anyone
 //! who meets one of its locks asks the primary. A lock whose time to live has run out is
 //! rolled back on the spot, which is what lets the system recover from a coordinator that
-//! died mid-commit; a live lock can have its `min_commit_ts` pushed above a reader's
+//! died mid-commit. So is a lock whose coordinator is an earlier run of the node asking
+//! (`local_run`): that coordinator died with its run, so waiting out the TTL would only stall
+//! the keys (see [`lock_expired`]). A live lock can have its `min_commit_ts` pushed above a reader's
 //! timestamp, so the reader may ignore it (the transaction will commit after the read).
 
 use crate::mvcc::{
-    LockKind, MvccReader, MvccTxn, Result, Timestamp, TxnCommitRecord, Write, WriteKind,
+    Coordinator, Lock, LockKind, MvccReader, MvccTxn, Result, Timestamp, TxnCommitRecord, Write,
+    WriteKind,
 };
 
 /// Bits of a timestamp below the physical milliseconds.
@@ -17,6 +20,17 @@ const LOGICAL_BITS: u32 = 18;
 /// Milliseconds of a hybrid timestamp.
 pub fn physical_ms(ts: Timestamp) -> u64 {
     ts >> LOGICAL_BITS
+}
+
+/// Whether `lock` may be rolled back by others at `current_ts`: its TTL ran out, or its
+/// coordinator is an earlier run of `local_run`'s node (the coordinator is gone).
+pub fn lock_expired(lock: &Lock, current_ts: Timestamp, local_run: Option<&Coordinator>) -> bool {
+    let gone = match (&lock.coordinator, local_run) {
+        (Some(owner), Some(local)) => owner.is_earlier_run_of(local),
+        _ => false,
+    };
+    let expires_ms = physical_ms(lock.start_ts).saturating_add(lock.ttl_ms);
+    gone || expires_ms < physical_ms(current_ts)
 }
 
 /// What check_txn_status found (and did).
@@ -43,8 +57,9 @@ pub enum TxnStatus {
 }
 
 /// Determines the status of transaction `txn.start_ts` from its `primary` key, at time
-/// `current_ts`. An expired primary lock is rolled back; a missing one gets a rollback
-/// record so the transaction can never commit. If `push_to` is given and the transaction is
+/// `current_ts`. An expired primary lock ([`lock_expired`], given this node's current run
+/// `local_run`) is rolled back; a missing one gets a rollback record so the transaction can
+/// never commit. If `push_to` is given and the transaction is
 /// still running, its `min_commit_ts` is raised above `push_to` (a reader at `push_to` may
 /// then ignore its locks).
 pub fn check_txn_status(
@@ -53,12 +68,12 @@ pub fn check_txn_status(
     primary: &[u8],
     current_ts: Timestamp,
     push_to: Option<Timestamp>,
+    local_run: Option<&Coordinator>,
 ) -> Result<TxnStatus> {
     let start_ts = txn.start_ts;
     match reader.load_lock(primary)? {
         Some(mut lock) if lock.start_ts == start_ts => {
-            let expires_ms = physical_ms(lock.start_ts).saturating_add(lock.ttl_ms);
-            if expires_ms < physical_ms(current_ts) {
+            if lock_expired(&lock, current_ts, local_run) {
                 if lock.kind == LockKind::Put && lock.short_value.is_none() {
                     txn.delete_value(primary);
                 }

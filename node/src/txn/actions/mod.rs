@@ -6,8 +6,9 @@
 //!   commit(key, cts)   turn start_ts's lock into a commit record at commit_ts
 //!   rollback(key)      remove start_ts's lock and leave a rollback record, so a late
 //!                      prewrite of the same transaction can never succeed
-//!   check_txn_status   the transaction's fate, read (or decided, if its lock expired) at
-//!                      its primary key; can push min_commit_ts above a reader
+//!   check_txn_status   the transaction's fate, read (or decided, if its lock expired or
+//!                      its coordinator is gone) at its primary key; can push
+//!                      min_commit_ts above a reader
 //!   heartbeat          extend the primary lock's time to live
 //!   resolve_lock(key)  commit or roll back a secondary the way the primary went
 //! ```
@@ -21,7 +22,7 @@ mod rollback;
 #[cfg(test)]
 mod tests;
 
-pub use check_txn_status::{check_txn_status, heartbeat, physical_ms, TxnStatus};
+pub use check_txn_status::{check_txn_status, heartbeat, lock_expired, physical_ms, TxnStatus};
 pub use commit::commit;
 pub use prewrite::{prewrite, Mutation, PrewriteOptions};
 pub use resolve_lock::resolve_lock;

@@ -2,7 +2,8 @@
 
 use crate::mvcc::record::SHORT_VALUE_MAX;
 use crate::mvcc::{
-    Lock, LockInfo, LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp, WriteKind,
+    Coordinator, Lock, LockInfo, LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp,
+    WriteKind,
 };
 
 /// What a transaction does to one key.
@@ -35,6 +36,9 @@ pub struct PrewriteOptions {
     pub ttl_ms: u64,
     /// The lowest commit timestamp the transaction may use (at least `start_ts + 1`).
     pub min_commit_ts: Timestamp,
+    /// The node run driving the commit, recorded in every lock so that a later run of the
+    /// same node can tell the lock's coordinator is gone.
+    pub coordinator: Option<Coordinator>,
 }
 
 /// Locks `mutation`'s key for transaction `txn.start_ts`.
@@ -110,6 +114,7 @@ pub fn prewrite(
         ttl_ms: options.ttl_ms,
         min_commit_ts: options.min_commit_ts.max(start_ts + 1),
         short_value,
+        coordinator: options.coordinator,
     };
     txn.put_lock(key, &lock);
     Ok(())

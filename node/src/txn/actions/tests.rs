@@ -1,7 +1,7 @@
 //! Scenario tests of the actions against a real engine.
 
 use crate::lsm::{Db, Options, WriteOptions};
-use crate::mvcc::{LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp};
+use crate::mvcc::{Coordinator, LockKind, MvccError, MvccReader, MvccTxn, Result, Timestamp};
 
 use super::{
     check_txn_status, commit, heartbeat, prewrite, resolve_lock, rollback, Mutation,
@@ -48,6 +48,7 @@ impl Env {
             primary: primary.to_vec(),
             ttl_ms: 3000,
             min_commit_ts: start_ts + 1,
+            coordinator: None,
         };
         self.run(start_ts, |txn, r| prewrite(txn, r, &m, &opts))
     }
@@ -227,6 +228,7 @@ fn commit_below_min_commit_ts_is_refused() {
         primary: b"k".to_vec(),
         ttl_ms: 3000,
         min_commit_ts: 50,
+        coordinator: None,
     };
     env.run(10, |txn, r| prewrite(txn, r, &put(b"k", b"v"), &opts))
         .unwrap();
@@ -253,7 +255,7 @@ fn check_txn_status_reports_running_committed_and_rolls_back_expired() {
     let status = |now_ms: u64, push: Option<Timestamp>| {
         let mut out = None;
         env.run(start, |txn, r| {
-            out = Some(check_txn_status(txn, r, b"pk", at_ms(now_ms), push)?);
+            out = Some(check_txn_status(txn, r, b"pk", at_ms(now_ms), push, None)?);
             Ok(())
         })
         .unwrap();
@@ -306,7 +308,7 @@ fn check_txn_status_of_committed_and_never_prewritten_transactions() {
     env.put(b"pk", b"v", at_ms(10), at_ms(11));
     let mut status = None;
     env.run(at_ms(10), |txn, r| {
-        status = Some(check_txn_status(txn, r, b"pk", at_ms(20), None)?);
+        status = Some(check_txn_status(txn, r, b"pk", at_ms(20), None, None)?);
         Ok(())
     })
     .unwrap();
@@ -319,7 +321,7 @@ fn check_txn_status_of_committed_and_never_prewritten_transactions() {
     // A transaction whose primary was never prewritten is rolled back, so its prewrite,
     // should it still arrive, fails.
     env.run(at_ms(30), |txn, r| {
-        status = Some(check_txn_status(txn, r, b"pk2", at_ms(40), None)?);
+        status = Some(check_txn_status(txn, r, b"pk2", at_ms(40), None, None)?);
         Ok(())
     })
     .unwrap();
@@ -441,4 +443,48 @@ fn another_transactions_rollback_record_is_no_conflict() {
     env.prewrite(put(b"k", b"mine"), b"k", 10).unwrap();
     env.commit(b"k", 10, 30).unwrap();
     assert_eq!(env.get(b"k", 30).unwrap(), Some(b"mine".to_vec()));
+}
+
+#[test]
+fn a_lock_of_an_earlier_run_of_this_node_is_rolled_back_at_once() {
+    let env = Env::new();
+    let run = |run_id| Coordinator { node_id: 1, run_id };
+    let start = at_ms(1_000);
+    let opts = PrewriteOptions {
+        primary: b"pk".to_vec(),
+        ttl_ms: 60_000,
+        min_commit_ts: start + 1,
+        coordinator: Some(run(1)),
+    };
+    env.run(start, |txn, r| prewrite(txn, r, &put(b"pk", b"v"), &opts))
+        .unwrap();
+    let status = |local: Coordinator| {
+        let mut out = None;
+        env.run(start, |txn, r| {
+            out = Some(check_txn_status(
+                txn,
+                r,
+                b"pk",
+                at_ms(2_000),
+                None,
+                Some(&local),
+            )?);
+            Ok(())
+        })
+        .unwrap();
+        out.unwrap()
+    };
+    // The same run, or another node, must wait out the TTL (59 s to go).
+    assert!(matches!(status(run(1)), TxnStatus::Locked { .. }));
+    let other_node = Coordinator {
+        node_id: 2,
+        run_id: 9,
+    };
+    assert!(matches!(status(other_node), TxnStatus::Locked { .. }));
+    // The next run of node 1 knows the coordinator died with run 1.
+    assert_eq!(status(run(2)), TxnStatus::RolledBack { now: true });
+    assert!(matches!(
+        env.commit(b"pk", start, at_ms(2_001)),
+        Err(MvccError::AlreadyRolledBack { .. })
+    ));
 }

@@ -260,6 +260,8 @@ impl Exec<'_> {
                 Err(e) => Err(e),
             };
             match once {
+                // The node's memory is not freed by retrying at once: report it.
+                Err(e @ TxnError::Busy { .. }) => return Err(e),
                 Err(e) if e.is_retryable() => last_err = Some(e),
                 other => return other,
             }
@@ -418,6 +420,7 @@ impl TxnManager {
                 primary: primary.clone(),
                 ttl_ms: elapsed_ms + self.config.lock_ttl_ms,
                 min_commit_ts: start_ts + 1,
+                coordinator: self.coordinator,
             };
             match self.storage.prewrite(mutations, &options, start_ts) {
                 Ok(()) => {
@@ -505,6 +508,8 @@ impl TxnManager {
         let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
             return Err(TxnError::InvalidArgument("a commit with no keys".into()));
         };
+        // Crash tests: the process dies with every key prewritten and nothing committed.
+        fail::fail_point!("txn_commit_abort_before_primary", |_| std::process::abort());
         let mut commit_ts = self.tso.get_timestamp()?;
         loop {
             match self
@@ -541,6 +546,10 @@ impl TxnManager {
         start_ts: Timestamp,
         commit_ts: Timestamp,
     ) {
+        // Crash tests: the process dies with the primary committed, the secondaries locked.
+        fail::fail_point!("txn_commit_abort_before_secondaries", |_| {
+            std::process::abort()
+        });
         let secondaries: Vec<Vec<u8>> =
             mutations.iter().skip(1).map(|m| m.key().to_vec()).collect();
         if !secondaries.is_empty() {

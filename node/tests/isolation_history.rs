@@ -29,13 +29,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::lsm::{Db, Options};
-use crate::tso::{LocalTso, LocalTsoOptions, ManualClock};
-
-use super::history::{
+use strata::check::history::{
     check_serializable, check_snapshot_isolation, History, Op, Outcome, TxnRecord,
 };
-use super::{Isolation, Storage, TxnConfig, TxnError, TxnManager};
+use strata::lsm::{Db, Options};
+use strata::tso::{LocalTso, LocalTsoOptions, ManualClock};
+use strata::txn::{Isolation, Storage, TxnConfig, TxnError, TxnManager};
 
 /// The key universe.
 const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];

@@ -54,7 +54,7 @@ use std::fmt;
 
 use crate::mvcc::Timestamp;
 
-use super::TxnId;
+use crate::txn::TxnId;
 
 /// A key.
 pub type Key = Vec<u8>;

@@ -1,0 +1,110 @@
+//! In-process restart tests of the server's start-up: the GC safe point it starts from and
+//! the run it starts as.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{NodeConfig, Server};
+use crate::lsm::Db;
+use crate::mvcc::{MvccReader, Timestamp};
+use crate::tso::compose;
+use crate::txn::actions::{Mutation, PrewriteOptions};
+use crate::txn::{NodeMeta, Storage};
+
+fn config(dir: &Path, gc_life_time_s: u64) -> NodeConfig {
+    let mut config = NodeConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+        http_addr: "127.0.0.1:0".parse().expect("an address"),
+        ..NodeConfig::default()
+    };
+    config.engine.memtable_mb = 4;
+    config.engine.block_cache_mb = 8;
+    config.txn.gc_life_time_s = gc_life_time_s;
+    config
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Leaves the lock of a transaction that started an hour ago (a coordinator that died long
+/// ago, its lock still on disk) in `dir`'s engine; returns its start_ts.
+fn leave_an_old_lock(dir: &Path) -> Timestamp {
+    let config = config(dir, 600);
+    let db = Db::open(dir.join("db"), config.engine_options()).expect("open the engine");
+    let start_ts = compose(now_ms() - 3_600_000, 0);
+    let opts = PrewriteOptions {
+        primary: b"old/primary".to_vec(),
+        ttl_ms: 3_000,
+        min_commit_ts: start_ts + 1,
+        coordinator: None,
+    };
+    let storage = Storage::new(db.clone());
+    storage
+        .prewrite(
+            &[
+                Mutation::Put(b"old/primary".to_vec(), b"p".to_vec()),
+                Mutation::Put(b"old/secondary".to_vec(), b"s".to_vec()),
+            ],
+            &opts,
+            start_ts,
+        )
+        .expect("prewrite");
+    drop(storage);
+    db.close().expect("close");
+    start_ts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_safe_point_never_passes_a_lock_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock_ts = leave_an_old_lock(dir.path());
+    // Well past the lock's start plus the life time: the start-up safe point of old,
+    // `now - gc_life_time`, was above the lock.
+    let handle = Server::start(config(dir.path(), 600)).await.expect("start");
+    let at_start = handle.state.gc_safe_point();
+    assert!(
+        at_start <= lock_ts,
+        "the safe point {at_start} starts above the lock at {lock_ts}"
+    );
+    // The first GC tick resolves the expired lock, and only then may GC pass it.
+    let state = Arc::clone(&handle.state);
+    tokio::task::spawn_blocking(move || state.gc_tick())
+        .await
+        .expect("join")
+        .expect("gc tick");
+    assert!(handle.state.gc_safe_point() > lock_ts);
+    let reader = MvccReader::new(handle.state.manager.storage().db(), None);
+    assert!(reader.load_lock(b"old/secondary").expect("read").is_none());
+    handle.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_from_the_saved_safe_point_and_takes_a_new_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Server::start(config(dir.path(), 1)).await.expect("start");
+    let saved = first.state.gc_safe_point();
+    let first_run = first.state.run;
+    first.shutdown().await.expect("shutdown");
+    // A longer life time now: recomputing `now - gc_life_time` would move the safe point
+    // back below versions the first run may have collected.
+    let second = Server::start(config(dir.path(), 600))
+        .await
+        .expect("restart");
+    assert!(
+        second.state.gc_safe_point() >= saved,
+        "the safe point went back from {saved} to {}",
+        second.state.gc_safe_point()
+    );
+    assert!(first_run.is_earlier_run_of(&second.state.run));
+    let meta = NodeMeta::new(second.state.manager.storage().db().clone());
+    assert_eq!(
+        meta.last_run_id().expect("run id"),
+        Some(second.state.run.run_id)
+    );
+    second.shutdown().await.expect("shutdown");
+}
