@@ -4,109 +4,21 @@
 //! It lives in the node crate (not `tests/`) because only a package's own integration tests
 //! get `CARGO_BIN_EXE_<name>`, which makes cargo build the binary first.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::txn_client::TxnClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{channel, http_status, start_with, wait_exit, wait_ready, Node, DEADLINE};
 use tonic::transport::Channel;
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-struct Node {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on free ports and reads the addresses it prints.
+/// Starts the binary on free ports with the default flags of these tests.
 fn start(data_dir: &std::path::Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata-node"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args([
-            "--memtable-mb",
-            "4",
-            "--block-cache-mb",
-            "8",
-            "--log-level",
-            "warn",
-        ])
-        .env_remove("STRATA_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn strata-node");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the address line");
-    // "strata-node grpc=127.0.0.1:P http=127.0.0.1:Q"
-    let addr = |prefix: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
-            .parse()
-            .expect("an address")
-    };
-    let (grpc, http) = (addr("grpc="), addr("http="));
-    Node { child, grpc, http }
-}
-
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    out.split(' ').nth(1)?.parse().ok()
-}
-
-/// Polls `/readyz` until it answers 200, or fails after the deadline.
-async fn wait_ready(node: &Node) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if http_status(node.http, "/readyz").await == Some(200) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "strata-node never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn channel(node: &Node) -> Channel {
-    Channel::from_shared(format!("http://{}", node.grpc))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// Waits for the process to exit, with a deadline; returns its exit code.
-fn wait_exit(node: &mut Node) -> Option<i32> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = node.child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "strata-node did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    start_with(data_dir, &[], &[])
 }
 
 async fn get(kv: &mut KvClient<Channel>, key: &[u8]) -> Option<Vec<u8>> {

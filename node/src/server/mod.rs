@@ -63,7 +63,7 @@ pub use config::{ConfigArgs, LogConfig, LogFormat, NodeConfig};
 pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
 
-use crate::lsm::{ColumnFamily, Db};
+use crate::lsm::Db;
 use crate::mvcc::gc::{start_safe_point, GcBacklog, SafePointStore};
 use crate::mvcc::{Coordinator, GcSafePoint, MvccGcFilter};
 use crate::tso::{LocalTso, LocalTsoOptions, Tso};
@@ -117,7 +117,8 @@ impl State {
     fn compact_for_tests(&self) {
         fail::fail_point!("gc_tick_compact_all", |_| {
             let db = self.manager.storage().db();
-            for cf in [ColumnFamily::Default, ColumnFamily::Write] {
+            use crate::lsm::ColumnFamily;
+            for cf in [ColumnFamily::Write, ColumnFamily::Default] {
                 if let Err(e) = db.compact_range(cf, None, None) {
                     tracing::warn!(error = %e, "test compaction failed");
                 }
