@@ -31,7 +31,7 @@
 //! `min_commit_ts` pushed above the reader, which may then ignore the lock (its transaction
 //! will commit after the read). A writer that meets a live lock waits in the key's queue
 //! until the lock is released, up to `lock_wait`, and then fails with a retryable error; the
-//! commit path and its waits are in [`commit`] (an asynchronous variant holds no thread
+//! commit path and its waits are in `manager/commit.rs` (an asynchronous variant holds no thread
 //! while it waits).
 //!
 //! A transaction is *active*, then *committing* (from the moment its commit takes the write
