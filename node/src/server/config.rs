@@ -97,14 +97,14 @@ pub struct TxnSettings {
     /// How long old versions are kept for reads before GC may collect them, in seconds
     /// (at least 1).
     pub gc_life_time_s: u64,
+    /// The most memory all open transactions of the node may hold together, in MiB.
+    pub max_open_txn_mb: u64,
     /// How often the GC task resolves stale locks, advances the safe point and sweeps, in
     /// ms.
     pub gc_interval_ms: u64,
     /// Transactions older than this (seconds since their start) are rolled back even if
     /// heartbeats keep them alive.
     pub max_lifetime_s: u64,
-    /// The most memory all open transactions of the node may hold together, in MiB.
-    pub max_open_txn_mb: u64,
 }
 
 impl Default for TxnSettings {
@@ -114,9 +114,9 @@ impl Default for TxnSettings {
             lock_wait_ms: 1_000,
             idle_timeout_s: 60,
             gc_life_time_s: 600,
+            max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
             gc_interval_ms: 10_000,
             max_lifetime_s: 600,
-            max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
         }
     }
 }
@@ -191,15 +191,15 @@ pub struct ConfigArgs {
     /// GC life time in seconds.
     #[arg(long, env = "STRATA_GC_LIFE_TIME_S")]
     pub gc_life_time_s: Option<u64>,
+    /// Memory budget of all open transactions, in MiB.
+    #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
+    pub max_open_txn_mb: Option<u64>,
     /// GC interval in ms.
     #[arg(long, env = "STRATA_GC_INTERVAL_MS")]
     pub gc_interval_ms: Option<u64>,
     /// Longest a transaction may live, in seconds.
     #[arg(long, env = "STRATA_MAX_LIFETIME_S")]
     pub max_lifetime_s: Option<u64>,
-    /// Memory budget of all open transactions, in MiB.
-    #[arg(long, env = "STRATA_MAX_OPEN_TXN_MB")]
-    pub max_open_txn_mb: Option<u64>,
     /// Log filter.
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -279,9 +279,9 @@ impl NodeConfig {
         set(&mut self.txn.lock_wait_ms, &args.lock_wait_ms);
         set(&mut self.txn.idle_timeout_s, &args.idle_timeout_s);
         set(&mut self.txn.gc_life_time_s, &args.gc_life_time_s);
+        set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
         set(&mut self.txn.gc_interval_ms, &args.gc_interval_ms);
         set(&mut self.txn.max_lifetime_s, &args.max_lifetime_s);
-        set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }

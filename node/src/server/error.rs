@@ -310,6 +310,7 @@ pub(crate) fn engine_status(err: &lsm::Error) -> Status {
 mod tests {
     use super::*;
     use crate::mvcc::{LockInfo, LockKind};
+    use crate::txn::TxnState;
 
     fn detail(s: &Status) -> ErrorDetail {
         ErrorDetail::from_status(s).expect("a detail")
@@ -406,6 +407,19 @@ mod tests {
             (s.code(), detail(&s).reason.as_str()),
             (Code::FailedPrecondition, "TXN_READ_ONLY")
         );
+        let s = txn_status(
+            &TxnError::NotActive {
+                id: 6,
+                state: TxnState::Committing,
+            },
+            Some(6),
+        );
+        let d = detail(&s);
+        assert_eq!(
+            (s.code(), d.reason.as_str(), d.retryable, d.txn_id),
+            (Code::FailedPrecondition, "TXN_NOT_ACTIVE", false, 6)
+        );
+        assert!(s.message().contains("committing"), "{}", s.message());
         let s = txn_status(
             &TxnError::TooLarge {
                 limit_name: "max_keys",

@@ -9,7 +9,7 @@
 //! The calls that may wait for another transaction's lock (Commit, Execute, Kv Put and
 //! Delete) use the manager's asynchronous path: its engine steps run on the blocking pool,
 //! but its lock waits are futures, so blocked commits hold no blocking thread and cannot
-//! starve other requests. They run as tasks of their own ([`detached`]), so a commit
+//! starve other requests. They run as tasks of their own (`detached`), so a commit
 //! finishes even if its client goes away.
 //!
 //! Response budgets: a scan is read as one page of at most `limit` pairs and

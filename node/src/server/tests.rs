@@ -462,3 +462,142 @@ async fn data_survives_a_restart_and_a_busy_port_fails_start() {
     drop(kv);
     handle.shutdown().await.expect("shutdown");
 }
+
+/// Commits blocked on one lock, more of them than the blocking pool has threads, leave the
+/// node free to serve everything else: their waits hold no thread. (When a blocked commit
+/// slept on the blocking pool, two of them filled this pool and every other request queued
+/// behind them until their lock wait ran out.)
+#[test]
+fn commits_waiting_on_a_lock_do_not_starve_other_requests() {
+    const BLOCKING_THREADS: usize = 2;
+    const WAITERS: usize = 16;
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        // Neither the lock wait nor the holder's TTL ends during the test.
+        config.txn.lock_wait_ms = 3_600_000;
+        let handle = Server::start(config).await.expect("start");
+        let ch = channel(&handle).await;
+        let storage = std::sync::Arc::clone(handle.state.manager.storage());
+        let holder = crate::tso::Tso::get_timestamp(handle.state.tso.as_ref()).expect("ts");
+        let options = crate::txn::actions::PrewriteOptions {
+            primary: b"hot".to_vec(),
+            ttl_ms: 3_600_000,
+            min_commit_ts: holder + 1,
+            coordinator: None,
+        };
+        storage
+            .prewrite(
+                &[crate::txn::actions::Mutation::Put(
+                    b"hot".to_vec(),
+                    b"held".to_vec(),
+                )],
+                &options,
+                holder,
+            )
+            .expect("the holder's lock");
+
+        let commits = tokio::time::timeout(PATIENCE, async {
+            let mut commits = Vec::new();
+            for i in 0..WAITERS {
+                let mut txn = TxnClient::new(ch.clone());
+                let t = txn
+                    .begin(pb::BeginRequest::default())
+                    .await
+                    .expect("begin")
+                    .into_inner();
+                txn.put(pb::TxnPutRequest {
+                    txn_id: t.txn_id,
+                    key: b"hot".to_vec(),
+                    value: vec![u8::try_from(i).expect("small")],
+                })
+                .await
+                .expect("put");
+                commits.push(tokio::spawn(async move {
+                    txn.commit(pb::CommitRequest { txn_id: t.txn_id }).await
+                }));
+            }
+            while storage.lock_waits().waiting(b"hot") < WAITERS {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            commits
+        })
+        .await
+        .expect("every commit is queued on the lock");
+
+        // Everything else is served meanwhile: Kv writes and reads, an interactive
+        // transaction with its own commit.
+        let mut kv = KvClient::new(ch.clone());
+        let mut txn = TxnClient::new(ch.clone());
+        tokio::time::timeout(PATIENCE, async {
+            for i in 0..20u32 {
+                kv.put(pb::PutRequest {
+                    key: format!("other/{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                })
+                .await
+                .expect("put");
+            }
+            let r = kv
+                .get(pb::GetRequest {
+                    key: b"other/7".to_vec(),
+                    read_ts: 0,
+                })
+                .await
+                .expect("get")
+                .into_inner();
+            assert!(r.found);
+            let t = txn
+                .begin(pb::BeginRequest::default())
+                .await
+                .expect("begin")
+                .into_inner();
+            txn.put(pb::TxnPutRequest {
+                txn_id: t.txn_id,
+                key: b"other/txn".to_vec(),
+                value: b"v".to_vec(),
+            })
+            .await
+            .expect("txn put");
+            txn.commit(pb::CommitRequest { txn_id: t.txn_id })
+                .await
+                .expect("commit");
+        })
+        .await
+        .expect("other requests are served while the commits wait");
+        assert_eq!(
+            storage.lock_waits().waiting(b"hot"),
+            WAITERS,
+            "the commits were waiting all along"
+        );
+
+        // Released: the first waiter commits, the rest abort (first committer wins).
+        storage
+            .rollback(&[b"hot".to_vec()], holder)
+            .expect("release");
+        let (mut committed, mut aborted) = (0, 0);
+        for c in commits {
+            let r = tokio::time::timeout(PATIENCE, c)
+                .await
+                .expect("woken by the release")
+                .expect("task");
+            match r {
+                Ok(_) => committed += 1,
+                Err(s) => {
+                    assert_eq!(s.code(), Code::Aborted, "{s:?}");
+                    assert_eq!(detail(&s).reason, "WRITE_CONFLICT");
+                    aborted += 1;
+                }
+            }
+        }
+        assert_eq!((committed, aborted), (1, WAITERS - 1));
+        handle.shutdown().await.expect("shutdown");
+    });
+}

@@ -38,10 +38,13 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
+/// The waiters of each key, oldest first.
+type Queues = HashMap<Vec<u8>, VecDeque<Arc<Slot>>>;
+
 /// Per-key queues of waiters.
 #[derive(Debug, Clone, Default)]
 pub struct LockWaits {
-    queues: Arc<Mutex<HashMap<Vec<u8>, VecDeque<Arc<Slot>>>>>,
+    queues: Arc<Mutex<Queues>>,
 }
 
 /// One sleeper's wake-up flag, observable by a thread or a task.

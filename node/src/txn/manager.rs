@@ -31,7 +31,7 @@
 //! `min_commit_ts` pushed above the reader, which may then ignore the lock (its transaction
 //! will commit after the read). A writer that meets a live lock waits in the key's queue
 //! until the lock is released, up to `lock_wait`, and then fails with a retryable error; the
-//! commit path and its waits are in [`commit`] (an asynchronous variant holds no thread
+//! commit path and its waits are in `manager/commit.rs` (an asynchronous variant holds no thread
 //! while it waits).
 //!
 //! A transaction is *active*, then *committing* (from the moment its commit takes the write
@@ -244,18 +244,6 @@ pub enum TxnError {
     /// The request is not allowed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The transaction is committing or finished: the request raced its own transaction's
-    /// commit or rollback, and did nothing.
-    #[error("transaction {id} is {state}; the request did nothing")]
-    NotActive {
-        /// The transaction.
-        id: TxnId,
-        /// Where it is.
-        state: TxnState,
-    },
-    /// A task running part of the request failed (panicked or was cancelled).
-    #[error("request task failed: {0}")]
-    TaskFailed(String),
     /// The values one request read passed the response budget (`limit_name` is
     /// `max_response_bytes`); reading stopped there and nothing is returned.
     #[error("the values read exceed {limit_name} = {limit}; split the request")]
@@ -274,6 +262,18 @@ pub enum TxnError {
         /// Its value.
         limit: u64,
     },
+    /// The transaction is committing or finished: the request raced its own transaction's
+    /// commit or rollback, and did nothing.
+    #[error("transaction {id} is {state}; the request did nothing")]
+    NotActive {
+        /// The transaction.
+        id: TxnId,
+        /// Where it is.
+        state: TxnState,
+    },
+    /// A task running part of the request failed (panicked or was cancelled).
+    #[error("request task failed: {0}")]
+    TaskFailed(String),
 }
 
 /// Where a transaction is in its life.
@@ -310,10 +310,10 @@ impl TxnError {
             | TxnError::NotFound(_)
             | TxnError::ReadOnly(_)
             | TxnError::TooLarge { .. }
+            | TxnError::ResponseTooLarge { .. }
             | TxnError::InvalidArgument(_)
             | TxnError::NotActive { .. }
-            | TxnError::TaskFailed(_)
-            | TxnError::ResponseTooLarge { .. } => false,
+            | TxnError::TaskFailed(_) => false,
         }
     }
 }

@@ -22,6 +22,10 @@ pub mod txn_id;
 
 #[cfg(test)]
 mod limits_tests;
+
+#[cfg(test)]
+mod lock_wait_tests;
+
 #[cfg(test)]
 mod manager_tests;
 
