@@ -378,24 +378,17 @@ impl TxnManager {
                     });
                 }
                 Err(MvccError::KeyIsLocked(info)) => {
-                    let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
-                    if self.resolve(&info, start_ts)?.is_some() {
-                        let retry_at = self.lock_expiry(&info)?;
-                        return Ok(Attempt::Blocked(Blocked {
-                            waiter,
-                            retry_at,
-                            on_timeout: TxnError::Conflict {
-                                kind: ConflictKind::WriteConflict,
-                                start_ts,
-                                key: Some(info.key.clone()),
-                                conflicting_start_ts: Some(info.start_ts),
-                                reason:
-                                    "a transaction is writing in a range this transaction scanned"
-                                        .into(),
-                            },
-                        }));
+                    let on_timeout = |info: LockInfo| TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
+                        start_ts,
+                        key: Some(info.key),
+                        conflicting_start_ts: Some(info.start_ts),
+                        reason: "a transaction is writing in a range this transaction scanned"
+                            .into(),
+                    };
+                    if let Some(b) = self.blocked_by_lock(info, start_ts, &mut held, on_timeout)? {
+                        return Ok(Attempt::Blocked(b));
                     }
-                    held = Some(waiter);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -474,22 +467,40 @@ impl TxnManager {
                     }));
                 }
                 Err(MvccError::KeyIsLocked(info)) => {
-                    // Enqueued before asking the primary: see `lock_wait` on lost wake-ups.
-                    let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
-                    if self.resolve(&info, start_ts)?.is_some() {
-                        let retry_at = self.lock_expiry(&info)?;
-                        return Ok(Attempt::Blocked(Blocked {
-                            waiter,
-                            retry_at,
-                            on_timeout: TxnError::Locked(info),
-                        }));
+                    if let Some(b) =
+                        self.blocked_by_lock(info, start_ts, &mut held, TxnError::Locked)?
+                    {
+                        return Ok(Attempt::Blocked(b));
                     }
-                    // Resolved: retry at once, keeping the place.
-                    held = Some(waiter);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// An attempt of transaction `start_ts` met the lock `info`: takes a place in its key's
+    /// queue (keeping `held` if it is that key's), then asks the lock's primary. Enqueued
+    /// before asking, so a release after the answer finds the place (see `lock_wait`). The
+    /// owner alive: the attempt is blocked, failing with `on_timeout` past its deadline.
+    /// The lock resolved: `None`, the place kept in `held` for the retry.
+    fn blocked_by_lock(
+        &self,
+        info: LockInfo,
+        start_ts: Timestamp,
+        held: &mut Option<Waiter>,
+        on_timeout: impl FnOnce(LockInfo) -> TxnError,
+    ) -> Result<Option<Blocked>> {
+        let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
+        if self.resolve(&info, start_ts)?.is_none() {
+            *held = Some(waiter);
+            return Ok(None);
+        }
+        let retry_at = self.lock_expiry(&info)?;
+        Ok(Some(Blocked {
+            waiter,
+            retry_at,
+            on_timeout: on_timeout(info),
+        }))
     }
 
     /// When the lock `info` describes runs out of TTL (and can be rolled back by whoever
