@@ -61,6 +61,15 @@ fn expect_error<T: std::fmt::Debug>(
     detail
 }
 
+/// Checks that `r` is the refusal of a point-read batch past `max_response_bytes`.
+fn response_too_large<T: std::fmt::Debug>(r: Result<T, tonic::Status>) {
+    let d = expect_error(r, Code::ResourceExhausted, "RESPONSE_TOO_LARGE");
+    assert_eq!(
+        (d.limit_name.as_str(), d.limit, d.retryable),
+        ("max_response_bytes", limits::MAX_RESPONSE_BYTES, false)
+    );
+}
+
 impl Client {
     async fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.kv
@@ -261,12 +270,6 @@ async fn point_read_batches_past_the_response_budget_fail_cleanly() {
     c.put(b"big2", vec![2; big]).await;
     c.put(b"small", b"s".to_vec()).await;
     let keys = vec![b"big1".to_vec(), b"big2".to_vec(), b"small".to_vec()];
-    let check = |d: ErrorDetail| {
-        assert_eq!(
-            (d.limit_name.as_str(), d.limit, d.retryable),
-            ("max_response_bytes", limits::MAX_RESPONSE_BYTES, false)
-        );
-    };
 
     let r =
         c.kv.batch_get(pb::BatchGetRequest {
@@ -274,11 +277,7 @@ async fn point_read_batches_past_the_response_budget_fail_cleanly() {
             read_ts: 0,
         })
         .await;
-    check(expect_error(
-        r,
-        Code::ResourceExhausted,
-        "RESPONSE_TOO_LARGE",
-    ));
+    response_too_large(r);
     let read_ts = c.get(b"small").await.expect("get").read_ts;
     let r =
         c.kv.batch_get(pb::BatchGetRequest {
@@ -286,11 +285,7 @@ async fn point_read_batches_past_the_response_budget_fail_cleanly() {
             read_ts,
         })
         .await;
-    check(expect_error(
-        r,
-        Code::ResourceExhausted,
-        "RESPONSE_TOO_LARGE",
-    ));
+    response_too_large(r);
 
     let r = c
         .txn
@@ -304,11 +299,7 @@ async fn point_read_batches_past_the_response_budget_fail_cleanly() {
             ..pb::ExecuteRequest::default()
         })
         .await;
-    check(expect_error(
-        r,
-        Code::ResourceExhausted,
-        "RESPONSE_TOO_LARGE",
-    ));
+    response_too_large(r);
     assert!(
         !c.get(b"written").await.expect("get").found,
         "a refused Execute writes nothing"
@@ -322,11 +313,7 @@ async fn point_read_batches_past_the_response_budget_fail_cleanly() {
             keys: keys.clone(),
         })
         .await;
-    check(expect_error(
-        r,
-        Code::ResourceExhausted,
-        "RESPONSE_TOO_LARGE",
-    ));
+    response_too_large(r);
     // The transaction stays open, and a batch that fits is served.
     let r = c
         .txn

@@ -60,6 +60,16 @@
 //! committing, or holding a lock (`TxnManager::gc_tick`). `Storage` also refuses a prewrite
 //! whose start_ts is below the safe point, so a dropped Rollback record cannot let a stale
 //! prewrite through.
+//!
+//! ## Across restarts
+//!
+//! A lock's transaction may be decided by its primary's commit record, so the safe point
+//! must stay at or below every lock, also after a crash, when no coordinator is left to
+//! speak for it. Two rules keep it there. The safe point is saved before it takes effect
+//! ([`GcSafePoint::advance_durably`], through a [`SafePointStore`]), so a restart knows how
+//! far compactions may have collected. And a restart starts from that saved value, never
+//! above the oldest lock on disk ([`start_safe_point`]), instead of guessing from the clock;
+//! the locks a crash left behind are then resolved (`txn::resolver`) before GC passes them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -13,7 +13,7 @@
 //! finishes even if its client goes away.
 //!
 //! Response budgets: a scan is read as one page of at most `limit` pairs and
-//! `scan_response_bytes` ([`scan_limit_of`]); the storage stops before loading a value past
+//! `scan_response_bytes` (`scan_limit_of`); the storage stops before loading a value past
 //! it and the response says `more`. Point-read batches (BatchGet, Execute) cannot be paged,
 //! so they are all or nothing: reading stops at the first value past `max_response_bytes`
 //! and the call fails with `RESPONSE_TOO_LARGE`.

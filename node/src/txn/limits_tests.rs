@@ -236,3 +236,39 @@ fn transaction_scans_page_under_a_byte_budget_in_both_directions() {
     }
     assert!(env.mgr.commit(t).unwrap().is_some());
 }
+
+#[test]
+fn a_page_whose_stored_rows_are_all_deleted_by_the_transaction_still_makes_progress() {
+    let env = env_with(TxnConfig::default());
+    for i in 0..6u8 {
+        env.put(&[b'k', i], &[i; 2000]);
+    }
+    // Every stored row fills the byte budget alone, so each stored page is one row.
+    let limit = ScanLimit {
+        pairs: 100,
+        bytes: 1000,
+    };
+    let (t, _) = env.mgr.begin(Isolation::Serializable, false).unwrap();
+    for i in 0..4u8 {
+        env.mgr.write(t, &[b'k', i], None).unwrap();
+    }
+    let page = env.mgr.scan_page(t, b"", None, limit, false).unwrap();
+    let keys: Vec<_> = page.pairs.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!((keys, page.more), (vec![vec![b'k', 4]], true));
+    env.mgr.rollback(t).unwrap();
+
+    let (t, _) = env.mgr.begin(Isolation::Serializable, false).unwrap();
+    for i in 2..6u8 {
+        env.mgr.write(t, &[b'k', i], None).unwrap();
+    }
+    let page = env.mgr.scan_page(t, b"", None, limit, true).unwrap();
+    let keys: Vec<_> = page.pairs.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!((keys, page.more), (vec![vec![b'k', 1]], true));
+    // Everything deleted: an empty page that says so.
+    for i in 0..2u8 {
+        env.mgr.write(t, &[b'k', i], None).unwrap();
+    }
+    let page = env.mgr.scan_page(t, b"", None, limit, false).unwrap();
+    assert_eq!((page.pairs.len(), page.more), (0, false));
+    env.mgr.rollback(t).unwrap();
+}

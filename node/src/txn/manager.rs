@@ -558,30 +558,7 @@ impl TxnManager {
         let mut t = txn.lock();
         t.ensure_active(id)?;
         t.last_used = Instant::now();
-        let range = (
-            Bound::Included(start),
-            end.map_or(Bound::Unbounded, Bound::Excluded),
-        );
-        // Each buffered write can hide or replace one stored row: fetch enough rows that
-        // `limit.pairs` survive.
-        let buffered = t.writes.range::<[u8], _>(range).count();
-        let fetch = ScanLimit {
-            pairs: limit.pairs.saturating_add(buffered),
-            bytes: limit.bytes,
-        };
-        let stored = self.read_resolving(&mut t, |bypass, ts| {
-            self.storage
-                .scan_page(start, end, fetch, ts, reverse, bypass)
-        })?;
-        let writes = t
-            .writes
-            .range::<[u8], _>(range)
-            .map(|(k, v)| (k.as_slice(), v.as_deref()));
-        let page = if reverse {
-            overlay(stored, writes.rev(), true, limit)
-        } else {
-            overlay(stored, writes, false, limit)
-        };
+        let page = self.overlaid_page(&mut t, start, end, limit, reverse)?;
         if t.isolation == Isolation::Serializable && !t.read_only {
             // The part of the range the page depends on: all of it, or up to its last key
             // when it stopped early.
@@ -595,6 +572,61 @@ impl TxnManager {
             t.ranges.push(covered);
         }
         Ok(page)
+    }
+
+    /// One page of `[start, end)` from storage with the transaction's buffered writes laid
+    /// over it. When every stored row of a page was deleted by the transaction itself, the
+    /// read goes on past that page, so that a page stopped early always holds a pair (the
+    /// client continues from its last key).
+    fn overlaid_page(
+        &self,
+        t: &mut ActiveTxn,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: ScanLimit,
+        reverse: bool,
+    ) -> Result<ScanPage> {
+        let (mut from, mut to) = (start.to_vec(), end.map(<[u8]>::to_vec));
+        loop {
+            let range = (
+                Bound::Included(from.as_slice()),
+                to.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            );
+            // Each buffered write can hide or replace one stored row: fetch enough rows
+            // that `limit.pairs` survive.
+            let buffered = t.writes.range::<[u8], _>(range).count();
+            let fetch = ScanLimit {
+                pairs: limit.pairs.saturating_add(buffered),
+                bytes: limit.bytes,
+            };
+            let stored = self.read_resolving(t, |bypass, ts| {
+                self.storage
+                    .scan_page(&from, to.as_deref(), fetch, ts, reverse, bypass)
+            })?;
+            let boundary = match (stored.more, stored.pairs.last()) {
+                (true, Some((last, _))) => Some(last.clone()),
+                _ => None,
+            };
+            let writes = t
+                .writes
+                .range::<[u8], _>(range)
+                .map(|(k, v)| (k.as_slice(), v.as_deref()));
+            let page = if reverse {
+                overlay(stored, writes.rev(), true, limit)
+            } else {
+                overlay(stored, writes, false, limit)
+            };
+            match boundary {
+                Some(last) if page.pairs.is_empty() => {
+                    if reverse {
+                        to = Some(last);
+                    } else {
+                        from = key_successor(&last);
+                    }
+                }
+                _ => return Ok(page),
+            }
+        }
     }
 
     /// Buffers a write of `key` (`None` deletes it).

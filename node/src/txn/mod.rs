@@ -22,10 +22,8 @@ pub mod txn_id;
 
 #[cfg(test)]
 mod limits_tests;
-
 #[cfg(test)]
 mod lock_wait_tests;
-
 #[cfg(test)]
 mod manager_tests;
 
