@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{NodeConfig, Server};
+use super::{http, NodeConfig, Server};
 use crate::lsm::Db;
 use crate::mvcc::{MvccReader, Timestamp};
 use crate::tso::compose;
@@ -78,6 +78,15 @@ async fn the_start_safe_point_never_passes_a_lock_on_disk() {
         .expect("join")
         .expect("gc tick");
     assert!(handle.state.gc_safe_point() > lock_ts);
+    let metrics = http::Endpoints::metrics(&*handle.state);
+    assert!(
+        metrics.contains("strata_gc_stale_locks_resolved_total 2\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "strata_gc_safe_point {}\n",
+        handle.state.gc_safe_point()
+    )));
     let reader = MvccReader::new(handle.state.manager.storage().db(), None);
     assert!(reader.load_lock(b"old/secondary").expect("read").is_none());
     handle.shutdown().await.expect("shutdown");
