@@ -13,14 +13,7 @@ use crate::txn::actions::{Mutation, PrewriteOptions};
 use crate::txn::{NodeMeta, Storage};
 
 fn config(dir: &Path, gc_life_time_s: u64) -> NodeConfig {
-    let mut config = NodeConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        http_addr: "127.0.0.1:0".parse().expect("an address"),
-        ..NodeConfig::default()
-    };
-    config.engine.memtable_mb = 4;
-    config.engine.block_cache_mb = 8;
+    let mut config = super::tests::test_config(dir);
     config.txn.gc_life_time_s = gc_life_time_s;
     config
 }
