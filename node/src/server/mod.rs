@@ -46,8 +46,9 @@ mod restart_tests;
 #[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,8 @@ pub(crate) struct State {
     gc_backlog: GcBacklog,
     /// This run of the node.
     run: Coordinator,
+    /// Locks the GC task's resolver committed or rolled back since the start.
+    stale_locks_resolved: AtomicU64,
     metrics: Metrics,
     started: Instant,
     ready: AtomicBool,
@@ -101,6 +104,8 @@ impl State {
         if resolved.stale > 0 {
             tracing::info!(?resolved, "resolved stale locks");
         }
+        self.stale_locks_resolved
+            .fetch_add(resolved.committed + resolved.rolled_back, Ordering::Relaxed);
         let life_time = Duration::from_secs(self.config.txn.gc_life_time_s);
         let safe_point = self.manager.gc_tick(now, life_time)?;
         self.compact_for_tests();
@@ -130,8 +135,22 @@ impl State {
 impl http::Endpoints for State {
     fn metrics(&self) -> String {
         let stats = self.manager.storage().db().stats();
-        self.metrics
-            .render(&stats, self.manager.active(), self.started.elapsed())
+        let mut out = self
+            .metrics
+            .render(&stats, self.manager.active(), self.started.elapsed());
+        let _ = write!(
+            out,
+            "# HELP strata_gc_safe_point The GC safe point (a hybrid timestamp): reads below it are refused.\n\
+             # TYPE strata_gc_safe_point gauge\nstrata_gc_safe_point {}\n\
+             # HELP strata_gc_stale_locks_resolved_total Locks of dead or expired transactions that GC resolved.\n\
+             # TYPE strata_gc_stale_locks_resolved_total counter\nstrata_gc_stale_locks_resolved_total {}\n\
+             # HELP strata_node_run_id This run of the node (grows by at least one per start).\n\
+             # TYPE strata_node_run_id gauge\nstrata_node_run_id {}\n",
+            self.gc_safe_point(),
+            self.stale_locks_resolved.load(Ordering::Relaxed),
+            self.run.run_id,
+        );
+        out
     }
 
     fn ready(&self) -> bool {
@@ -247,6 +266,7 @@ impl Server {
             tso,
             gc_backlog,
             run,
+            stale_locks_resolved: AtomicU64::new(0),
             metrics: Metrics::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{NodeConfig, Server};
+use super::{http, NodeConfig, Server};
 use crate::lsm::Db;
 use crate::mvcc::{MvccReader, Timestamp};
 use crate::tso::compose;
@@ -13,14 +13,7 @@ use crate::txn::actions::{Mutation, PrewriteOptions};
 use crate::txn::{NodeMeta, Storage};
 
 fn config(dir: &Path, gc_life_time_s: u64) -> NodeConfig {
-    let mut config = NodeConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        http_addr: "127.0.0.1:0".parse().expect("an address"),
-        ..NodeConfig::default()
-    };
-    config.engine.memtable_mb = 4;
-    config.engine.block_cache_mb = 8;
+    let mut config = super::tests::test_config(dir);
     config.txn.gc_life_time_s = gc_life_time_s;
     config
 }
@@ -78,6 +71,15 @@ async fn the_start_safe_point_never_passes_a_lock_on_disk() {
         .expect("join")
         .expect("gc tick");
     assert!(handle.state.gc_safe_point() > lock_ts);
+    let metrics = http::Endpoints::metrics(&*handle.state);
+    assert!(
+        metrics.contains("strata_gc_stale_locks_resolved_total 2\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "strata_gc_safe_point {}\n",
+        handle.state.gc_safe_point()
+    )));
     let reader = MvccReader::new(handle.state.manager.storage().db(), None);
     assert!(reader.load_lock(b"old/secondary").expect("read").is_none());
     handle.shutdown().await.expect("shutdown");

@@ -13,7 +13,7 @@ use tonic::Code;
 
 use super::{NodeConfig, Server, ServerHandle};
 
-fn test_config(dir: &std::path::Path) -> NodeConfig {
+pub(super) fn test_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = NodeConfig {
         data_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("an address"),
