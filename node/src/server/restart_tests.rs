@@ -110,3 +110,41 @@ async fn a_restart_resumes_from_the_saved_safe_point_and_takes_a_new_run() {
     );
     second.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_heartbeated_past_max_lifetime_is_rolled_back() {
+    use std::time::{Duration, Instant};
+    use strata_proto::v1 as pb;
+    use strata_proto::v1::txn_client::TxnClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 600);
+    config.txn.max_lifetime_s = 1;
+    let handle = Server::start(config).await.expect("start");
+    let uri = format!("http://{}", handle.grpc_addr());
+    let channel = tonic::transport::Channel::from_shared(uri)
+        .expect("a uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut txn = TxnClient::new(channel);
+    let id = txn
+        .begin(pb::BeginRequest::default())
+        .await
+        .expect("begin")
+        .into_inner()
+        .txn_id;
+    // Heartbeats keep it from idling (idle timeout 60 s), but not past its lifetime.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match txn.heartbeat(pb::HeartbeatRequest { txn_id: id }).await {
+            Ok(_) => {}
+            Err(s) => break s,
+        }
+        assert!(Instant::now() < deadline, "still alive past its lifetime");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status}");
+    assert_eq!(handle.state.manager.active(), 0);
+    handle.shutdown().await.expect("shutdown");
+}
