@@ -1,5 +1,5 @@
-//! In-process restart tests of the server's start-up: the GC safe point it starts from and
-//! the run it starts as.
+//! In-process tests of what the server guarantees across restarts and long lives: the GC
+//! safe point it starts from, the run it starts as, and the maximum transaction lifetime.
 
 use std::path::Path;
 use std::sync::Arc;
