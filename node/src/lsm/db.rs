@@ -43,7 +43,7 @@ use super::log::LogWriter;
 use super::memtable::Memtable;
 use super::options::{CompactionStyle, Options, ReadOptions, WriteOptions};
 use super::stats::{Counters, LevelStats, Stats};
-use super::table::{TableCache, TableOptions};
+use super::table::{table_file_name, TableCache, TableOptions};
 use super::version::{FileMeta, Version, VersionSet};
 
 use recovery::{recover, Recovered};
@@ -92,6 +92,17 @@ struct State {
 }
 
 impl State {
+    /// Makes `version` the visible one if it is newer than the visible one, returning the
+    /// version it replaced (to be dropped outside the lock). Flushes and compactions log their
+    /// edits in one order but may get here in another; a version older than the visible one
+    /// lacks an edit the visible one holds, and installing it would lose that edit's files.
+    fn install_version(&mut self, version: Arc<Version>) -> Option<Arc<Version>> {
+        if version.generation() <= self.version.generation() {
+            return None;
+        }
+        Some(std::mem::replace(&mut self.version, version))
+    }
+
     fn install_super_version(&mut self) {
         self.super_version = Arc::new(SuperVersion {
             mem: Arc::clone(&self.mem),
@@ -515,6 +526,39 @@ impl Inner {
 
     fn super_version(&self) -> Arc<SuperVersion> {
         Arc::clone(&self.state.lock().super_version)
+    }
+
+    /// Fails if the manifest accepts no edit (see [`VersionSet::is_poisoned`]), so a flush or
+    /// compaction does not write files that no edit can name.
+    fn check_manifest(&self) -> Result<()> {
+        if self.versions.lock().is_poisoned() {
+            return Err(Error::Background(
+                "manifest sync failed: no version edit is accepted until the engine is reopened"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Handles a failed [`VersionSet::log_and_apply`] of an edit adding `new_files`. If the
+    /// manifest's fsync failed, the edit may be durable: every file it names stays, and the
+    /// engine refuses writes until a reopen reads what the manifest really holds. Otherwise
+    /// the edit was not logged and its new files are garbage.
+    fn edit_failed(&self, versions: &VersionSet, new_files: &[u64]) {
+        if versions.is_poisoned() {
+            tracing::error!(
+                "manifest sync failed; keeping the files of the edit and refusing writes until reopen"
+            );
+            self.set_bg_error(Error::Background(
+                "manifest sync failed: the last version edit may or may not be durable; reopen \
+                 the engine"
+                    .into(),
+            ));
+            return;
+        }
+        for id in new_files {
+            let _ = fs::remove_file(table_file_name(&self.dir, *id));
+        }
     }
 
     fn set_bg_error(&self, e: Error) {

@@ -130,10 +130,12 @@ pub(super) fn recover(
     } else {
         None
     };
+    // The tables just flushed and the new WAL must be durable, names included, before the
+    // edit that names them.
+    sync_dir(dir)?;
     // The recovered version set has no open manifest, so this writes a fresh one holding
     // the whole state: replay stays short across restarts.
     versions.log_and_apply(edit)?;
-    sync_dir(dir)?;
     Ok(Recovered {
         versions,
         wal,

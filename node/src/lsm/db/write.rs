@@ -20,7 +20,7 @@ use crate::lsm::log::LogWriter;
 use crate::lsm::memtable::Memtable;
 use crate::lsm::range_del::RangeTombstone;
 use crate::lsm::stats::Counters;
-use crate::lsm::version::wal_file_name;
+use crate::lsm::version::{sync_dir, wal_file_name};
 
 use super::Inner;
 
@@ -165,6 +165,7 @@ impl Inner {
             let Some(log) = wal.as_mut() else {
                 return Err(Error::Closed);
             };
+            fail::fail_point!("lsm::wal::before_append");
             log.append(batches.iter().map(WriteBatch::encoded))?;
             let bytes: usize = batches
                 .iter()
@@ -276,12 +277,31 @@ impl Inner {
         }
         let wal_number = if self.options.wal {
             let number = self.versions.lock().new_file_number();
-            let writer = LogWriter::create(&wal_file_name(&self.dir, number))?;
+            let path = wal_file_name(&self.dir, number);
+            let writer = LogWriter::create(&path)?;
+            // Synced writes will be acknowledged from the new WAL: its name must be durable
+            // before the first of them. Nothing depends on it yet, so a failure is not fatal.
+            if let Err(e) = sync_dir(&self.dir) {
+                drop(writer);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             let mut wal = self.wal.lock();
             if let Some(old) = wal.as_mut() {
                 // The old WAL stays until its memtable is flushed; make its tail durable so
-                // that recovery never finds a gap before the new file.
-                old.sync()?;
+                // that recovery never finds a gap before the new file. A failure leaves that
+                // tail's durability unknown, exactly like a failed group-commit fsync: refuse
+                // every later write until reopen, or a later synced write could be
+                // acknowledged and survive a crash that loses this tail before it.
+                if let Err(e) = sync_rotated_wal(old) {
+                    drop(wal);
+                    drop(writer);
+                    let _ = std::fs::remove_file(&path);
+                    self.set_bg_error(Error::Background(format!(
+                        "WAL sync failed at memtable rotation: {e}"
+                    )));
+                    return Err(e);
+                }
             }
             *wal = Some(writer);
             number
@@ -296,4 +316,13 @@ impl Inner {
         self.bg_cv.notify_all();
         Ok(())
     }
+}
+
+/// Fsyncs the WAL being retired at rotation (a failpoint can fail it).
+fn sync_rotated_wal(wal: &mut LogWriter) -> Result<()> {
+    fail::fail_point!("lsm::wal::rotate_sync", |_| Err(Error::io(
+        "syncing the rotated WAL",
+        std::io::Error::other("injected WAL sync failure"),
+    )));
+    wal.sync()
 }
