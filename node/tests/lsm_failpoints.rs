@@ -442,3 +442,34 @@ fn a_failed_wal_sync_at_rotation_refuses_every_later_write_until_reopen() {
     db.close().expect("close");
     scenario.teardown();
 }
+
+/// A failed group-commit fsync is fatal until reopen. A flush that then fails with a
+/// clearable error (here its directory sync) and a flush that later succeeds must not clear
+/// it: the flush thread clears the errors of failed flushes, never a fatal one.
+#[test]
+fn a_fatal_wal_error_is_not_cleared_by_a_flush_that_recovers_from_its_own_error() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(tmp.path(), manual_options()).expect("open");
+    write_keys(&db, 0..20);
+    fail::cfg("lsm::wal::sync", "1*return").expect("configure failpoint");
+    db.put(CF, b"x", b"y", &WriteOptions { sync: true })
+        .expect_err("the group commit's sync fails");
+    // The flush rotates (its sync of the old WAL succeeds), then its table's directory sync
+    // fails: a clearable flush error.
+    fail::cfg("lsm::sync_dir", "1*off->1*return").expect("configure failpoint");
+    db.flush().expect_err("the flush's directory sync fails");
+    fail::remove("lsm::sync_dir");
+    db.flush().expect("the retried flush succeeds");
+    assert_keys(&db, 0..20, "after the flush");
+    let err = db
+        .put(CF, b"x", b"y", &WriteOptions { sync: true })
+        .expect_err("writes stay refused until reopen");
+    assert!(matches!(err, Error::Background(_)), "{err}");
+    drop(db);
+    let db = Db::open(tmp.path(), manual_options()).expect("reopen");
+    assert_keys(&db, 0..20, "after reopen");
+    write_keys(&db, 20..30);
+    db.close().expect("close");
+    scenario.teardown();
+}

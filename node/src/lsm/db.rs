@@ -13,8 +13,10 @@
 //! One thread flushes immutable memtables to L0, oldest first; one runs compactions picked by
 //! [`compaction::pick`]. A flush failure (for example a full disk) puts the engine in a
 //! read-only state (writes return [`Error::Background`]) while the thread retries with
-//! backoff; a later success clears it. Files a compaction replaces are deleted once no
-//! reader's version refers to them.
+//! backoff; a later success clears it. A failed fsync of the WAL or the manifest leaves
+//! durability unknown and refuses writes until reopen. Files a compaction replaces are
+//! deleted once no reader's version refers to them; a new file's name is made durable with a
+//! directory fsync before anything depends on it.
 
 mod compact;
 mod files;
@@ -561,9 +563,17 @@ impl Inner {
         }
     }
 
+    /// Records a background error that refuses writes. A [`Error::Background`] error is
+    /// fatal (a failed WAL or manifest fsync: only a reopen clears it) and is never replaced,
+    /// or a later, clearable error (a full disk during a flush) could take its place and be
+    /// cleared by the next successful flush, letting writes resume.
     fn set_bg_error(&self, e: Error) {
         Counters::add(&self.counters.background_errors, 1);
-        self.state.lock().bg_error = Some(e);
+        let mut st = self.state.lock();
+        if !matches!(st.bg_error, Some(Error::Background(_))) {
+            st.bg_error = Some(e);
+        }
+        drop(st);
         self.bg_cv.notify_all();
     }
 

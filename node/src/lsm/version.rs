@@ -4,8 +4,12 @@
 //! and of the flushed range tombstones. Flushes and compactions never modify a version; they
 //! describe their result as a [`VersionEdit`] (files added, files deleted, tombstones added or
 //! retired, counters), append the edit to the manifest with an fsync, and only then install
-//! the version the edit produces. Readers hold an `Arc<Version>`, so files they may still
-//! read stay in place until the last reader lets go.
+//! the version the edit produces. Each version carries a *generation* in log order, so the
+//! engine installs only a version newer than the visible one even when the threads that
+//! logged two edits install them in the other order. A failed manifest fsync leaves the edit
+//! possibly durable and *poisons* the set: it logs nothing more until a reopen settles what
+//! the manifest holds. Readers hold an `Arc<Version>`, so files they may still read stay in
+//! place until the last reader lets go.
 //!
 //! The manifest is a record log (see [`super::log`]) of edits; `CURRENT` names the live
 //! manifest. Opening replays the edits into a version. Each open writes a fresh manifest
@@ -307,7 +311,10 @@ pub fn wal_file_name(dir: &Path, n: u64) -> PathBuf {
 /// before the manifest edit that names them, a new manifest before `CURRENT` names it, and
 /// `CURRENT`'s rename before the new manifest is used.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    fail::fail_point!("lsm::sync_dir");
+    fail::fail_point!("lsm::sync_dir", |_| Err(Error::io(
+        format!("syncing directory {}", dir.display()),
+        std::io::Error::other("injected directory sync failure"),
+    )));
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .context(|| format!("syncing directory {}", dir.display()))

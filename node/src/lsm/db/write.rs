@@ -173,7 +173,7 @@ impl Inner {
                 .sum();
             Counters::add(&self.counters.wal_bytes_written, bytes as u64);
             if sync {
-                if let Err(e) = log.sync() {
+                if let Err(e) = sync_wal(log, "lsm::wal::sync") {
                     // The group may or may not be durable: refuse further writes (until the
                     // engine is reopened) rather than risk acknowledging a later write whose
                     // predecessor vanishes.
@@ -293,7 +293,7 @@ impl Inner {
                 // tail's durability unknown, exactly like a failed group-commit fsync: refuse
                 // every later write until reopen, or a later synced write could be
                 // acknowledged and survive a crash that loses this tail before it.
-                if let Err(e) = sync_rotated_wal(old) {
+                if let Err(e) = sync_wal(old, "lsm::wal::rotate_sync") {
                     drop(wal);
                     drop(writer);
                     let _ = std::fs::remove_file(&path);
@@ -318,10 +318,13 @@ impl Inner {
     }
 }
 
-/// Fsyncs the WAL being retired at rotation (a failpoint can fail it).
-fn sync_rotated_wal(wal: &mut LogWriter) -> Result<()> {
-    fail::fail_point!("lsm::wal::rotate_sync", |_| Err(Error::io(
-        "syncing the rotated WAL",
+/// Fsyncs a WAL; the failpoint `point` can fail it (after a group commit's append, or when
+/// the memtable rotates).
+// `point` is unused when failpoints are compiled out.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn sync_wal(wal: &mut LogWriter, point: &str) -> Result<()> {
+    fail::fail_point!(point, |_| Err(Error::io(
+        "syncing the WAL",
         std::io::Error::other("injected WAL sync failure"),
     )));
     wal.sync()
