@@ -7,8 +7,11 @@
 //! and nothing panics or returns wrong data. Every damaged case works on its own copy of a
 //! pristine directory.
 
+mod lsm_support;
+
 use std::path::{Path, PathBuf};
 
+use lsm_support::{copy_dir, manifest};
 use strata::lsm::coding::masked_crc;
 use strata::lsm::{ColumnFamily, Db, Error, Options, ReadOptions, WriteOptions};
 
@@ -71,21 +74,6 @@ fn live_tables(db: &Db) -> Vec<PathBuf> {
 
 fn wals(dir: &Path) -> Vec<PathBuf> {
     files_with(dir, |n| n.ends_with(".log"))
-}
-
-fn manifest(dir: &Path) -> PathBuf {
-    let current = std::fs::read_to_string(dir.join("CURRENT")).expect("read CURRENT");
-    dir.join(current.trim_end())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy");
-    for entry in std::fs::read_dir(from).expect("list dir") {
-        let entry = entry.expect("dir entry");
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-        }
-    }
 }
 
 fn flip_byte(path: &Path, pos: usize) {

@@ -8,6 +8,8 @@
 //! feature.
 #![cfg(feature = "failpoints")]
 
+mod lsm_support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lsm_support::{copy_dir, manifest};
 use strata::lsm::{ColumnFamily, Db, Error, Options, ReadOptions, WriteOptions};
 
 const CF: ColumnFamily = ColumnFamily::Default;
@@ -75,21 +78,6 @@ fn live_tables(db: &Db) -> BTreeSet<String> {
         .files()
         .map(|(_, f)| format!("{:06}.sst", f.id))
         .collect()
-}
-
-fn manifest(dir: &Path) -> PathBuf {
-    let current = std::fs::read_to_string(dir.join("CURRENT")).expect("read CURRENT");
-    dir.join(current.trim_end())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy");
-    for entry in std::fs::read_dir(from).expect("list dir") {
-        let entry = entry.expect("dir entry");
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-        }
-    }
 }
 
 // ----- version install order --------------------------------------------------------------
