@@ -14,7 +14,8 @@
 //! The manifest is a record log (see [`super::log`]) of edits; `CURRENT` names the live
 //! manifest. Opening replays the edits into a version. Each open writes a fresh manifest
 //! holding one snapshot edit, and so does a manifest that grows past a few MiB, so replay
-//! stays short. `CURRENT` is replaced atomically (write temp, fsync, rename, fsync dir).
+//! stays short. `CURRENT` is replaced atomically (write temp, fsync, fsync dir,
+//! rename, fsync dir).
 //!
 //! ```text
 //!   edit := field*
