@@ -148,6 +148,118 @@ fn a_compaction_installing_after_a_newer_flush_keeps_the_flushed_table() {
     scenario.teardown();
 }
 
+/// A pause that a failpoint callback takes once: the first thread through it reports that it
+/// arrived and waits until the test releases it (or the deadline passes).
+struct Gate {
+    armed: AtomicBool,
+    arrived: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    /// Configures the failpoint `point` to pause at this gate once it is armed. Returns the
+    /// gate, the receiver of its arrival and the sender that releases it.
+    fn at(point: &str) -> (Arc<Gate>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (arrived_tx, arrived_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            armed: AtomicBool::new(false),
+            arrived: Mutex::new(arrived_tx),
+            release: Mutex::new(release_rx),
+        });
+        let g = Arc::clone(&gate);
+        fail::cfg_callback(point, move || {
+            if g.armed.swap(false, Ordering::SeqCst) {
+                let _ = g.arrived.lock().expect("lock").send(());
+                let _ = g.release.lock().expect("lock").recv_timeout(DEADLINE);
+            }
+        })
+        .expect("configure failpoint");
+        (gate, arrived_rx, release_tx)
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The other order: a flush logs F, a background compaction logs F+C and installs it, then
+/// the flush installs. The flush's older version must not come back: it still lists the
+/// compaction's inputs (already retired) and lacks its outputs, so the next compaction would
+/// be picked from a version the manifest no longer holds.
+#[test]
+fn a_flush_installing_after_a_newer_compaction_keeps_the_compaction() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        background_work: true,
+        memtable_size: 1 << 20,
+        num_levels: 2,
+        ..Options::small_for_tests()
+    };
+    let (compaction_gate, compaction_arrived, release_compaction) =
+        Gate::at("lsm::compact::before_run");
+    let (flush_gate, flush_arrived, release_flush) = Gate::at("lsm::flush::before_install");
+    compaction_gate.arm();
+    let db = Db::open(tmp.path(), options.clone()).expect("open");
+    // Two L0 tables: the compaction thread picks them and waits at its gate.
+    write_keys(&db, 0..50);
+    db.flush().expect("flush");
+    write_keys(&db, 50..100);
+    db.flush().expect("flush");
+    compaction_arrived
+        .recv_timeout(DEADLINE)
+        .expect("the compaction never picked the two tables");
+    let inputs: BTreeSet<u64> = db.test_version().files().map(|(_, f)| f.id).collect();
+    assert_eq!(inputs.len(), 2, "test setup: two L0 tables");
+
+    // A third flush logs F and waits before installing.
+    flush_gate.arm();
+    write_keys(&db, 100..150);
+    let flusher = {
+        let db = db.clone();
+        std::thread::spawn(move || db.flush())
+    };
+    flush_arrived
+        .recv_timeout(DEADLINE)
+        .expect("the flush never logged its edit");
+    // The compaction logs F+C and installs it.
+    release_compaction.send(()).expect("release the compaction");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while db.test_version().levels[1].is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compaction never installed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    release_flush.send(()).expect("release the flush");
+    flusher.join().expect("flush thread").expect("flush");
+
+    let version = db.test_version();
+    let visible: BTreeSet<u64> = version.files().map(|(_, f)| f.id).collect();
+    assert!(
+        visible.is_disjoint(&inputs),
+        "the compaction's inputs {inputs:?} came back: {visible:?}"
+    );
+    assert_eq!(version.levels[0].len(), 1, "the flushed table in L0");
+    assert!(
+        !version.levels[1].is_empty(),
+        "the compaction's output in L1"
+    );
+    assert_keys(&db, 0..150, "after both installed");
+    write_keys(&db, 150..200);
+    db.flush().expect("flush after");
+    db.compact_range(CF, None, None).expect("compact after");
+    db.wait_for_background_work().expect("background work");
+    assert_keys(&db, 0..200, "after more work");
+    db.close().expect("close");
+    let db = Db::open(tmp.path(), options).expect("reopen");
+    assert_keys(&db, 0..200, "after reopen");
+    db.close().expect("close");
+    scenario.teardown();
+}
+
 // ----- directory syncs ----------------------------------------------------------------------
 
 /// What the directory looked like at one moment the engine passed a failpoint.

@@ -39,6 +39,7 @@ impl Inner {
                 drop(version);
                 match task {
                     Some(task) => {
+                        fail::fail_point!("lsm::compact::before_run");
                         self.state.lock().compacting = true;
                         let r = self.run_compaction(task);
                         self.state.lock().compacting = false;

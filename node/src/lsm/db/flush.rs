@@ -106,6 +106,9 @@ impl Inner {
                 }
             }
         })();
+        if result.is_ok() {
+            fail::fail_point!("lsm::flush::before_install");
+        }
         let mut st = self.state.lock();
         st.flushing = false;
         match result {
