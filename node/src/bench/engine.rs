@@ -30,9 +30,13 @@
 //! * Peak RSS is reset before each engine (where the kernel allows it), so each engine's peak
 //!   is its own.
 //!
+//! `mvccget` (opt-in, Strata only) times MVCC point reads on a database of its own
+//! (`engine/mvcc.rs`).
+//!
 //! The adapters live in `engine/strata.rs` and `engine/fjall.rs` (the latter only with the
 //! `bench-fjall` feature); tables and JSON lines are made in `engine/report.rs`.
 
+mod mvcc;
 mod report;
 mod strata;
 
@@ -61,7 +65,7 @@ pub const DEFAULT_ENGINES: &str = "strata,fjall";
 #[cfg(not(feature = "bench-fjall"))]
 pub const DEFAULT_ENGINES: &str = "strata";
 
-/// Every workload, in the order they run.
+/// The default workloads, in the order they run (`mvccget` is opt-in).
 pub const ALL_WORKLOADS: &str = "fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom";
 
 /// Options of `strata bench engine`.
@@ -113,6 +117,9 @@ pub struct EngineBenchConfig {
     /// Strata's compaction style (fjall keeps its own default, leveled).
     #[arg(long, value_enum, default_value_t = StrataCompaction::Leveled)]
     pub strata_compaction: StrataCompaction,
+    /// Committed versions per key that mvccget writes.
+    #[arg(long, default_value_t = 4)]
+    pub mvcc_versions: u64,
 }
 
 impl Default for EngineBenchConfig {
@@ -186,10 +193,13 @@ pub enum Workload {
     Readseq,
     /// Seek to a random key, then read `--scan-len` entries.
     Seekrandom,
+    /// MVCC point reads (`MvccReader::get` at random timestamps) on keys with
+    /// `--mvcc-versions` versions each, in a database of its own; Strata only, opt-in.
+    Mvccget,
 }
 
 impl Workload {
-    /// All workloads, in the order they run.
+    /// The default workloads, in the order they run.
     pub const ALL: [Workload; 6] = [
         Workload::Fillseq,
         Workload::Fillrandom,
@@ -208,6 +218,7 @@ impl Workload {
             Workload::Readrandom => "readrandom",
             Workload::Readseq => "readseq",
             Workload::Seekrandom => "seekrandom",
+            Workload::Mvccget => "mvccget",
         }
     }
 
@@ -542,10 +553,21 @@ fn run_engine(
         dir.discard(&path);
     }
 
+    if workloads.contains(&Workload::Mvccget) {
+        if engine == EngineKind::Strata {
+            let path = dir.db_path(engine, "mvcc")?;
+            let m = mvcc::run(config, settings, keys, bench.values, &path)?;
+            bench.finish(m, &mut results, on_result)?;
+            dir.discard(&path);
+        } else {
+            tracing::info!(%engine, "mvccget runs on strata only; skipped");
+        }
+    }
+
     let rest: Vec<Workload> = workloads
         .iter()
         .copied()
-        .filter(|w| *w != Workload::Fillseq)
+        .filter(|w| !matches!(w, Workload::Fillseq | Workload::Mvccget))
         .collect();
     if rest.is_empty() {
         return Ok(results);
@@ -569,9 +591,12 @@ fn run_engine(
 /// Whether workloads that need a loaded database run without fillrandom, which would load it.
 fn needs_untimed_load(workloads: &[Workload]) -> bool {
     !workloads.contains(&Workload::Fillrandom)
-        && workloads
-            .iter()
-            .any(|w| !matches!(w, Workload::Fillseq | Workload::Fillrandom))
+        && workloads.iter().any(|w| {
+            !matches!(
+                w,
+                Workload::Fillseq | Workload::Fillrandom | Workload::Mvccget
+            )
+        })
 }
 
 /// Generates and times the operations of one workload.
@@ -593,6 +618,8 @@ struct Measured {
     internal_write_amp: Option<f64>,
     /// Reads: gets that found a value, or entries scanned.
     found: Option<u64>,
+    /// Engine counters per operation, for workloads that report them.
+    counters: Option<BTreeMap<String, f64>>,
 }
 
 impl WorkloadRunner<'_> {
@@ -654,6 +681,7 @@ impl WorkloadRunner<'_> {
                 std::hint::black_box(bytes);
                 (n as u64, Instant::now(), Some(n as u64))
             }
+            Workload::Mvccget => bail!("mvccget runs on a database of its own"),
             Workload::Seekrandom => {
                 let mut entries = 0u64;
                 let mut bytes = 0usize;
@@ -688,6 +716,7 @@ impl WorkloadRunner<'_> {
                 None
             },
             found,
+            counters: None,
         })
     }
 

@@ -162,3 +162,27 @@ fn asking_for_fjall_without_the_feature_says_how_to_rebuild() {
     let err = run(&config, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("--features bench-fjall"), "{err}");
 }
+
+#[test]
+fn mvccget_reads_versions_and_reports_counters() {
+    let mut config = tiny_config(compiled_engines());
+    config.workloads = vec![Workload::Mvccget];
+    config.mvcc_versions = 3;
+    let mut out = Vec::new();
+    let report = run(&config, &mut out).expect("benchmark runs");
+    // Strata only, whatever engines were asked for.
+    assert_eq!(report.results.len(), 1);
+    let r = &report.results[0];
+    assert_eq!(
+        (r.workload, r.engine),
+        (Workload::Mvccget, EngineKind::Strata)
+    );
+    assert_eq!(r.ops, 500);
+    // Read timestamps span one step below the first version to one past the last: about
+    // 1/8 of the reads come before any version.
+    let found = r.found.expect("found is reported");
+    assert!((350..500).contains(&found), "found {found} of 500");
+    let counters = r.counters.as_ref().expect("counters are reported");
+    assert!(counters.contains_key("table_probes"), "{counters:?}");
+    assert!(counters["tables_in_db"] >= 1.0, "{counters:?}");
+}
