@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::super::block::BlockBuilder;
 use super::super::bloom::BloomBuilder;
@@ -12,9 +13,10 @@ use super::super::coding::masked_crc;
 use super::super::error::{Error, IoContext, Result};
 use super::super::key::{compare_internal, kind_of, seq_of, user_part, ValueKind, TRAILER_LEN};
 use super::super::options::Compression;
+use super::super::prefix::{engine_prefix, stored_name, SharedPrefixExtractor};
 use super::{
     BlockHandle, TableOptions, TableSummary, BLOCK_TRAILER_LEN, COMPRESSION_LZ4, COMPRESSION_NONE,
-    FOOTER_LEN, FORMAT_VERSION, TABLE_MAGIC,
+    FOOTER_LEN, FOOTER_V2_LEN, FORMAT_VERSION, FORMAT_VERSION_PREFIX, TABLE_MAGIC,
 };
 
 /// Writes one table. Entries must be added in increasing [`compare_internal`] order.
@@ -30,6 +32,7 @@ pub struct TableBuilder {
     data_block: BlockBuilder,
     index_block: BlockBuilder,
     bloom: BloomBuilder,
+    prefix_filter: Option<PrefixFilterBuilder>,
     last_key: Vec<u8>,
     num_entries: u64,
     num_deletions: u64,
@@ -42,14 +45,23 @@ impl TableBuilder {
     /// Creates (truncating) the file at `path`.
     pub fn new(path: &Path, opts: TableOptions) -> Result<TableBuilder> {
         let file = File::create(path).context(|| format!("creating table {}", path.display()))?;
+        let prefix_filter = opts
+            .prefix_extractor
+            .as_ref()
+            .map(|extractor| PrefixFilterBuilder {
+                extractor: Arc::clone(extractor),
+                bloom: BloomBuilder::new(opts.bloom_bits_per_key),
+                last: None,
+            });
         Ok(TableBuilder {
             path: path.to_path_buf(),
             writer: BufWriter::with_capacity(64 << 10, file),
-            opts,
             offset: 0,
             data_block: BlockBuilder::new(opts.restart_interval),
             index_block: BlockBuilder::new(1),
             bloom: BloomBuilder::new(opts.bloom_bits_per_key),
+            prefix_filter,
+            opts,
             last_key: Vec::new(),
             num_entries: 0,
             num_deletions: 0,
@@ -84,6 +96,9 @@ impl TableBuilder {
                 self.bloom.add_key(user_part(ikey));
             }
         }
+        if let Some(p) = &mut self.prefix_filter {
+            p.add(user_part(ikey));
+        }
         if kind_of(ikey) == Some(ValueKind::Delete) {
             self.num_deletions += 1;
         }
@@ -107,7 +122,7 @@ impl TableBuilder {
         self.offset
             + self.data_block.estimated_size() as u64
             + self.index_block.estimated_size() as u64
-            + FOOTER_LEN as u64
+            + FOOTER_V2_LEN as u64
     }
 
     fn flush_data_block(&mut self) -> Result<()> {
@@ -155,21 +170,33 @@ impl TableBuilder {
     /// file. (Making the file's directory entry durable is the caller's business.)
     pub fn finish(mut self) -> Result<TableSummary> {
         self.flush_data_block()?;
+        let prefix_handle = match self.prefix_filter.take() {
+            Some(p) => Some(self.write_block(&p.finish(), Compression::None)?),
+            None => None,
+        };
         let filter = std::mem::replace(&mut self.bloom, BloomBuilder::new(0)).finish();
         let filter_handle = self.write_block(&filter, Compression::None)?;
         let index = self.index_block.finish();
         let index_handle = self.write_block(&index, self.opts.compression)?;
 
-        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        let mut footer = Vec::with_capacity(FOOTER_V2_LEN);
+        if let Some(h) = prefix_handle {
+            footer.extend_from_slice(&h.offset.to_le_bytes());
+            footer.extend_from_slice(&h.size.to_le_bytes());
+        }
         footer.extend_from_slice(&filter_handle.offset.to_le_bytes());
         footer.extend_from_slice(&filter_handle.size.to_le_bytes());
         footer.extend_from_slice(&index_handle.offset.to_le_bytes());
         footer.extend_from_slice(&index_handle.size.to_le_bytes());
-        footer.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let (version, footer_len) = match prefix_handle {
+            Some(_) => (FORMAT_VERSION_PREFIX, FOOTER_V2_LEN),
+            None => (FORMAT_VERSION, FOOTER_LEN),
+        };
+        footer.extend_from_slice(&version.to_le_bytes());
         let crc = masked_crc(&[&footer]);
         footer.extend_from_slice(&crc.to_le_bytes());
         footer.extend_from_slice(&TABLE_MAGIC.to_le_bytes());
-        debug_assert_eq!(footer.len(), FOOTER_LEN);
+        debug_assert_eq!(footer.len(), footer_len);
 
         let path = self.path;
         let what = || format!("writing table {}", path.display());
@@ -182,7 +209,7 @@ impl TableBuilder {
         file.sync_all()
             .context(|| format!("syncing table {}", path.display()))?;
         Ok(TableSummary {
-            file_size: self.offset + FOOTER_LEN as u64,
+            file_size: self.offset + footer_len as u64,
             num_entries: self.num_entries,
             num_deletions: self.num_deletions,
             smallest_key: self.smallest_key,
@@ -190,5 +217,48 @@ impl TableBuilder {
             smallest_seq: self.smallest_seq,
             largest_seq: self.largest_seq,
         })
+    }
+}
+
+/// Collects the prefixes of one table's keys for its prefix filter.
+struct PrefixFilterBuilder {
+    extractor: SharedPrefixExtractor,
+    bloom: BloomBuilder,
+    /// The prefix added last: keys sharing a prefix are usually adjacent, so each is
+    /// hashed once.
+    last: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PrefixFilterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixFilterBuilder")
+            .field("extractor", &self.extractor.name())
+            .field("prefixes", &self.bloom.num_keys())
+            .finish()
+    }
+}
+
+impl PrefixFilterBuilder {
+    fn add(&mut self, engine_key: &[u8]) {
+        let Some(prefix) = engine_prefix(&*self.extractor, engine_key) else {
+            return;
+        };
+        if self.last.as_deref() != Some(prefix) {
+            self.bloom.add_key(prefix);
+            let last = self.last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(prefix);
+        }
+    }
+
+    /// The block: `name_len: u8 ++ name ++ bloom filter`.
+    fn finish(self) -> Vec<u8> {
+        let name = stored_name(&*self.extractor);
+        let bloom = self.bloom.finish();
+        let mut out = Vec::with_capacity(1 + name.len() + bloom.len());
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&bloom);
+        out
     }
 }

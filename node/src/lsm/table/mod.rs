@@ -4,7 +4,12 @@
 //! keeps a bounded cache of open tables), `iter.rs` walks one; this module holds the format
 //! constants and the small types they share.
 //!
-//! # File layout (format version 1)
+//! # File layout (format versions 1 and 2)
+//!
+//! Version 2 adds a *prefix filter* block before the filter block and a 64-byte footer that
+//! names it; the builder writes it only when the options carry a prefix extractor
+//! ([`crate::lsm::prefix`]), and version 1 otherwise, so a table that needs no prefix filter
+//! is byte for byte what older builds wrote and read.
 //!
 //! ```text
 //!   offset 0
@@ -15,11 +20,14 @@
 //!   | ...                          |
 //!   | data block n-1   | trailer   |
 //!   +------------------------------+
+//!   | prefix filter    | trailer   |   version 2 only: name_len u8 ++ extractor name ++ bloom
+//!   +------------------------------+   filter over `cf id ++ prefix` of the keys; never
+//!   |                              |   compressed
 //!   | filter block     | trailer   |   bloom filter over engine keys (see bloom.rs);
 //!   +------------------------------+   empty when bloom_bits_per_key = 0; never compressed
 //!   | index block      | trailer   |   block format, restart interval 1: one entry per data
 //!   +------------------------------+   block, key = the block's last internal key,
-//!   | footer (48 bytes)            |   value = varint offset ++ varint size of the block
+//!   | footer (48 or 64 bytes)      |   value = varint offset ++ varint size of the block
 //!   +------------------------------+
 //!   offset file_size
 //!
@@ -36,6 +44,18 @@
 //!     +32  u32  format version (= 1)
 //!     +36  u32  masked crc32c of footer bytes 0..36
 //!     +40  u64  magic: the ASCII bytes "STRATSST" (u64 LE 0x5453_5354_4152_5453)
+//!
+//!   footer of version 2 (64 bytes), at file_size - 64: the prefix filter's handle first,
+//!   then the version-1 fields shifted by 16; the version, checksum and magic keep their
+//!   place relative to the end of the file, so a reader finds the version before it knows
+//!   the footer's length:
+//!     +0   u64  prefix filter block offset
+//!     +8   u64  prefix filter block size
+//!     +16  u64  filter block offset         +24  u64  filter block size
+//!     +32  u64  index block offset          +40  u64  index block size
+//!     +48  u32  format version (= 2)
+//!     +52  u32  masked crc32c of footer bytes 0..52
+//!     +56  u64  magic
 //! ```
 //!
 //! A block handle `(offset, size)` names the stored bytes of a block; its trailer follows at
@@ -45,7 +65,7 @@
 //! # Reading
 //!
 //! [`Table::open`] checks the footer (magic, checksum, version), then reads and verifies the
-//! index and filter blocks and keeps both in memory. Data blocks are read on demand with
+//! index, filter and prefix filter blocks and keeps them in memory. Data blocks are read on demand with
 //! `pread` (so an `Arc<Table>` is shared by threads without a lock), each verified against
 //! its checksum, and go through the shared [`BlockCache`] keyed by `(file id, offset)`. Any
 //! damage — truncation, bad magic, bad checksum, a handle outside the file, a malformed block
@@ -65,6 +85,7 @@ use std::path::{Path, PathBuf};
 
 use super::coding::{put_varint, Decoder};
 use super::options::{Compression, Options};
+use super::prefix::SharedPrefixExtractor;
 #[cfg(doc)]
 use super::{cache::BlockCache, coding::masked_crc, error::Error};
 
@@ -72,12 +93,16 @@ pub use builder::TableBuilder;
 pub use iter::TableIterator;
 pub use reader::{Table, TableCache, TableLookup};
 
-/// Size of the fixed footer at the end of every table.
+/// Size of the footer at the end of a format-1 table.
 pub const FOOTER_LEN: usize = 48;
+/// Size of the footer at the end of a format-2 table (with a prefix filter).
+pub const FOOTER_V2_LEN: usize = 64;
 /// Size of the trailer after every block: compression type + masked crc32c.
 pub const BLOCK_TRAILER_LEN: usize = 5;
-/// The format version this code writes and the only one it reads.
+/// The format of tables without a prefix filter.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of tables with a prefix filter; this code reads both.
+pub const FORMAT_VERSION_PREFIX: u32 = 2;
 /// The last 8 bytes of every table: "STRATSST".
 pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"STRATSST");
 
@@ -124,7 +149,7 @@ impl BlockHandle {
 }
 
 /// How tables are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TableOptions {
     /// Target size of a data block before compression.
     pub block_size: usize,
@@ -134,6 +159,8 @@ pub struct TableOptions {
     pub bloom_bits_per_key: usize,
     /// Compression of data and index blocks.
     pub compression: Compression,
+    /// Builds a prefix filter (and a format-2 table) when set.
+    pub prefix_extractor: Option<SharedPrefixExtractor>,
 }
 
 impl From<&Options> for TableOptions {
@@ -143,6 +170,7 @@ impl From<&Options> for TableOptions {
             restart_interval: o.block_restart_interval,
             bloom_bits_per_key: o.bloom_bits_per_key,
             compression: o.compression,
+            prefix_extractor: o.prefix_extractor.clone(),
         }
     }
 }

@@ -16,7 +16,8 @@ use super::super::iterator::InternalIterator;
 use super::super::key::{compare_internal, user_part};
 use super::{
     table_file_name, BlockHandle, TableIterator, BLOCK_TRAILER_LEN, COMPRESSION_LZ4,
-    COMPRESSION_NONE, FOOTER_LEN, FORMAT_VERSION, LZ4_MAX_RATIO, TABLE_MAGIC,
+    COMPRESSION_NONE, FOOTER_LEN, FOOTER_V2_LEN, FORMAT_VERSION, FORMAT_VERSION_PREFIX,
+    LZ4_MAX_RATIO, TABLE_MAGIC,
 };
 
 /// The result of a point lookup in one table.
@@ -164,6 +165,26 @@ impl DecodedIndex {
     }
 }
 
+/// A table's prefix filter and the name of the extractor that built it.
+#[derive(Debug)]
+struct PrefixFilter {
+    extractor: Vec<u8>,
+    filter: BloomFilter,
+}
+
+impl PrefixFilter {
+    /// Decodes `name_len: u8 ++ name ++ bloom filter`.
+    fn decode(mut data: Vec<u8>) -> Option<PrefixFilter> {
+        let len = usize::from(*data.first()?);
+        let name = data.get(1..1 + len)?.to_vec();
+        data.drain(..1 + len);
+        Some(PrefixFilter {
+            extractor: name,
+            filter: BloomFilter::new(data),
+        })
+    }
+}
+
 /// An open table: its index and filter in memory, data blocks read on demand.
 pub struct Table {
     path: PathBuf,
@@ -174,7 +195,9 @@ pub struct Table {
     /// Offset of the index block (for error messages).
     index_offset: u64,
     filter: BloomFilter,
-    /// End of the data blocks (the filter block's offset).
+    /// The prefix filter of a format-2 table.
+    prefix_filter: Option<PrefixFilter>,
+    /// End of the data blocks (the offset of the first filter block).
     pub(super) data_end: u64,
     cache: Option<Arc<BlockCache>>,
 }
@@ -193,7 +216,7 @@ impl std::fmt::Debug for Table {
 
 impl Table {
     /// Opens table `file_id` at `path`, whose size the manifest recorded as `file_size`,
-    /// verifying its footer, index and filter.
+    /// verifying its footer, index, filter and prefix filter.
     pub fn open(
         path: &Path,
         file_id: u64,
@@ -212,43 +235,72 @@ impl Table {
                 format!("file is truncated: {actual} bytes, expected {file_size}"),
             ));
         }
-        let Some(footer_offset) = file_size.checked_sub(FOOTER_LEN as u64) else {
+        // The last 48 bytes hold the version, checksum and magic of either footer.
+        let Some(tail_offset) = file_size.checked_sub(FOOTER_LEN as u64) else {
             return Err(corrupt(
                 0,
                 format!("file of {file_size} bytes is too short to hold a table footer"),
             ));
         };
-        let mut footer = [0u8; FOOTER_LEN];
-        read_exact_at(&file, path, &mut footer, footer_offset)?;
-        let field = |pos: usize| read_u64(&footer, pos).unwrap_or(0);
-        if field(40) != TABLE_MAGIC {
+        let mut tail = [0u8; FOOTER_LEN];
+        read_exact_at(&file, path, &mut tail, tail_offset)?;
+        if read_u64(&tail, FOOTER_LEN - 8) != Some(TABLE_MAGIC) {
             return Err(corrupt(
-                footer_offset + 40,
+                file_size - 8,
                 "bad magic number: not a Strata table".into(),
             ));
         }
-        if masked_crc(&[&footer[..36]]) != read_u32(&footer, 36).unwrap_or(0) {
+        let version = read_u32(&tail, FOOTER_LEN - 16).unwrap_or(0);
+        let footer_len = match version {
+            FORMAT_VERSION => FOOTER_LEN,
+            FORMAT_VERSION_PREFIX => FOOTER_V2_LEN,
+            _ => 0,
+        };
+        let footer_offset = file_size.checked_sub(footer_len as u64);
+        let footer = match footer_offset {
+            Some(offset) if footer_len == FOOTER_LEN => (offset, tail.to_vec()),
+            Some(offset) if footer_len > 0 => {
+                let mut footer = vec![0u8; footer_len];
+                read_exact_at(&file, path, &mut footer, offset)?;
+                (offset, footer)
+            }
+            _ => (tail_offset, tail.to_vec()),
+        };
+        let (footer_offset, footer) = footer;
+        let crc_at = footer.len() - 12;
+        if masked_crc(&[&footer[..crc_at]]) != read_u32(&footer, crc_at).unwrap_or(0) {
             return Err(corrupt(footer_offset, "footer checksum mismatch".into()));
         }
-        let version = read_u32(&footer, 32).unwrap_or(0);
-        if version != FORMAT_VERSION {
+        if footer_len == 0 || file_size < footer_len as u64 {
             return Err(corrupt(
-                footer_offset + 32,
-                format!("unsupported table format version {version} (this build reads {FORMAT_VERSION})"),
+                file_size - 16,
+                format!(
+                    "unsupported table format version {version} (this build reads \
+                     {FORMAT_VERSION} and {FORMAT_VERSION_PREFIX})"
+                ),
             ));
         }
-        let filter_handle = BlockHandle {
-            offset: field(0),
-            size: field(8),
+        let handle_at = |pos: usize| BlockHandle {
+            offset: read_u64(&footer, pos).unwrap_or(0),
+            size: read_u64(&footer, pos + 8).unwrap_or(0),
         };
-        let index_handle = BlockHandle {
-            offset: field(16),
-            size: field(24),
-        };
-        // Data blocks end where the filter starts; the filter must end by the index, and the
-        // index by the footer.
+        let base = footer_len - FOOTER_LEN;
+        let prefix_handle = (version == FORMAT_VERSION_PREFIX).then(|| handle_at(0));
+        let filter_handle = handle_at(base);
+        let index_handle = handle_at(base + 16);
+        // Data blocks end where the (prefix) filter starts; each filter must end by the next
+        // block, and the index by the footer.
         let index_data = read_block_contents(&file, path, index_handle, footer_offset)?;
         let filter_data = read_block_contents(&file, path, filter_handle, index_handle.offset)?;
+        let (prefix_filter, data_end) = match prefix_handle {
+            Some(h) => {
+                let data = read_block_contents(&file, path, h, filter_handle.offset)?;
+                let pf = PrefixFilter::decode(data)
+                    .ok_or_else(|| corrupt(h.offset, "malformed prefix filter block".into()))?;
+                (Some(pf), h.offset)
+            }
+            None => (None, filter_handle.offset),
+        };
         let index_block = Arc::new(Block::new(index_data, path, index_handle.offset)?);
         let index = DecodedIndex::decode(&index_block, path)?;
         Ok(Table {
@@ -259,9 +311,28 @@ impl Table {
             index,
             index_offset: index_handle.offset,
             filter: BloomFilter::new(filter_data),
-            data_end: filter_handle.offset,
+            prefix_filter,
+            data_end,
             cache,
         })
+    }
+
+    /// Whether the table may hold a key whose prefix (family byte included, see
+    /// [`crate::lsm::prefix`]) is `prefix` by the extractor named `extractor`: `false` only
+    /// when the table has a prefix filter built by that extractor and the filter rules the
+    /// prefix out.
+    pub fn may_contain_prefix(&self, extractor: &[u8], prefix: &[u8]) -> bool {
+        match &self.prefix_filter {
+            Some(pf) if pf.extractor == extractor => pf.filter.may_contain(prefix),
+            _ => true,
+        }
+    }
+
+    /// The name of the extractor that built the table's prefix filter, if it has one.
+    pub fn prefix_extractor_name(&self) -> Option<&[u8]> {
+        self.prefix_filter
+            .as_ref()
+            .map(|pf| pf.extractor.as_slice())
     }
 
     /// The table's file id.

@@ -11,6 +11,7 @@ use crate::lsm::error::Result;
 use crate::lsm::iterator::InternalIterator;
 use crate::lsm::key::{compare_internal, kind_of, seq_of, user_part, ValueKind};
 use crate::lsm::key::{internal_key, seek_key, MAX_SEQ};
+use crate::lsm::prefix::{engine_prefix, stored_name, FixedPrefix};
 use proptest::prelude::*;
 
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -90,6 +91,7 @@ fn small_opts(compression: Compression) -> TableOptions {
         restart_interval: 4,
         bloom_bits_per_key: 10,
         compression,
+        prefix_extractor: None,
     }
 }
 
@@ -266,6 +268,19 @@ fn format_constants() {
     let f = bytes.len() - FOOTER_LEN;
     assert_eq!(read_u32(&bytes, f + 32), Some(FORMAT_VERSION));
     assert_eq!(summary.file_size, bytes.len() as u64);
+
+    // With a prefix extractor: format 2, whose version sits at the same distance from the
+    // end of the file.
+    let opts = TableOptions {
+        prefix_extractor: Some(FixedPrefix::shared(4)),
+        ..TableOptions::default()
+    };
+    let summary = build(dir.path(), 2, &sample_entries(10), opts);
+    let bytes = std::fs::read(table_file_name(dir.path(), 2)).unwrap();
+    assert_eq!(&bytes[bytes.len() - 8..], b"STRATSST");
+    let f = bytes.len() - FOOTER_V2_LEN;
+    assert_eq!(read_u32(&bytes, f + 48), Some(FORMAT_VERSION_PREFIX));
+    assert_eq!(summary.file_size, bytes.len() as u64);
 }
 
 #[test]
@@ -294,19 +309,25 @@ fn read_everything(path: &Path, size: u64, entries: &Entries) -> Result<()> {
 fn every_flipped_byte_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let entries = sample_entries(300);
-    for compression in [Compression::None, Compression::Lz4] {
-        let summary = build(dir.path(), 1, &entries, small_opts(compression));
+    let plain = small_opts(Compression::None);
+    let lz4 = small_opts(Compression::Lz4);
+    let with_prefix = TableOptions {
+        prefix_extractor: Some(FixedPrefix::shared(8)),
+        ..small_opts(Compression::None)
+    };
+    for opts in [plain, lz4, with_prefix] {
+        let summary = build(dir.path(), 1, &entries, opts.clone());
         let path = table_file_name(dir.path(), 1);
         let original = std::fs::read(&path).unwrap();
         let len = original.len();
         let t = open(dir.path(), 1, summary.file_size, None);
         let (filter_off, index_off) = (t.data_end, t.index_offset());
         drop(t);
-        // A sample of every region: data, filter, index, footer (all of it).
+        // A sample of every region: data, filters, index, footer (all of it).
         let mut positions: Vec<usize> = (0..len).step_by(37).collect();
         positions.extend(filter_off as usize..filter_off as usize + 16);
         positions.extend(index_off as usize..index_off as usize + 16);
-        positions.extend(len - FOOTER_LEN..len);
+        positions.extend(len - FOOTER_V2_LEN..len);
         for pos in positions {
             for bit in [0u8, 5] {
                 let mut damaged = original.clone();
@@ -345,14 +366,14 @@ fn truncation_and_bad_footers_are_corruption() {
     // An unknown format version with a valid checksum gets a clear message.
     let mut v2 = original.clone();
     let f = v2.len() - FOOTER_LEN;
-    v2[f + 32..f + 36].copy_from_slice(&2u32.to_le_bytes());
+    v2[f + 32..f + 36].copy_from_slice(&3u32.to_le_bytes());
     let crc = masked_crc(&[&v2[f..f + 36]]);
     v2[f + 36..f + 40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &v2).unwrap();
     let err = Table::open(&path, 1, summary.file_size, None).unwrap_err();
     assert!(
         err.to_string()
-            .contains("unsupported table format version 2"),
+            .contains("unsupported table format version 3"),
         "{err}"
     );
 
@@ -404,13 +425,17 @@ fn arb_opts() -> impl Strategy<Value = TableOptions> {
         1usize..17,
         0usize..16,
         prop_oneof![Just(Compression::None), Just(Compression::Lz4)],
+        proptest::option::of(0usize..5),
     )
         .prop_map(
-            |(block_size, restart_interval, bloom_bits_per_key, compression)| TableOptions {
-                block_size,
-                restart_interval,
-                bloom_bits_per_key,
-                compression,
+            |(block_size, restart_interval, bloom_bits_per_key, compression, prefix)| {
+                TableOptions {
+                    block_size,
+                    restart_interval,
+                    bloom_bits_per_key,
+                    compression,
+                    prefix_extractor: prefix.map(FixedPrefix::shared),
+                }
             },
         )
 }
@@ -426,7 +451,7 @@ proptest! {
             (proptest::collection::vec(0u8..6, 0..10), 0u64..1001), 0..40),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let summary = build(dir.path(), 3, &entries, opts);
+        let summary = build(dir.path(), 3, &entries, opts.clone());
         let t = open(dir.path(), 3, summary.file_size, Some(Arc::new(BlockCache::new(4096))));
         prop_assert_eq!(&scan_forward(&t).unwrap(), &entries);
         prop_assert_eq!(&scan_backward(&t).unwrap(), &entries);
@@ -466,11 +491,21 @@ proptest! {
                 None => prop_assert!(matches!(got, TableLookup::NotFound | TableLookup::FilteredOut), "{:?}", got),
             }
         }
-        // Every stored engine key passes the filter.
+        // Every stored engine key passes the filter, and its prefix the prefix filter (no
+        // false negatives).
         for (k, _) in &entries {
             let got = t.get(user_part(k), &seek_key(user_part(k), MAX_SEQ), false).unwrap();
             prop_assert!(matches!(got, TableLookup::Found { .. }), "{:?}", got);
+            if let Some(ex) = &opts.prefix_extractor {
+                if let Some(p) = engine_prefix(&**ex, user_part(k)) {
+                    prop_assert!(t.may_contain_prefix(stored_name(&**ex), p));
+                }
+            }
         }
+        prop_assert_eq!(
+            t.prefix_extractor_name(),
+            opts.prefix_extractor.as_ref().map(|e| stored_name(&**e))
+        );
     }
 
     #[test]
@@ -545,4 +580,44 @@ fn format_1_fixture_reads() {
         check_get(&t, &entries, user_part(k), MAX_SEQ);
         check_get(&t, &entries, user_part(k), seq_of(k));
     }
+    // No prefix filter: every prefix may be there, whatever the extractor.
+    assert_eq!(t.prefix_extractor_name(), None);
+    assert!(t.may_contain_prefix(b"test.fixed.9", b"\x02key-0000"));
+    assert!(t.may_contain_prefix(b"test.fixed.9", b"\x02absent"));
+}
+
+#[test]
+fn prefix_filter_skips_absent_prefixes_of_its_own_extractor_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = fixture_entries();
+    // The fixture's keys: family byte, "key-NNNN", 8 timestamp bytes.
+    let extractor = FixedPrefix::shared(8);
+    let opts = TableOptions {
+        prefix_extractor: Some(extractor.clone()),
+        ..small_opts(Compression::None)
+    };
+    let summary = build(dir.path(), 1, &entries, opts);
+    let t = open(dir.path(), 1, summary.file_size, None);
+    let name = stored_name(&*extractor);
+    assert_eq!(t.prefix_extractor_name(), Some(name));
+    for i in 0..200 {
+        let p = format!("\x02key-{i:04}");
+        assert!(
+            t.may_contain_prefix(name, p.as_bytes()),
+            "false negative for {p}"
+        );
+    }
+    let skipped = (200..2200)
+        .filter(|i| !t.may_contain_prefix(name, format!("\x02key-{i:04}").as_bytes()))
+        .count();
+    assert!(
+        skipped > 1900,
+        "only {skipped} of 2000 absent prefixes skipped"
+    );
+    // Another extractor's question is never answered by this filter.
+    assert!(
+        (200..2200).all(|i| t.may_contain_prefix(b"other", format!("\x02key-{i:04}").as_bytes()))
+    );
+    // The whole table still reads as before.
+    assert_eq!(scan_forward(&t).unwrap(), entries);
 }
