@@ -120,6 +120,10 @@ pub struct EngineBenchConfig {
     /// Committed versions per key that mvccget writes.
     #[arg(long, default_value_t = 4)]
     pub mvcc_versions: u64,
+    /// mvccget: open the engine with the MVCC prefix extractor, so commit-record reads are
+    /// prefix reads (`false`: plain bounded iterators, the read path without prefix filters).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub mvcc_prefix_reads: bool,
 }
 
 impl Default for EngineBenchConfig {
