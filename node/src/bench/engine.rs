@@ -120,10 +120,6 @@ pub struct EngineBenchConfig {
     /// Committed versions per key that mvccget writes.
     #[arg(long, default_value_t = 4)]
     pub mvcc_versions: u64,
-    /// mvccget: open the engine with the MVCC prefix extractor, so commit-record reads are
-    /// prefix reads (`false`: plain bounded iterators, the read path without prefix filters).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub mvcc_prefix_reads: bool,
 }
 
 impl Default for EngineBenchConfig {
@@ -198,8 +194,12 @@ pub enum Workload {
     /// Seek to a random key, then read `--scan-len` entries.
     Seekrandom,
     /// MVCC point reads (`MvccReader::get` at random timestamps) on keys with
-    /// `--mvcc-versions` versions each, in a database of its own; Strata only, opt-in.
+    /// `--mvcc-versions` versions each, in a database of its own, with prefix reads of the
+    /// commit records; Strata only, opt-in.
     Mvccget,
+    /// The same reads on the same tables with plain bounded iterators (the engine opened
+    /// without the prefix extractor); Strata only, opt-in.
+    MvccgetPlain,
 }
 
 impl Workload {
@@ -223,7 +223,13 @@ impl Workload {
             Workload::Readseq => "readseq",
             Workload::Seekrandom => "seekrandom",
             Workload::Mvccget => "mvccget",
+            Workload::MvccgetPlain => "mvccget-plain",
         }
+    }
+
+    /// Whether the workload is one of the MVCC point-read workloads (`engine/mvcc.rs`).
+    pub fn is_mvcc(self) -> bool {
+        matches!(self, Workload::Mvccget | Workload::MvccgetPlain)
     }
 
     /// Whether the workload writes (and so has a write amplification and a final flush).
@@ -557,21 +563,23 @@ fn run_engine(
         dir.discard(&path);
     }
 
-    if workloads.contains(&Workload::Mvccget) {
+    let mvcc: Vec<Workload> = workloads.iter().copied().filter(|w| w.is_mvcc()).collect();
+    if !mvcc.is_empty() {
         if engine == EngineKind::Strata {
             let path = dir.db_path(engine, "mvcc")?;
-            let m = mvcc::run(config, settings, keys, bench.values, &path)?;
-            bench.finish(m, &mut results, on_result)?;
+            for m in mvcc::run(config, settings, keys, bench.values, &path, &mvcc)? {
+                bench.finish(m, &mut results, on_result)?;
+            }
             dir.discard(&path);
         } else {
-            tracing::info!(%engine, "mvccget runs on strata only; skipped");
+            tracing::info!(%engine, "the mvccget workloads run on strata only; skipped");
         }
     }
 
     let rest: Vec<Workload> = workloads
         .iter()
         .copied()
-        .filter(|w| !matches!(w, Workload::Fillseq | Workload::Mvccget))
+        .filter(|w| *w != Workload::Fillseq && !w.is_mvcc())
         .collect();
     if rest.is_empty() {
         return Ok(results);
@@ -595,12 +603,9 @@ fn run_engine(
 /// Whether workloads that need a loaded database run without fillrandom, which would load it.
 fn needs_untimed_load(workloads: &[Workload]) -> bool {
     !workloads.contains(&Workload::Fillrandom)
-        && workloads.iter().any(|w| {
-            !matches!(
-                w,
-                Workload::Fillseq | Workload::Fillrandom | Workload::Mvccget
-            )
-        })
+        && workloads
+            .iter()
+            .any(|w| !matches!(w, Workload::Fillseq | Workload::Fillrandom) && !w.is_mvcc())
 }
 
 /// Generates and times the operations of one workload.
@@ -685,7 +690,9 @@ impl WorkloadRunner<'_> {
                 std::hint::black_box(bytes);
                 (n as u64, Instant::now(), Some(n as u64))
             }
-            Workload::Mvccget => bail!("mvccget runs on a database of its own"),
+            Workload::Mvccget | Workload::MvccgetPlain => {
+                bail!("the mvccget workloads run on a database of their own")
+            }
             Workload::Seekrandom => {
                 let mut entries = 0u64;
                 let mut bytes = 0usize;

@@ -49,23 +49,16 @@ pub fn encode_bytes(key: &[u8], out: &mut Vec<u8>) {
 /// Decodes a memcomparable key from the front of `input`: the key and the bytes consumed.
 /// `None` if the input is not a valid encoding.
 pub fn decode_bytes(input: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut key = Vec::with_capacity(input.len());
-    let mut pos = 0;
-    loop {
-        let group = input.get(pos..pos + GROUP)?;
-        let marker = *input.get(pos + GROUP)?;
-        pos += GROUP + 1;
-        if marker == MARKER {
-            key.extend_from_slice(group);
-            continue;
-        }
-        let pad = usize::from(MARKER.checked_sub(marker)?);
-        if pad > GROUP || group[GROUP - pad..].iter().any(|&b| b != PAD) {
-            return None;
-        }
-        key.extend_from_slice(&group[..GROUP - pad]);
-        return Some((key, pos));
+    let n = encoded_len(input)?;
+    let encoded = &input[..n];
+    // `encoded_len` checked the last marker: its padding is at most one group.
+    let pad = usize::from(MARKER - encoded[n - 1]);
+    let mut key = Vec::with_capacity(n);
+    for group in encoded.chunks_exact(GROUP + 1) {
+        key.extend_from_slice(&group[..GROUP]);
     }
+    key.truncate(key.len() - pad);
+    Some((key, n))
 }
 
 /// The `lock`-family key of `key`.

@@ -11,12 +11,14 @@
 //! value) on random keys at random timestamps, some below the first version (those find
 //! nothing).
 //!
-//! The engine is opened with the MVCC prefix extractor (`--mvcc-prefix-reads false` leaves
-//! it out: commit records are then read with plain bounded iterators, for comparison).
-//! Beside ops/s and latency it reports the engine's read-path counters per operation
-//! (whole-key bloom probes and skips of the lock and value lookups, prefix filter checks and
-//! skips of the commit-record reads, block cache hits and misses). Only Strata runs it:
-//! fjall has no MVCC layer.
+//! `mvccget` reads with the engine opened with the MVCC prefix extractor (commit records
+//! through prefix reads); `mvccget-plain` does the same reads on the same tables with the
+//! engine opened without it (plain bounded iterators, the read path before prefix reads).
+//! Beside ops/s and latency each reports per operation the reading thread's CPU time
+//! (`cpu_us`, which a busy machine does not inflate as it does wall time) and the engine's
+//! read-path counters: whole-key bloom probes and skips of the lock and value lookups,
+//! prefix filter checks and skips of the commit-record reads, block cache hits and misses.
+//! Only Strata runs them: fjall has no MVCC layer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +31,7 @@ use super::strata::StrataEngine;
 use super::{EngineBenchConfig, EngineSettings, Measured, Workload};
 use crate::bench::generator::{KeyGen, SplitMix64, ValueGen};
 use crate::bench::histogram::Histogram;
+use crate::bench::procfs;
 use crate::lsm::{Db, Options, PrefixExtractor, Stats, WriteOptions};
 use crate::mvcc::key::MvccPrefixExtractor;
 use crate::mvcc::record::SHORT_VALUE_MAX;
@@ -41,25 +44,61 @@ const TS_STEP: Timestamp = 10;
 /// The first version's commit timestamp.
 const FIRST_COMMIT_TS: Timestamp = 100;
 
-/// Loads a fresh database at `path` and times MVCC point reads on it.
+/// Loads a fresh database at `path`, then times the same MVCC point reads on it once per
+/// selected workload: `mvccget` with the engine opened with the MVCC prefix extractor
+/// (prefix reads), `mvccget-plain` without it (plain bounded iterators). Both read the same
+/// tables, written with prefix filters: reopening changes no table, so the comparison is
+/// of the read paths alone.
 pub(super) fn run(
     config: &EngineBenchConfig,
     settings: &EngineSettings,
     keys: &KeyGen,
     values: &mut ValueGen,
     path: &Path,
-) -> Result<Measured> {
-    let options = Options {
-        prefix_extractor: config
-            .mvcc_prefix_reads
-            .then(|| Arc::new(MvccPrefixExtractor) as Arc<dyn PrefixExtractor>),
-        ..StrataEngine::options(settings)
+    workloads: &[Workload],
+) -> Result<Vec<Measured>> {
+    let open = |prefix: bool| -> Result<Db> {
+        let options = Options {
+            prefix_extractor: prefix
+                .then(|| Arc::new(MvccPrefixExtractor) as Arc<dyn PrefixExtractor>),
+            ..StrataEngine::options(settings)
+        };
+        Db::open(path, options).with_context(|| format!("opening strata at {}", path.display()))
     };
-    let db =
-        Db::open(path, options).with_context(|| format!("opening strata at {}", path.display()))?;
     let versions = config.mvcc_versions.max(1);
+    let db = open(true)?;
     load(&db, config, keys, values, versions)?;
+    db.close()?;
 
+    let mut out = Vec::new();
+    for &workload in workloads {
+        let db = open(workload == Workload::Mvccget)?;
+        out.push(time_reads(&db, config, keys, versions, workload)?);
+        db.close()?;
+    }
+    if let [a, b] = out.as_slice() {
+        if a.found != b.found {
+            anyhow::bail!(
+                "the read paths disagree: {} found {:?}, {} found {:?}",
+                a.workload,
+                a.found,
+                b.workload,
+                b.found
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `--reads` calls of `MvccReader::get` on random keys at random timestamps (the same ones
+/// for every workload).
+fn time_reads(
+    db: &Db,
+    config: &EngineBenchConfig,
+    keys: &KeyGen,
+    versions: u64,
+    workload: Workload,
+) -> Result<Measured> {
     let reads = config.reads();
     let mut rng = SplitMix64::for_stream(config.seed, Workload::Mvccget.name());
     // Read timestamps from just below the first version to past the last one.
@@ -69,20 +108,24 @@ pub(super) fn run(
     let mut latency = Histogram::new();
     let mut found = 0u64;
     let before = db.stats();
+    let cpu_before = procfs::thread_cpu_ns();
     let start = Instant::now();
     for _ in 0..reads {
         let key = keys.key_into(rng.below(config.keys), &mut buf);
         let ts = lowest + rng.below(span);
         let t = Instant::now();
-        let got = MvccReader::new(&db, None).get(key, ts, &[])?;
+        let got = MvccReader::new(db, None).get(key, ts, &[])?;
         latency.record_duration(t.elapsed());
         found += u64::from(got.is_some());
     }
     let end = Instant::now();
-    let counters = per_op_counters(&before, &db.stats(), reads);
-    db.close()?;
+    let mut counters = per_op_counters(&before, &db.stats(), reads);
+    if let (Some(a), Some(b)) = (cpu_before, procfs::thread_cpu_ns()) {
+        let cpu_us = b.saturating_sub(a) as f64 / 1000.0 / reads.max(1) as f64;
+        counters.insert("cpu_us".to_string(), cpu_us);
+    }
     Ok(Measured {
-        workload: Workload::Mvccget,
+        workload,
         ops: reads,
         elapsed: end.saturating_duration_since(start),
         latency,
