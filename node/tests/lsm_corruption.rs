@@ -1,13 +1,18 @@
 //! Damaged files on disk: SSTables, the manifest, WALs and `CURRENT`.
 //!
 //! Each test builds a database, damages one file the way a bad disk or a torn write would,
-//! and checks the documented outcome: a torn or corrupt tail of the last WAL is cut off on
-//! open, any other damage is [`Error::Corruption`] naming the file (or a clear I/O error),
+//! and checks the documented outcome: a torn or corrupt tail of the last WAL (nothing valid
+//! after the damage) is cut off on open, any other damage, including damage in the middle of
+//! the last WAL, is [`Error::Corruption`] naming the file (or a clear I/O error),
 //! and nothing panics or returns wrong data. Every damaged case works on its own copy of a
 //! pristine directory.
 
+mod lsm_support;
+
 use std::path::{Path, PathBuf};
 
+use lsm_support::{copy_dir, manifest};
+use strata::lsm::coding::masked_crc;
 use strata::lsm::{ColumnFamily, Db, Error, Options, ReadOptions, WriteOptions};
 
 const CF: ColumnFamily = ColumnFamily::Default;
@@ -69,21 +74,6 @@ fn live_tables(db: &Db) -> Vec<PathBuf> {
 
 fn wals(dir: &Path) -> Vec<PathBuf> {
     files_with(dir, |n| n.ends_with(".log"))
-}
-
-fn manifest(dir: &Path) -> PathBuf {
-    let current = std::fs::read_to_string(dir.join("CURRENT")).expect("read CURRENT");
-    dir.join(current.trim_end())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy");
-    for entry in std::fs::read_dir(from).expect("list dir") {
-        let entry = entry.expect("dir entry");
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-        }
-    }
 }
 
 fn flip_byte(path: &Path, pos: usize) {
@@ -342,9 +332,14 @@ fn a_damaged_tail_of_the_last_wal_is_cut_off_and_later_writes_are_durable() {
             N - 1,
         ),
         (
-            "flipped byte in a middle record",
-            |p, r| flip_byte(p, r[N / 2].0 + 8 + 5),
-            N / 2,
+            "garbage after a torn last record",
+            |p, r| {
+                truncate(p, r[N - 1].0 + 5);
+                let mut data = std::fs::read(p).expect("read WAL");
+                data.extend(noise(300, 5));
+                std::fs::write(p, data).expect("write WAL");
+            },
+            N - 1,
         ),
     ];
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -375,6 +370,53 @@ fn a_damaged_tail_of_the_last_wal_is_cut_off_and_later_writes_are_durable() {
         assert!(
             scan_all(&db, CF).expect("scan") == want,
             "{what}: state after the second reopen"
+        );
+    }
+}
+
+/// Damage in the middle of the last WAL, with valid records after it, is not a torn append:
+/// cutting the file there would drop writes that were acknowledged as synced. Open refuses
+/// with `Corruption` naming the WAL and the damaged record's offset, and changes nothing.
+#[test]
+fn damage_in_the_middle_of_the_last_wal_refuses_to_open() {
+    const N: usize = 40;
+    type Damage = fn(&Path, (usize, usize));
+    let cases: [(&str, Damage); 4] = [
+        ("flipped payload byte", |p, (off, _)| {
+            flip_byte(p, off + 8 + 5)
+        }),
+        ("flipped checksum byte", |p, (off, _)| flip_byte(p, off + 1)),
+        // A longer length makes the record look torn (or swallow its successors).
+        ("length field damaged", |p, (off, _)| flip_byte(p, off + 6)),
+        // A batch whose header says it holds more entries than it does: the record's
+        // checksum is recomputed, so only the batch decoder can tell.
+        ("undecodable batch with a good checksum", |p, (off, len)| {
+            let mut data = std::fs::read(p).expect("read WAL");
+            data[off + 8 + 8] ^= 0x01;
+            let crc = masked_crc(&[&data[off + 4..off + len]]);
+            data[off..off + 4].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(p, data).expect("write WAL");
+        }),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (case, (what, damage)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("case{case}"));
+        let wal = build_wal_only(&dir, N);
+        let records = log_records(&wal);
+        let (offset, _) = records[N / 2];
+        damage(&wal, records[N / 2]);
+        let before = std::fs::read(&wal).expect("read WAL");
+        let err = Db::open(&dir, wal_only_options()).expect_err(what);
+        assert_corruption_in(&err, &wal, what);
+        match &err {
+            Error::Corruption { offset: o, .. } => {
+                assert_eq!(*o, offset as u64, "{what}: offset of the damage ({err})")
+            }
+            other => panic!("{what}: {other}"),
+        }
+        assert!(
+            std::fs::read(&wal).expect("read WAL") == before,
+            "{what}: the refused open modified the WAL"
         );
     }
 }

@@ -22,7 +22,8 @@ use super::key::{ColumnFamily, SeqNo};
 const TAG_DELETE: u8 = 0;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
-const HEADER_LEN: usize = 12;
+/// Bytes of a batch's header: `first_seq: u64 LE | count: u32 LE`.
+pub const HEADER_LEN: usize = 12;
 
 /// Largest key the engine accepts (the API layer enforces tighter, documented limits).
 pub const MAX_KEY_LEN: usize = 1 << 20;

@@ -13,8 +13,10 @@
 //! One thread flushes immutable memtables to L0, oldest first; one runs compactions picked by
 //! [`compaction::pick`]. A flush failure (for example a full disk) puts the engine in a
 //! read-only state (writes return [`Error::Background`]) while the thread retries with
-//! backoff; a later success clears it. Files a compaction replaces are deleted once no
-//! reader's version refers to them.
+//! backoff; a later success clears it. A failed fsync of the WAL or the manifest leaves
+//! durability unknown and refuses writes until reopen. Files a compaction replaces are
+//! deleted once no reader's version refers to them; a new file's name is made durable with a
+//! directory fsync before anything depends on it.
 
 mod compact;
 mod files;
@@ -44,7 +46,7 @@ use super::log::LogWriter;
 use super::memtable::Memtable;
 use super::options::{CompactionStyle, Options, ReadOptions, WriteOptions};
 use super::stats::{Counters, LevelStats, Stats};
-use super::table::{TableCache, TableOptions};
+use super::table::{table_file_name, TableCache, TableOptions};
 use super::version::{FileMeta, Version, VersionSet};
 
 use recovery::{recover, Recovered};
@@ -93,6 +95,17 @@ struct State {
 }
 
 impl State {
+    /// Makes `version` the visible one if it is newer than the visible one, returning the
+    /// version it replaced (to be dropped outside the lock). Flushes and compactions log their
+    /// edits in one order but may get here in another; a version older than the visible one
+    /// lacks an edit the visible one holds, and installing it would lose that edit's files.
+    fn install_version(&mut self, version: Arc<Version>) -> Option<Arc<Version>> {
+        if version.generation() <= self.version.generation() {
+            return None;
+        }
+        Some(std::mem::replace(&mut self.version, version))
+    }
+
     fn install_super_version(&mut self) {
         self.super_version = Arc::new(SuperVersion {
             mem: Arc::clone(&self.mem),
@@ -532,9 +545,50 @@ impl Inner {
         Arc::clone(&self.state.lock().super_version)
     }
 
+    /// Fails if the manifest accepts no edit (see [`VersionSet::is_poisoned`]), so a flush or
+    /// compaction does not write files that no edit can name.
+    fn check_manifest(&self) -> Result<()> {
+        if self.versions.lock().is_poisoned() {
+            return Err(Error::Background(
+                "manifest sync failed: no version edit is accepted until the engine is reopened"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Handles a failed [`VersionSet::log_and_apply`] of an edit adding `new_files`. If the
+    /// manifest's fsync failed, the edit may be durable: every file it names stays, and the
+    /// engine refuses writes until a reopen reads what the manifest really holds. Otherwise
+    /// the edit was not logged and its new files are garbage.
+    fn edit_failed(&self, versions: &VersionSet, new_files: &[u64]) {
+        if versions.is_poisoned() {
+            tracing::error!(
+                "manifest sync failed; keeping the files of the edit and refusing writes until reopen"
+            );
+            self.set_bg_error(Error::Background(
+                "manifest sync failed: the last version edit may or may not be durable; reopen \
+                 the engine"
+                    .into(),
+            ));
+            return;
+        }
+        for id in new_files {
+            let _ = fs::remove_file(table_file_name(&self.dir, *id));
+        }
+    }
+
+    /// Records a background error that refuses writes. A [`Error::Background`] error is
+    /// fatal (a failed WAL or manifest fsync: only a reopen clears it) and is never replaced,
+    /// or a later, clearable error (a full disk during a flush) could take its place and be
+    /// cleared by the next successful flush, letting writes resume.
     fn set_bg_error(&self, e: Error) {
         Counters::add(&self.counters.background_errors, 1);
-        self.state.lock().bg_error = Some(e);
+        let mut st = self.state.lock();
+        if !matches!(st.bg_error, Some(Error::Background(_))) {
+            st.bg_error = Some(e);
+        }
+        drop(st);
         self.bg_cv.notify_all();
     }
 

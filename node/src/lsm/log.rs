@@ -8,8 +8,10 @@
 //! Records are appended whole and never span files. On read, a record that runs past the end
 //! of the file is a *torn* write (the process or machine died mid-append); a complete record
 //! whose checksum fails is *corrupt*. The WAL truncates its last file at the first torn or
-//! corrupt record (everything after it was never acknowledged as synced, or is
-//! unrecoverable); the manifest ignores a torn tail but refuses to open on a corrupt record.
+//! corrupt record when no valid record follows it (a torn append: nothing after it was
+//! acknowledged as synced), and refuses to open when one does (see `db/recovery.rs`, which
+//! uses [`record_at`] to look); the manifest ignores a torn tail but refuses to open on a
+//! corrupt record.
 
 use std::fs::File;
 use std::io::Write;
@@ -193,6 +195,16 @@ pub fn parse_log(data: &[u8]) -> LogContents {
     }
 }
 
+/// The payload of the record at `pos` of `data`, if a complete record with a valid checksum
+/// starts there. Recovery uses it to look past a damaged record for valid ones.
+pub fn record_at(data: &[u8], pos: usize) -> Option<&[u8]> {
+    let crc = read_u32(data, pos)?;
+    let len = read_u32(data, pos.checked_add(4)?)?;
+    let start = pos.checked_add(HEADER_LEN)?;
+    let payload = data.get(start..start.checked_add(len as usize)?)?;
+    (masked_crc(&[&len.to_le_bytes(), payload]) == crc).then_some(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +237,11 @@ mod tests {
         let c = parse_log(&bad);
         assert_eq!(c.records.len(), 1);
         assert!(matches!(c.end, LogEnd::Corrupt { offset: 11, .. }));
+        // The record after the damaged one is still found where it starts, and only there.
+        assert_eq!(record_at(&bad, 22), Some(b"three".as_slice()));
+        assert_eq!(record_at(&bad, 11), None);
+        assert_eq!(record_at(&bad, 23), None);
+        assert_eq!(record_at(&bad, bad.len()), None);
 
         // Reopen after the first record and keep appending.
         let mut w = LogWriter::reopen_truncated(&path, 11).unwrap();

@@ -4,13 +4,18 @@
 //! and of the flushed range tombstones. Flushes and compactions never modify a version; they
 //! describe their result as a [`VersionEdit`] (files added, files deleted, tombstones added or
 //! retired, counters), append the edit to the manifest with an fsync, and only then install
-//! the version the edit produces. Readers hold an `Arc<Version>`, so files they may still
-//! read stay in place until the last reader lets go.
+//! the version the edit produces. Each version carries a *generation* in log order, so the
+//! engine installs only a version newer than the visible one even when the threads that
+//! logged two edits install them in the other order. A failed manifest fsync leaves the edit
+//! possibly durable and *poisons* the set: it logs nothing more until a reopen settles what
+//! the manifest holds. Readers hold an `Arc<Version>`, so files they may still read stay in
+//! place until the last reader lets go.
 //!
 //! The manifest is a record log (see [`super::log`]) of edits; `CURRENT` names the live
 //! manifest. Opening replays the edits into a version. Each open writes a fresh manifest
 //! holding one snapshot edit, and so does a manifest that grows past a few MiB, so replay
-//! stays short. `CURRENT` is replaced atomically (write temp, fsync, rename, fsync dir).
+//! stays short. `CURRENT` is replaced atomically (write temp, fsync, fsync dir,
+//! rename, fsync dir).
 //!
 //! ```text
 //!   edit := field*
@@ -83,6 +88,9 @@ pub struct Version {
     pub levels: Vec<Vec<Arc<FileMeta>>>,
     /// Flushed range tombstones.
     pub range_dels: Vec<RangeTombstone>,
+    /// How many edits this version set had logged when it made this version: a later logged
+    /// version has a larger number (see [`VersionSet::log_and_apply`]).
+    generation: u64,
 }
 
 impl Version {
@@ -91,7 +99,14 @@ impl Version {
         Version {
             levels: vec![Vec::new(); num_levels.max(1)],
             range_dels: Vec::new(),
+            generation: 0,
         }
+    }
+
+    /// The version's place in the order edits were logged: of two versions from one version
+    /// set, the one with the larger generation holds every edit of the other.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Every file, shallowest level first.
@@ -290,10 +305,32 @@ pub fn wal_file_name(dir: &Path, n: u64) -> PathBuf {
 }
 
 /// Fsyncs a directory so that renames and creations in it are durable.
+///
+/// POSIX makes a new file's name durable only once its directory is synced (syncing the file
+/// itself is not enough), so every file that acknowledged data will depend on is followed by
+/// this before the dependency is created: a new WAL before it takes writes, new SSTables
+/// before the manifest edit that names them, a new manifest before `CURRENT` names it, and
+/// `CURRENT`'s rename before the new manifest is used.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    fail::fail_point!("lsm::sync_dir", |_| Err(Error::io(
+        format!("syncing directory {}", dir.display()),
+        std::io::Error::other("injected directory sync failure"),
+    )));
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// What [`VersionSet::log_and_apply`] made of an edit.
+#[derive(Debug)]
+pub struct Applied {
+    /// The version the edit produced. Install it only if its generation is newer than the
+    /// installed version's: edits are logged in one order, but the threads that logged them
+    /// may install in another.
+    pub version: Arc<Version>,
+    /// The files the edit removed from the version (deleted and not added back), to delete
+    /// once no reader holds them.
+    pub removed: Vec<Arc<FileMeta>>,
 }
 
 /// The persistent state of the tree: the current version, the manifest, and the counters.
@@ -303,6 +340,9 @@ pub struct VersionSet {
     current: Arc<Version>,
     manifest: Option<LogWriter>,
     manifest_number: u64,
+    /// Set when a manifest fsync failed: the edit may or may not be durable, so every file
+    /// it names must stay, and no further edit is logged until a reopen settles the question.
+    poisoned: Option<String>,
     num_levels: usize,
     /// Next unused file number (SSTables, WALs, manifests share one sequence).
     pub next_file_number: u64,
@@ -320,6 +360,7 @@ impl VersionSet {
             current: Arc::new(Version::new(num_levels)),
             manifest: None,
             manifest_number: 0,
+            poisoned: None,
             num_levels,
             next_file_number: 1,
             last_seq: 0,
@@ -433,17 +474,29 @@ impl VersionSet {
         writer.append([snapshot.encode().as_slice()])?;
         writer.sync()?;
         let tmp = self.dir.join(format!("{number:06}.dbtmp"));
-        let write_current = || -> std::io::Result<()> {
+        let write_temp = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(format!("MANIFEST-{number:06}\n").as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.dir.join("CURRENT"))
+            f.sync_all()
         };
-        if let Err(e) = write_current() {
+        // The new manifest's name (and those of the SSTables it lists) must be durable before
+        // `CURRENT` names it, or a crash could leave `CURRENT` naming a file that is gone.
+        let prepared = write_temp()
+            .map_err(|e| Error::io("writing a new CURRENT", e))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = prepared {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        fail::fail_point!("lsm::current::before_rename");
+        if let Err(e) = fs::rename(&tmp, self.dir.join("CURRENT")) {
             let _ = fs::remove_file(&tmp);
             let _ = fs::remove_file(&path);
             return Err(Error::io("installing a new CURRENT", e));
         }
+        // Until the rename is durable a crash may still find the old `CURRENT`, which names the
+        // old manifest: it must not be deleted (below) nor the new one relied on before this.
         sync_dir(&self.dir)?;
         let old = self.manifest_number;
         self.manifest = Some(writer);
@@ -454,43 +507,88 @@ impl VersionSet {
         Ok(())
     }
 
-    /// Durably records `edit` and installs the version it produces. On error nothing changes.
-    pub fn log_and_apply(&mut self, mut edit: VersionEdit) -> Result<Arc<Version>> {
+    /// Whether a manifest fsync failed, leaving an edit that may or may not be durable. While
+    /// it is, [`VersionSet::log_and_apply`] refuses every edit and the caller must delete none
+    /// of the files an edit named: only a reopen, which reads what the manifest really holds,
+    /// settles which of them the tree needs.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Durably records `edit` and returns the version it produces, which becomes this set's
+    /// current version. On error the current version does not change; if the manifest's
+    /// fsync failed the set is also poisoned (see [`VersionSet::is_poisoned`]).
+    ///
+    /// Every file the edit adds must already be durable, name included (see [`sync_dir`]).
+    pub fn log_and_apply(&mut self, mut edit: VersionEdit) -> Result<Applied> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Background(format!(
+                "{reason}; the manifest accepts no edit until the engine is reopened"
+            )));
+        }
         if let Some(n) = edit.log_number {
             debug_assert!(n >= self.log_number);
         }
         edit.next_file_number = Some(self.next_file_number);
-        let new_version = self.current.apply(&edit).map_err(|reason| {
+        let mut new_version = self.current.apply(&edit).map_err(|reason| {
             Error::InvalidArgument(format!("inconsistent version edit: {reason}"))
         })?;
+        new_version.generation = self.current.generation + 1;
+        let removed: Vec<Arc<FileMeta>> = self
+            .current
+            .files()
+            .filter(|(_, f)| edit.deleted_files.iter().any(|(_, id)| *id == f.id))
+            .filter(|(_, f)| !new_version.files().any(|(_, g)| g.id == f.id))
+            .map(|(_, f)| Arc::clone(f))
+            .collect();
+        let new_version = Arc::new(new_version);
         if self
             .manifest
             .as_ref()
             .is_none_or(|m| m.len() > MAX_MANIFEST_BYTES)
         {
-            // Write a fresh manifest that already contains this edit's result.
+            // Write a fresh manifest that already contains this edit's result. Its failures
+            // are never ambiguous: until `CURRENT` names the new manifest the old one rules.
             let saved = (self.current.clone(), self.log_number, self.last_seq);
-            self.current = Arc::new(new_version);
+            self.current = Arc::clone(&new_version);
             self.absorb_counters(&edit);
             if let Err(e) = self.write_new_manifest() {
                 (self.current, self.log_number, self.last_seq) = saved;
                 return Err(e);
             }
-            return Ok(self.current());
+            return Ok(Applied {
+                version: new_version,
+                removed,
+            });
         }
         let Some(manifest) = self.manifest.as_mut() else {
             return Err(Error::Closed);
         };
+        fail::fail_point!("lsm::manifest::before_append");
         manifest.append([edit.encode().as_slice()])?;
-        if let Err(e) = manifest.sync() {
-            // The edit may or may not be durable; a fresh manifest on the next change settles it.
+        if let Err(e) = sync_manifest(manifest) {
+            // The edit may or may not be durable. Deleting a file it names could break the
+            // tree a crash recovers; using it could build on an edit a crash forgets.
+            self.poisoned = Some(format!("manifest sync failed: {e}"));
             self.manifest = None;
             return Err(e);
         }
-        self.current = Arc::new(new_version);
+        self.current = Arc::clone(&new_version);
         self.absorb_counters(&edit);
-        Ok(self.current())
+        Ok(Applied {
+            version: new_version,
+            removed,
+        })
     }
+}
+
+/// Fsyncs the manifest after an append (a failpoint can fail it after the append).
+fn sync_manifest(manifest: &mut LogWriter) -> Result<()> {
+    fail::fail_point!("lsm::manifest::sync", |_| Err(Error::io(
+        "syncing the manifest",
+        std::io::Error::other("injected manifest sync failure"),
+    )));
+    manifest.sync()
 }
 
 /// A one-entry file spanning `[lo, hi]` at `seq`, for tests of versions and pickers.

@@ -20,7 +20,7 @@ use crate::lsm::iterator::{InternalIterator, MergingIterator};
 use crate::lsm::options::CompactionStyle;
 use crate::lsm::stats::Counters;
 use crate::lsm::table::table_file_name;
-use crate::lsm::version::{FileMeta, VersionEdit};
+use crate::lsm::version::{sync_dir, FileMeta, VersionEdit};
 
 use super::{Inner, MAX_BACKOFF};
 
@@ -39,6 +39,7 @@ impl Inner {
                 drop(version);
                 match task {
                     Some(task) => {
+                        fail::fail_point!("lsm::compact::before_run");
                         self.state.lock().compacting = true;
                         let r = self.run_compaction(task);
                         self.state.lock().compacting = false;
@@ -75,6 +76,7 @@ impl Inner {
 
     /// Runs one task and installs its result. The caller holds `compaction_lock`.
     fn run_compaction(&self, task: CompactionTask) -> Result<()> {
+        self.check_manifest()?;
         let edit = match task {
             CompactionTask::Drop { files, tombstones } => {
                 Counters::add(&self.counters.files_dropped, files.len() as u64);
@@ -94,27 +96,30 @@ impl Inner {
             }
             CompactionTask::Merge(task) => self.merge(&task)?,
         };
-        let version = self.versions.lock().log_and_apply(edit.clone());
-        let version = match version {
-            Ok(v) => v,
-            Err(e) => {
-                for (_, f) in &edit.new_files {
-                    if !edit.deleted_files.iter().any(|(_, id)| *id == f.id) {
-                        let _ = fs::remove_file(table_file_name(&self.dir, f.id));
-                    }
+        let applied = {
+            let mut versions = self.versions.lock();
+            match versions.log_and_apply(edit.clone()) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    // A trivial move re-adds a file the version already holds: never garbage.
+                    let new_files: Vec<u64> = edit
+                        .new_files
+                        .iter()
+                        .map(|(_, f)| f.id)
+                        .filter(|id| !edit.deleted_files.iter().any(|(_, d)| d == id))
+                        .collect();
+                    self.edit_failed(&versions, &new_files);
+                    return Err(e);
                 }
-                return Err(e);
             }
         };
+        fail::fail_point!("lsm::compact::before_install");
         let mut st = self.state.lock();
-        let old = std::mem::replace(&mut st.version, version);
-        for (_, f) in old.files() {
-            if edit.deleted_files.iter().any(|(_, id)| *id == f.id)
-                && !st.version.files().any(|(_, g)| g.id == f.id)
-            {
-                st.obsolete.push(Arc::clone(f));
-            }
-        }
+        // A flush that logged after this compaction may have installed already: its version
+        // holds this compaction's result too, and stays.
+        let old = st.install_version(applied.version);
+        // The files the edit removed leave every version from here on, installed or not.
+        st.obsolete.extend(applied.removed);
         st.install_super_version();
         drop(st);
         drop(old);
@@ -161,6 +166,15 @@ impl Inner {
             task.target_file_size,
             &mut new_file,
         )?;
+        if !outputs.is_empty() {
+            // The edit names the outputs; their names must survive a crash first.
+            if let Err(e) = sync_dir(&self.dir) {
+                for (id, _) in &outputs {
+                    let _ = fs::remove_file(table_file_name(&self.dir, *id));
+                }
+                return Err(e);
+            }
+        }
         let bytes_out: u64 = outputs.iter().map(|(_, s)| s.file_size).sum();
         Counters::add(&self.counters.compaction_bytes_read, bytes_in);
         Counters::add(&self.counters.compaction_bytes_written, bytes_out);

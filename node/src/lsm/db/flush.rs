@@ -18,7 +18,7 @@ use crate::lsm::key::SeqNo;
 use crate::lsm::memtable::Memtable;
 use crate::lsm::stats::Counters;
 use crate::lsm::table::{table_file_name, TableOptions};
-use crate::lsm::version::{wal_file_name, FileMeta, Version, VersionEdit};
+use crate::lsm::version::{sync_dir, wal_file_name, FileMeta, Version, VersionEdit};
 
 use super::{Inner, MAX_BACKOFF};
 
@@ -66,6 +66,7 @@ impl Inner {
             (imm, next_wal)
         };
         let result = (|| -> Result<Arc<Version>> {
+            self.check_manifest()?;
             let snapshots = self.snapshot_list();
             let files = flush_memtable(
                 &imm,
@@ -74,6 +75,15 @@ impl Inner {
                 &self.table_options,
                 snapshots,
             )?;
+            if !files.is_empty() {
+                // The edit below names the new table; its name must survive a crash first.
+                if let Err(e) = sync_dir(&self.dir) {
+                    for (_, f) in &files {
+                        let _ = fs::remove_file(table_file_name(&self.dir, f.id));
+                    }
+                    return Err(e);
+                }
+            }
             let mut versions = self.versions.lock();
             let bytes: u64 = files.iter().map(|(_, f)| f.size).sum();
             let edit = VersionEdit {
@@ -84,25 +94,29 @@ impl Inner {
                 ..VersionEdit::default()
             };
             match versions.log_and_apply(edit) {
-                Ok(v) => {
+                Ok(applied) => {
                     Counters::add(&self.counters.flush_bytes_written, bytes);
                     Counters::add(&self.counters.flushes, 1);
-                    Ok(v)
+                    Ok(applied.version)
                 }
                 Err(e) => {
-                    for (_, f) in &files {
-                        let _ = fs::remove_file(table_file_name(&self.dir, f.id));
-                    }
+                    let ids: Vec<u64> = files.iter().map(|(_, f)| f.id).collect();
+                    self.edit_failed(&versions, &ids);
                     Err(e)
                 }
             }
         })();
+        if result.is_ok() {
+            fail::fail_point!("lsm::flush::before_install");
+        }
         let mut st = self.state.lock();
         st.flushing = false;
         match result {
             Ok(version) => {
+                // A compaction that logged after this flush may have installed already; its
+                // version holds this flush's table too.
+                let old = st.install_version(version);
                 st.imms.pop_front();
-                st.version = version;
                 st.install_super_version();
                 if matches!(
                     st.bg_error,
@@ -111,6 +125,7 @@ impl Inner {
                     st.bg_error = None;
                 }
                 drop(st);
+                drop(old);
                 if self.options.wal && imm.wal_number() != 0 {
                     let _ = fs::remove_file(wal_file_name(&self.dir, imm.wal_number()));
                 }

@@ -1,17 +1,24 @@
 //! Open-time recovery: the manifest, then the WALs it does not cover.
 //!
 //! [`recover`] replays the manifest into a version set (or starts a new one), replays every
-//! WAL not yet flushed into one memtable (truncating a torn or corrupt tail of the last one;
-//! damage in an earlier WAL is [`Error::Corruption`]), flushes what it replayed to L0,
-//! creates the WAL of the first memtable, and writes a fresh manifest holding the whole
+//! WAL not yet flushed into one memtable, flushes what it replayed to L0, creates the WAL of
+//! the first memtable, syncs the directory, and writes a fresh manifest holding the whole
 //! state, so replay stays short across restarts.
+//!
+//! Damage in a WAL: in the last one, a torn or corrupt record with nothing valid after it is
+//! a torn append and is truncated; one followed by a valid record is damage in the middle of
+//! the log, and like damage in an earlier WAL it is [`Error::Corruption`] naming the file
+//! and offset, with nothing changed on disk (decisions D6 and D16).
 
+use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::lsm::batch::DecodedBatch;
-use crate::lsm::error::{Error, Result};
+use crate::lsm::batch::{DecodedBatch, HEADER_LEN as BATCH_HEADER_LEN};
+use crate::lsm::coding::{read_u32, read_u64};
+use crate::lsm::error::{Error, IoContext, Result};
 use crate::lsm::key::SeqNo;
-use crate::lsm::log::{read_log, LogEnd, LogWriter};
+use crate::lsm::log::{parse_log, record_at, LogEnd, LogWriter, HEADER_LEN};
 use crate::lsm::memtable::Memtable;
 use crate::lsm::options::Options;
 use crate::lsm::stats::Counters;
@@ -21,7 +28,6 @@ use crate::lsm::version::{sync_dir, wal_file_name, VersionEdit, VersionSet};
 use super::files::{list_dir, parse_numbered};
 use super::flush::flush_memtable;
 use super::write::apply_to_memtable;
-use std::sync::Arc;
 
 /// What recovery hands to the engine it opens.
 pub(super) struct Recovered {
@@ -66,7 +72,8 @@ pub(super) fn recover(
     let mut max_seq = versions.last_seq;
     for (i, &number) in wals.iter().enumerate() {
         let path = wal_file_name(dir, number);
-        let contents = read_log(&path)?;
+        let data = fs::read(&path).context(|| format!("reading log {}", path.display()))?;
+        let contents = parse_log(&data);
         let is_last = i + 1 == wals.len();
         let mut good_len = contents.valid_len;
         let mut damage = match &contents.end {
@@ -89,6 +96,18 @@ pub(super) fn recover(
                     &path,
                     offset,
                     format!("{reason} in a WAL that is not the last"),
+                ));
+            }
+            // A torn append leaves nothing valid after it; a valid record after the damage
+            // means the damage is in the middle, and cutting there would drop writes that
+            // may have been acknowledged as synced (decision D16).
+            if let Some(next) = valid_batch_after(&data, offset, max_seq) {
+                return Err(Error::corruption(
+                    &path,
+                    offset,
+                    format!(
+                        "{reason} in the last WAL, followed by a valid record at offset {next}"
+                    ),
                 ));
             }
             tracing::warn!(wal = %path.display(), offset, %reason, "truncating the damaged tail of the WAL");
@@ -130,14 +149,40 @@ pub(super) fn recover(
     } else {
         None
     };
+    // The tables just flushed and the new WAL must be durable, names included, before the
+    // edit that names them.
+    sync_dir(dir)?;
     // The recovered version set has no open manifest, so this writes a fresh one holding
     // the whole state: replay stays short across restarts.
     versions.log_and_apply(edit)?;
-    sync_dir(dir)?;
     Ok(Recovered {
         versions,
         wal,
         wal_number,
         last_seq: max_seq,
+    })
+}
+
+/// The offset of the first valid WAL record that starts after `damage`, if any: a complete
+/// record with a good checksum holding a well-formed batch whose sequence numbers follow
+/// `last_seq`. Candidates are screened by their batch header first (a sequence number just
+/// past `last_seq`, a length that fits), so random bytes after a torn tail almost never cost
+/// a checksum, and a chance checksum match in garbage must also decode as a batch.
+fn valid_batch_after(data: &[u8], damage: u64, last_seq: SeqNo) -> Option<u64> {
+    let start = usize::try_from(damage).ok()?.checked_add(1)?;
+    // Each entry of a batch takes at least one byte, so no sequence number in this file can
+    // run further past `last_seq` than the file is long.
+    let max_seq = last_seq.saturating_add(data.len() as u64);
+    (start..data.len()).find_map(|pos| {
+        let len = read_u32(data, pos + 4)? as usize;
+        if len < BATCH_HEADER_LEN || len > data.len() - pos - HEADER_LEN {
+            return None;
+        }
+        let first_seq = read_u64(data, pos + HEADER_LEN)?;
+        if first_seq <= last_seq || first_seq > max_seq {
+            return None;
+        }
+        let payload = record_at(data, pos)?;
+        DecodedBatch::decode(payload).map(|_| pos as u64)
     })
 }

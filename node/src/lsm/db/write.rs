@@ -20,7 +20,7 @@ use crate::lsm::log::LogWriter;
 use crate::lsm::memtable::Memtable;
 use crate::lsm::range_del::RangeTombstone;
 use crate::lsm::stats::Counters;
-use crate::lsm::version::wal_file_name;
+use crate::lsm::version::{sync_dir, wal_file_name};
 
 use super::Inner;
 
@@ -165,6 +165,7 @@ impl Inner {
             let Some(log) = wal.as_mut() else {
                 return Err(Error::Closed);
             };
+            fail::fail_point!("lsm::wal::before_append");
             log.append(batches.iter().map(WriteBatch::encoded))?;
             let bytes: usize = batches
                 .iter()
@@ -172,7 +173,7 @@ impl Inner {
                 .sum();
             Counters::add(&self.counters.wal_bytes_written, bytes as u64);
             if sync {
-                if let Err(e) = log.sync() {
+                if let Err(e) = sync_wal(log, "lsm::wal::sync") {
                     // The group may or may not be durable: refuse further writes (until the
                     // engine is reopened) rather than risk acknowledging a later write whose
                     // predecessor vanishes.
@@ -276,12 +277,31 @@ impl Inner {
         }
         let wal_number = if self.options.wal {
             let number = self.versions.lock().new_file_number();
-            let writer = LogWriter::create(&wal_file_name(&self.dir, number))?;
+            let path = wal_file_name(&self.dir, number);
+            let writer = LogWriter::create(&path)?;
+            // Synced writes will be acknowledged from the new WAL: its name must be durable
+            // before the first of them. Nothing depends on it yet, so a failure is not fatal.
+            if let Err(e) = sync_dir(&self.dir) {
+                drop(writer);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             let mut wal = self.wal.lock();
             if let Some(old) = wal.as_mut() {
                 // The old WAL stays until its memtable is flushed; make its tail durable so
-                // that recovery never finds a gap before the new file.
-                old.sync()?;
+                // that recovery never finds a gap before the new file. A failure leaves that
+                // tail's durability unknown, exactly like a failed group-commit fsync: refuse
+                // every later write until reopen, or a later synced write could be
+                // acknowledged and survive a crash that loses this tail before it.
+                if let Err(e) = sync_wal(old, "lsm::wal::rotate_sync") {
+                    drop(wal);
+                    drop(writer);
+                    let _ = std::fs::remove_file(&path);
+                    self.set_bg_error(Error::Background(format!(
+                        "WAL sync failed at memtable rotation: {e}"
+                    )));
+                    return Err(e);
+                }
             }
             *wal = Some(writer);
             number
@@ -296,4 +316,16 @@ impl Inner {
         self.bg_cv.notify_all();
         Ok(())
     }
+}
+
+/// Fsyncs a WAL; the failpoint `point` can fail it (after a group commit's append, or when
+/// the memtable rotates).
+// `point` is unused when failpoints are compiled out.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn sync_wal(wal: &mut LogWriter, point: &str) -> Result<()> {
+    fail::fail_point!(point, |_| Err(Error::io(
+        "syncing the WAL",
+        std::io::Error::other("injected WAL sync failure"),
+    )));
+    wal.sync()
 }
