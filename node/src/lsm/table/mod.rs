@@ -188,7 +188,7 @@ pub struct TableSummary {
     pub file_size: u64,
     /// Entries written.
     pub num_entries: u64,
-    /// Entries that are tombstones ([`ValueKind::Delete`]).
+    /// Entries that are tombstones ([`crate::lsm::key::ValueKind::Delete`]).
     pub num_deletions: u64,
     /// First internal key (empty if the table is empty).
     pub smallest_key: Vec<u8>,

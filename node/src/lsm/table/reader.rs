@@ -372,7 +372,7 @@ impl Table {
     }
 
     /// Looks up the first entry `>= seek_key` and reports it if its engine key is
-    /// `engine_key` (`seek_key` is normally [`super::key::seek_key`]`(engine_key, snapshot)`).
+    /// `engine_key` (`seek_key` is normally [`crate::lsm::key::seek_key`]`(engine_key, snapshot)`).
     pub fn get(&self, engine_key: &[u8], seek_key: &[u8], fill_cache: bool) -> Result<TableLookup> {
         if !self.filter.may_contain(engine_key) {
             return Ok(TableLookup::FilteredOut);
