@@ -30,9 +30,13 @@
 //! * Peak RSS is reset before each engine (where the kernel allows it), so each engine's peak
 //!   is its own.
 //!
+//! `mvccget` (opt-in, Strata only) times MVCC point reads on a database of its own
+//! (`engine/mvcc.rs`).
+//!
 //! The adapters live in `engine/strata.rs` and `engine/fjall.rs` (the latter only with the
 //! `bench-fjall` feature); tables and JSON lines are made in `engine/report.rs`.
 
+mod mvcc;
 mod report;
 mod strata;
 
@@ -61,7 +65,7 @@ pub const DEFAULT_ENGINES: &str = "strata,fjall";
 #[cfg(not(feature = "bench-fjall"))]
 pub const DEFAULT_ENGINES: &str = "strata";
 
-/// Every workload, in the order they run.
+/// The default workloads, in the order they run (`mvccget` is opt-in).
 pub const ALL_WORKLOADS: &str = "fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom";
 
 /// Options of `strata bench engine`.
@@ -113,6 +117,9 @@ pub struct EngineBenchConfig {
     /// Strata's compaction style (fjall keeps its own default, leveled).
     #[arg(long, value_enum, default_value_t = StrataCompaction::Leveled)]
     pub strata_compaction: StrataCompaction,
+    /// Committed versions per key that mvccget writes.
+    #[arg(long, default_value_t = 4)]
+    pub mvcc_versions: u64,
 }
 
 impl Default for EngineBenchConfig {
@@ -186,10 +193,17 @@ pub enum Workload {
     Readseq,
     /// Seek to a random key, then read `--scan-len` entries.
     Seekrandom,
+    /// MVCC point reads (`MvccReader::get` at random timestamps) on keys with
+    /// `--mvcc-versions` versions each, in a database of its own, with prefix reads of the
+    /// commit records; Strata only, opt-in.
+    Mvccget,
+    /// The same reads on the same tables with plain bounded iterators (the engine opened
+    /// without the prefix extractor); Strata only, opt-in.
+    MvccgetPlain,
 }
 
 impl Workload {
-    /// All workloads, in the order they run.
+    /// The default workloads, in the order they run.
     pub const ALL: [Workload; 6] = [
         Workload::Fillseq,
         Workload::Fillrandom,
@@ -208,7 +222,14 @@ impl Workload {
             Workload::Readrandom => "readrandom",
             Workload::Readseq => "readseq",
             Workload::Seekrandom => "seekrandom",
+            Workload::Mvccget => "mvccget",
+            Workload::MvccgetPlain => "mvccget-plain",
         }
+    }
+
+    /// Whether the workload is one of the MVCC point-read workloads (`engine/mvcc.rs`).
+    pub fn is_mvcc(self) -> bool {
+        matches!(self, Workload::Mvccget | Workload::MvccgetPlain)
     }
 
     /// Whether the workload writes (and so has a write amplification and a final flush).
@@ -542,10 +563,23 @@ fn run_engine(
         dir.discard(&path);
     }
 
+    let mvcc: Vec<Workload> = workloads.iter().copied().filter(|w| w.is_mvcc()).collect();
+    if !mvcc.is_empty() {
+        if engine == EngineKind::Strata {
+            let path = dir.db_path(engine, "mvcc")?;
+            for m in mvcc::run(config, settings, keys, bench.values, &path, &mvcc)? {
+                bench.finish(m, &mut results, on_result)?;
+            }
+            dir.discard(&path);
+        } else {
+            tracing::info!(%engine, "the mvccget workloads run on strata only; skipped");
+        }
+    }
+
     let rest: Vec<Workload> = workloads
         .iter()
         .copied()
-        .filter(|w| *w != Workload::Fillseq)
+        .filter(|w| *w != Workload::Fillseq && !w.is_mvcc())
         .collect();
     if rest.is_empty() {
         return Ok(results);
@@ -571,7 +605,7 @@ fn needs_untimed_load(workloads: &[Workload]) -> bool {
     !workloads.contains(&Workload::Fillrandom)
         && workloads
             .iter()
-            .any(|w| !matches!(w, Workload::Fillseq | Workload::Fillrandom))
+            .any(|w| !matches!(w, Workload::Fillseq | Workload::Fillrandom) && !w.is_mvcc())
 }
 
 /// Generates and times the operations of one workload.
@@ -593,6 +627,8 @@ struct Measured {
     internal_write_amp: Option<f64>,
     /// Reads: gets that found a value, or entries scanned.
     found: Option<u64>,
+    /// Engine counters per operation, for workloads that report them.
+    counters: Option<BTreeMap<String, f64>>,
 }
 
 impl WorkloadRunner<'_> {
@@ -654,6 +690,9 @@ impl WorkloadRunner<'_> {
                 std::hint::black_box(bytes);
                 (n as u64, Instant::now(), Some(n as u64))
             }
+            Workload::Mvccget | Workload::MvccgetPlain => {
+                bail!("the mvccget workloads run on a database of their own")
+            }
             Workload::Seekrandom => {
                 let mut entries = 0u64;
                 let mut bytes = 0usize;
@@ -688,6 +727,7 @@ impl WorkloadRunner<'_> {
                 None
             },
             found,
+            counters: None,
         })
     }
 

@@ -34,6 +34,14 @@ pub fn rss_bytes() -> Option<u64> {
     parse_field(&status, "VmRSS:").map(|kib| kib * 1024)
 }
 
+/// CPU time of the calling thread in nanoseconds (the first field of
+/// `/proc/thread-self/schedstat`): unlike wall time, it does not count time spent waiting for
+/// a core on a busy machine.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// Resets the peak RSS to the current RSS; false if the kernel did not allow it.
 pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()

@@ -1,6 +1,7 @@
 //! Bloom filters: one per SSTable, over its *engine keys* (internal keys minus the trailer),
 //! so a point lookup can skip a table that certainly lacks the key without touching a data
-//! block.
+//! block; and, in tables built with a prefix extractor, a second one over the keys'
+//! prefixes (see `prefix.rs`), in the same encoding.
 //!
 //! ```text
 //!   +--------------------------------------+---+

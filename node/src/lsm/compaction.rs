@@ -476,7 +476,7 @@ pub fn write_run(
                 }
                 if builder.is_none() {
                     let (id, path) = new_file();
-                    let b = TableBuilder::new(&path, *table_options);
+                    let b = TableBuilder::new(&path, table_options.clone());
                     match b {
                         Ok(b) => builder = Some((id, path, b)),
                         Err(e) => {

@@ -21,6 +21,7 @@
 mod compact;
 mod files;
 mod flush;
+mod prefix_read;
 mod read;
 mod recovery;
 mod write;
@@ -377,6 +378,20 @@ impl Db {
         self.inner.iter(cf, opts)
     }
 
+    /// An iterator over the keys of `cf` that share `key`'s prefix by
+    /// [`Options::prefix_extractor`], within `opts`' bounds. It reads the memtables and only
+    /// the tables whose key range and prefix filter may hold the prefix, so a seek costs a
+    /// few block reads however many levels there are (see `db/prefix_read.rs`). It starts
+    /// unpositioned. `InvalidArgument` without an extractor or if `key` has no prefix.
+    pub fn prefix_iter(
+        &self,
+        cf: ColumnFamily,
+        key: &[u8],
+        opts: IterOptions,
+    ) -> Result<DbIterator> {
+        self.inner.prefix_iter(cf, key, opts)
+    }
+
     /// Up to `limit` key/value pairs of `cf` in `[start, end)`, ascending or descending.
     pub fn scan(
         &self,
@@ -634,6 +649,9 @@ impl Inner {
             gets_from_tables: get(&c.gets_from_tables),
             table_probes: get(&c.table_probes),
             bloom_filtered: get(&c.bloom_filtered),
+            prefix_reads: get(&c.prefix_reads),
+            prefix_table_checks: get(&c.prefix_table_checks),
+            prefix_bloom_filtered: get(&c.prefix_bloom_filtered),
             block_cache_hits: self.block_cache.hits(),
             block_cache_misses: self.block_cache.misses(),
             block_cache_usage: self.block_cache.usage() as u64,

@@ -19,6 +19,7 @@ use super::key::{
     compare_internal, kind_of, seek_key, seek_key_after, seq_of, user_part, SeqNo, ValueKind,
     MAX_SEQ,
 };
+use super::prefix::{engine_prefix, SharedPrefixExtractor};
 use super::range_del::TombstoneSet;
 use super::table::{TableCache, TableIterator};
 use super::version::FileMeta;
@@ -180,6 +181,8 @@ pub struct DbIterator {
     valid: bool,
     key: Vec<u8>,
     value: Vec<u8>,
+    /// A prefix read returns only keys whose extracted prefix is this one.
+    prefix: Option<(SharedPrefixExtractor, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for DbIterator {
@@ -211,6 +214,23 @@ impl DbIterator {
             valid: false,
             key: Vec::new(),
             value: Vec::new(),
+            prefix: None,
+        }
+    }
+
+    /// Restricts the iterator to the engine keys whose prefix by `extractor` is `prefix`.
+    pub(crate) fn with_prefix(mut self, extractor: SharedPrefixExtractor, prefix: Vec<u8>) -> Self {
+        self.prefix = Some((extractor, prefix));
+        self
+    }
+
+    /// Whether the engine key `ukey` belongs to the iterator's prefix (always, without one).
+    fn in_prefix(&self, ukey: &[u8]) -> bool {
+        match &self.prefix {
+            Some((extractor, prefix)) => {
+                engine_prefix(&**extractor, ukey) == Some(prefix.as_slice())
+            }
+            None => true,
         }
     }
 
@@ -346,7 +366,7 @@ impl DbIterator {
                 return Ok(());
             }
             let seq = seq_of(ikey);
-            if seq > self.snapshot || skip.as_deref() == Some(ukey) {
+            if seq > self.snapshot || skip.as_deref() == Some(ukey) || !self.in_prefix(ukey) {
                 self.inner.next()?;
                 continue;
             }
@@ -396,7 +416,7 @@ impl DbIterator {
                 self.inner.prev()?;
             }
             if let Some((seq, true)) = best {
-                if !self.tombstones.covers(&current, seq) {
+                if !self.tombstones.covers(&current, seq) && self.in_prefix(&current) {
                     std::mem::swap(&mut self.key, &mut current);
                     self.valid = true;
                     return Ok(());

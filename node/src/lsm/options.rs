@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::compaction::CompactionFilter;
+use super::prefix::SharedPrefixExtractor;
 
 /// How SSTables are merged in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +75,9 @@ pub struct Options {
     pub size_tiered_ratio_percent: u64,
     /// Hook that can drop entries during compaction (MVCC garbage collection).
     pub compaction_filter: Option<Arc<dyn CompactionFilter>>,
+    /// Where the versioned part of a key starts, per family: tables then carry a prefix
+    /// bloom filter and [`super::Db::prefix_iter`] skips tables that lack the prefix.
+    pub prefix_extractor: Option<SharedPrefixExtractor>,
     /// Run flushes and compactions on background threads. Tests can turn this off and drive
     /// them with `flush` and `compact_range`.
     pub background_work: bool,
@@ -89,6 +93,10 @@ impl std::fmt::Debug for Options {
             .field("block_cache_bytes", &self.block_cache_bytes)
             .field("compaction_style", &self.compaction_style)
             .field("compaction_filter", &self.compaction_filter.is_some())
+            .field(
+                "prefix_extractor",
+                &self.prefix_extractor.as_ref().map(|e| e.name().to_string()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +124,7 @@ impl Default for Options {
             target_file_size: 64 << 20,
             size_tiered_ratio_percent: 100,
             compaction_filter: None,
+            prefix_extractor: None,
             background_work: true,
         }
     }

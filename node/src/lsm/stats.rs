@@ -33,6 +33,9 @@ pub(crate) struct Counters {
     pub gets_from_tables: AtomicU64,
     pub table_probes: AtomicU64,
     pub bloom_filtered: AtomicU64,
+    pub prefix_reads: AtomicU64,
+    pub prefix_table_checks: AtomicU64,
+    pub prefix_bloom_filtered: AtomicU64,
     pub write_stalls: AtomicU64,
     pub write_stall_micros: AtomicU64,
     pub background_errors: AtomicU64,
@@ -90,6 +93,13 @@ pub struct Stats {
     pub table_probes: u64,
     /// Probes the bloom filter answered "absent" (no block read).
     pub bloom_filtered: u64,
+    /// Prefix-bounded iterators built ([`super::Db::prefix_iter`]).
+    pub prefix_reads: u64,
+    /// SSTables whose key range overlapped a prefix read's range, so their prefix filter
+    /// was consulted.
+    pub prefix_table_checks: u64,
+    /// Of those, tables the prefix filter ruled out (never read).
+    pub prefix_bloom_filtered: u64,
     /// Block cache hits.
     pub block_cache_hits: u64,
     /// Block cache misses.

@@ -19,6 +19,12 @@
 //! ```
 //!
 //! The `lock` family uses the bare encoded key (one lock per key).
+//!
+//! [`MvccPrefixExtractor`] tells the engine where a `write`-family key's timestamp starts,
+//! so its tables carry a bloom filter over encoded user keys and a read of a key's commit
+//! records ([`crate::lsm::Db::prefix_iter`]) skips the tables that lack the key.
+
+use crate::lsm::{ColumnFamily, Db, PrefixExtractor};
 
 use super::Timestamp;
 
@@ -43,23 +49,16 @@ pub fn encode_bytes(key: &[u8], out: &mut Vec<u8>) {
 /// Decodes a memcomparable key from the front of `input`: the key and the bytes consumed.
 /// `None` if the input is not a valid encoding.
 pub fn decode_bytes(input: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut key = Vec::with_capacity(input.len());
-    let mut pos = 0;
-    loop {
-        let group = input.get(pos..pos + GROUP)?;
-        let marker = *input.get(pos + GROUP)?;
-        pos += GROUP + 1;
-        if marker == MARKER {
-            key.extend_from_slice(group);
-            continue;
-        }
-        let pad = usize::from(MARKER.checked_sub(marker)?);
-        if pad > GROUP || group[GROUP - pad..].iter().any(|&b| b != PAD) {
-            return None;
-        }
-        key.extend_from_slice(&group[..GROUP - pad]);
-        return Some((key, pos));
+    let n = encoded_len(input)?;
+    let encoded = &input[..n];
+    // `encoded_len` checked the last marker: its padding is at most one group.
+    let pad = usize::from(MARKER - encoded[n - 1]);
+    let mut key = Vec::with_capacity(n);
+    for group in encoded.chunks_exact(GROUP + 1) {
+        key.extend_from_slice(&group[..GROUP]);
     }
+    key.truncate(key.len() - pad);
+    Some((key, n))
 }
 
 /// The `lock`-family key of `key`.
@@ -87,6 +86,58 @@ pub fn decode_versioned_key(encoded: &[u8]) -> Option<(Vec<u8>, Timestamp)> {
 /// The encoded-key part of a versioned key (everything but the 8 timestamp bytes).
 pub fn versioned_key_prefix(encoded: &[u8]) -> &[u8] {
     &encoded[..encoded.len().saturating_sub(8)]
+}
+
+/// The length of the memcomparable encoding at the front of `input`, found without
+/// decoding it; `None` if the input does not start with a valid encoding.
+pub fn encoded_len(input: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let group = input.get(pos..pos + GROUP)?;
+        let marker = *input.get(pos + GROUP)?;
+        pos += GROUP + 1;
+        if marker == MARKER {
+            continue;
+        }
+        let pad = usize::from(MARKER.checked_sub(marker)?);
+        if pad > GROUP || group[GROUP - pad..].iter().any(|&b| b != PAD) {
+            return None;
+        }
+        return Some(pos);
+    }
+}
+
+/// The name [`MvccPrefixExtractor`] stores in the tables it builds filters for.
+pub const MVCC_PREFIX_EXTRACTOR: &str = "strata.mvcc.write-user-key.v1";
+
+/// The engine's prefix extractor for MVCC data: a `write`-family key
+/// `encode(user key) ++ !commit_ts` has the prefix `encode(user key)`. The other families
+/// have none: a lock key carries no timestamp, so the whole-key bloom filter already serves
+/// lock lookups, and a value is read by its exact key `(key, start_ts)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MvccPrefixExtractor;
+
+impl PrefixExtractor for MvccPrefixExtractor {
+    fn name(&self) -> &str {
+        MVCC_PREFIX_EXTRACTOR
+    }
+
+    fn prefix_len(&self, cf: ColumnFamily, key: &[u8]) -> Option<usize> {
+        if cf != ColumnFamily::Write {
+            return None;
+        }
+        let n = encoded_len(key)?;
+        (key.len() == n + 8).then_some(n)
+    }
+}
+
+/// Whether `db` was opened with [`MvccPrefixExtractor`], so commit records can be read with
+/// prefix reads.
+pub fn prefix_reads_enabled(db: &Db) -> bool {
+    db.options()
+        .prefix_extractor
+        .as_ref()
+        .is_some_and(|e| e.name() == MVCC_PREFIX_EXTRACTOR)
 }
 
 #[cfg(test)]
@@ -136,12 +187,20 @@ mod tests {
             // Key ascending, then timestamp descending.
             prop_assert_eq!(va.cmp(&vb), a.cmp(&b).then(tb.cmp(&ta)));
             prop_assert_eq!(versioned_key_prefix(&va), ea.as_slice());
+            // The extractor finds the encoded key in versioned write keys only.
+            prop_assert_eq!(encoded_len(&va), Some(ea.len()));
+            prop_assert_eq!(MvccPrefixExtractor.prefix_len(ColumnFamily::Write, &va), Some(ea.len()));
+            prop_assert_eq!(MvccPrefixExtractor.prefix_len(ColumnFamily::Write, &ea), None);
+            prop_assert_eq!(MvccPrefixExtractor.prefix_len(ColumnFamily::Lock, &ea), None);
+            prop_assert_eq!(MvccPrefixExtractor.prefix_len(ColumnFamily::Default, &va), None);
         }
 
         #[test]
         fn decoding_garbage_never_panics(data: Vec<u8>) {
             let _ = decode_bytes(&data);
             let _ = decode_versioned_key(&data);
+            prop_assert_eq!(encoded_len(&data), decode_bytes(&data).map(|(_, n)| n));
+            let _ = MvccPrefixExtractor.prefix_len(ColumnFamily::Write, &data);
         }
     }
 }

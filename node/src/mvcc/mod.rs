@@ -23,6 +23,8 @@
 
 pub mod gc;
 pub mod key;
+#[cfg(test)]
+mod prefix_read_tests;
 pub mod reader;
 pub mod record;
 pub mod txn;

@@ -8,7 +8,9 @@
 use crate::lsm::key::prefix_successor;
 use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo};
 
-use super::key::{decode_bytes, decode_versioned_key, lock_key, versioned_key};
+use super::key::{
+    decode_bytes, decode_versioned_key, lock_key, prefix_reads_enabled, versioned_key,
+};
 use super::record::{Lock, LockKind, Write, WriteKind};
 use super::{LockInfo, MvccError, Result, Timestamp};
 
@@ -150,15 +152,18 @@ impl<'a> MvccReader<'a> {
         let lower = versioned_key(key, newest);
         let last = versioned_key(key, oldest);
         let upper = prefix_successor(&last);
-        let mut it = self.db.iter(
-            ColumnFamily::Write,
-            IterOptions {
-                lower_bound: Some(lower),
-                upper_bound: upper,
-                snapshot: self.snapshot,
-                fill_cache: true,
-            },
-        )?;
+        let opts = IterOptions {
+            lower_bound: Some(lower.clone()),
+            upper_bound: upper,
+            snapshot: self.snapshot,
+            fill_cache: true,
+        };
+        // A prefix read skips the tables whose prefix filter lacks the key.
+        let mut it = if prefix_reads_enabled(self.db) {
+            self.db.prefix_iter(ColumnFamily::Write, &lower, opts)?
+        } else {
+            self.db.iter(ColumnFamily::Write, opts)?
+        };
         it.seek_to_first()?;
         while it.valid() {
             let (k, commit_ts) = decode_versioned_key(it.key())

@@ -355,6 +355,8 @@ impl NodeConfig {
                 CompressionConfig::None => Compression::None,
                 CompressionConfig::Lz4 => Compression::Lz4,
             },
+            // Commit-record reads skip the tables that lack the key.
+            prefix_extractor: Some(std::sync::Arc::new(crate::mvcc::key::MvccPrefixExtractor)),
             ..Options::default()
         }
     }

@@ -51,6 +51,10 @@ pub struct WorkloadResult {
     pub includes_flush: bool,
     /// Reads: gets that found their key, or entries scanned.
     pub found: Option<u64>,
+    /// Engine counters per operation (mvccget: tables probed, bloom filter skips, block
+    /// cache misses...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<BTreeMap<String, f64>>,
 }
 
 impl WorkloadResult {
@@ -83,6 +87,7 @@ impl WorkloadResult {
             internal_write_amp: m.internal_write_amp,
             includes_flush: writes,
             found: m.found,
+            counters: m.counters,
         }
     }
 }
@@ -281,6 +286,13 @@ impl BenchReport {
                     }
                 }
                 writeln!(out)?;
+                if let Some(counters) = &r.counters {
+                    let list: Vec<String> = counters
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.3}"))
+                        .collect();
+                    writeln!(out, "  {:<14} per op: {}", "", list.join(", "))?;
+                }
             }
             let strata = self.result(workload, EngineKind::Strata);
             let fjall = self.result(workload, EngineKind::Fjall);

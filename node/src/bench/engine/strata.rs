@@ -34,7 +34,7 @@ pub(super) struct StrataEngine {
 const CF: ColumnFamily = ColumnFamily::Default;
 
 impl StrataEngine {
-    fn options(settings: &EngineSettings) -> Options {
+    pub(super) fn options(settings: &EngineSettings) -> Options {
         Options {
             wal: true,
             memtable_size: usize::try_from(settings.memtable_bytes).unwrap_or(usize::MAX),

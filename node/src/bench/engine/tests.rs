@@ -162,3 +162,42 @@ fn asking_for_fjall_without_the_feature_says_how_to_rebuild() {
     let err = run(&config, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("--features bench-fjall"), "{err}");
 }
+
+#[test]
+fn mvccget_reads_versions_both_ways_and_reports_counters() {
+    let mut config = tiny_config(compiled_engines());
+    config.workloads = vec![Workload::MvccgetPlain, Workload::Mvccget];
+    config.mvcc_versions = 3;
+    let mut out = Vec::new();
+    let report = run(&config, &mut out).expect("benchmark runs");
+    // Strata only, whatever engines were asked for; prefix reads first.
+    let runs: Vec<(Workload, EngineKind)> = report
+        .results
+        .iter()
+        .map(|r| (r.workload, r.engine))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (Workload::Mvccget, EngineKind::Strata),
+            (Workload::MvccgetPlain, EngineKind::Strata)
+        ]
+    );
+    for r in &report.results {
+        assert_eq!(r.ops, 500);
+        // Read timestamps span one step below the first version to one past the last:
+        // about 1/8 of the reads come before any version.
+        let found = r.found.expect("found is reported");
+        assert!((350..500).contains(&found), "found {found} of 500");
+        let counters = r.counters.as_ref().expect("counters are reported");
+        assert!(counters["tables_in_db"] >= 1.0, "{counters:?}");
+        assert!(counters.contains_key("cpu_us"), "{counters:?}");
+    }
+    // Both paths read the same tables; only the prefix path consults prefix filters.
+    let (prefix, plain) = (&report.results[0], &report.results[1]);
+    let c = |r: &WorkloadResult, k: &str| r.counters.as_ref().map_or(-1.0, |c| c[k]);
+    assert_eq!(c(prefix, "tables_in_db"), c(plain, "tables_in_db"));
+    assert_eq!(prefix.found, plain.found);
+    assert!(c(prefix, "prefix_table_checks") > 0.0);
+    assert_eq!(c(plain, "prefix_table_checks"), 0.0);
+}

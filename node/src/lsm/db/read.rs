@@ -18,7 +18,7 @@ use crate::lsm::table::TableLookup;
 use super::{Inner, IterOptions};
 
 impl Inner {
-    fn read_seq(&self, opts_snapshot: Option<SeqNo>) -> SeqNo {
+    pub(super) fn read_seq(&self, opts_snapshot: Option<SeqNo>) -> SeqNo {
         opts_snapshot.unwrap_or_else(|| self.last_seq.load(Ordering::Acquire))
     }
 
