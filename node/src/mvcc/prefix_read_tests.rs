@@ -112,6 +112,7 @@ fn batch_of(op: &Op) -> Option<WriteBatch> {
                 ttl_ms: 1000,
                 min_commit_ts: start_ts,
                 short_value: None,
+                coordinator: None,
             };
             txn.put_lock(&user_key(key), &lock);
             Some(txn.into_batch())
