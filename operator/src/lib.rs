@@ -1,5 +1,11 @@
 //! The Strata Kubernetes operator.
 //!
-//! A later milestone builds it: a kube-rs controller that reconciles `StrataCluster` and
-//! `StrataBackup` custom resources into StatefulSets, Services, ConfigMaps and
-//! PodDisruptionBudgets. Until then this crate only reserves its place in the workspace.
+//! A kube-rs controller that reconciles `StrataCluster` and `StrataBackup` custom resources
+//! into StatefulSets, Services, ConfigMaps and PodDisruptionBudgets.
+//!
+//! ```text
+//!   crd/        the custom resource types (and the CRD YAML generated from them)
+//!   cluster/    StrataCluster: validate -> build (pure builders) -> apply -> status
+//! ```
+
+pub mod crd;
