@@ -8,4 +8,6 @@
 //!   cluster/    StrataCluster: validate -> build (pure builders) -> apply -> status
 //! ```
 
+pub mod cluster;
 pub mod crd;
+pub mod error;
