@@ -4,10 +4,18 @@
 //! into StatefulSets, Services, ConfigMaps and PodDisruptionBudgets.
 //!
 //! ```text
-//!   crd/        the custom resource types (and the CRD YAML generated from them)
-//!   cluster/    StrataCluster: validate -> build (pure builders) -> apply -> status
+//!   crd/          the custom resource types (and the CRD YAML generated from them)
+//!   cluster/      StrataCluster: plan -> build (pure builders) -> apply -> status
+//!   backup        StrataBackup: phase and message (the node side does not exist yet)
+//!   controller    the watches, the shared context, the error policy and its backoff
+//!   metrics       counters for /metrics
 //! ```
 
+pub mod backup;
 pub mod cluster;
+pub mod controller;
 pub mod crd;
 pub mod error;
+#[cfg(test)]
+mod fake_api;
+pub mod metrics;

@@ -13,8 +13,13 @@
 pub mod config_map;
 pub mod names;
 pub mod pdb;
+pub mod plan;
+pub mod reconcile;
 pub mod service;
 pub mod statefulset;
+pub mod status;
 
 #[cfg(test)]
 mod golden_tests;
+#[cfg(test)]
+mod reconcile_tests;
