@@ -4,8 +4,8 @@
 //! list (with a label selector), server-side apply (`application/apply-patch+yaml`, on the
 //! object or its `/status`), JSON patch (the finalizer), merge patch, create (events) and
 //! delete. It records every call, so a scenario asserts both on the state it leaves and on
-//! how it was written (field manager, force). It is deliberately small: no resource
-//! versions checks, no admission; the CRD schema tests cover validation.
+//! how it was written (field manager, force). It is deliberately small: `resourceVersion` is checked
+//! only on replace, and there is no admission; the CRD schema tests cover validation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -193,6 +193,25 @@ fn handle(state: &mut State, call: &Call) -> Result<Value, (u16, String)> {
             .map(|_| json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
             .ok_or((404, format!("{path} not found"))),
         "PATCH" => patch(state, call),
+        "PUT" => {
+            let old = state
+                .objects
+                .get(path)
+                .ok_or((404, format!("{path} not found")))?;
+            let version: u64 = old["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut object = call.body.clone().unwrap_or_default();
+            // Optimistic concurrency, as the API server: a replace must carry the current
+            // resourceVersion.
+            if object["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                return Err((409, format!("{path} was modified")));
+            }
+            object["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+            state.objects.insert(path.to_owned(), object.clone());
+            Ok(object)
+        }
         other => Err((405, format!("{other} is not served by the fake"))),
     }
 }

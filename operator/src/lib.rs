@@ -8,7 +8,10 @@
 //!   cluster/      StrataCluster: plan -> build (pure builders) -> apply -> status
 //!   backup        StrataBackup: phase and message (the node side does not exist yet)
 //!   controller    the watches, the shared context, the error policy and its backoff
+//!   lease         leader election through a coordination.k8s.io Lease
+//!   http          /metrics, /healthz, /readyz
 //!   metrics       counters for /metrics
+//!   runtime       campaign, lead, stop (the binary's main loop)
 //! ```
 
 pub mod backup;
@@ -18,4 +21,7 @@ pub mod crd;
 pub mod error;
 #[cfg(test)]
 mod fake_api;
+pub mod http;
+pub mod lease;
 pub mod metrics;
+pub mod runtime;
