@@ -11,6 +11,7 @@
 //! | `replicas >= replicationFactor` | spec | fewer nodes than replicas per shard cannot place a shard |
 //! | `replicationFactor` is odd | spec | a Raft group of 2 or 4 tolerates no more failures than 1 or 3 |
 //! | storage size and class unchanged | spec.storage | a StatefulSet's volume claim templates are immutable |
+//! | `metadata.name` at most 52 characters | root (added in `crd::cluster_crd`) | pod names and revision labels must fit 63 |
 //!
 //! The node configuration (`spec.nodeConfig`) mirrors the node's own YAML file field for
 //! field (camelCase here, snake_case in the file); an unset field keeps the node's default.

@@ -6,10 +6,15 @@ use kube::CustomResourceExt;
 use serde_json::{json, Value};
 
 use super::structural::{structural_problems, value_problems};
-use super::{StrataBackup, StrataCluster};
+use super::{backup_crd, cluster_crd, StrataBackup, StrataCluster};
 
+/// The schema of `K`'s CRD exactly as `crdgen` writes it.
 fn schema<K: CustomResourceExt>() -> Value {
-    let crd = K::crd();
+    let crd = if K::crd_name() == StrataCluster::crd_name() {
+        cluster_crd()
+    } else {
+        backup_crd()
+    };
     let schema = crd.spec.versions[0]
         .schema
         .as_ref()
@@ -280,4 +285,38 @@ fn backups_validate_their_destination_and_stay_immutable() {
         problems::<StrataBackup>(&retargeted, Some(&volume)),
         "spec is immutable",
     );
+}
+
+#[test]
+fn long_cluster_names_are_refused() {
+    let mut object = cluster(json!({"image": "s:1"}));
+    object["metadata"]["name"] = json!("a".repeat(53));
+    assert_refused(
+        problems::<StrataCluster>(&object, None),
+        "at most 52 characters",
+    );
+    object["metadata"]["name"] = json!("a".repeat(52));
+    assert_eq!(
+        problems::<StrataCluster>(&object, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_examples_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let object: Value = serde_yaml::from_str(&text).unwrap();
+        let found = match object["kind"].as_str() {
+            Some("StrataCluster") => problems::<StrataCluster>(&object, None),
+            Some("StrataBackup") => problems::<StrataBackup>(&object, None),
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        };
+        assert_eq!(found, Vec::<String>::new(), "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} examples in {}", dir.display());
 }
