@@ -54,8 +54,15 @@ fn run_helm(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// `helm template` of `chart`; the release is named after the chart's main object (the
+/// operator's objects are then `strata-operator`, the cluster `strata`).
 fn template(chart: &str, namespace: &str, sets: &[&str]) -> String {
-    let mut args = vec!["template", "strata", chart, "--namespace", namespace];
+    let release = if chart.ends_with("strata-operator") {
+        "strata-operator"
+    } else {
+        "strata"
+    };
+    let mut args = vec!["template", release, chart, "--namespace", namespace];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -343,7 +350,7 @@ fn the_operator_chart_carries_the_generated_crds() {
 
 #[test]
 fn the_plain_manifests_are_the_rendered_chart() {
-    let header = "# Generated: `helm template strata charts/strata-operator --namespace strata-system`.\n# Do not edit: change the chart and run STRATA_UPDATE_MANIFESTS=1 cargo test -p strata-operator --test charts.\n";
+    let header = "# Generated: `helm template strata-operator charts/strata-operator --namespace strata-system`.\n# Do not edit: change the chart and run STRATA_UPDATE_MANIFESTS=1 cargo test -p strata-operator --test charts.\n";
     let expected = format!(
         "{header}{}",
         template("charts/strata-operator", "strata-system", &[])
