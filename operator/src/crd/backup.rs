@@ -76,10 +76,11 @@ pub struct BackupDestination {
 #[serde(rename_all = "camelCase")]
 pub struct VolumeDestination {
     /// The claim, in the backup's namespace.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
     /// Directory inside the volume.
     #[serde(default = "default_path")]
+    #[schemars(length(min = 1, max = 4096))]
     pub path: String,
 }
 
@@ -96,16 +97,18 @@ pub struct S3Destination {
     pub bucket: String,
     /// Key prefix inside the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub prefix: Option<String>,
     /// Endpoint URL; the AWS endpoint of `region` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://"))]
+    #[schemars(regex(pattern = r"^https?://"), length(max = 2048))]
     pub endpoint: Option<String>,
     /// Region of the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub region: Option<String>,
     /// A Secret in the backup's namespace with keys `accessKeyId` and `secretAccessKey`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: String,
 }
 

@@ -76,7 +76,7 @@ pub struct StrataClusterSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: i32,
     /// Container image of strata-node, for example `registry.example/strata-node:0.1.0`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024))]
     pub image: String,
     /// When the kubelet pulls the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,10 +140,14 @@ impl PullPolicy {
 pub struct StorageSpec {
     /// Size of each node's volume, as a Kubernetes quantity (`10Gi`).
     #[serde(default = "default_storage_size")]
-    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    #[schemars(
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"),
+        length(max = 64)
+    )]
     pub size: String,
     /// Storage class of the volumes; the cluster's default class when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
     /// What happens to the volumes when the `StrataCluster` is deleted.
     #[serde(default)]
@@ -244,7 +248,7 @@ pub struct TxnSpec {
 pub struct LogSpec {
     /// A `tracing` filter, for example `info` or `strata=debug,info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024))]
     pub level: Option<String>,
     /// Output format; `json` when unset, so log collectors can parse it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +270,7 @@ pub enum LogFormat {
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleSpec {
     /// A five-field cron expression (`0 3 * * *`).
-    #[schemars(regex(pattern = r"^\S+ \S+ \S+ \S+ \S+$"))]
+    #[schemars(regex(pattern = r"^\S+ \S+ \S+ \S+ \S+$"), length(max = 128))]
     pub schedule: String,
     /// Where each backup goes.
     pub destination: super::backup::BackupDestination,

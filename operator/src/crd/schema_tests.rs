@@ -5,7 +5,7 @@
 use kube::CustomResourceExt;
 use serde_json::{json, Value};
 
-use super::structural::{structural_problems, value_problems};
+use super::structural::{structural_problems, unbounded_under_transition_rules, value_problems};
 use super::{backup_crd, cluster_crd, StrataBackup, StrataCluster};
 
 /// The schema of `K`'s CRD exactly as `crdgen` writes it.
@@ -88,6 +88,29 @@ fn both_schemas_are_structural() {
     assert_eq!(
         structural_problems(&schema::<StrataBackup>()),
         Vec::<String>::new()
+    );
+}
+
+#[test]
+fn transition_rules_compare_only_bounded_values() {
+    assert_eq!(
+        unbounded_under_transition_rules(&schema::<StrataCluster>()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        unbounded_under_transition_rules(&schema::<StrataBackup>()),
+        Vec::<String>::new()
+    );
+    let loose = json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self == oldSelf"}],
+        "properties": {"a": {"type": "string"}, "b": {"type": "string", "enum": ["x"]},
+                       "c": {"type": "array", "items": {"type": "string", "maxLength": 3}}}}}});
+    assert_eq!(
+        unbounded_under_transition_rules(&loose),
+        [
+            ".spec.a: string without maxLength",
+            ".spec.c: array without maxItems"
+        ]
     );
 }
 

@@ -200,3 +200,57 @@ fn check_object(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut 
         }
     }
 }
+
+/// Strings and lists without `maxLength` / `maxItems` below a node whose CEL rules compare
+/// with `oldSelf`: the API server estimates a rule's cost from those bounds, and refuses a
+/// CRD whose unbounded comparison could exceed its budget.
+pub fn unbounded_under_transition_rules(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    find_rules(schema, "", &mut out);
+    out
+}
+
+fn find_rules(schema: &Value, path: &str, out: &mut Vec<String>) {
+    let transition = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|rule| rule["rule"].as_str().is_some_and(|r| r.contains("oldSelf")));
+    if transition {
+        unbounded(schema, path, out);
+        return;
+    }
+    for (name, sub) in children(schema) {
+        find_rules(sub, &format!("{path}{name}"), out);
+    }
+}
+
+fn unbounded(schema: &Value, path: &str, out: &mut Vec<String>) {
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") if schema.get("maxLength").is_none() && schema.get("enum").is_none() => {
+            out.push(format!("{path}: string without maxLength"));
+        }
+        Some("array") if schema.get("maxItems").is_none() => {
+            out.push(format!("{path}: array without maxItems"));
+        }
+        _ => {}
+    }
+    for (name, sub) in children(schema) {
+        unbounded(sub, &format!("{path}{name}"), out);
+    }
+}
+
+fn children(schema: &Value) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        out.extend(props.iter().map(|(k, v)| (format!(".{k}"), v)));
+    }
+    if let Some(sub) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+        out.push((".*".to_owned(), sub));
+    }
+    if let Some(sub) = schema.get("items") {
+        out.push(("[]".to_owned(), sub));
+    }
+    out
+}
