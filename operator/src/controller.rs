@@ -23,6 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
+use crate::cluster::probe::{GrpcProbe, NodeProbe};
 use crate::crd::{StrataBackup, StrataCluster};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// Asks nodes for their `Admin.Status`.
+    pub probe: Arc<dyn NodeProbe>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -50,6 +53,16 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// A context for `client`; `instance` (the pod name) tells replicas apart in events.
     pub fn new(client: Client, instance: Option<String>, metrics: Arc<Metrics>) -> Context {
+        Context::with_probe(client, instance, metrics, Arc::new(GrpcProbe::default()))
+    }
+
+    /// A context whose node status calls go to `probe`.
+    pub fn with_probe(
+        client: Client,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+        probe: Arc<dyn NodeProbe>,
+    ) -> Context {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_owned(),
             instance,
@@ -58,6 +71,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            probe,
             failures: Mutex::new(HashMap::new()),
         }
     }

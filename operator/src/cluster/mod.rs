@@ -14,6 +14,7 @@ pub mod config_map;
 pub mod names;
 pub mod pdb;
 pub mod plan;
+pub mod probe;
 pub mod reconcile;
 pub mod service;
 pub mod statefulset;

@@ -4,7 +4,8 @@
 //!   finalizer absent         add `strata.dev/cleanup`, wait for the next event
 //!   apply                    read StatefulSet -> plan -> server-side apply ConfigMap,
 //!                            Services, StatefulSet, PDB (one field manager, forced)
-//!                            -> list pods -> status (subresource) -> events
+//!                            -> list pods -> Admin.Status of the ready ones
+//!                            -> status (subresource) -> events
 //!   deleting                 cleanup (PVCs when reclaimPolicy: Delete) -> drop finalizer;
 //!                            owner references delete the rest
 //! ```
@@ -31,10 +32,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
-use super::names::{ClusterNames, DATA_VOLUME, FIELD_MANAGER};
+use super::names::{ClusterNames, DATA_VOLUME, FIELD_MANAGER, GRPC_PORT};
 use super::plan::Plan;
 use super::status::{AVAILABLE, DEGRADED};
-use super::{config_map, pdb, plan, service, statefulset, status};
+use super::{config_map, pdb, plan, probe, service, statefulset, status};
 use crate::controller::{instrumented, Context};
 use crate::crd::{ReclaimPolicy, StrataCluster, StrataClusterStatus};
 use crate::error::{Error, Result};
@@ -96,8 +97,21 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
         .list(&ListParams::default().labels(&names.selector_string()))
         .await?
         .items;
+    let targets = status::ready_ordinals(&pods)
+        .into_iter()
+        .map(|ordinal| (ordinal, format!("{}:{GRPC_PORT}", names.peer_dns(ordinal))))
+        .collect();
+    let reports = probe::probe_all(ctx.probe.as_ref(), targets).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::build(cluster, &names, &plan, statefulset.as_ref(), &pods, &now);
+    let new_status = status::build(
+        cluster,
+        &names,
+        &plan,
+        statefulset.as_ref(),
+        &pods,
+        &reports,
+        &now,
+    );
     publish_events(cluster, ctx, &plan, cluster.status.as_ref(), &new_status).await;
 
     let progressing = new_status

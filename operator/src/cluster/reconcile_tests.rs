@@ -9,6 +9,13 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+
+use super::names::ordinal_of;
+use super::probe::{NodeProbe, NodeReport};
 use super::reconcile::{reconcile, FINALIZER, RESYNC, WHILE_PROGRESSING};
 use crate::controller::{error_policy, Context};
 use crate::crd::{ClusterPhase, NodeState, StrataCluster};
@@ -20,8 +27,37 @@ const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets/demo";
 const PODS: &str = "/api/v1/namespaces/db/pods";
 const PVCS: &str = "/api/v1/namespaces/db/persistentvolumeclaims";
 
+/// Answers `Admin.Status` for the nodes: each as its ordinal's id, unless told otherwise.
+#[derive(Default)]
+struct FakeProbe {
+    overrides: Mutex<HashMap<i32, Result<NodeReport, String>>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl NodeProbe for FakeProbe {
+    fn status(&self, endpoint: String) -> BoxFuture<'static, Result<NodeReport, String>> {
+        self.asked.lock().push(endpoint.clone());
+        let ordinal = endpoint
+            .split('.')
+            .next()
+            .and_then(ordinal_of)
+            .unwrap_or(-1);
+        let answer = self
+            .overrides
+            .lock()
+            .get(&ordinal)
+            .cloned()
+            .unwrap_or(Ok(NodeReport {
+                node_id: u64::try_from(ordinal + 1).unwrap_or(0),
+                version: "0.1.0".into(),
+            }));
+        Box::pin(async move { answer })
+    }
+}
+
 struct Scenario {
     fake: FakeApi,
+    probe: Arc<FakeProbe>,
     ctx: Arc<Context>,
 }
 
@@ -36,12 +72,14 @@ impl Scenario {
                 "spec": spec,
             }),
         );
-        let ctx = Arc::new(Context::new(
+        let probe = Arc::new(FakeProbe::default());
+        let ctx = Arc::new(Context::with_probe(
             client,
             Some("operator-0".into()),
             Arc::new(Metrics::default()),
+            Arc::clone(&probe) as Arc<dyn NodeProbe>,
         ));
-        Scenario { fake, ctx }
+        Scenario { fake, probe, ctx }
     }
 
     /// The cluster as the watch would deliver it now.
@@ -459,4 +497,86 @@ async fn deletion_keeps_volumes_by_default() {
     assert_eq!(s.cluster().metadata.finalizers, Some(vec![]));
     assert!(s.fake.exists(&format!("{PVCS}/data-demo-0")));
     assert!(!s.fake.calls().iter().any(|c| c.method == "DELETE"));
+}
+
+#[tokio::test]
+async fn nodes_are_asked_for_their_own_status() {
+    let s = Scenario::new(spec());
+    s.create().await;
+    s.run_pods(3);
+    s.reconcile().await.unwrap();
+    let mut asked = s.probe.asked.lock().clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "demo-0.demo-peers.db.svc:7379",
+            "demo-1.demo-peers.db.svc:7379",
+            "demo-2.demo-peers.db.svc:7379"
+        ]
+    );
+    let status = s.cluster().status.unwrap();
+    assert!(status
+        .nodes
+        .iter()
+        .all(|n| n.version.as_deref() == Some("0.1.0")));
+
+    // One node answers under another node's id: it is failed, and the cluster degraded.
+    s.probe.overrides.lock().insert(
+        2,
+        Ok(NodeReport {
+            node_id: 1,
+            version: "0.1.0".into(),
+        }),
+    );
+    s.reconcile().await.unwrap();
+    let status = s.cluster().status.unwrap();
+    assert_eq!(status.nodes[2].state, NodeState::Failed);
+    assert_eq!(
+        s.condition("Degraded"),
+        ("True".into(), "NodeFailed".into())
+    );
+    assert_eq!(
+        s.condition("Available"),
+        ("True".into(), "QuorumReady".into())
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_condition_not_an_error() {
+    let s = Scenario::new(spec());
+    s.create().await;
+    s.run_pods(3);
+    for ordinal in 0..3 {
+        let error = Err(format!("cannot connect to demo-{ordinal}"));
+        s.probe.overrides.lock().insert(ordinal, error);
+    }
+    assert!(s.reconcile().await.is_ok());
+    let status = s.cluster().status.unwrap();
+    assert!(status
+        .nodes
+        .iter()
+        .all(|n| n.state == NodeState::Unreachable));
+    assert_eq!(
+        s.condition("Available"),
+        ("False".into(), "Unreachable".into())
+    );
+    let available = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
+    assert!(
+        available.message.contains("cannot connect"),
+        "{}",
+        available.message
+    );
+
+    // One node comes back: still short of a quorum of 2.
+    s.probe.overrides.lock().remove(&0);
+    s.reconcile().await.unwrap();
+    assert_eq!(
+        s.condition("Available"),
+        ("False".into(), "NotEnoughReadyNodes".into())
+    );
 }

@@ -4,10 +4,11 @@
 //! cluster's pods. The three conditions follow the Kubernetes conventions (each always
 //! present, `lastTransitionTime` moves only when `status` flips):
 //!
-//! - `Available`: enough nodes are ready for a shard's quorum (a majority of
-//!   `replicationFactor`).
+//! - `Available`: enough nodes serve for a shard's quorum (a majority of
+//!   `replicationFactor`): ready pods whose node answers `Admin.Status` with its own id.
 //! - `Progressing`: the StatefulSet is being created, rolled out or resized.
-//! - `Degraded`: part of the spec is refused (the reason says which), or a node failed.
+//! - `Degraded`: part of the spec is refused (the reason says which), or a node failed
+//!   (including a node that reports another node's id).
 //!
 //! Shard and leader counts need the cluster's `Admin` status over gRPC and join the status
 //! with replication.
@@ -16,8 +17,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use std::collections::BTreeMap;
+
 use super::names::{node_id, ordinal_of, ClusterNames};
 use super::plan::{Plan, Refusal};
+use super::probe::NodeReport;
 use crate::crd::{ClusterPhase, NodeState, NodeStatus, StrataCluster, StrataClusterStatus};
 
 /// Condition types.
@@ -27,6 +31,9 @@ pub const PROGRESSING: &str = "Progressing";
 /// Condition types.
 pub const DEGRADED: &str = "Degraded";
 
+/// The nodes' `Admin.Status` answers, by pod ordinal.
+pub type Reports = BTreeMap<i32, Result<NodeReport, String>>;
+
 /// The status to write for `cluster` after applying `plan`.
 pub fn build(
     cluster: &StrataCluster,
@@ -34,6 +41,7 @@ pub fn build(
     plan: &Plan,
     statefulset: Option<&StatefulSet>,
     pods: &[Pod],
+    reports: &Reports,
     now: &Time,
 ) -> StrataClusterStatus {
     let generation = cluster.metadata.generation;
@@ -41,11 +49,14 @@ pub fn build(
         .and_then(|s| s.status.clone())
         .unwrap_or_default();
     let ready = sts_status.ready_replicas.unwrap_or(0);
-    let nodes = node_states(pods);
+    let nodes = node_states(pods, reports);
     let failed = nodes
         .iter()
         .filter(|n| n.state == NodeState::Failed)
         .count();
+    let serving = i32::try_from(nodes.iter().filter(|n| n.state == NodeState::Ready).count())
+        .unwrap_or(i32::MAX);
+    let unreachable = nodes.iter().find(|n| n.state == NodeState::Unreachable);
 
     let (target, refusal) = match plan {
         Plan::Invalid(refusal) => (None, Some(refusal)),
@@ -54,26 +65,37 @@ pub fn build(
         } => (Some(*replicas), refused.as_ref()),
     };
     let quorum = cluster.spec.replication_factor / 2 + 1;
-    let available = (
-        ready >= quorum,
-        if ready >= quorum {
-            "QuorumReady"
-        } else {
-            "NotEnoughReadyNodes"
-        },
-        format!(
-            "{ready} of {} nodes ready; a shard needs {quorum}",
-            target.unwrap_or(0)
-        ),
+    let count = format!(
+        "{serving} of {} nodes serve; a shard needs {quorum}",
+        target.unwrap_or(0)
     );
+    let available = match unreachable {
+        _ if serving >= quorum => (true, "QuorumReady", count),
+        Some(node) if serving == 0 => (
+            false,
+            "Unreachable",
+            format!(
+                "no node answers Admin.Status ({}: {})",
+                node.pod,
+                node.message.as_deref().unwrap_or_default()
+            ),
+        ),
+        _ => (false, "NotEnoughReadyNodes", count),
+    };
     let progressing = progressing(statefulset, target, ready);
     let degraded = match (refusal, failed) {
         (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
-        (None, n) if n > 0 => (
-            true,
-            "NodeFailed",
-            format!("{n} node(s) failed; see status.nodes"),
-        ),
+        (None, n) if n > 0 => {
+            let first = nodes.iter().find(|n| n.state == NodeState::Failed);
+            let why = first
+                .and_then(|n| n.message.as_ref().map(|m| format!(" ({}: {m})", n.pod)))
+                .unwrap_or_default();
+            (
+                true,
+                "NodeFailed",
+                format!("{n} node(s) failed{why}; see status.nodes"),
+            )
+        }
         _ => (false, "AsExpected", "the spec is applied".to_owned()),
     };
 
@@ -162,18 +184,54 @@ fn progressing(
     }
 }
 
-/// Each pod's node id and state, by ordinal.
-pub fn node_states(pods: &[Pod]) -> Vec<NodeStatus> {
+/// The ordinals of the pods whose readiness probe passes: the ones to ask for their status.
+pub fn ready_ordinals(pods: &[Pod]) -> Vec<i32> {
+    pods.iter()
+        .filter(|pod| pod_state(pod) == NodeState::Ready)
+        .filter_map(|pod| ordinal_of(pod.metadata.name.as_deref()?))
+        .collect()
+}
+
+/// Each pod's node id and state, by ordinal: the pod's state, refined for a ready pod by
+/// its node's own report.
+pub fn node_states(pods: &[Pod], reports: &Reports) -> Vec<NodeStatus> {
     let mut nodes: Vec<NodeStatus> = pods
         .iter()
         .filter_map(|pod| {
             let name = pod.metadata.name.clone()?;
             let ordinal = ordinal_of(&name)?;
-            Some(NodeStatus {
-                id: node_id(ordinal),
+            let id = node_id(ordinal);
+            let mut node = NodeStatus {
+                id,
                 pod: name,
                 state: pod_state(pod),
-            })
+                version: None,
+                message: None,
+            };
+            if node.state == NodeState::Ready {
+                match reports.get(&ordinal) {
+                    Some(Ok(report)) if i64::try_from(report.node_id) == Ok(id) => {
+                        node.version = Some(report.version.clone());
+                    }
+                    Some(Ok(report)) => {
+                        node.state = NodeState::Failed;
+                        node.version = Some(report.version.clone());
+                        node.message = Some(format!(
+                            "the node reports id {}, but pod ordinal {ordinal} means id {id}",
+                            report.node_id
+                        ));
+                    }
+                    Some(Err(error)) => {
+                        node.state = NodeState::Unreachable;
+                        node.message = Some(error.clone());
+                    }
+                    None => {
+                        node.state = NodeState::Unreachable;
+                        node.message = Some("not asked for its status".to_owned());
+                    }
+                }
+            }
+            Some(node)
         })
         .collect();
     nodes.sort_by_key(|n| n.id);
@@ -226,12 +284,27 @@ mod tests {
                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
         }))
         .unwrap();
-        let nodes = node_states(&[
+        let pods = [
             pod("demo-10", "Pending", false),
             pod("demo-0", "Running", true),
             pod("demo-1", "Running", false),
             crash,
+            pod("demo-3", "Running", true),
+            pod("demo-4", "Running", true),
+        ];
+        assert_eq!(ready_ordinals(&pods), [0, 3, 4]);
+        let report = |id| {
+            Ok(NodeReport {
+                node_id: id,
+                version: "0.1.0".into(),
+            })
+        };
+        let reports = Reports::from([
+            (0, report(1)),
+            (3, report(9)),
+            (4, Err("cannot connect".to_owned())),
         ]);
+        let nodes = node_states(&pods, &reports);
         let got: Vec<_> = nodes
             .iter()
             .map(|n| (n.id, n.pod.as_str(), n.state))
@@ -242,8 +315,17 @@ mod tests {
                 (1, "demo-0", NodeState::Ready),
                 (2, "demo-1", NodeState::Starting),
                 (3, "demo-2", NodeState::Failed),
+                (4, "demo-3", NodeState::Failed),
+                (5, "demo-4", NodeState::Unreachable),
                 (11, "demo-10", NodeState::Pending),
             ]
         );
+        assert_eq!(nodes[0].version.as_deref(), Some("0.1.0"));
+        assert!(nodes[3]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("reports id 9"));
+        assert_eq!(nodes[4].message.as_deref(), Some("cannot connect"));
     }
 }

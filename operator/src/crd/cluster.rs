@@ -332,19 +332,27 @@ pub struct NodeStatus {
     pub id: i64,
     /// The pod that runs it.
     pub pod: String,
-    /// The node's state as seen from its pod.
+    /// The node's state, from its pod and its own `Admin.Status`.
     pub state: NodeState,
+    /// The strata-node version it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why the node is not `Ready`, when the operator knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
-/// A node's state as seen from its pod.
+/// A node's state, from its pod and its own `Admin.Status`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
     /// The pod is not scheduled or its container has not started.
     Pending,
     /// The container runs but the node does not serve yet.
     Starting,
-    /// The readiness probe passes: the node serves.
+    /// The readiness probe passes and the node answers `Admin.Status` with its id.
     Ready,
-    /// The container failed or is being deleted.
+    /// The readiness probe passes but the node does not answer `Admin.Status`.
+    Unreachable,
+    /// The container failed or is being deleted, or the node runs under another id.
     Failed,
 }
