@@ -37,6 +37,8 @@ struct State {
     calls: Vec<Call>,
     /// (method, path fragment, status code): the next matching call fails once.
     failures: Vec<(String, String, u16)>,
+    /// (method, path fragment): matching calls are never answered.
+    stalls: Vec<(String, String)>,
     next_uid: u64,
 }
 
@@ -53,7 +55,13 @@ impl FakeApi {
         let fake = FakeApi::default();
         let server = fake.clone();
         tokio::spawn(async move {
+            // Answers to stalled calls are held here, never sent.
+            let mut held = Vec::new();
             while let Some((request, send)) = handle.next_request().await {
+                if server.stalls(&request) {
+                    held.push(send);
+                    continue;
+                }
                 let response = server.serve(request).await;
                 send.send_response(response);
             }
@@ -122,6 +130,34 @@ impl FakeApi {
             .filter(|(path, _)| path.starts_with("/apis/events.k8s.io/"))
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// Makes every later `method` call whose path contains `fragment` hang, unanswered.
+    pub fn stall(&self, method: &str, fragment: &str) {
+        self.state
+            .lock()
+            .stalls
+            .push((method.to_owned(), fragment.to_owned()));
+    }
+
+    /// Whether `request` is to hang; a stalled call is recorded all the same.
+    fn stalls(&self, request: &Request<Body>) -> bool {
+        let path = request.uri().path();
+        let mut state = self.state.lock();
+        let stalled = state
+            .stalls
+            .iter()
+            .any(|(m, f)| request.method().as_str() == m && path.contains(f.as_str()));
+        if stalled {
+            state.calls.push(Call {
+                method: request.method().to_string(),
+                path: path.to_owned(),
+                query: request.uri().query().unwrap_or_default().to_owned(),
+                content_type: String::new(),
+                body: None,
+            });
+        }
+        stalled
     }
 
     /// Makes the next `method` call whose path contains `fragment` fail with `code`.

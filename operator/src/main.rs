@@ -93,6 +93,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let signal = shutdown_signal();
     let metrics = Arc::new(Metrics::default());
     let listener = strata_operator::http::bind(args.http_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "http listening");
@@ -112,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // `true` once SIGTERM or SIGINT arrives.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutdown requested");
         let _ = stop_tx.send(true);
     });
@@ -139,25 +140,35 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal arriving during start-up must
+/// not kill the process with the default action) and returns a future that completes on
+/// either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the operator");
-                let _ = tokio::signal::ctrl_c().await;
+                (term, int) => {
+                    let error = term.err().or(int.err());
+                    tracing::warn!(error = ?error, "cannot watch SIGTERM/SIGINT; falling back to ctrl-c");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -28,10 +28,16 @@ pub async fn lead(
     let config = elector.config().clone();
     tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "campaigning");
     loop {
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => break,
-            Ok(false) => ctx.metrics.set_ready(true),
-            Err(e) => tracing::warn!(error = %e, "lease check failed"),
+        // A hung API call must neither delay a shutdown nor stall the campaign.
+        let attempt = tokio::select! {
+            _ = stop.changed() => return Ok(ExitCode::SUCCESS),
+            attempt = tokio::time::timeout(config.lease_duration, elector.try_acquire_or_renew()) => attempt,
+        };
+        match attempt {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => ctx.metrics.set_ready(true),
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease check failed"),
+            Err(_) => tracing::warn!("lease check timed out"),
         }
         tokio::select! {
             _ = stop.changed() => return Ok(ExitCode::SUCCESS),
@@ -55,10 +61,17 @@ pub async fn lead(
             _ = stop.changed() => break false,
             _ = tokio::time::sleep(config.renew_every) => {}
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => last_renewal = Instant::now(),
-            Ok(false) => break true,
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        // Each renewal is bounded by what is left of the deadline, and gives way to a signal.
+        let left = config.renew_deadline.saturating_sub(last_renewal.elapsed());
+        let renewal = tokio::select! {
+            _ = stop.changed() => break false,
+            renewal = tokio::time::timeout(left, elector.try_acquire_or_renew()) => renewal,
+        };
+        match renewal {
+            Ok(Ok(true)) => last_renewal = Instant::now(),
+            Ok(Ok(false)) => break true,
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!("lease renewal timed out"),
         }
         if last_renewal.elapsed() > config.renew_deadline {
             break true;
@@ -172,6 +185,42 @@ mod tests {
             Some("op-b"),
             "the other holder keeps it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hung_api_server_delays_neither_shutdown_nor_the_renew_deadline() {
+        // Campaigning: the lease call hangs; a signal still stops the replica.
+        let (fake, elector, ctx) = setup();
+        fake.stall("GET", "/leases/");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let replica = tokio::spawn(lead(elector, Arc::clone(&ctx), Some("db".into()), stop_rx));
+        wait_until("the lease is asked for", || {
+            fake.calls().iter().any(|c| c.path.contains("/leases/"))
+        })
+        .await;
+        stop_tx.send(true).unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(10), replica)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.unwrap(), ExitCode::SUCCESS);
+
+        // Leading: renewals hang; the leader gives up at the renew deadline.
+        let (fake, mut elector, ctx) = setup();
+        elector = {
+            let mut config = elector.config().clone();
+            config.renew_deadline = Duration::from_millis(300);
+            LeaderElector::new(ctx.client.clone(), config)
+        };
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let leader = tokio::spawn(lead(elector, Arc::clone(&ctx), Some("db".into()), stop_rx));
+        wait_until("the replica leads", || ctx.metrics.is_leader()).await;
+        fake.stall("GET", "/leases/");
+        let code = tokio::time::timeout(Duration::from_secs(10), leader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.unwrap(), ExitCode::FAILURE);
     }
 
     #[tokio::test]
