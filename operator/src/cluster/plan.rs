@@ -71,6 +71,21 @@ pub fn validate(spec: &StrataClusterSpec) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Checks the cluster's name fits the names derived from it (the CRD's CEL rule, again).
+pub fn validate_name(name: &str) -> Result<(), Refusal> {
+    let max = crate::crd::MAX_CLUSTER_NAME;
+    if name.len() > max {
+        return Err(Refusal {
+            reason: "InvalidSpec",
+            message: format!(
+                "metadata.name has {} characters: at most {max} fit the pod names and labels derived from it",
+                name.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The plan for `spec` when the StatefulSet runs `running` pods (`None`: none exists yet).
 pub fn plan(spec: &StrataClusterSpec, running: Option<i32>) -> Plan {
     if let Err(refusal) = validate(spec) {
@@ -182,6 +197,18 @@ mod tests {
             panic!("expected a refusal")
         };
         assert_eq!(refusal.reason, "BelowReplicationFactor");
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        assert!(validate_name(&"a".repeat(52)).is_ok());
+        let refusal = validate_name(&"a".repeat(53)).unwrap_err();
+        assert_eq!(refusal.reason, "InvalidSpec");
+        assert!(
+            refusal.message.contains("at most 52"),
+            "{}",
+            refusal.message
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
         .as_ref()
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas);
-    let plan = plan::plan(&cluster.spec, running);
+    let plan = match plan::validate_name(&names.cluster) {
+        Ok(()) => plan::plan(&cluster.spec, running),
+        Err(refusal) => Plan::Invalid(refusal),
+    };
 
     let statefulset = match &plan {
         Plan::Invalid(_) => existing,
