@@ -1,0 +1,134 @@
+//! Each node's own view of itself: `Admin.Status` over gRPC.
+//!
+//! A pod whose readiness probe passes only says the node's listener is up. The reconcile
+//! also asks every ready pod's node for its status, through the pod's stable name, and
+//! checks the id it reports against the one its ordinal gives it: a pod serving another
+//! node's identity (a volume moved by hand, a wrong start command) is caught here. A node
+//! that does not answer is reported in the status, never an error of the reconcile: an
+//! unreachable cluster is a condition, not a crash. Calls run concurrently, each bounded by
+//! a timeout, so a reconcile waits at most one timeout for the whole cluster.
+//!
+//! The [`NodeProbe`] trait lets the scenario tests answer for the nodes; [`GrpcProbe`] is
+//! the real one, tested against a node on loopback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::StatusRequest;
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The id it runs as.
+    pub node_id: u64,
+    /// Its strata-node version.
+    pub version: String,
+}
+
+/// Asks one node, at `endpoint` (`host:port`), for its status.
+pub trait NodeProbe: Send + Sync {
+    /// The node's report, or why it could not be had.
+    fn status(&self, endpoint: String) -> BoxFuture<'static, Result<NodeReport, String>>;
+}
+
+/// `Admin.Status` over a fresh gRPC connection, bounded by `timeout`.
+#[derive(Debug, Clone)]
+pub struct GrpcProbe {
+    /// Connect and call timeout.
+    pub timeout: Duration,
+}
+
+impl Default for GrpcProbe {
+    fn default() -> Self {
+        GrpcProbe {
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl NodeProbe for GrpcProbe {
+    fn status(&self, endpoint: String) -> BoxFuture<'static, Result<NodeReport, String>> {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let call = async {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                    .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+                let response = AdminClient::new(channel)
+                    .status(StatusRequest {})
+                    .await
+                    .map_err(|s| {
+                        format!(
+                            "Admin.Status at {endpoint}: {:?}: {}",
+                            s.code(),
+                            s.message()
+                        )
+                    })?
+                    .into_inner();
+                Ok(NodeReport {
+                    node_id: response.node_id,
+                    version: response.version,
+                })
+            };
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "Admin.Status at {endpoint}: no answer in {timeout:?}"
+                    ))
+                })
+        })
+    }
+}
+
+/// Asks every `(ordinal, endpoint)` at once.
+pub async fn probe_all(
+    probe: &dyn NodeProbe,
+    targets: Vec<(i32, String)>,
+) -> BTreeMap<i32, Result<NodeReport, String>> {
+    let calls = targets.into_iter().map(|(ordinal, endpoint)| {
+        let call = probe.status(endpoint);
+        async move { (ordinal, call.await) }
+    });
+    futures::future::join_all(calls).await.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata::server::config::NodeConfig;
+    use strata::server::Server;
+
+    #[tokio::test]
+    async fn asks_a_real_node_and_reports_one_that_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            node_id: 4,
+            ..NodeConfig::default()
+        };
+        let server = Server::start(config).await.unwrap();
+        let up = server.grpc_addr().to_string();
+        // A port nothing listens on: bind one, then free it.
+        let down = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let probe = GrpcProbe::default();
+        let reports = probe_all(&probe, vec![(3, up), (5, down)]).await;
+        let report = reports[&3].clone().unwrap();
+        assert_eq!(report.node_id, 4);
+        assert!(!report.version.is_empty());
+        let error = reports[&5].clone().unwrap_err();
+        assert!(error.contains("cannot connect"), "{error}");
+        server.shutdown().await.unwrap();
+    }
+}

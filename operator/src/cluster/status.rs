@@ -1,0 +1,331 @@
+//! The status step: conditions, phase and per-node state from what the reconcile saw.
+//!
+//! A pure function of the cluster, the plan, the StatefulSet the apply returned and the
+//! cluster's pods. The three conditions follow the Kubernetes conventions (each always
+//! present, `lastTransitionTime` moves only when `status` flips):
+//!
+//! - `Available`: enough nodes serve for a shard's quorum (a majority of
+//!   `replicationFactor`): ready pods whose node answers `Admin.Status` with its own id.
+//! - `Progressing`: the StatefulSet is being created, rolled out or resized.
+//! - `Degraded`: part of the spec is refused (the reason says which), or a node failed
+//!   (including a node that reports another node's id).
+//!
+//! Shard and leader counts need the cluster's `Admin` status over gRPC and join the status
+//! with replication.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use std::collections::BTreeMap;
+
+use super::names::{node_id, ordinal_of, ClusterNames};
+use super::plan::{Plan, Refusal};
+use super::probe::NodeReport;
+use crate::crd::{ClusterPhase, NodeState, NodeStatus, StrataCluster, StrataClusterStatus};
+
+/// Condition types.
+pub const AVAILABLE: &str = "Available";
+/// Condition types.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition types.
+pub const DEGRADED: &str = "Degraded";
+
+/// The nodes' `Admin.Status` answers, by pod ordinal.
+pub type Reports = BTreeMap<i32, Result<NodeReport, String>>;
+
+/// The status to write for `cluster` after applying `plan`.
+pub fn build(
+    cluster: &StrataCluster,
+    names: &ClusterNames,
+    plan: &Plan,
+    statefulset: Option<&StatefulSet>,
+    pods: &[Pod],
+    reports: &Reports,
+    now: &Time,
+) -> StrataClusterStatus {
+    let generation = cluster.metadata.generation;
+    let sts_status = statefulset
+        .and_then(|s| s.status.clone())
+        .unwrap_or_default();
+    let ready = sts_status.ready_replicas.unwrap_or(0);
+    let nodes = node_states(pods, reports);
+    let failed = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Failed)
+        .count();
+    let serving = i32::try_from(nodes.iter().filter(|n| n.state == NodeState::Ready).count())
+        .unwrap_or(i32::MAX);
+    let unreachable = nodes.iter().find(|n| n.state == NodeState::Unreachable);
+
+    let (target, refusal) = match plan {
+        Plan::Invalid(refusal) => (None, Some(refusal)),
+        Plan::Apply {
+            replicas, refused, ..
+        } => (Some(*replicas), refused.as_ref()),
+    };
+    let quorum = cluster.spec.replication_factor / 2 + 1;
+    let count = format!(
+        "{serving} of {} nodes serve; a shard needs {quorum}",
+        target.unwrap_or(0)
+    );
+    let available = match unreachable {
+        _ if serving >= quorum => (true, "QuorumReady", count),
+        Some(node) if serving == 0 => (
+            false,
+            "Unreachable",
+            format!(
+                "no node answers Admin.Status ({}: {})",
+                node.pod,
+                node.message.as_deref().unwrap_or_default()
+            ),
+        ),
+        _ => (false, "NotEnoughReadyNodes", count),
+    };
+    let progressing = progressing(statefulset, target, ready);
+    let degraded = match (refusal, failed) {
+        (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
+        (None, n) if n > 0 => {
+            let first = nodes.iter().find(|n| n.state == NodeState::Failed);
+            let why = first
+                .and_then(|n| n.message.as_ref().map(|m| format!(" ({}: {m})", n.pod)))
+                .unwrap_or_default();
+            (
+                true,
+                "NodeFailed",
+                format!("{n} node(s) failed{why}; see status.nodes"),
+            )
+        }
+        _ => (false, "AsExpected", "the spec is applied".to_owned()),
+    };
+
+    let old = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let condition = |ty: &str, (on, reason, message): (bool, &str, String)| {
+        let status = if on { "True" } else { "False" };
+        let since = old
+            .iter()
+            .find(|c| c.type_ == ty && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: ty.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    let phase = if degraded.0 {
+        ClusterPhase::Degraded
+    } else if ready == 0 {
+        ClusterPhase::Creating
+    } else if progressing.0 {
+        ClusterPhase::Progressing
+    } else {
+        ClusterPhase::Running
+    };
+    StrataClusterStatus {
+        conditions: vec![
+            condition(AVAILABLE, available),
+            condition(PROGRESSING, progressing),
+            condition(DEGRADED, degraded),
+        ],
+        observed_generation: generation,
+        replicas: sts_status.replicas,
+        ready_replicas: ready,
+        selector: Some(names.selector_string()),
+        phase: Some(phase),
+        nodes,
+    }
+}
+
+fn progressing(
+    statefulset: Option<&StatefulSet>,
+    target: Option<i32>,
+    ready: i32,
+) -> (bool, &'static str, String) {
+    let Some(target) = target else {
+        return (
+            false,
+            "NothingApplied",
+            "the spec is refused; nothing was applied".to_owned(),
+        );
+    };
+    let Some(sts) = statefulset else {
+        return (true, "Creating", "creating the StatefulSet".to_owned());
+    };
+    let status = sts.status.clone().unwrap_or_default();
+    let rolled = status.observed_generation >= sts.metadata.generation
+        && status.current_revision == status.update_revision
+        && status.updated_replicas.unwrap_or(0) == status.replicas;
+    if status.replicas != target || ready < target {
+        (
+            true,
+            "Scaling",
+            format!("{} of {target} pods exist, {ready} ready", status.replicas),
+        )
+    } else if !rolled {
+        (
+            true,
+            "RollingOut",
+            "rolling out a new pod template".to_owned(),
+        )
+    } else {
+        (
+            false,
+            "Reconciled",
+            format!("{target} pods ready at the current revision"),
+        )
+    }
+}
+
+/// The ordinals of the pods whose readiness probe passes: the ones to ask for their status.
+pub fn ready_ordinals(pods: &[Pod]) -> Vec<i32> {
+    pods.iter()
+        .filter(|pod| pod_state(pod) == NodeState::Ready)
+        .filter_map(|pod| ordinal_of(pod.metadata.name.as_deref()?))
+        .collect()
+}
+
+/// Each pod's node id and state, by ordinal: the pod's state, refined for a ready pod by
+/// its node's own report.
+pub fn node_states(pods: &[Pod], reports: &Reports) -> Vec<NodeStatus> {
+    let mut nodes: Vec<NodeStatus> = pods
+        .iter()
+        .filter_map(|pod| {
+            let name = pod.metadata.name.clone()?;
+            let ordinal = ordinal_of(&name)?;
+            let id = node_id(ordinal);
+            let mut node = NodeStatus {
+                id,
+                pod: name,
+                state: pod_state(pod),
+                version: None,
+                message: None,
+            };
+            if node.state == NodeState::Ready {
+                match reports.get(&ordinal) {
+                    Some(Ok(report)) if i64::try_from(report.node_id) == Ok(id) => {
+                        node.version = Some(report.version.clone());
+                    }
+                    Some(Ok(report)) => {
+                        node.state = NodeState::Failed;
+                        node.version = Some(report.version.clone());
+                        node.message = Some(format!(
+                            "the node reports id {}, but pod ordinal {ordinal} means id {id}",
+                            report.node_id
+                        ));
+                    }
+                    Some(Err(error)) => {
+                        node.state = NodeState::Unreachable;
+                        node.message = Some(error.clone());
+                    }
+                    None => {
+                        node.state = NodeState::Unreachable;
+                        node.message = Some("not asked for its status".to_owned());
+                    }
+                }
+            }
+            Some(node)
+        })
+        .collect();
+    nodes.sort_by_key(|n| n.id);
+    nodes
+}
+
+fn pod_state(pod: &Pod) -> NodeState {
+    let status = pod.status.clone().unwrap_or_default();
+    let crash_looping = status.container_statuses.iter().flatten().any(|c| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            .is_some_and(|r| matches!(r, "CrashLoopBackOff" | "ErrImagePull" | "ImagePullBackOff"))
+    });
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    match status.phase.as_deref() {
+        _ if pod.metadata.deletion_timestamp.is_some() => NodeState::Failed,
+        Some("Failed") => NodeState::Failed,
+        _ if crash_looping => NodeState::Failed,
+        Some("Running") if ready => NodeState::Ready,
+        Some("Running") => NodeState::Starting,
+        _ => NodeState::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, phase: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_map_to_node_states_by_ordinal() {
+        let crash: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "demo-2"},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "strata-node", "image": "s", "imageID": "", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap();
+        let pods = [
+            pod("demo-10", "Pending", false),
+            pod("demo-0", "Running", true),
+            pod("demo-1", "Running", false),
+            crash,
+            pod("demo-3", "Running", true),
+            pod("demo-4", "Running", true),
+        ];
+        assert_eq!(ready_ordinals(&pods), [0, 3, 4]);
+        let report = |id| {
+            Ok(NodeReport {
+                node_id: id,
+                version: "0.1.0".into(),
+            })
+        };
+        let reports = Reports::from([
+            (0, report(1)),
+            (3, report(9)),
+            (4, Err("cannot connect".to_owned())),
+        ]);
+        let nodes = node_states(&pods, &reports);
+        let got: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.id, n.pod.as_str(), n.state))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "demo-0", NodeState::Ready),
+                (2, "demo-1", NodeState::Starting),
+                (3, "demo-2", NodeState::Failed),
+                (4, "demo-3", NodeState::Failed),
+                (5, "demo-4", NodeState::Unreachable),
+                (11, "demo-10", NodeState::Pending),
+            ]
+        );
+        assert_eq!(nodes[0].version.as_deref(), Some("0.1.0"));
+        assert!(nodes[3]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("reports id 9"));
+        assert_eq!(nodes[4].message.as_deref(), Some("cannot connect"));
+    }
+}

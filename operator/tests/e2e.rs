@@ -1,0 +1,282 @@
+//! End to end against whatever cluster `KUBECONFIG` points to; skipped (with a message)
+//! when it is unset.
+//!
+//! It installs the CRDs and the operator's RBAC from `manifests/`, runs the controllers in
+//! this process as the operator's ServiceAccount (impersonated, so the ClusterRole is what
+//! is tested), and in a fresh namespace: applies a `StrataCluster`, checks the objects and
+//! the status conditions, scales out, has the API server refuse two unsafe edits (CEL),
+//! checks the refused scale-in, and deletes the cluster through the finalizer. No pod needs
+//! to run: an API server with a controller manager and no kubelet is enough. The namespace
+//! is deleted at the end; the CRDs and RBAC stay (they are shared).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client, Config};
+use serde_json::{json, Value};
+use strata_operator::controller::{self, Context};
+use strata_operator::crd::StrataCluster;
+use strata_operator::metrics::Metrics;
+
+const MANAGER: &str = "strata-e2e";
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Polls `check` until it returns `Some`, failing with `what` after [`DEADLINE`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn apply(client: &Client, object: &Value) {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<kube::core::DynamicObject> =
+        match (caps.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test]
+async fn against_a_real_api_server() {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!("skipping the end-to-end test: KUBECONFIG is unset (point it at a Kubernetes 1.25+ API server to run it)");
+        return;
+    }
+    let admin = Client::try_default().await.unwrap();
+
+    // The CRDs, established.
+    for crd in strata_operator::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        eventually(&format!("{name} is established"), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    // The operator's namespace and RBAC, as the plain manifests install them.
+    for file in ["manifests/namespace.yaml", "manifests/operator.yaml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for object in documents(&text) {
+            if object["kind"] != "Deployment" && object["kind"] != "Service" {
+                apply(&admin, &object).await;
+            }
+        }
+    }
+
+    // A fresh namespace for the cluster.
+    let ns = format!("strata-e2e-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .unwrap();
+
+    // The controllers, with the ServiceAccount's permissions only.
+    let mut config = Config::infer().await.unwrap();
+    config.auth_info.impersonate =
+        Some("system:serviceaccount:strata-system:strata-operator".into());
+    let operator = Client::try_from(config).unwrap();
+    let ctx = Arc::new(Context::new(
+        operator,
+        Some("e2e".into()),
+        Arc::new(Metrics::default()),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(controller::run(ctx, Some(ns.clone()), async move {
+        let _ = stop_rx.await;
+    }));
+
+    let clusters: Api<StrataCluster> = Api::namespaced(admin.clone(), &ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let cluster = json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "StrataCluster",
+        "metadata": {"name": "demo", "namespace": ns},
+        "spec": {"image": "strata/strata-node:0.1.0", "replicas": 3,
+                 "storage": {"size": "1Gi", "reclaimPolicy": "Delete"}},
+    });
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&cluster),
+        )
+        .await
+        .unwrap();
+
+    let replicas = |want: i32| {
+        let statefulsets = statefulsets.clone();
+        async move {
+            let sts = statefulsets.get_opt("demo").await.ok()??;
+            (sts.spec?.replicas? == want).then_some(())
+        }
+    };
+    eventually("the StatefulSet runs 3 replicas", || replicas(3)).await;
+    assert!(Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .get("demo-config")
+        .await
+        .is_ok());
+    assert!(Api::<Service>::namespaced(admin.clone(), &ns)
+        .get("demo-peers")
+        .await
+        .is_ok());
+    assert!(Api::<Service>::namespaced(admin.clone(), &ns)
+        .get("demo")
+        .await
+        .is_ok());
+    assert!(Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
+        .get("demo")
+        .await
+        .is_ok());
+    let status = eventually("the status has its conditions", || {
+        let clusters = clusters.clone();
+        async move {
+            let status = clusters.get("demo").await.ok()?.status?;
+            (status.conditions.len() == 3 && status.observed_generation == Some(1))
+                .then_some(status)
+        }
+    })
+    .await;
+    assert!(status.selector.is_some());
+
+    // Scale out, through the scale subresource as `kubectl scale` does.
+    clusters
+        .patch_scale(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    eventually("the StatefulSet runs 5 replicas", || replicas(5)).await;
+
+    // Unsafe edits the API server refuses (CEL).
+    let refused = |patch: Value, expected: &'static str| {
+        let clusters = clusters.clone();
+        async move {
+            let err = clusters
+                .patch("demo", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    };
+    refused(
+        json!({"spec": {"replicas": 2}}),
+        "spec.replicas must be at least",
+    )
+    .await;
+    refused(
+        json!({"spec": {"storage": {"storageClassName": "other"}}}),
+        "immutable",
+    )
+    .await;
+
+    // A scale-in is refused by the operator: the StatefulSet stays at 5.
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually("the scale-in is refused", || {
+        let clusters = clusters.clone();
+        async move {
+            let status = clusters.get("demo").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "Degraded" && c.status == "True" && c.reason == "ScaleInNotSupported"
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    replicas(5)
+        .await
+        .expect("the StatefulSet was lowered without a drain");
+
+    // Deletion through the finalizer.
+    clusters
+        .delete("demo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the StrataCluster is gone", || {
+        let clusters = clusters.clone();
+        async move { matches!(clusters.get_opt("demo").await, Ok(None)).then_some(()) }
+    })
+    .await;
+
+    let _ = stop_tx.send(());
+    controllers.await.unwrap();
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
