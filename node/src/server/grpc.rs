@@ -210,6 +210,19 @@ mod tests {
             .map_err(|s| s.code())
     }
 
+    /// Asserts `/readyz`'s flag and the health status of "" and every service agree on `ready`.
+    async fn assert_all(readiness: &Readiness, health: &DrainingHealth, ready: bool) {
+        assert_eq!(readiness.is_ready(), ready);
+        let expected = if ready {
+            Wire::Serving
+        } else {
+            Wire::NotServing
+        };
+        for name in std::iter::once("").chain(SERVICE_NAMES) {
+            assert_eq!(status(health, name).await, Ok(expected as i32), "{name:?}");
+        }
+    }
+
     #[tokio::test]
     async fn starts_not_serving_and_follows_readiness() {
         let readiness = Readiness::new().await;
@@ -218,33 +231,11 @@ mod tests {
             inner: HealthService::from_health_reporter(readiness.reporter.clone()),
             shutdown,
         };
-        let names = || std::iter::once("").chain(SERVICE_NAMES);
-        assert!(!readiness.is_ready());
-        for name in names() {
-            assert_eq!(
-                status(&health, name).await,
-                Ok(Wire::NotServing as i32),
-                "{name:?}"
-            );
-        }
+        assert_all(&readiness, &health, false).await;
         readiness.set(true).await;
-        assert!(readiness.is_ready());
-        for name in names() {
-            assert_eq!(
-                status(&health, name).await,
-                Ok(Wire::Serving as i32),
-                "{name:?}"
-            );
-        }
+        assert_all(&readiness, &health, true).await;
         readiness.set(false).await;
-        assert!(!readiness.is_ready());
-        for name in names() {
-            assert_eq!(
-                status(&health, name).await,
-                Ok(Wire::NotServing as i32),
-                "{name:?}"
-            );
-        }
+        assert_all(&readiness, &health, false).await;
         assert_eq!(
             status(&health, "strata.v1.Nope").await,
             Err(tonic::Code::NotFound)
