@@ -17,6 +17,11 @@
 //! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no
 //! acknowledged write.
 //!
+//! Beside Strata's services the gRPC port serves the standard `grpc.health.v1.Health`
+//! (statuses that follow `/readyz`: `NOT_SERVING` until ready and again once shutdown
+//! begins) and server reflection v1 and v1alpha, so Kubernetes gRPC probes, load balancers
+//! and grpcurl-style tools work against the node (`server/grpc.rs`).
+//!
 //! Runs: every start takes a new run id ([`NodeMeta`], durable in the engine's `raft-state`
 //! family). The run names the coordinator in every lock this node writes, and transaction
 //! ids carry node id and run ([`TxnIds`]), so an id from an earlier run is `NOT_FOUND` and a
@@ -37,10 +42,13 @@
 
 pub mod config;
 pub mod error;
+mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod service;
 
+#[cfg(test)]
+mod grpc_tests;
 #[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
@@ -48,7 +56,7 @@ mod tests;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +95,8 @@ pub(crate) struct State {
     stale_locks_resolved: AtomicU64,
     metrics: Metrics,
     started: Instant,
-    ready: AtomicBool,
+    /// What `/readyz` and the gRPC health service answer.
+    readiness: grpc::Readiness,
 }
 
 impl State {
@@ -154,7 +163,7 @@ impl http::Endpoints for State {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.readiness.is_ready()
     }
 
     fn status_page(&self) -> String {
@@ -269,7 +278,7 @@ impl Server {
             stale_locks_resolved: AtomicU64::new(0),
             metrics: Metrics::default(),
             started: Instant::now(),
-            ready: AtomicBool::new(false),
+            readiness: grpc::Readiness::new().await,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -289,6 +298,8 @@ impl Server {
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let health = state.readiness.health_server(shutdown_rx.clone());
+        let (reflection_v1, reflection_v1alpha) = grpc::reflection_servers()?;
         let mut grpc_shutdown = shutdown_rx.clone();
         let incoming =
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
@@ -297,12 +308,15 @@ impl Server {
                 .add_service(kv)
                 .add_service(txn)
                 .add_service(admin)
+                .add_service(health)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_shutdown.changed().await;
                 })
                 .await
         });
-        state.ready.store(true, Ordering::Release);
+        state.readiness.set(true).await;
 
         let http_task = tokio::spawn(http::serve(
             http_listener,
@@ -422,7 +436,8 @@ impl ServerHandle {
     /// open transactions and flushes the engine.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         tracing::info!("shutting down");
-        self.state.ready.store(false, Ordering::Release);
+        // Probes and watchers see NOT_SERVING before the listener stops accepting.
+        self.state.readiness.set(false).await;
         let _ = self.shutdown_tx.send(true);
         if let Some(mut task) = self.grpc_task.take() {
             match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {

@@ -26,7 +26,7 @@ pub(super) fn test_config(dir: &std::path::Path) -> NodeConfig {
     config
 }
 
-async fn channel(handle: &ServerHandle) -> Channel {
+pub(super) async fn channel(handle: &ServerHandle) -> Channel {
     Channel::from_shared(format!("http://{}", handle.grpc_addr()))
         .expect("a uri")
         .connect()
