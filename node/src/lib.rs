@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod lsm;
 pub mod mvcc;
+pub mod raftstore;
 pub mod server;
 pub mod tso;
 pub mod txn;
