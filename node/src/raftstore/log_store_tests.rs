@@ -10,11 +10,12 @@ use super::storage::PeerStorage;
 use super::types::{PeerId, ReplicaMeta, ShardEpoch, ShardId};
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("cmd-{index}").into_bytes().into();
-    e
+    Entry {
+        index,
+        term,
+        data: format!("cmd-{index}").into_bytes().into(),
+        ..Default::default()
+    }
 }
 
 fn meta(shard: u64, peer: u64) -> ReplicaMeta {
@@ -29,17 +30,19 @@ fn meta(shard: u64, peer: u64) -> ReplicaMeta {
 }
 
 fn voters(ids: &[u64]) -> ConfState {
-    let mut cs = ConfState::default();
-    cs.voters = ids.to_vec();
-    cs
+    ConfState {
+        voters: ids.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn hs(term: u64, commit: u64) -> HardState {
-    let mut h = HardState::default();
-    h.term = term;
-    h.commit = commit;
-    h.vote = 1;
-    h
+    HardState {
+        term,
+        commit,
+        vote: 1,
+        ..Default::default()
+    }
 }
 
 /// Creates a replica of `shard` with entries 1..=n at term 1.

@@ -143,11 +143,15 @@ impl Peer {
             e.data = cc.write_to_bytes()?.into();
             entries.push(e);
         }
-        let mut cs = ConfState::default();
-        cs.voters = voters;
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = entries.len() as u64;
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
+        let hs = HardState {
+            term: 1,
+            commit: entries.len() as u64,
+            ..Default::default()
+        };
         let mut batch = LogWriteBatch::new();
         PeerStorage::bootstrap(&mut batch, meta, &cs, &entries, &hs)?;
         store.write(&mut batch, true)?;
@@ -182,6 +186,8 @@ impl Peer {
         // raft-rs resumes at the apply index the stored conf state is current at; entries the
         // state machine already has are re-applied to raft-rs's membership only.
         let applied = storage.persisted_applied();
+        let mut apply = apply;
+        replay_to_state_machine(&storage, apply.as_mut(), applied)?;
         let logger = logger.new(slog::o!("shard" => shard.0, "peer" => meta.peer.0));
         let raw = RawNode::new(&raft_config(cfg, meta.peer, applied), storage, &logger)?;
         Ok(Self {
@@ -516,6 +522,35 @@ impl Peer {
             });
         }
     }
+}
+
+/// Brings a state machine that lost its tail (the LSM applies without a WAL) up to the
+/// stored apply index by re-reading the log; raft-rs itself resumes after that index.
+fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64) -> Result<()> {
+    let shard = storage.shard();
+    let from = apply.applied_index() + 1;
+    if from > to {
+        return Ok(());
+    }
+    if from <= storage.truncated_index() {
+        return Err(RaftStoreError::Invalid(format!(
+            "{shard}: state machine at {} but the log starts after {}: needs a snapshot",
+            from - 1,
+            storage.truncated_index()
+        )));
+    }
+    let mut next = from;
+    while next <= to {
+        let entries = storage
+            .log_store()
+            .entries(shard, next, to + 1, Some(4 << 20))?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            break;
+        };
+        apply.apply(shard, &entries)?;
+        next = last + 1;
+    }
+    Ok(())
 }
 
 fn single_change(ty: ConfChangeType, peer: PeerId) -> ConfChangeV2 {
