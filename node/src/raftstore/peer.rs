@@ -3,8 +3,8 @@
 //!
 //! The ready handling is split in two around the shared log write so that the
 //! [`RaftStore`](super::RaftStore) can batch every replica's changes into one fsync:
-//! [`Peer::collect_ready`] sends what may go out before persistence, applies committed entries
-//! and stages log changes; [`Peer::finish_ready`] runs once the batch is durable.
+//! `Peer::collect_ready` sends what may go out before persistence, applies committed entries
+//! and stages log changes; `Peer::finish_ready` runs once the batch is durable.
 //!
 //! A proposal is remembered by the index and term its entry got. When an entry at that index
 //! is applied, the proposal succeeded if the terms match; otherwise a new leader replaced it,

@@ -3,8 +3,8 @@
 //! raft-rs 0.7 reads storage through `&self`, while the ready loop changes it; the replica's
 //! small mutable state (hard state, conf state, the bounds of its log) therefore sits behind
 //! a lock, and entries are read from raft-engine on demand. Writes are two-phase so that many
-//! replicas share one fsync: [`PeerStorage::stage`] checks a ready's log changes and adds them
-//! to the shared batch, and once the batch is durable [`PeerStorage::commit_staged`] moves the
+//! replicas share one fsync: `PeerStorage::stage` checks a ready's log changes and adds them
+//! to the shared batch, and once the batch is durable `PeerStorage::commit_staged` moves the
 //! cached bounds forward. Nothing raft-rs reads changes before the write is durable.
 //!
 //! Errors come back as `raft::Error` as the trait requires; corruption found while reading is
@@ -112,7 +112,7 @@ impl PeerStorage {
     }
 
     /// Checks a ready's snapshot, entries and hard state and adds them to `batch`. Nothing is
-    /// visible to raft-rs until [`PeerStorage::commit_staged`].
+    /// visible to raft-rs until `PeerStorage::commit_staged`.
     pub(crate) fn stage(
         &self,
         batch: &mut LogWriteBatch,
@@ -184,7 +184,7 @@ impl PeerStorage {
     }
 
     /// Records a conf state and the apply index it is current at in `batch`; the cache follows
-    /// once the batch is durable through [`PeerStorage::set_apply_state`].
+    /// once the batch is durable through `PeerStorage::set_apply_state`.
     pub(crate) fn stage_apply_state(
         &self,
         batch: &mut LogWriteBatch,
@@ -198,7 +198,7 @@ impl PeerStorage {
         batch.put_hard_state(self.shard(), hs)
     }
 
-    /// Updates the cache after a durable [`PeerStorage::stage_apply_state`].
+    /// Updates the cache after a durable `PeerStorage::stage_apply_state`.
     pub(crate) fn set_apply_state(&mut self, cs: ConfState, applied: u64, hs: HardState) {
         let mut c = self.cache.write();
         c.conf_state = cs;
