@@ -20,6 +20,13 @@ pub trait Apply: Send {
 
     /// The index applied through so far (0 for a fresh state machine); used at restart.
     fn applied_index(&self) -> u64;
+
+    /// The state as of [`Apply::applied_index`], as bytes a replica can [`Apply::restore`]
+    /// (sent to followers that need entries the leader's log no longer has).
+    fn snapshot(&self) -> Result<Vec<u8>>;
+
+    /// Replaces the whole state with a snapshot's, applied through `index`.
+    fn restore(&mut self, shard: ShardId, index: u64, data: &[u8]) -> Result<()>;
 }
 
 /// One Raft message on its way to another node's replica of `shard`.

@@ -316,3 +316,47 @@ fn compaction_keeps_serving_a_follower_that_is_not_behind_it() {
     assert!(c.converge(&[1, 2, 3]));
     assert_eq!(c.value(1, "after").as_deref(), Some("x"));
 }
+
+#[test]
+fn a_lagging_follower_is_caught_up_by_snapshot_after_compaction() {
+    let mut c = Cluster::new(3, 12);
+    let leader = c.wait_leader();
+    assert!(c.put("early", "0"));
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    assert!(c.converge(&[1, 2, 3]));
+    c.crash(follower);
+    for i in 0..30 {
+        assert!(c.put(&format!("k{i}"), "1"));
+    }
+    c.round();
+    let applied = c
+        .store(leader)
+        .peer(SHARD)
+        .unwrap()
+        .raw()
+        .store()
+        .persisted_applied();
+    c.store(leader).compact_log(SHARD, applied).unwrap();
+    let follower_last = {
+        c.restart(follower, false);
+        c.store(follower).peer(SHARD).unwrap().last_index()
+    };
+    assert!(
+        follower_last + 1 < c.store(leader).peer(SHARD).unwrap().first_index(),
+        "the follower needs compacted entries"
+    );
+    assert!(c.converge(&[1, 2, 3]));
+    assert_eq!(c.kv_snapshot(follower), c.kv_snapshot(leader));
+    assert_eq!(c.value(follower, "k29").as_deref(), Some("1"));
+    assert_eq!(
+        c.nodes[&follower].kv.0.lock().unwrap().snapshots_restored,
+        1
+    );
+    // Its log now starts after the snapshot, and it survives a restart from there.
+    assert!(c.store(follower).peer(SHARD).unwrap().first_index() > follower_last + 1);
+    assert!(c.put("later", "2"));
+    c.crash(follower);
+    c.restart(follower, false);
+    assert!(c.converge(&[1, 2, 3]));
+    assert_eq!(c.value(follower, "later").as_deref(), Some("2"));
+}

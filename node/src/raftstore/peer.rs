@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
-    Entry, EntryType, HardState, Message,
+    Entry, EntryType, HardState, Message, Snapshot,
 };
 use raft::{RawNode, StateRole, Storage as _};
 
@@ -352,8 +352,28 @@ impl Peer {
 
     /// Drops log entries before `first_kept`; only applied entries whose apply state is
     /// stored can go.
+    ///
+    /// Before dropping anything it installs a snapshot of the state machine at the applied
+    /// index, so a follower that needs the dropped entries is sent that snapshot instead.
     pub fn compact_log(&mut self, first_kept: u64) -> Result<()> {
-        self.raw.mut_store().compact_to(first_kept)
+        let applied = self.apply.applied_index();
+        if applied != self.applied {
+            return Err(RaftStoreError::Invalid(format!(
+                "{}: state machine at {applied}, replica applied {}",
+                self.meta.shard, self.applied
+            )));
+        }
+        let mut snap = Snapshot {
+            data: self.apply.snapshot()?.into(),
+            ..Default::default()
+        };
+        let m = snap.mut_metadata();
+        m.index = applied;
+        m.term = self.raw.store().term(applied)?;
+        m.set_conf_state(self.conf_state());
+        self.raw.mut_store().compact_to(first_kept)?;
+        self.raw.store().set_snapshot(snap);
+        Ok(())
     }
 
     /// Outcomes of proposals resolved so far.
@@ -380,9 +400,10 @@ impl Peer {
         self.send(rd.take_messages(), transport);
         let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
         if let Some(snap) = &snapshot {
-            // The state machine's restore is the snapshot phase; for now only the log side is
-            // handled (applying LSM snapshots comes with the snapshot transfer).
-            self.applied = snap.get_metadata().index;
+            let index = snap.get_metadata().index;
+            self.apply.restore(self.meta.shard, index, &snap.data)?;
+            self.applied = index;
+            self.apply_dirty = true;
         }
         self.apply_entries(rd.take_committed_entries())?;
         let staged = self

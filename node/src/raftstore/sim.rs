@@ -195,6 +195,8 @@ pub struct Kv {
     /// How many times each key was written (duplicates would show here).
     pub writes: BTreeMap<Vec<u8>, u64>,
     pub applied: u64,
+    /// Snapshots this replica installed.
+    pub snapshots_restored: u64,
 }
 
 /// An [`Apply`] over a shared [`Kv`] (the test reads it while the store owns the handle).
@@ -231,6 +233,52 @@ impl Apply for KvApply {
 
     fn applied_index(&self) -> u64 {
         self.0.lock().map(|kv| kv.applied).unwrap_or(0)
+    }
+
+    /// `applied || (key len, key, value len, value)*`, lengths as u32 LE.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let kv = self
+            .0
+            .lock()
+            .map_err(|_| RaftStoreError::Apply("poisoned".into()))?;
+        let mut out = kv.applied.to_le_bytes().to_vec();
+        for (k, v) in &kv.map {
+            for part in [k, v] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        Ok(out)
+    }
+
+    fn restore(&mut self, _shard: ShardId, index: u64, data: &[u8]) -> Result<()> {
+        let bad = || RaftStoreError::Apply("bad snapshot".into());
+        let mut map = BTreeMap::new();
+        let mut rest = data.get(8..).ok_or_else(bad)?;
+        let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+            let len = u32::from_le_bytes(
+                rest.get(..4)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            ) as usize;
+            let part = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
+            *rest = &rest[4 + len..];
+            Ok(part)
+        };
+        while !rest.is_empty() {
+            let k = take(&mut rest)?;
+            let v = take(&mut rest)?;
+            map.insert(k, v);
+        }
+        let mut kv = self
+            .0
+            .lock()
+            .map_err(|_| RaftStoreError::Apply("poisoned".into()))?;
+        kv.map = map;
+        kv.applied = index;
+        kv.snapshots_restored += 1;
+        Ok(())
     }
 }
 
