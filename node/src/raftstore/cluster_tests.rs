@@ -8,6 +8,19 @@ use super::sim::{Cluster, Faults, SHARD};
 use super::types::{PeerId, ProposalId};
 use super::RaftStoreError;
 
+/// Runs a membership change on `leader`'s replica and waits for its applied outcome.
+fn change_membership(
+    c: &mut Cluster,
+    leader: u64,
+    id: u64,
+    change: impl FnOnce(&mut super::Peer, ProposalId) -> super::Result<()>,
+) {
+    let id = ProposalId(id);
+    change(c.store(leader).peer_mut(SHARD).unwrap(), id).unwrap();
+    assert!(c.run_until(300, |c| c.outcome(id).is_some()));
+    assert!(matches!(c.outcome(id), Some(Ok(_))), "{:?}", c.outcome(id));
+}
+
 fn voters_of(c: &mut Cluster, node: u64) -> Vec<u64> {
     let mut v = c.store(node).peer(SHARD).unwrap().conf_state().voters;
     v.sort_unstable();
@@ -184,14 +197,7 @@ fn a_learner_joins_is_promoted_and_a_voter_is_removed() {
         assert!(c.put(&format!("k{i}"), "1"));
     }
     c.add_joining_node(4);
-    let add = ProposalId(10_000);
-    c.store(leader)
-        .peer_mut(SHARD)
-        .unwrap()
-        .add_learner(add, PeerId(4))
-        .unwrap();
-    assert!(c.run_until(300, |c| c.outcome(add).is_some()));
-    assert!(matches!(c.outcome(add), Some(Ok(_))));
+    change_membership(&mut c, leader, 10_000, |p, id| p.add_learner(id, PeerId(4)));
     // The learner replays the log from index 1, the bootstrap membership included.
     assert!(c.converge(&[1, 2, 3, 4]));
     assert_eq!(c.value(4, "k4").as_deref(), Some("1"));
@@ -201,26 +207,12 @@ fn a_learner_joins_is_promoted_and_a_voter_is_removed() {
         vec![4]
     );
 
-    let promote = ProposalId(10_001);
-    c.store(leader)
-        .peer_mut(SHARD)
-        .unwrap()
-        .promote(promote, PeerId(4))
-        .unwrap();
-    assert!(c.run_until(300, |c| c.outcome(promote).is_some()));
-    assert!(matches!(c.outcome(promote), Some(Ok(_))));
+    change_membership(&mut c, leader, 10_001, |p, id| p.promote(id, PeerId(4)));
     assert!(c.converge(&[1, 2, 3, 4]));
     assert_eq!(voters_of(&mut c, leader), vec![1, 2, 3, 4]);
 
     let victim = (1..=3).find(|n| *n != leader).unwrap();
-    let remove = ProposalId(10_002);
-    c.store(leader)
-        .peer_mut(SHARD)
-        .unwrap()
-        .remove(remove, PeerId(victim))
-        .unwrap();
-    assert!(c.run_until(300, |c| c.outcome(remove).is_some()));
-    assert!(matches!(c.outcome(remove), Some(Ok(_))));
+    change_membership(&mut c, leader, 10_002, |p, id| p.remove(id, PeerId(victim)));
     let remaining: Vec<u64> = (1..=4).filter(|n| *n != victim).collect();
     assert!(c.converge(&remaining));
     let mut expect = remaining.clone();

@@ -482,26 +482,20 @@ impl Peer {
         let sm_applied = self.apply.applied_index();
         let mut conf_errors = Vec::new();
         for e in &entries {
-            match e.get_entry_type() {
+            let applied = match e.get_entry_type() {
                 EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    cc.merge_from_bytes(&e.data)?;
-                    if let Err(err) = self.raw.apply_conf_change(&cc) {
-                        conf_errors.push((e.index, err));
-                    } else {
-                        self.meta.epoch.conf_ver += 1;
-                    }
+                    let cc = ConfChange::parse_from_bytes(&e.data)?;
+                    self.raw.apply_conf_change(&cc)
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let mut cc = ConfChangeV2::default();
-                    cc.merge_from_bytes(&e.data)?;
-                    if let Err(err) = self.raw.apply_conf_change(&cc) {
-                        conf_errors.push((e.index, err));
-                    } else {
-                        self.meta.epoch.conf_ver += 1;
-                    }
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+                    self.raw.apply_conf_change(&cc)
                 }
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => continue,
+            };
+            match applied {
+                Ok(_) => self.meta.epoch.conf_ver += 1,
+                Err(err) => conf_errors.push((e.index, err)),
             }
         }
         let fresh: Vec<Entry> = entries
