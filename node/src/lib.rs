@@ -6,6 +6,8 @@
 //!   server              gRPC API (Kv, Txn, Admin) and the HTTP metrics port
 //!   cli                 the `strata` command-line client (over gRPC)
 //!   txn                 Percolator actions, latched commands, the coordinator
+//!   raftstore           multi-raft replication: raft-rs replicas over one raft-engine log
+//!                       (complete and tested on its own; not yet under the server's writes)
 //!   mvcc                versioned keys, locks and commit records over the LSM
 //!   lsm                 Strata's own log-structured merge-tree storage engine
 //! ```
@@ -20,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod lsm;
 pub mod mvcc;
+pub mod raftstore;
 pub mod server;
 pub mod tso;
 pub mod txn;

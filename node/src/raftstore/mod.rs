@@ -1,0 +1,59 @@
+//! Multi-raft replication: many shard replicas, one raft-engine log, one ready loop.
+//!
+//! Each shard replica is a raft-rs `RawNode` ([`Peer`]) whose log, hard state and conf state
+//! live in the node's single raft-engine instance ([`LogStore`]), keyed by [`ShardId`]. The
+//! [`RaftStore`] drives all replicas through one loop, in the order raft-rs prescribes
+//! (its `five_mem_node` example), with the persistence of every replica folded into one write:
+//!
+//! ```text
+//!   tick() / step(msg) / propose()            (driver: a timer, the network, clients)
+//!                 │
+//!   process_ready()  ── for each replica with a ready ──────────────────────────┐
+//!   │  1. send messages            (followers may receive before we persist)    │
+//!   │  2. apply snapshot           (log replaced up to the snapshot index)      │
+//!   │  3. apply committed entries  (conf changes -> raft-rs, all -> Apply)      │
+//!   │  4. stage entries + hard state + apply state into the shared batch        │
+//!   └───────────────────────────────────────────────────────────────────────────┘
+//!                 │
+//!        LogStore::write(batch, sync)          one raft-engine write, one fsync
+//!                 │
+//!   ── for each replica again ──────────────────────────────────────────────────┐
+//!   │  5. send persisted messages  (votes, append responses: only after fsync)  │
+//!   │  6. advance                   -> light ready                              │
+//!   │  7. light ready: send messages, apply newly committed entries             │
+//!   │  8. advance apply                                                          │
+//!   └───────────────────────────────────────────────────────────────────────────┘
+//!                 │
+//!   take_outcomes()   proposals applied, or NotLeader when a new leader dropped them
+//! ```
+//!
+//! Nothing here reads a clock or starts a thread: the same loop is driven by a thread in
+//! the server and step by step in tests (`cluster_tests`, over a fault-injecting transport).
+//!
+//! Files: [`types`] (ids, epoch), [`error`], [`log_store`] (raft-engine layout), [`storage`]
+//! (`raft::Storage` per replica), [`peer`] (one replica), [`store`] (the loop), [`apply`]
+//! (the state machine and transport seams), [`logger`] (slog to tracing).
+
+pub mod apply;
+pub mod error;
+pub mod log_store;
+pub mod logger;
+pub mod peer;
+pub mod storage;
+pub mod store;
+pub mod types;
+
+#[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
+mod log_store_tests;
+#[cfg(test)]
+mod sim;
+
+pub use apply::{Apply, ProposalResult, RaftMessage, Transport};
+pub use error::{RaftStoreError, Result};
+pub use log_store::{LogState, LogStore, LogWriteBatch};
+pub use peer::{Peer, PeerConfig};
+pub use storage::PeerStorage;
+pub use store::{LoopStats, RaftStore};
+pub use types::{PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};

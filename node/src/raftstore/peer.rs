@@ -1,0 +1,589 @@
+//! A shard replica: a raft-rs `RawNode` over its [`PeerStorage`], the state machine it applies
+//! to, and the proposals waiting for their outcome.
+//!
+//! The ready handling is split in two around the shared log write so that the
+//! [`RaftStore`](super::RaftStore) can batch every replica's changes into one fsync:
+//! `Peer::collect_ready` sends what may go out before persistence, applies committed entries
+//! and stages log changes; `Peer::finish_ready` runs once the batch is durable.
+//!
+//! A proposal is remembered by the index and term its entry got. When an entry at that index
+//! is applied, the proposal succeeded if the terms match; otherwise a new leader replaced it,
+//! and the caller gets a retryable `NotLeader`. Nothing is reported before apply.
+
+use std::collections::VecDeque;
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+    Entry, EntryType, HardState, Message, Snapshot,
+};
+use raft::{RawNode, StateRole, Storage as _};
+
+use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
+use super::error::{RaftStoreError, Result};
+use super::log_store::{LogStore, LogWriteBatch};
+use super::storage::{PeerStorage, Staged};
+use super::types::{PeerId, ProposalId, ReplicaMeta, ShardId};
+
+/// Raft timing and flow control for every replica of a store.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Ticks between heartbeats.
+    pub heartbeat_tick: usize,
+    /// Ticks without a leader before an election; the randomized timeout is drawn from
+    /// `[min_election_tick, max_election_tick)` (raft-rs's defaults when 0).
+    pub election_tick: usize,
+    /// Lower bound of the randomized election timeout (0: `election_tick`).
+    pub min_election_tick: usize,
+    /// Upper bound, exclusive (0: `2 * election_tick`).
+    pub max_election_tick: usize,
+    /// Largest append message, in bytes.
+    pub max_size_per_msg: u64,
+    /// Appends in flight to one follower.
+    pub max_inflight_msgs: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_tick: 2,
+            election_tick: 10,
+            min_election_tick: 0,
+            max_election_tick: 0,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: ProposalId,
+    index: u64,
+    term: u64,
+}
+
+/// A ready taken from a replica whose log changes wait in the shared batch.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// None when only the apply state is being stored.
+    ready: Option<raft::Ready>,
+    staged: Staged,
+    apply_state: Option<(ConfState, u64, HardState)>,
+    /// The batch must be fsynced before this ready's persisted messages leave.
+    pub(crate) must_sync: bool,
+}
+
+/// One replica of one shard.
+pub struct Peer {
+    raw: RawNode<PeerStorage>,
+    apply: Box<dyn Apply>,
+    pending: VecDeque<Pending>,
+    outcomes: Vec<ProposalResult>,
+    /// Index through which entries were handed to raft-rs's apply bookkeeping.
+    applied: u64,
+    /// The apply state (conf state, applied, commit) changed since it was last staged.
+    apply_dirty: bool,
+    meta: ReplicaMeta,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("meta", &self.meta)
+            .field("role", &self.raw.raft.state)
+            .field("term", &self.raw.raft.term)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+fn raft_config(cfg: &PeerConfig, id: PeerId, applied: u64) -> raft::Config {
+    raft::Config {
+        id: id.0,
+        heartbeat_tick: cfg.heartbeat_tick,
+        election_tick: cfg.election_tick,
+        min_election_tick: cfg.min_election_tick,
+        max_election_tick: cfg.max_election_tick,
+        applied,
+        max_size_per_msg: cfg.max_size_per_msg,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    }
+}
+
+impl Peer {
+    /// Writes the first replicas of a new shard: every initial member writes the same log
+    /// (one `AddNode` conf change per voter at term 1, committed), as etcd bootstraps, so a
+    /// replica added later can learn the initial membership by replaying the log.
+    pub fn bootstrap(store: &LogStore, meta: &ReplicaMeta, voters: &[PeerId]) -> Result<()> {
+        if store.replica(meta.shard)?.is_some() {
+            return Err(RaftStoreError::ShardExists(meta.shard));
+        }
+        let mut voters: Vec<u64> = voters.iter().map(|p| p.0).collect();
+        voters.sort_unstable();
+        voters.dedup();
+        if voters.is_empty() || voters.contains(&0) {
+            return Err(RaftStoreError::Invalid(format!(
+                "{}: bootstrap needs non-zero voter ids",
+                meta.shard
+            )));
+        }
+        let mut entries = Vec::with_capacity(voters.len());
+        for (i, v) in voters.iter().enumerate() {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = *v;
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.term = 1;
+            e.index = i as u64 + 1;
+            e.data = cc.write_to_bytes()?.into();
+            entries.push(e);
+        }
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
+        let hs = HardState {
+            term: 1,
+            commit: entries.len() as u64,
+            ..Default::default()
+        };
+        let mut batch = LogWriteBatch::new();
+        PeerStorage::bootstrap(&mut batch, meta, &cs, &entries, &hs)?;
+        store.write(&mut batch, true)?;
+        Ok(())
+    }
+
+    /// Records a replica that will join an existing shard (as a learner): it starts empty and
+    /// learns the log, membership included, from the leader.
+    pub fn create_joining(store: &LogStore, meta: &ReplicaMeta) -> Result<()> {
+        if store.replica(meta.shard)?.is_some() {
+            return Err(RaftStoreError::ShardExists(meta.shard));
+        }
+        let mut batch = LogWriteBatch::new();
+        batch.put_replica(meta)?;
+        store.write(&mut batch, true)?;
+        Ok(())
+    }
+
+    /// Opens a replica recorded in `store` (at creation or after a restart).
+    pub fn open(
+        store: LogStore,
+        shard: ShardId,
+        apply: Box<dyn Apply>,
+        cfg: &PeerConfig,
+        logger: &slog::Logger,
+    ) -> Result<Self> {
+        let storage = PeerStorage::open(store, shard)?;
+        let meta = storage.meta();
+        if meta.peer.0 == 0 {
+            return Err(RaftStoreError::Corruption(format!("{shard}: peer id 0")));
+        }
+        // raft-rs resumes at the apply index the stored conf state is current at; entries the
+        // state machine already has are re-applied to raft-rs's membership only.
+        let applied = storage.persisted_applied();
+        let mut apply = apply;
+        replay_to_state_machine(&storage, apply.as_mut(), applied)?;
+        let logger = logger.new(slog::o!("shard" => shard.0, "peer" => meta.peer.0));
+        let raw = RawNode::new(&raft_config(cfg, meta.peer, applied), storage, &logger)?;
+        Ok(Self {
+            raw,
+            apply,
+            pending: VecDeque::new(),
+            outcomes: Vec::new(),
+            applied,
+            apply_dirty: false,
+            meta,
+        })
+    }
+
+    /// Who this replica is (its epoch follows applied membership changes).
+    pub fn meta(&self) -> ReplicaMeta {
+        self.meta
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> PeerId {
+        self.meta.peer
+    }
+
+    /// True while this replica leads its shard.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The role raft-rs is in.
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<PeerId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(PeerId(id)),
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The index applied through.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// The last index in the log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// The first index still in the log (entries before it were compacted).
+    pub fn first_index(&self) -> u64 {
+        self.raw.store().truncated_index() + 1
+    }
+
+    /// The current membership.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// Direct access for callers that need raft-rs details (status pages, tests).
+    pub fn raw(&self) -> &RawNode<PeerStorage> {
+        &self.raw
+    }
+
+    fn not_leader(&self) -> RaftStoreError {
+        RaftStoreError::NotLeader {
+            shard: self.meta.shard,
+            leader: self.leader(),
+        }
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Starts an election now (tests, and leadership placement).
+    pub fn campaign(&mut self) -> Result<()> {
+        Ok(self.raw.campaign()?)
+    }
+
+    /// Feeds a message from another replica.
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        Ok(self.raw.step(msg)?)
+    }
+
+    /// Proposes a command; its outcome arrives through the store's outcomes once applied.
+    pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<()> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let index = self.last_index() + 1;
+        self.raw.propose(Vec::new(), data).map_err(|e| match e {
+            raft::Error::ProposalDropped => self.not_leader(),
+            e => RaftStoreError::Raft(e),
+        })?;
+        self.track(id, index)
+    }
+
+    /// Proposes a membership change (joint consensus when it changes more than one voter).
+    pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<()> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let index = self.last_index() + 1;
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|e| match e {
+                raft::Error::ProposalDropped => self.not_leader(),
+                e => RaftStoreError::Raft(e),
+            })?;
+        self.track(id, index)
+    }
+
+    fn track(&mut self, id: ProposalId, index: u64) -> Result<()> {
+        if self.last_index() < index {
+            return Err(self.not_leader());
+        }
+        self.pending.push_back(Pending {
+            id,
+            index,
+            term: self.term(),
+        });
+        Ok(())
+    }
+
+    /// Adds `peer` as a learner (it receives the log but does not vote).
+    pub fn add_learner(&mut self, id: ProposalId, peer: PeerId) -> Result<()> {
+        self.propose_conf_change(id, single_change(ConfChangeType::AddLearnerNode, peer))
+    }
+
+    /// Makes `peer` a voter (promotes a learner, or adds a voter).
+    pub fn promote(&mut self, id: ProposalId, peer: PeerId) -> Result<()> {
+        self.propose_conf_change(id, single_change(ConfChangeType::AddNode, peer))
+    }
+
+    /// Removes `peer` from the group.
+    pub fn remove(&mut self, id: ProposalId, peer: PeerId) -> Result<()> {
+        self.propose_conf_change(id, single_change(ConfChangeType::RemoveNode, peer))
+    }
+
+    /// Asks the leader to hand leadership to `to` (once `to` has caught up).
+    pub fn transfer_leader(&mut self, to: PeerId) -> Result<()> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.raw.transfer_leader(to.0);
+        Ok(())
+    }
+
+    /// Drops log entries before `first_kept`; only applied entries whose apply state is
+    /// stored can go.
+    ///
+    /// Before dropping anything it installs a snapshot of the state machine at the applied
+    /// index, so a follower that needs the dropped entries is sent that snapshot instead.
+    pub fn compact_log(&mut self, first_kept: u64) -> Result<()> {
+        let applied = self.apply.applied_index();
+        if applied != self.applied {
+            return Err(RaftStoreError::Invalid(format!(
+                "{}: state machine at {applied}, replica applied {}",
+                self.meta.shard, self.applied
+            )));
+        }
+        let mut snap = Snapshot {
+            data: self.apply.snapshot()?.into(),
+            ..Default::default()
+        };
+        let m = snap.mut_metadata();
+        m.index = applied;
+        m.term = self.raw.store().term(applied)?;
+        m.set_conf_state(self.conf_state());
+        self.raw.mut_store().compact_to(first_kept)?;
+        self.raw.store().set_snapshot(snap);
+        Ok(())
+    }
+
+    /// Outcomes of proposals resolved so far.
+    pub(crate) fn take_outcomes(&mut self, out: &mut Vec<ProposalResult>) {
+        out.append(&mut self.outcomes);
+    }
+
+    /// First half of the ready handling: send the messages that may leave before persistence,
+    /// apply committed entries, stage the log changes into `batch`.
+    pub(crate) fn collect_ready(
+        &mut self,
+        batch: &mut LogWriteBatch,
+        transport: &mut dyn Transport,
+    ) -> Result<Option<InFlight>> {
+        if !self.raw.has_ready() {
+            return Ok(self.stage_apply_state(batch)?.map(|s| InFlight {
+                ready: None,
+                staged: Staged::default(),
+                apply_state: Some(s),
+                must_sync: false,
+            }));
+        }
+        let mut rd = self.raw.ready();
+        self.send(rd.take_messages(), transport);
+        let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+        if let Some(snap) = &snapshot {
+            let index = snap.get_metadata().index;
+            self.apply.restore(self.meta.shard, index, &snap.data)?;
+            self.applied = index;
+            self.apply_dirty = true;
+        }
+        self.apply_entries(rd.take_committed_entries())?;
+        let staged = self
+            .raw
+            .store()
+            .stage(batch, snapshot.as_ref(), rd.entries(), rd.hs())?;
+        let apply_state = self.stage_apply_state(batch)?;
+        let must_sync = rd.must_sync() || snapshot.is_some();
+        Ok(Some(InFlight {
+            ready: Some(rd),
+            staged,
+            apply_state,
+            must_sync,
+        }))
+    }
+
+    /// Second half, once the batch is durable: expose it to raft-rs, send the messages that
+    /// had to wait for persistence, advance, and apply what the light ready committed.
+    pub(crate) fn finish_ready(
+        &mut self,
+        inflight: InFlight,
+        transport: &mut dyn Transport,
+    ) -> Result<()> {
+        let store = self.raw.mut_store();
+        store.commit_staged(inflight.staged);
+        if let Some((cs, applied, hs)) = inflight.apply_state {
+            store.set_apply_state(cs, applied, hs);
+        }
+        let Some(mut ready) = inflight.ready else {
+            return Ok(());
+        };
+        self.send(ready.take_persisted_messages(), transport);
+        let mut light = self.raw.advance(ready);
+        if light.commit_index().is_some() {
+            self.apply_dirty = true;
+        }
+        self.send(light.take_messages(), transport);
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply_to(self.applied);
+        Ok(())
+    }
+
+    fn stage_apply_state(
+        &mut self,
+        batch: &mut LogWriteBatch,
+    ) -> Result<Option<(ConfState, u64, HardState)>> {
+        if !self.apply_dirty {
+            return Ok(None);
+        }
+        self.apply_dirty = false;
+        let cs = self.conf_state();
+        let hs = self.raw.raft.hard_state();
+        let applied = self.applied.min(hs.commit);
+        self.raw
+            .store()
+            .stage_apply_state(batch, &cs, applied, &hs)?;
+        batch.put_replica(&self.meta)?;
+        Ok(Some((cs, applied, hs)))
+    }
+
+    fn send(&self, msgs: Vec<Message>, transport: &mut dyn Transport) {
+        for msg in msgs {
+            transport.send(RaftMessage {
+                shard: self.meta.shard,
+                msg,
+            });
+        }
+    }
+
+    /// Applies committed entries: membership changes to raft-rs, everything new to the state
+    /// machine, then resolves the proposals they settle.
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let sm_applied = self.apply.applied_index();
+        let mut conf_errors = Vec::new();
+        for e in &entries {
+            let applied = match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data)?;
+                    self.raw.apply_conf_change(&cc)
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+                    self.raw.apply_conf_change(&cc)
+                }
+                EntryType::EntryNormal => continue,
+            };
+            match applied {
+                Ok(_) => self.meta.epoch.conf_ver += 1,
+                Err(err) => conf_errors.push((e.index, err)),
+            }
+        }
+        let fresh: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.index > sm_applied)
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            self.apply.apply(self.meta.shard, &fresh)?;
+        }
+        for e in &entries {
+            self.resolve(e, &conf_errors);
+        }
+        self.applied = last;
+        self.apply_dirty = true;
+        Ok(())
+    }
+
+    fn resolve(&mut self, e: &Entry, conf_errors: &[(u64, raft::Error)]) {
+        while let Some(p) = self.pending.front().copied() {
+            if p.index > e.index {
+                break;
+            }
+            self.pending.pop_front();
+            let result = if p.index == e.index && p.term == e.term {
+                match conf_errors.iter().find(|(i, _)| *i == e.index) {
+                    Some((_, err)) => Err(RaftStoreError::Invalid(format!(
+                        "conf change refused: {err}"
+                    ))),
+                    None => Ok(e.index),
+                }
+            } else {
+                Err(self.not_leader())
+            };
+            self.outcomes.push(ProposalResult {
+                shard: self.meta.shard,
+                id: p.id,
+                result,
+            });
+        }
+    }
+}
+
+/// Brings a state machine that lost its tail (the LSM applies without a WAL) up to the
+/// stored apply index by re-reading the log; raft-rs itself resumes after that index.
+fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64) -> Result<()> {
+    let shard = storage.shard();
+    let from = apply.applied_index() + 1;
+    if from > to {
+        return Ok(());
+    }
+    if from <= storage.truncated_index() {
+        return Err(RaftStoreError::Invalid(format!(
+            "{shard}: state machine at {} but the log starts after {}: needs a snapshot",
+            from - 1,
+            storage.truncated_index()
+        )));
+    }
+    let mut next = from;
+    while next <= to {
+        let entries = storage
+            .log_store()
+            .entries(shard, next, to + 1, Some(4 << 20))?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            break;
+        };
+        apply.apply(shard, &entries)?;
+        next = last + 1;
+    }
+    Ok(())
+}
+
+fn single_change(ty: ConfChangeType, peer: PeerId) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(ty);
+    single.node_id = peer.0;
+    let mut cc = ConfChangeV2::default();
+    cc.set_transition(ConfChangeTransition::Auto);
+    cc.changes = vec![single].into();
+    cc
+}
+
+/// Whether a conf state includes `peer` as a voter.
+pub fn is_voter(cs: &ConfState, peer: PeerId) -> bool {
+    cs.voters.contains(&peer.0)
+}
+
+/// Term of `index` in a replica's storage (tests and status).
+pub fn storage_term(storage: &PeerStorage, index: u64) -> Result<u64> {
+    Ok(storage.term(index)?)
+}
