@@ -7,11 +7,13 @@
 //! the status conditions, scales out, has the API server refuse two unsafe edits (CEL),
 //! checks the refused scale-in, that every write the operator made is filed under its one
 //! field manager, a `StrataBackup`'s status and its immutable spec, and deletes the cluster
-//! through the finalizer. Beside the cluster it wins the leader-election Lease as the
-//! ServiceAccount (the Role is what is tested) and has the API server validate the manifests'
-//! Deployment and Service (dry run). No pod needs to run: a bare kube-apiserver is enough
-//! (no kubelet; without a controller manager the namespace stays `Terminating`). The
-//! namespace is deleted at the end; the CRDs, RBAC and Lease stay (they are shared).
+//! through the finalizer: the cleanup deletes the volume claims the StatefulSet controller
+//! made (`reclaimPolicy: Delete`), the garbage collector the owned objects. Beside the cluster
+//! it wins the leader-election Lease as the ServiceAccount (the Role is what is tested) and
+//! has the API server validate the manifests' Deployment and Service (dry run). No pod needs
+//! to run: an API server with a controller manager (for the claims and the garbage
+//! collection) and no kubelet is enough. The namespace is deleted at the end; the CRDs, RBAC
+//! and Lease stay (they are shared).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Config};
 use serde_json::{json, Value};
 use strata_operator::controller::{self, Context};
@@ -72,10 +74,12 @@ async fn apply(client: &Client, object: &Value, dry_run: bool) {
         .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
 }
 
-/// The field managers of an object, in order, without repeats.
+/// The field managers of an object (not of its status: controllers write that), in order,
+/// without repeats.
 fn managers(meta: &kube::core::ObjectMeta) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for entry in meta.managed_fields.iter().flatten() {
+    let entries = meta.managed_fields.iter().flatten();
+    for entry in entries.filter(|e| e.subresource.as_deref() != Some("status")) {
         let name = entry.manager.clone().unwrap_or_default();
         if !names.contains(&name) {
             names.push(name);
@@ -365,7 +369,29 @@ async fn against_a_real_api_server() {
         .await
         .expect("the StatefulSet was lowered without a drain");
 
-    // Deletion through the finalizer.
+    // The StatefulSet controller made a claim for each of the 5 pods (which never run).
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let data_claims = || {
+        let claims = claims.clone();
+        async move {
+            let listed = claims.list(&ListParams::default()).await.ok()?;
+            Some(
+                listed
+                    .items
+                    .iter()
+                    .filter_map(|c| c.metadata.name.clone())
+                    .filter(|name| name.starts_with("data-demo-"))
+                    .count(),
+            )
+        }
+    };
+    eventually("the StatefulSet controller made 5 claims", || async {
+        (data_claims().await? == 5).then_some(())
+    })
+    .await;
+
+    // Deletion through the finalizer: the cleanup deletes the claims (reclaimPolicy:
+    // Delete), the garbage collector the owned objects.
     clusters
         .delete("demo", &DeleteParams::default())
         .await
@@ -373,6 +399,28 @@ async fn against_a_real_api_server() {
     eventually("the StrataCluster is gone", || {
         let clusters = clusters.clone();
         async move { matches!(clusters.get_opt("demo").await, Ok(None)).then_some(()) }
+    })
+    .await;
+    eventually("the owned objects are garbage collected", || {
+        let admin = admin.clone();
+        let ns = ns.clone();
+        async move {
+            let gone = |found: Result<Option<()>, kube::Error>| matches!(found, Ok(None));
+            let sts = Api::<StatefulSet>::namespaced(admin.clone(), &ns);
+            let cms = Api::<ConfigMap>::namespaced(admin.clone(), &ns);
+            let svcs = Api::<Service>::namespaced(admin.clone(), &ns);
+            let pdbs = Api::<PodDisruptionBudget>::namespaced(admin, &ns);
+            (gone(sts.get_opt("demo").await.map(|o| o.map(drop)))
+                && gone(cms.get_opt("demo-config").await.map(|o| o.map(drop)))
+                && gone(svcs.get_opt("demo").await.map(|o| o.map(drop)))
+                && gone(svcs.get_opt("demo-peers").await.map(|o| o.map(drop)))
+                && gone(pdbs.get_opt("demo").await.map(|o| o.map(drop))))
+            .then_some(())
+        }
+    })
+    .await;
+    eventually("no volume claim is left", || async {
+        (data_claims().await? == 0).then_some(())
     })
     .await;
 
