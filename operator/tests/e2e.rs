@@ -4,7 +4,8 @@
 //! It installs the CRDs and the operator's RBAC from `manifests/`, runs the controllers in
 //! this process as the operator's ServiceAccount (impersonated, so the ClusterRole is what
 //! is tested), and in a fresh namespace: applies a `StrataCluster`, checks the objects and
-//! the status conditions, scales out, has the API server refuse two unsafe edits (CEL),
+//! the status conditions, scales out (and sees a hand edit of the StatefulSet put back),
+//! has the API server refuse two unsafe edits (CEL),
 //! checks the refused scale-in, that every write the operator made is filed under its one
 //! field manager, a `StrataBackup`'s status and its immutable spec, and deletes the cluster
 //! through the finalizer: the cleanup deletes the volume claims the StatefulSet controller
@@ -319,6 +320,20 @@ async fn against_a_real_api_server() {
         .await
         .unwrap();
     eventually("the StatefulSet runs 5 replicas", || replicas(5)).await;
+
+    // A hand edit of a field the operator owns is put back (its applies are forced).
+    statefulsets
+        .patch(
+            "demo",
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    eventually("the hand edit is put back", || replicas(5)).await;
 
     // Unsafe edits the API server refuses (CEL).
     let refused = |patch: Value, expected: &'static str| {
