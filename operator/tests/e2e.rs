@@ -4,16 +4,15 @@
 //! It installs the CRDs and the operator's RBAC from `manifests/`, runs the controllers in
 //! this process as the operator's ServiceAccount (impersonated, so the ClusterRole is what
 //! is tested), and in a fresh namespace: applies a `StrataCluster`, checks the objects and
-//! the status conditions, scales out (and sees a hand edit of the StatefulSet put back),
-//! has the API server refuse two unsafe edits (CEL),
-//! checks the refused scale-in, that every write the operator made is filed under its one
-//! field manager, a `StrataBackup`'s status and its immutable spec, and deletes the cluster
-//! through the finalizer: the cleanup deletes the volume claims the StatefulSet controller
-//! made (`reclaimPolicy: Delete`), the garbage collector the owned objects. Beside the cluster
-//! it wins the leader-election Lease as the ServiceAccount (the Role is what is tested) and
-//! has the API server validate the manifests' Deployment and Service (dry run). No pod needs
-//! to run: an API server with a controller manager (for the claims and the garbage
-//! collection) and no kubelet is enough. The namespace is deleted at the end; the CRDs, RBAC
+//! the status conditions, scales out (and sees a hand edit of the StatefulSet put back), has
+//! the API server refuse two unsafe edits (CEL), checks the refused scale-in, that every
+//! write the operator made is filed under its one field manager, a `StrataBackup`'s status
+//! and its immutable spec, and deletes the cluster through the finalizer: the cleanup
+//! deletes the volume claims the StatefulSet controller made (`reclaimPolicy: Delete`), the
+//! garbage collector the owned objects. Beside the cluster it wins the leader-election Lease
+//! as the ServiceAccount (the Role is what is tested) and has the API server validate the
+//! manifests' Deployment and Service (dry run). No pod needs to run: an API server with a
+//! controller manager (for the claims and the garbage collection) and no kubelet is enough. The namespace is deleted at the end; the CRDs, RBAC
 //! and Lease stay (they are shared).
 
 use std::future::Future;
