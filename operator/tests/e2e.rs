@@ -12,8 +12,8 @@
 //! garbage collector the owned objects. Beside the cluster it wins the leader-election Lease
 //! as the ServiceAccount (the Role is what is tested) and has the API server validate the
 //! manifests' Deployment and Service (dry run). No pod needs to run: an API server with a
-//! controller manager (for the claims and the garbage collection) and no kubelet is enough. The namespace is deleted at the end; the CRDs, RBAC
-//! and Lease stay (they are shared).
+//! controller manager (for the claims and the garbage collection) and no kubelet is enough.
+//! The namespace is deleted at the end; the CRDs, RBAC and Lease stay (they are shared).
 
 use std::future::Future;
 use std::sync::Arc;
