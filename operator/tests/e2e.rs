@@ -13,7 +13,8 @@
 //! as the ServiceAccount (the Role is what is tested) and has the API server validate the
 //! manifests' Deployment and Service (dry run). No pod needs to run: an API server with a
 //! controller manager (for the claims and the garbage collection) and no kubelet is enough.
-//! The namespace is deleted at the end; the CRDs, RBAC and Lease stay (they are shared).
+//! The namespace and the test's Lease are deleted at the end; the CRDs and RBAC stay (they
+//! are shared).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -187,6 +188,10 @@ async fn against_a_real_api_server() {
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("e2e"));
     assert_eq!(managers(&lease.metadata), [OPERATOR]);
     elector.release().await.unwrap();
+    Api::<Lease>::namespaced(admin.clone(), "strata-system")
+        .delete(&elector.config().name, &DeleteParams::default())
+        .await
+        .unwrap();
 
     let ctx = Arc::new(Context::new(
         operator,
