@@ -3,18 +3,19 @@
 //!
 //! It installs the CRDs and the operator's RBAC from `manifests/`, runs the controllers in
 //! this process as the operator's ServiceAccount (impersonated, so the ClusterRole is what
-//! is tested), and in a fresh namespace: applies a `StrataCluster`, checks the objects and
-//! the status conditions, scales out (and sees a hand edit of the StatefulSet put back), has
-//! the API server refuse two unsafe edits (CEL), checks the refused scale-in, that every
-//! write the operator made is filed under its one field manager, a `StrataBackup`'s status
-//! and its immutable spec, and deletes the cluster through the finalizer: the cleanup
-//! deletes the volume claims the StatefulSet controller made (`reclaimPolicy: Delete`), the
-//! garbage collector the owned objects. Beside the cluster it wins the leader-election Lease
-//! as the ServiceAccount (the Role is what is tested) and has the API server validate the
+//! is tested), and in a fresh namespace that enforces Pod Security `restricted`: applies a
+//! `StrataCluster`, checks the objects and the status conditions, scales out, sees a hand
+//! edit of the StatefulSet put back, has the API server refuse two unsafe edits (CEL),
+//! checks the refused scale-in, that every write the operator made is filed under its one
+//! field manager, a `StrataBackup`'s status and its immutable spec, that the StatefulSet
+//! controller admits the pods and makes their claims, and deletes the cluster through the
+//! finalizer: the cleanup deletes the claims (`reclaimPolicy: Delete`), the garbage
+//! collector the owned objects. Beside the cluster it wins the leader-election Lease as the
+//! ServiceAccount (the Role is what is tested) and has the API server validate the
 //! manifests' Deployment and Service (dry run). No pod needs to run: an API server with a
-//! controller manager (for the claims and the garbage collection) and no kubelet is enough.
-//! The namespace and the test's Lease are deleted at the end; the CRDs and RBAC stay (they
-//! are shared).
+//! controller manager (for the pods, the claims and the garbage collection) and no kubelet
+//! is enough. The namespace and the test's Lease are deleted at the end; the CRDs and RBAC
+//! stay (they are shared).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -148,7 +149,12 @@ async fn against_a_real_api_server() {
     // A fresh namespace for the cluster.
     let ns = format!("strata-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    // Pod Security admission at its strictest: the StatefulSet's pods must pass `restricted`.
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": ns,
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+    }}))
+    .unwrap();
     namespaces
         .patch(
             &ns,
@@ -406,6 +412,16 @@ async fn against_a_real_api_server() {
     };
     eventually("the StatefulSet controller made 5 claims", || async {
         (data_claims().await? == 5).then_some(())
+    })
+    .await;
+    // And 5 pods, admitted as they are built (they stay Pending: no kubelet).
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    eventually("the StatefulSet controller made 5 pods", || {
+        let pods = pods.clone();
+        async move {
+            let listed = pods.list(&ListParams::default()).await.ok()?;
+            (listed.items.len() == 5).then_some(())
+        }
     })
     .await;
 
