@@ -7,6 +7,7 @@
 //!   crd/          the custom resource types (and the CRD YAML generated from them)
 //!   cluster/      StrataCluster: plan -> build (pure builders) -> apply -> status
 //!   backup        StrataBackup: phase and message (the node side does not exist yet)
+//!   client        the API client (its User-Agent names the field manager)
 //!   controller    the watches, the shared context, the error policy and its backoff
 //!   lease         leader election through a coordination.k8s.io Lease
 //!   http          /metrics, /healthz, /readyz
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod backup;
+pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod crd;

@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube::Client;
 use strata_operator::controller::{self, Context};
 use strata_operator::lease::{LeaderElector, LeaseConfig};
 use strata_operator::metrics::Metrics;
@@ -99,7 +98,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(addr = %listener.local_addr()?, "http listening");
     let http = tokio::spawn(strata_operator::http::serve(listener, Arc::clone(&metrics)));
 
-    let client = Client::try_default().await?;
+    let client = strata_operator::client::infer().await?;
     let identity = args
         .identity
         .clone()

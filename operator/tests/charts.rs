@@ -322,6 +322,46 @@ fn the_cluster_chart_renders_a_stratacluster() {
     );
 }
 
+/// A backup schedule without exactly one destination is refused when rendering, not by the
+/// API server at install time (the CRD's CEL rule `has(self.volume) != has(self.s3)`).
+/// `required` let the values' default `destination: {}` through.
+#[test]
+fn the_cluster_chart_refuses_a_backup_without_one_destination() {
+    let render = |sets: &[&str]| {
+        let mut args = vec!["template", "strata", "charts/strata-cluster"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        run_helm(&args)
+    };
+    let err = render(&["backup.enabled=true"]).unwrap_err();
+    assert!(
+        err.contains("backup.enabled needs backup.destination.volume or backup.destination.s3"),
+        "{err}"
+    );
+    let err = render(&[
+        "backup.enabled=true",
+        "backup.destination.volume.claimName=backups",
+        "backup.destination.s3.bucket=strata-backups",
+    ])
+    .unwrap_err();
+    assert!(err.contains("one of volume or s3, not both"), "{err}");
+    let objects = check_objects(
+        &render(&[
+            "backup.enabled=true",
+            "backup.destination.volume.claimName=backups",
+            "backup.destination.volume.path=/",
+        ])
+        .unwrap(),
+    );
+    let cluster: StrataCluster = typed(find(&objects, "StrataCluster")[0]);
+    let destination = cluster.spec.backup.unwrap().destination;
+    assert_eq!(
+        (destination.volume.is_some(), destination.s3.is_some()),
+        (true, false)
+    );
+}
+
 #[test]
 fn the_operator_chart_carries_the_generated_crds() {
     let rendered = run_helm(&[

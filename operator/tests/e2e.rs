@@ -3,28 +3,40 @@
 //!
 //! It installs the CRDs and the operator's RBAC from `manifests/`, runs the controllers in
 //! this process as the operator's ServiceAccount (impersonated, so the ClusterRole is what
-//! is tested), and in a fresh namespace: applies a `StrataCluster`, checks the objects and
-//! the status conditions, scales out, has the API server refuse two unsafe edits (CEL),
-//! checks the refused scale-in, and deletes the cluster through the finalizer. No pod needs
-//! to run: an API server with a controller manager and no kubelet is enough. The namespace
-//! is deleted at the end; the CRDs and RBAC stay (they are shared).
+//! is tested), and in a fresh namespace that enforces Pod Security `restricted`: applies a
+//! `StrataCluster`, checks the objects and the status conditions, scales out, sees a hand
+//! edit of the StatefulSet put back, has the API server refuse two unsafe edits (CEL),
+//! checks the refused scale-in, that every write the operator made is filed under its one
+//! field manager, a `StrataBackup`'s status and its immutable spec, that the StatefulSet
+//! controller admits the pods and makes their claims, and deletes the cluster through the
+//! finalizer: the cleanup deletes the claims (`reclaimPolicy: Delete`), the garbage
+//! collector the owned objects. Beside the cluster it wins the leader-election Lease as the
+//! ServiceAccount (the Role is what is tested) and has the API server validate the
+//! manifests' Deployment and Service (dry run). No pod needs to run: an API server with a
+//! controller manager (for the pods, the claims and the garbage collection) and no kubelet
+//! is enough. The namespace and the test's Lease are deleted at the end; the CRDs and RBAC
+//! stay (they are shared).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Config};
 use serde_json::{json, Value};
 use strata_operator::controller::{self, Context};
-use strata_operator::crd::StrataCluster;
+use strata_operator::crd::{BackupPhase, StrataBackup, StrataCluster};
+use strata_operator::lease::{LeaderElector, LeaseConfig};
 use strata_operator::metrics::Metrics;
 
 const MANAGER: &str = "strata-e2e";
+/// The field manager of everything the operator writes.
+const OPERATOR: &str = strata_operator::cluster::names::FIELD_MANAGER;
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Polls `check` until it returns `Some`, failing with `what` after [`DEADLINE`].
@@ -43,7 +55,7 @@ where
     }
 }
 
-async fn apply(client: &Client, object: &Value) {
+async fn apply(client: &Client, object: &Value, dry_run: bool) {
     let kind = object["kind"].as_str().unwrap_or_default();
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
@@ -57,13 +69,25 @@ async fn apply(client: &Client, object: &Value) {
             }
             _ => Api::all_with(client.clone(), &resource),
         };
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    let mut params = PatchParams::apply(MANAGER).force();
+    params.dry_run = dry_run;
+    api.patch(name, &params, &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+}
+
+/// The field managers of an object (not of its status: controllers write that), in order,
+/// without repeats.
+fn managers(meta: &kube::core::ObjectMeta) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let entries = meta.managed_fields.iter().flatten();
+    for entry in entries.filter(|e| e.subresource.as_deref() != Some("status")) {
+        let name = entry.manager.clone().unwrap_or_default();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn documents(text: &str) -> Vec<Value> {
@@ -116,16 +140,21 @@ async fn against_a_real_api_server() {
     for file in ["manifests/namespace.yaml", "manifests/operator.yaml"] {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         for object in documents(&text) {
-            if object["kind"] != "Deployment" && object["kind"] != "Service" {
-                apply(&admin, &object).await;
-            }
+            // The Deployment and Service only validated (dry run): no operator pod runs here.
+            let dry_run = object["kind"] == "Deployment" || object["kind"] == "Service";
+            apply(&admin, &object, dry_run).await;
         }
     }
 
     // A fresh namespace for the cluster.
     let ns = format!("strata-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    // Pod Security admission at its strictest: the StatefulSet's pods must pass `restricted`.
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": ns,
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+    }}))
+    .unwrap();
     namespaces
         .patch(
             &ns,
@@ -139,7 +168,37 @@ async fn against_a_real_api_server() {
     let mut config = Config::infer().await.unwrap();
     config.auth_info.impersonate =
         Some("system:serviceaccount:strata-system:strata-operator".into());
-    let operator = Client::try_from(config).unwrap();
+    let operator = Client::try_from(strata_operator::client::configure(config)).unwrap();
+
+    // Leader election through the Role, as two replicas of the operator would campaign.
+    let elector = LeaderElector::new(
+        operator.clone(),
+        LeaseConfig::new(
+            format!("strata-e2e-{}", std::process::id()),
+            "strata-system".into(),
+            "e2e".into(),
+        ),
+    );
+    assert!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        "won the lease"
+    );
+    assert!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        "renewed the lease"
+    );
+    let lease = Api::<Lease>::namespaced(admin.clone(), "strata-system")
+        .get(&elector.config().name)
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("e2e"));
+    assert_eq!(managers(&lease.metadata), [OPERATOR]);
+    elector.release().await.unwrap();
+    Api::<Lease>::namespaced(admin.clone(), "strata-system")
+        .delete(&elector.config().name, &DeleteParams::default())
+        .await
+        .unwrap();
+
     let ctx = Arc::new(Context::new(
         operator,
         Some("e2e".into()),
@@ -202,6 +261,65 @@ async fn against_a_real_api_server() {
     .await;
     assert!(status.selector.is_some());
 
+    // One field manager for every write of the operator: its applies, and the finalizer's
+    // JSON patch, which names its manager through the User-Agent only.
+    let sts = statefulsets.get("demo").await.unwrap();
+    assert_eq!(managers(&sts.metadata), [OPERATOR]);
+    let pdb = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
+        .get("demo")
+        .await
+        .unwrap();
+    assert_eq!(managers(&pdb.metadata), [OPERATOR]);
+    let stored = clusters.get("demo").await.unwrap();
+    assert!(stored
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == "strata.dev/cleanup"));
+    for entry in stored.metadata.managed_fields.iter().flatten() {
+        let fields = serde_json::to_string(&entry.fields_v1).unwrap();
+        if fields.contains("f:finalizers") || entry.subresource.as_deref() == Some("status") {
+            assert_eq!(entry.manager.as_deref(), Some(OPERATOR), "{entry:?}");
+        }
+    }
+
+    // A backup: the operator says plainly that the node side does not exist yet, and the
+    // API server keeps its spec immutable.
+    let backups: Api<StrataBackup> = Api::namespaced(admin.clone(), &ns);
+    let backup = json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "StrataBackup",
+        "metadata": {"name": "first", "namespace": ns},
+        "spec": {"cluster": "demo", "destination": {"volume": {"claimName": "backups"}}},
+    });
+    backups
+        .patch(
+            "first",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&backup),
+        )
+        .await
+        .unwrap();
+    eventually("the backup has a phase", || {
+        let backups = backups.clone();
+        async move {
+            let status = backups.get("first").await.ok()?.status?;
+            (status.phase == Some(BackupPhase::NotSupported)
+                && status.observed_generation == Some(1))
+            .then_some(())
+        }
+    })
+    .await;
+    let err = backups
+        .patch(
+            "first",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cluster": "other"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("immutable"), "{err}");
+
     // Scale out, through the scale subresource as `kubectl scale` does.
     clusters
         .patch_scale(
@@ -212,6 +330,20 @@ async fn against_a_real_api_server() {
         .await
         .unwrap();
     eventually("the StatefulSet runs 5 replicas", || replicas(5)).await;
+
+    // A hand edit of a field the operator owns is put back (its applies are forced).
+    statefulsets
+        .patch(
+            "demo",
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    eventually("the hand edit is put back", || replicas(5)).await;
 
     // Unsafe edits the API server refuses (CEL).
     let refused = |patch: Value, expected: &'static str| {
@@ -262,7 +394,39 @@ async fn against_a_real_api_server() {
         .await
         .expect("the StatefulSet was lowered without a drain");
 
-    // Deletion through the finalizer.
+    // The StatefulSet controller made a claim for each of the 5 pods (which never run).
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let data_claims = || {
+        let claims = claims.clone();
+        async move {
+            let listed = claims.list(&ListParams::default()).await.ok()?;
+            Some(
+                listed
+                    .items
+                    .iter()
+                    .filter_map(|c| c.metadata.name.clone())
+                    .filter(|name| name.starts_with("data-demo-"))
+                    .count(),
+            )
+        }
+    };
+    eventually("the StatefulSet controller made 5 claims", || async {
+        (data_claims().await? == 5).then_some(())
+    })
+    .await;
+    // And 5 pods, admitted as they are built (they stay Pending: no kubelet).
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    eventually("the StatefulSet controller made 5 pods", || {
+        let pods = pods.clone();
+        async move {
+            let listed = pods.list(&ListParams::default()).await.ok()?;
+            (listed.items.len() == 5).then_some(())
+        }
+    })
+    .await;
+
+    // Deletion through the finalizer: the cleanup deletes the claims (reclaimPolicy:
+    // Delete), the garbage collector the owned objects.
     clusters
         .delete("demo", &DeleteParams::default())
         .await
@@ -270,6 +434,28 @@ async fn against_a_real_api_server() {
     eventually("the StrataCluster is gone", || {
         let clusters = clusters.clone();
         async move { matches!(clusters.get_opt("demo").await, Ok(None)).then_some(()) }
+    })
+    .await;
+    eventually("the owned objects are garbage collected", || {
+        let admin = admin.clone();
+        let ns = ns.clone();
+        async move {
+            let gone = |found: Result<Option<()>, kube::Error>| matches!(found, Ok(None));
+            let sts = Api::<StatefulSet>::namespaced(admin.clone(), &ns);
+            let cms = Api::<ConfigMap>::namespaced(admin.clone(), &ns);
+            let svcs = Api::<Service>::namespaced(admin.clone(), &ns);
+            let pdbs = Api::<PodDisruptionBudget>::namespaced(admin, &ns);
+            (gone(sts.get_opt("demo").await.map(|o| o.map(drop)))
+                && gone(cms.get_opt("demo-config").await.map(|o| o.map(drop)))
+                && gone(svcs.get_opt("demo").await.map(|o| o.map(drop)))
+                && gone(svcs.get_opt("demo-peers").await.map(|o| o.map(drop)))
+                && gone(pdbs.get_opt("demo").await.map(|o| o.map(drop))))
+            .then_some(())
+        }
+    })
+    .await;
+    eventually("no volume claim is left", || async {
+        (data_claims().await? == 0).then_some(())
     })
     .await;
 
