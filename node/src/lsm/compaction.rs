@@ -169,7 +169,8 @@ fn pick_drop(version: &Version, snapshots: &[SeqNo]) -> Option<CompactionTask> {
         .then_some(CompactionTask::Drop { files, tombstones })
 }
 
-fn key_range(files: &[(usize, Arc<FileMeta>)]) -> (Vec<u8>, Vec<u8>) {
+/// The engine-key range `[smallest, largest]` the files cover together.
+pub(crate) fn key_range(files: &[(usize, Arc<FileMeta>)]) -> (Vec<u8>, Vec<u8>) {
     let lo = files
         .iter()
         .map(|(_, f)| f.smallest_user())
@@ -185,7 +186,10 @@ fn key_range(files: &[(usize, Arc<FileMeta>)]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
-fn is_bottommost(version: &Version, output_level: usize, lo: &[u8], hi: &[u8]) -> bool {
+/// Whether no file below `output_level` overlaps `[lo, hi]`: a merge writing there whose
+/// inputs span `[lo, hi]` (all of them, next-level files included) is then the last word on
+/// every key it holds, and may drop point tombstones.
+pub(crate) fn is_bottommost(version: &Version, output_level: usize, lo: &[u8], hi: &[u8]) -> bool {
     (output_level + 1..version.levels.len())
         .all(|l| version.overlapping(l, Some(lo), Some(hi)).is_empty())
 }

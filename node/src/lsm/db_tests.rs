@@ -152,6 +152,60 @@ fn snapshots_keep_old_versions_through_compaction() {
     );
 }
 
+/// A manual compaction of a narrow range takes a next-level file that reaches further than
+/// its own inputs. Whether the merge is bottommost must be decided over the whole input,
+/// next-level files included: deciding it over the first level's inputs alone once let a
+/// point tombstone go while the older version it hid lived on in a deeper level, and the
+/// deleted key came back (found by `matches_model_leveled`, where a background L0 compaction
+/// built the same shape).
+#[test]
+fn manual_compaction_keeps_a_tombstone_while_an_older_version_lies_deeper() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, false)).unwrap();
+    let w = WriteOptions::default();
+    let cf = ColumnFamily::Lock;
+    // "m" sinks to the last level.
+    db.put(cf, b"m", b"old", &w).unwrap();
+    db.compact_range(cf, None, None).unwrap();
+    let last = db.test_version().levels.len() - 1;
+    assert_eq!(db.test_version().levels[last].len(), 1);
+    // One L1 file spanning "a".."m" holds the tombstone of "m": compacting a range beside it
+    // moves L0 down one level and no further.
+    db.put(cf, b"a", b"1", &w).unwrap();
+    db.delete(cf, b"m", &w).unwrap();
+    db.compact_range(cf, Some(b"x"), Some(b"y")).unwrap();
+    let v = db.test_version();
+    assert!(v.levels[0].is_empty());
+    assert_eq!(v.levels[1].len(), 1);
+    assert_eq!(
+        v.levels[1][0].smallest_user(),
+        crate::lsm::key::engine_key(cf, b"a").as_slice()
+    );
+    assert_eq!(
+        v.levels[1][0].largest_user(),
+        crate::lsm::key::engine_key(cf, b"m").as_slice()
+    );
+    drop(v);
+    // A new L0 file holding only "a": its compaction takes the L1 file, tombstone and all,
+    // while "m"'s old value still sits in the last level.
+    db.put(cf, b"a", b"2", &w).unwrap();
+    db.compact_range(cf, Some(b"a"), Some(b"b")).unwrap();
+    assert_eq!(db.get(cf, b"m", &ReadOptions::default()).unwrap(), None);
+    assert_eq!(
+        scan_all(&db, cf, None),
+        vec![(b"a".to_vec(), b"2".to_vec())]
+    );
+    // And the whole family, compacted to the bottom, reads the same after a reopen.
+    db.compact_range(cf, None, None).unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), options(CompactionStyle::Leveled, false)).unwrap();
+    assert_eq!(db.get(cf, b"m", &ReadOptions::default()).unwrap(), None);
+    assert_eq!(
+        scan_all(&db, cf, None),
+        vec![(b"a".to_vec(), b"2".to_vec())]
+    );
+}
+
 #[test]
 fn range_deletion_hides_exactly_its_range_across_flush_and_compaction() {
     for style in [CompactionStyle::Leveled, CompactionStyle::SizeTiered] {

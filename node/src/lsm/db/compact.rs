@@ -250,24 +250,18 @@ impl Inner {
                     if inputs.is_empty() {
                         continue;
                     }
-                    let min = inputs
-                        .iter()
-                        .map(|(_, f)| f.smallest_user().to_vec())
-                        .min()
-                        .unwrap_or_default();
-                    let max = inputs
-                        .iter()
-                        .map(|(_, f)| f.largest_user().to_vec())
-                        .max()
-                        .unwrap_or_default();
+                    let (min, max) = compaction::key_range(&inputs);
                     inputs.extend(
                         version
                             .overlapping(level + 1, Some(&min), Some(&max))
                             .into_iter()
                             .map(|f| (level + 1, f)),
                     );
-                    let bottommost = (level + 2..num_levels)
-                        .all(|l| version.overlapping(l, Some(&min), Some(&max)).is_empty());
+                    // The next level's files may reach past this level's inputs, and their
+                    // tombstones too may hide older versions deeper down: the merge is
+                    // bottommost only if nothing below overlaps the whole input.
+                    let (min, max) = compaction::key_range(&inputs);
+                    let bottommost = compaction::is_bottommost(&version, level + 1, &min, &max);
                     touched_bottom |= bottommost;
                     MergeTask {
                         inputs,
