@@ -65,7 +65,7 @@ impl ErrorReason {
             | R::ReadTsInFuture => Code::InvalidArgument,
             R::TxnReadOnly | R::ReadBelowSafePoint | R::TxnNotActive => Code::FailedPrecondition,
             R::ServerBusy | R::TooManyTxns | R::ResponseTooLarge => Code::ResourceExhausted,
-            R::TimestampUnavailable => Code::Unavailable,
+            R::TimestampUnavailable | R::NotLeader | R::OutcomeUnknown => Code::Unavailable,
             R::StorageError => Code::Internal,
             R::DataCorrupted => Code::DataLoss,
             R::Unspecified => Code::Unknown,
@@ -84,6 +84,7 @@ impl ErrorReason {
                 | R::ServerBusy
                 | R::TooManyTxns
                 | R::TimestampUnavailable
+                | R::NotLeader
         )
     }
 }
@@ -167,7 +168,7 @@ mod tests {
     #[test]
     fn reason_table_matches_the_proto_comments() {
         let reasons = documented_reasons();
-        assert_eq!(reasons.len(), 23, "ErrorReason values: {reasons:?}");
+        assert_eq!(reasons.len(), 25, "ErrorReason values: {reasons:?}");
         for (name, doc) in reasons {
             let reason = ErrorReason::from_str_name(&name).expect("a generated value");
             if reason == ErrorReason::Unspecified {

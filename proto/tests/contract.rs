@@ -61,6 +61,8 @@ fn common_messages_roundtrip() {
         safe_point: 17,
         retry_after_ms: 50,
         field: "keys[3]".into(),
+        leader_node_id: 2,
+        leader_endpoint: "strata-1.strata-peer:20160".into(),
     });
 }
 
@@ -277,6 +279,8 @@ const ALL_REASONS: &[ErrorReason] = &[
     ErrorReason::StorageError,
     ErrorReason::DataCorrupted,
     ErrorReason::TxnNotActive,
+    ErrorReason::NotLeader,
+    ErrorReason::OutcomeUnknown,
 ];
 
 #[test]

@@ -146,6 +146,23 @@ pub enum MvccError {
         /// The safe point at the time.
         safe_point: Timestamp,
     },
+    /// This replica does not lead the shard, or was just elected and has not caught up yet:
+    /// nothing was read or written. Retry at the leader (`leader`: its node id, if known).
+    #[error("shard {shard}: this node does not lead it (leader: {leader:?})")]
+    NotLeader {
+        /// The shard.
+        shard: u64,
+        /// The node believed to lead, if known.
+        leader: Option<u64>,
+    },
+    /// A write was handed to replication but whether it was applied is unknown (the leader
+    /// changed, or the wait for it timed out): it may or may not be part of the shard.
+    #[error("the outcome of a replicated write is unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Replication stopped (its log could not be written; the node must restart): nothing
+    /// more is written.
+    #[error("replication unavailable: {0}")]
+    Unavailable(String),
     /// Stored MVCC data does not decode.
     #[error("corrupt MVCC data for key {key:?}: {reason}")]
     Corrupt {

@@ -239,7 +239,12 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
 
 /// A status for a timestamp-oracle error.
 pub(crate) fn tso_status(err: &TsoError) -> Status {
-    status(ErrorReason::TimestampUnavailable, err.to_string(), |_| {})
+    match err {
+        TsoError::NotLeader { leader } => status(ErrorReason::NotLeader, err.to_string(), |d| {
+            d.leader_node_id = leader.unwrap_or(0);
+        }),
+        _ => status(ErrorReason::TimestampUnavailable, err.to_string(), |_| {}),
+    }
 }
 
 /// A status for an MVCC-layer error.
@@ -289,6 +294,14 @@ pub(crate) fn mvcc_status(err: &MvccError, txn_id: TxnId) -> Status {
             status(ErrorReason::DataCorrupted, msg, |d| d.key = key.clone())
         }
         MvccError::Engine(e) => engine_status(e),
+        MvccError::NotLeader { leader, .. } => status(ErrorReason::NotLeader, msg, |d| {
+            d.leader_node_id = leader.unwrap_or(0);
+            d.txn_id = txn_id;
+        }),
+        MvccError::OutcomeUnknown(_) => {
+            status(ErrorReason::OutcomeUnknown, msg, |d| d.txn_id = txn_id)
+        }
+        MvccError::Unavailable(_) => status(ErrorReason::StorageError, msg, |d| d.txn_id = txn_id),
         _ => status(ErrorReason::StorageError, msg, |_| {}),
     }
 }

@@ -17,6 +17,7 @@ pub mod node_meta;
 pub mod overlay;
 pub mod range_locks;
 pub mod resolver;
+pub mod shard_writer;
 pub mod storage;
 pub mod txn_id;
 
@@ -32,5 +33,6 @@ pub use manager::{
     TxnId, TxnManager, TxnState,
 };
 pub use node_meta::NodeMeta;
+pub use shard_writer::{EngineWriter, ShardWriter, WriteTicket};
 pub use storage::Storage;
 pub use txn_id::TxnIds;

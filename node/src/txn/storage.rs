@@ -23,10 +23,15 @@
 //! `docs/architecture/transactions.md`. What never happens under a latch is waiting for
 //! another transaction: lock waits sleep in [`LockWaits`] with no latch and no thread held.
 //!
-//! On a replicated shard (a later milestone) the batch becomes a Raft proposal instead of
-//! an engine write; nothing above this layer changes.
+//! Where the batch goes is the [`ShardWriter`]'s business: in the server, a Raft proposal
+//! that returns once applied on this replica (the leader), with reads behind a ReadIndex
+//! barrier; in this layer's tests, a synced engine write. Either way the latches are held
+//! until the batch is visible here, so the reasoning above holds with "applied" for
+//! "synced"; nothing above this layer changes.
 
-use crate::lsm::{Db, WriteOptions};
+use std::sync::Arc;
+
+use crate::lsm::Db;
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
 use crate::mvcc::{
     Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
@@ -36,6 +41,7 @@ use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
 use super::lock_wait::{LockWaits, Waiter};
 use super::range_locks::{KeyRange, RangeLockGuard, RangeLocks};
+use super::shard_writer::{EngineWriter, ShardWriter};
 
 /// Latch slots: enough that unrelated keys rarely share one.
 const LATCH_SLOTS: usize = 2048;
@@ -50,7 +56,7 @@ pub struct Storage {
     latches: Latches,
     range_locks: RangeLocks,
     lock_waits: LockWaits,
-    write_options: WriteOptions,
+    writer: Arc<dyn ShardWriter>,
     safe_point: GcSafePoint,
     /// This node's current run: locks of its earlier runs are expired at once.
     local_run: Option<Coordinator>,
@@ -65,17 +71,29 @@ impl Storage {
     }
 
     /// Commands over `db` that refuse reads below `safe_point` (shared with the engine's
-    /// [`MvccGcFilter`](crate::mvcc::MvccGcFilter)).
+    /// [`MvccGcFilter`](crate::mvcc::MvccGcFilter)), writing straight into `db`.
     pub fn with_safe_point(db: Db, safe_point: GcSafePoint) -> Storage {
+        let writer = Arc::new(EngineWriter::new(db.clone()));
+        Storage::with_writer(db, safe_point, writer)
+    }
+
+    /// Commands over the replica `db` whose batches go through `writer` (the server's:
+    /// through the shard's Raft group) and whose reads first pass its read barrier.
+    pub fn with_writer(db: Db, safe_point: GcSafePoint, writer: Arc<dyn ShardWriter>) -> Storage {
         Storage {
             db,
             latches: Latches::new(LATCH_SLOTS),
             range_locks: RangeLocks::new(),
             lock_waits: LockWaits::new(),
-            write_options: WriteOptions { sync: true },
+            writer,
             safe_point,
             local_run: None,
         }
+    }
+
+    /// Where command batches go.
+    pub fn writer(&self) -> &Arc<dyn ShardWriter> {
+        &self.writer
     }
 
     /// The same storage, knowing that it runs in `run`: a lock whose coordinator is an
@@ -119,6 +137,9 @@ impl Storage {
     ) -> Result<T> {
         let (out, unlocked) = {
             let _latches = self.latches.acquire(keys);
+            // Under the latches, from a state that includes every earlier command on these
+            // keys (each one's latches were held until it was applied here).
+            let ticket = self.writer.begin_write()?;
             let reader = MvccReader::new(&self.db, None);
             let mut txn = MvccTxn::new(start_ts);
             let out = body(&mut txn, &reader)?;
@@ -126,7 +147,7 @@ impl Storage {
                 return Ok(out);
             }
             let (batch, unlocked) = txn.into_parts();
-            self.db.write(batch, &self.write_options)?;
+            self.writer.write(ticket, batch)?;
             (out, unlocked)
         };
         // Written and visible, latches released: the waiters of the removed locks may retry.
@@ -138,6 +159,7 @@ impl Storage {
 
     /// The value of `key` at `ts` (locks of transactions in `bypass` are ignored).
     pub fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
+        self.writer.read_barrier()?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).get(key, ts, bypass)
@@ -153,6 +175,7 @@ impl Storage {
         reverse: bool,
         bypass: &[Timestamp],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.writer.read_barrier()?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).scan(start, end, limit, ts, reverse, bypass)
@@ -168,6 +191,7 @@ impl Storage {
         reverse: bool,
         bypass: &[Timestamp],
     ) -> Result<ScanPage> {
+        self.writer.read_barrier()?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq()))
@@ -218,6 +242,7 @@ impl Storage {
     /// transaction newer than `start_ts` is a `WriteConflict`; another transaction's lock is
     /// `KeyIsLocked` (resolve it and check again).
     pub fn check_ranges(&self, ranges: &[KeyRange], start_ts: Timestamp) -> Result<()> {
+        self.writer.read_barrier()?;
         let snap = self.db.snapshot();
         let reader = MvccReader::new(&self.db, Some(snap.seq()));
         for (start, end) in ranges {
@@ -308,6 +333,7 @@ impl Storage {
     /// The start_ts of the oldest lock in the `lock` family, if any. GC must not pass it:
     /// resolving the lock may need its primary's commit record.
     pub fn oldest_lock_ts(&self) -> Result<Option<Timestamp>> {
+        self.writer.read_barrier()?;
         let mut oldest: Option<Timestamp> = None;
         MvccReader::new(&self.db, None).scan_locks(None, None, |_, lock| {
             oldest = Some(oldest.map_or(lock.start_ts, |o| o.min(lock.start_ts)));
@@ -335,10 +361,11 @@ impl Storage {
                 .map(|(k, _)| k.as_slice());
             let result = (|| {
                 let _latches = self.latches.acquire(keys);
+                let ticket = self.writer.begin_write()?;
                 let reader = MvccReader::new(&self.db, None);
                 let (batch, stats) = gc::sweep_batch(&reader, &chunk, safe_point)?;
                 if !batch.is_empty() {
-                    self.db.write(batch, &self.write_options)?;
+                    self.writer.write(ticket, batch)?;
                 }
                 Ok(stats)
             })();

@@ -11,8 +11,11 @@
 //! ```
 //!
 //! Callers see the oracle through the [`Tso`] trait. This module provides [`LocalTso`], a
-//! single-process oracle; a later milestone puts a Raft-replicated oracle on the meta shard
-//! behind the same trait.
+//! single-process oracle with a mark file (tools and tests); [`ReplicatedTso`]
+//! (`replicated.rs`), the cluster's one oracle, served by the leader of the Raft group that
+//! holds it with its window persisted through that group (the sharding milestone moves it
+//! to the meta shard; the contract stays); and [`BatchingTso`] (`batch.rs`), which
+//! coalesces concurrent requests into one request to the oracle behind it.
 //!
 //! # `LocalTso`: never backwards, not even across restarts
 //!
@@ -72,6 +75,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::lsm::coding::masked_crc;
+
+mod batch;
+mod replicated;
+#[cfg(test)]
+mod replicated_tests;
+
+pub use batch::BatchingTso;
+pub use replicated::{ReplicatedTso, TsoGroup};
 
 /// A hybrid timestamp: `physical_ms << LOGICAL_BITS | logical`.
 pub type Timestamp = u64;
@@ -139,6 +150,17 @@ pub enum TsoError {
     /// The caller passed something the oracle does not accept.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// This node does not serve the oracle: it does not lead the group that holds it (or
+    /// lost the lead while issuing). Retry at `leader` (a node id) if known. Nothing issued.
+    #[error("this node does not lead the timestamp oracle (leader: {leader:?})")]
+    NotLeader {
+        /// The node believed to lead, if known.
+        leader: Option<u64>,
+    },
+    /// The oracle's group cannot be reached (replication stopped, or timed out). Nothing
+    /// issued.
+    #[error("timestamp oracle unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl TsoError {

@@ -1,0 +1,149 @@
+//! [`ReplicatedTso`]: the cluster's one timestamp oracle, served by the leader of the Raft
+//! group that holds it, its high-water window persisted through that group.
+//!
+//! The rule is [`LocalTso`](super::LocalTso)'s, with Raft in place of the mark file: no
+//! timestamp with a physical part at or above the *applied* mark is issued before a higher
+//! mark is committed and applied. A new leader applies every committed entry before it
+//! serves (leader readiness), so it starts above every window an earlier leader may have
+//! issued from.
+//!
+//! ```text
+//!   leader term t                          leader term t+1 (elected while t was cut off)
+//!   ── issue from [.., mark) ──┐           start = compose(applied mark, 0) > all of t's
+//!   propose SetTsoHighWater ───┘ commit    ── issue from [start, new mark) ──
+//! ```
+//!
+//! **Real-time order across a leader change.** An old leader cut off from the majority
+//! still believes it leads and could keep issuing from its window after the new leader has
+//! issued larger timestamps: a transaction starting later in real time would then read
+//! below a commit it should see. So every allocation is confirmed after it is made: the
+//! oracle asks the group to confirm its leadership ([`TsoGroup::confirm_leadership`], a
+//! ReadIndex round, or a valid lease when lease reads are configured) and hands the
+//! timestamps out only when that succeeds. A successful confirmation means a quorum
+//! accepted this leader's term after the allocation; any later leader needs a quorum of
+//! votes in a higher term, and one voter is in both quorums and voted only after it had
+//! accepted the old term, so the new leader was elected, and issued anything, only after
+//! this allocation. Its timestamps are larger (above the applied mark), and real-time
+//! order holds. An unconfirmed batch is thrown away (timestamps are never reused).
+//!
+//! The wall clock is injected ([`Clock`]), and the group is a trait, so the window logic is
+//! tested without a cluster; the server implements [`TsoGroup`] over its Raft driver.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{compose, physical, Clock, Timestamp, Tso, TsoError, MAX_PHYSICAL_MS};
+
+/// What the oracle needs from the Raft group that holds it.
+pub trait TsoGroup: Send + Sync + std::fmt::Debug {
+    /// The term this node leads in, once it is ready to serve (it has applied an entry of
+    /// that term), or `None` when it does not lead. The error, if any, says who leads.
+    fn leader_term(&self) -> Result<u64, TsoError>;
+
+    /// The mark applied so far (0 before any): a new leader starts above it.
+    fn applied_mark_ms(&self) -> u64;
+
+    /// Commits `mark_ms` as the new high-water mark and returns once it is applied here.
+    /// Fails if this node stops leading first (then the mark may or may not be committed,
+    /// which is safe: marks only ever rise, and nothing was issued under it yet).
+    fn persist_mark(&self, mark_ms: u64) -> Result<(), TsoError>;
+
+    /// Confirms that this node still leads in `term`, after everything issued so far.
+    fn confirm_leadership(&self, term: u64) -> Result<(), TsoError>;
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The term the window below belongs to; 0 before the first allocation.
+    term: u64,
+    /// The next timestamp that may be issued.
+    next: Timestamp,
+    /// This leader's applied mark: nothing at or above it is issued.
+    mark_ms: u64,
+    persists: u64,
+}
+
+/// The replicated oracle; see the module documentation.
+#[derive(Debug)]
+pub struct ReplicatedTso {
+    group: Arc<dyn TsoGroup>,
+    clock: Arc<dyn Clock>,
+    save_interval_ms: u64,
+    state: Mutex<State>,
+}
+
+impl ReplicatedTso {
+    /// An oracle over `group`; each new mark is `save_interval_ms` above what was issued.
+    pub fn new(group: Arc<dyn TsoGroup>, clock: Arc<dyn Clock>, save_interval_ms: u64) -> Self {
+        Self {
+            group,
+            clock,
+            save_interval_ms: save_interval_ms.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// How many marks this instance has persisted (metrics and tests).
+    pub fn persist_count(&self) -> u64 {
+        self.state.lock().persists
+    }
+
+    fn allocate(&self, count: u64) -> Result<Timestamp, TsoError> {
+        if count == 0 {
+            return Err(TsoError::InvalidArgument(
+                "timestamp batch count must be at least 1".to_string(),
+            ));
+        }
+        let term = self.group.leader_term()?;
+        let now = self.clock.now_ms();
+        if now >= MAX_PHYSICAL_MS {
+            return Err(TsoError::ClockOverflow);
+        }
+        let last = {
+            let mut state = self.state.lock();
+            if state.term != term {
+                // A new term: whatever this node issued before, a leader in between may have
+                // issued up to the applied mark; start above it.
+                let applied = self.group.applied_mark_ms();
+                state.next = state.next.max(compose(applied, 0));
+                state.mark_ms = applied;
+                state.term = term;
+            }
+            let first = state.next.max(compose(now, 0));
+            let last = first
+                .checked_add(count - 1)
+                .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
+                .ok_or(TsoError::ClockOverflow)?;
+            if physical(last) >= state.mark_ms {
+                let mark = physical(last)
+                    .saturating_add(self.save_interval_ms)
+                    .min(MAX_PHYSICAL_MS);
+                if let Err(e) = self.group.persist_mark(mark) {
+                    // The mark may still commit: the next term starts above it then.
+                    // Nothing was issued, and this window is no longer trusted.
+                    state.term = 0;
+                    return Err(e);
+                }
+                state.mark_ms = mark;
+                state.persists += 1;
+            }
+            state.next = last + 1;
+            last
+        };
+        // Confirmed after the allocation, outside the lock (concurrent batches share the
+        // group's confirmation rounds).
+        self.group.confirm_leadership(term)?;
+        Ok(last)
+    }
+}
+
+impl Tso for ReplicatedTso {
+    fn get_timestamp(&self) -> Result<Timestamp, TsoError> {
+        self.allocate(1)
+    }
+
+    fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
+        self.allocate(u64::from(count))
+    }
+}
