@@ -11,9 +11,21 @@
 //!                                       │
 //!                                       ▼
 //!                              Ok, or the Anomaly found
+//!
+//!   concurrent clients ─► HistoryRecorder: invoke, then ok / fail / unknown
+//!   (leader kills,                      │ ConcurrentHistory (call and return times)
+//!    partitions)                        ▼
+//!                    linearizability::check_register (per key, bounded search)
+//!                                       │
+//!                                       ▼
+//!            Linearizable, NotLinearizable (the op that could not be placed), Unknown
 //! ```
 //!
 //! [`history`] checks isolation of transaction histories (Adya's dependency graph and the
-//! timestamp definition of snapshot isolation).
+//! timestamp definition of snapshot isolation). [`linearizability`] checks that single-key
+//! reads, writes and compare-and-sets from concurrent clients, with real-time call and
+//! return times and outcomes possibly unknown, are linearizable (Wing and Gong's search with
+//! Lowe's memoization, one key at a time).
 
 pub mod history;
+pub mod linearizability;
