@@ -375,6 +375,7 @@ impl NodeConfig {
                 .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
             max_lifetime: Duration::from_secs(self.txn.max_lifetime_s),
+            ..TxnConfig::default()
         }
     }
 }

@@ -232,6 +232,9 @@ pub(crate) fn txn_status(err: &TxnError, txn_id: Option<TxnId>) -> Status {
             status(ErrorReason::TxnNotActive, msg, |d| d.txn_id = *id)
         }
         TxnError::TaskFailed(_) => status(ErrorReason::StorageError, msg, |_| {}),
+        TxnError::NotCommitted(_) => status(ErrorReason::NotLeader, msg, |d| {
+            d.txn_id = txn_id.unwrap_or(0)
+        }),
         TxnError::Tso(e) => tso_status(e),
         TxnError::Mvcc(e) => mvcc_status(e, id),
     }

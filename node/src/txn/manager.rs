@@ -171,6 +171,10 @@ pub struct TxnConfig {
     /// Transactions older than this (from their start_ts) are rolled back even if kept
     /// alive by heartbeats.
     pub max_lifetime: Duration,
+    /// How long a commit keeps asking the primary when the outcome of committing it is
+    /// unknown (the leader changed, or replication timed out) before it answers "outcome
+    /// unknown".
+    pub outcome_resolve_timeout: Duration,
 }
 
 impl Default for TxnConfig {
@@ -185,6 +189,7 @@ impl Default for TxnConfig {
             max_response_bytes: 15 << 20,
             gc_life_time: Duration::from_secs(10 * 60),
             max_lifetime: Duration::from_secs(10 * 60),
+            outcome_resolve_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -274,6 +279,10 @@ pub enum TxnError {
     /// A task running part of the request failed (panicked or was cancelled).
     #[error("request task failed: {0}")]
     TaskFailed(String),
+    /// Replication lost the leader while the transaction prewrote: it did not commit (its
+    /// locks, if any were written, expire and are resolved); run it again.
+    #[error("the transaction did not commit: {0}")]
+    NotCommitted(String),
 }
 
 /// Where a transaction is in its life.
@@ -301,7 +310,10 @@ impl TxnError {
     /// Whether retrying the transaction (from `begin`) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TxnError::Conflict { .. } | TxnError::Locked(_) | TxnError::Busy { .. } => true,
+            TxnError::Conflict { .. }
+            | TxnError::Locked(_)
+            | TxnError::Busy { .. }
+            | TxnError::NotCommitted(_) => true,
             TxnError::Mvcc(e) => matches!(
                 e,
                 MvccError::KeyIsLocked(_) | MvccError::WriteConflict { .. }

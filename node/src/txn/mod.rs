@@ -27,6 +27,8 @@ mod limits_tests;
 mod lock_wait_tests;
 #[cfg(test)]
 mod manager_tests;
+#[cfg(test)]
+mod outcome_tests;
 
 pub use manager::{
     ConflictKind, ExecuteRequest, ExecuteResponse, Isolation, Precondition, TxnConfig, TxnError,

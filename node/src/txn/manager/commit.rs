@@ -44,6 +44,17 @@ use crate::txn::actions::{Mutation, PrewriteOptions};
 use crate::txn::lock_wait::Waiter;
 use crate::txn::range_locks::KeyRange;
 
+/// Errors before the commit point (the primary's commit) leave nothing committed: a
+/// prewrite whose outcome is unknown may have left locks, which expire and are resolved
+/// like a crashed coordinator's, but the transaction did not commit, so the caller is told
+/// to retry rather than that the outcome is unknown.
+fn before_commit_point(e: TxnError) -> TxnError {
+    match e {
+        TxnError::Mvcc(MvccError::OutcomeUnknown(reason)) => TxnError::NotCommitted(reason),
+        e => e,
+    }
+}
+
 /// What is left of an `execute` attempt once its reads and writes are done.
 pub(super) enum Prepared {
     /// Nothing to commit (a precondition failed): the response as it is.
@@ -229,7 +240,8 @@ impl Exec<'_> {
         };
         let mutations = Arc::clone(&plan.mutations);
         self.drive(move |m, held| m.prewrite_attempt(&mutations, start_ts, held))
-            .await?;
+            .await
+            .map_err(before_commit_point)?;
         let mutations = Arc::clone(&plan.mutations);
         self.run(move |m| {
             let commit_ts = m.commit_primary(&mutations, start_ts)?;
@@ -521,13 +533,28 @@ impl TxnManager {
         };
         // Crash tests: the process dies with every key prewritten and nothing committed.
         fail::fail_point!("txn_commit_abort_before_primary", |_| std::process::abort());
-        let mut commit_ts = self.tso.get_timestamp()?;
+        let mut commit_ts = self.tso.get_timestamp().map_err(TxnError::from)?;
+        // Set once a commit of the primary may have been applied without this node learning
+        // it: from then on the answer must come from the primary itself.
+        let mut unknown: Option<MvccError> = None;
+        let deadline = Instant::now() + self.config.outcome_resolve_timeout;
+        let mut backoff = Duration::from_millis(10);
         loop {
             match self
                 .storage
                 .commit(std::slice::from_ref(&primary), start_ts, commit_ts)
             {
                 Ok(()) => return Ok(commit_ts),
+                // Settling an unknown outcome: commit the primary again. Committing is
+                // idempotent (a commit record of this transaction answers Ok), and a leader
+                // that serves the retry has applied every entry of earlier terms, so the
+                // first attempt either shows as committed, or it never will be and this
+                // attempt decides. Until a leader serves, keep asking, up to the deadline.
+                Err(e @ MvccError::OutcomeUnknown(_)) => {
+                    unknown.get_or_insert(e);
+                }
+                Err(MvccError::NotLeader { .. }) | Err(MvccError::Unavailable(_))
+                    if unknown.is_some() => {}
                 Err(MvccError::CommitTsExpired { min_commit_ts, .. }) => {
                     // A reader pushed min_commit_ts past our timestamp: take a newer one.
                     commit_ts = self.tso.get_timestamp()?.max(min_commit_ts);
@@ -546,6 +573,15 @@ impl TxnManager {
                 }
                 Err(e) => return Err(e.into()),
             }
+            if Instant::now() >= deadline {
+                let e = unknown.take().unwrap_or_else(|| {
+                    MvccError::OutcomeUnknown("the primary's commit could not be settled".into())
+                });
+                tracing::warn!(start_ts, error = %e, "commit outcome unknown");
+                return Err(e.into());
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 

@@ -1,0 +1,172 @@
+//! Commits whose replication outcome is unknown: the coordinator settles them through the
+//! primary or says "outcome unknown", and never reports, or re-runs, what it does not know.
+//!
+//! A scripted [`ShardWriter`] plays replication: each write either applies, applies and
+//! then reports `OutcomeUnknown` (the entry committed but the reply was lost), reports
+//! `OutcomeUnknown` without applying (the entry was lost with its leader), or refuses with
+//! `NotLeader`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::lsm::{Db, Options, WriteBatch};
+use crate::mvcc::{GcSafePoint, MvccError, Result};
+use crate::tso::{LocalTso, LocalTsoOptions};
+
+use super::shard_writer::{EngineWriter, ShardWriter, WriteTicket};
+use super::{ExecuteRequest, Isolation, Storage, TxnConfig, TxnError, TxnManager};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Apply,
+    ApplyThenUnknown,
+    LoseUnknown,
+    NotLeader,
+}
+
+#[derive(Debug)]
+struct Scripted {
+    engine: EngineWriter,
+    script: Mutex<VecDeque<Step>>,
+    /// What every write after the script gets.
+    then: Step,
+    writes: Mutex<Vec<Step>>,
+}
+
+impl ShardWriter for Scripted {
+    fn begin_write(&self) -> Result<WriteTicket> {
+        Ok(WriteTicket { term: 1 })
+    }
+
+    fn write(&self, ticket: WriteTicket, batch: WriteBatch) -> Result<()> {
+        let step = self.script.lock().pop_front().unwrap_or(self.then);
+        self.writes.lock().push(step);
+        match step {
+            Step::Apply => self.engine.write(ticket, batch),
+            Step::ApplyThenUnknown => {
+                self.engine.write(ticket, batch)?;
+                Err(MvccError::OutcomeUnknown("reply lost".into()))
+            }
+            Step::LoseUnknown => Err(MvccError::OutcomeUnknown("entry lost".into())),
+            Step::NotLeader => Err(MvccError::NotLeader {
+                shard: 1,
+                leader: None,
+            }),
+        }
+    }
+
+    fn read_barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    writer: Arc<Scripted>,
+    mgr: TxnManager,
+}
+
+fn env(script: &[Step], then: Step) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db"), Options::small_for_tests()).unwrap();
+    let writer = Arc::new(Scripted {
+        engine: EngineWriter::new(db.clone()),
+        script: Mutex::new(script.iter().copied().collect()),
+        then,
+        writes: Mutex::new(Vec::new()),
+    });
+    let storage = Storage::with_writer(db, GcSafePoint::default(), writer.clone());
+    let tso = Arc::new(LocalTso::open(LocalTsoOptions::new(dir.path().join("tso"))).unwrap());
+    let config = TxnConfig {
+        outcome_resolve_timeout: Duration::from_millis(100),
+        ..TxnConfig::default()
+    };
+    let mgr = TxnManager::new(Arc::new(storage), tso, config);
+    Env {
+        _dir: dir,
+        writer,
+        mgr,
+    }
+}
+
+impl Env {
+    fn write_one(&self, key: &[u8], value: &[u8]) -> std::result::Result<Option<u64>, TxnError> {
+        let (t, _) = self.mgr.begin(Isolation::Snapshot, false).unwrap();
+        self.mgr.write(t, key, Some(value)).unwrap();
+        self.mgr.commit(t)
+    }
+
+    fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let (t, _) = self.mgr.begin(Isolation::Snapshot, true).unwrap();
+        let v = self.mgr.get(t, key).unwrap();
+        self.mgr.commit(t).unwrap();
+        v
+    }
+}
+
+use Step::*;
+
+#[test]
+fn a_primary_commit_applied_with_its_reply_lost_is_reported_committed() {
+    // Prewrite, then the primary's commit (applied, reply lost); the settling retry finds
+    // the commit record and writes nothing (committing is idempotent).
+    let e = env(&[Apply, ApplyThenUnknown], NotLeader);
+    let commit_ts = e.write_one(b"k", b"v").unwrap();
+    assert!(commit_ts.is_some());
+    assert_eq!(e.read(b"k"), Some(b"v".to_vec()));
+    assert_eq!(*e.writer.writes.lock(), [Apply, ApplyThenUnknown]);
+}
+
+#[test]
+fn a_primary_commit_lost_with_its_leader_is_committed_by_the_retry() {
+    let e = env(&[Apply, LoseUnknown, NotLeader], Apply);
+    assert!(e.write_one(b"k", b"v").unwrap().is_some());
+    assert_eq!(e.read(b"k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn an_outcome_that_cannot_be_settled_is_reported_unknown_not_failed() {
+    let e = env(&[Apply, LoseUnknown], NotLeader);
+    let err = e.write_one(b"k", b"v").unwrap_err();
+    assert!(
+        matches!(err, TxnError::Mvcc(MvccError::OutcomeUnknown(_))),
+        "{err:?}"
+    );
+    assert!(
+        !err.is_retryable(),
+        "an unknown outcome must not be retried blindly"
+    );
+}
+
+#[test]
+fn a_prewrite_lost_with_its_leader_means_not_committed() {
+    let e = env(&[LoseUnknown], Apply);
+    let err = e.write_one(b"k", b"v").unwrap_err();
+    assert!(matches!(err, TxnError::NotCommitted(_)), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(e.read(b"k"), None);
+}
+
+#[test]
+fn execute_never_runs_again_after_a_commit_whose_outcome_is_unknown() {
+    let e = env(&[Apply, LoseUnknown], NotLeader);
+    let request = ExecuteRequest {
+        isolation: Isolation::Snapshot,
+        preconditions: Vec::new(),
+        reads: Vec::new(),
+        writes: vec![(b"k".to_vec(), Some(b"v".to_vec()))],
+    };
+    let err = e.mgr.execute(&request, 8).unwrap_err();
+    assert!(
+        matches!(err, TxnError::Mvcc(MvccError::OutcomeUnknown(_))),
+        "{err:?}"
+    );
+    // One prewrite and one commit attempt, then only settling retries of the primary's
+    // commit: never a second prewrite, which a re-run would begin with.
+    let writes = e.writer.writes.lock().clone();
+    assert_eq!(writes[..2], [Apply, LoseUnknown]);
+    assert!(writes[2..].iter().all(|s| *s == NotLeader), "{writes:?}");
+}
