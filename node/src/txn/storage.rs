@@ -72,7 +72,7 @@ impl Storage {
             latches: Latches::new(LATCH_SLOTS),
             range_locks: RangeLocks::new(),
             lock_waits: LockWaits::new(),
-            write_options: WriteOptions { sync: true },
+            write_options: WriteOptions::synced(),
             safe_point,
             local_run: None,
         }
