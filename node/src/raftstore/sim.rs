@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use raft::eraftpb::{Entry, EntryType};
 
-use super::apply::{Apply, RaftMessage, Transport};
+use super::apply::{Apply, ApplyOutcome, RaftMessage, Transport};
 use super::error::{RaftStoreError, Result};
 use super::log_store::LogStore;
 use super::peer::PeerConfig;
@@ -123,7 +123,7 @@ impl Network {
         self.0.borrow().dropped
     }
 
-    fn transport(&self, from: u64) -> SimTransport {
+    pub fn transport(&self, from: u64) -> SimTransport {
         SimTransport {
             from,
             net: self.clone(),
@@ -131,7 +131,7 @@ impl Network {
     }
 
     /// Advances the network clock and takes the messages due, in delivery order.
-    fn take_due(&self) -> Vec<(u64, RaftMessage)> {
+    pub fn take_due(&self) -> Vec<(u64, RaftMessage)> {
         let mut s = self.0.borrow_mut();
         s.round += 1;
         let round = s.round;
@@ -204,7 +204,7 @@ pub struct Kv {
 pub struct KvApply(pub Arc<Mutex<Kv>>);
 
 impl Apply for KvApply {
-    fn apply(&mut self, _shard: ShardId, entries: &[Entry]) -> Result<u64> {
+    fn apply(&mut self, _shard: ShardId, entries: &[Entry]) -> Result<ApplyOutcome> {
         let mut kv = self
             .0
             .lock()
@@ -228,7 +228,7 @@ impl Apply for KvApply {
             }
             kv.applied = e.index;
         }
-        Ok(kv.applied)
+        Ok(ApplyOutcome::applied(kv.applied))
     }
 
     fn applied_index(&self) -> u64 {
@@ -303,7 +303,7 @@ pub struct Cluster {
 
 /// Distinct fixed election timeouts per node keep elections deterministic (raft-rs would
 /// otherwise draw them from the thread RNG).
-fn node_config(id: u64) -> PeerConfig {
+pub fn node_config(id: u64) -> PeerConfig {
     let base = 10 + 4 * id as usize;
     PeerConfig {
         election_tick: base,
