@@ -52,7 +52,11 @@ pub mod types;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod kv_apply_tests;
+#[cfg(test)]
 mod log_store_tests;
+#[cfg(test)]
+mod lsm_cluster_tests;
 #[cfg(test)]
 mod sim;
 

@@ -28,9 +28,9 @@ use std::collections::VecDeque;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
-    Entry, EntryType, HardState, Message, Snapshot,
+    Entry, EntryType, HardState, Message, MessageType, Snapshot,
 };
-use raft::{RawNode, StateRole, Storage as _, INVALID_INDEX};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
 
 use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
 use super::compaction::LogView;
@@ -350,8 +350,37 @@ impl Peer {
     }
 
     /// Feeds a message from another replica.
+    ///
+    /// On a leader it also settles a snapshot raft-rs would otherwise wait on forever (raft-rs
+    /// leaves a follower's progress in its snapshot state until the transport reports the
+    /// send): a follower that asks for a snapshot lost the one in flight (it crashed while
+    /// restoring it and was reset), so that send is reported failed; a follower known to
+    /// hold everything the snapshot in flight holds is done with it.
     pub fn step(&mut self, msg: Message) -> Result<()> {
-        Ok(self.raw.step(msg)?)
+        let from = msg.from;
+        let leading = self.is_leader();
+        if leading
+            && msg.get_msg_type() == MessageType::MsgAppendResponse
+            && msg.request_snapshot != INVALID_INDEX
+            && self.snapshot_in_flight(from).is_some()
+        {
+            self.raw.report_snapshot(from, SnapshotStatus::Failure);
+        }
+        self.raw.step(msg)?;
+        if leading && self.is_leader() {
+            if let Some((matched, pending)) = self.snapshot_in_flight(from) {
+                if matched >= pending {
+                    self.raw.report_snapshot(from, SnapshotStatus::Finish);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `(matched, snapshot index)` while the leader's progress of `peer` waits on a snapshot.
+    fn snapshot_in_flight(&self, peer: u64) -> Option<(u64, u64)> {
+        let pr = self.raw.raft.prs().get(peer)?;
+        (pr.state == ProgressState::Snapshot).then_some((pr.matched, pr.pending_snapshot))
     }
 
     /// Proposes a command; its outcome arrives through the store's outcomes once applied.

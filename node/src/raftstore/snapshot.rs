@@ -420,7 +420,9 @@ mod tests {
         }
     }
 
-    fn sample(frame_bytes: usize) -> (Vec<u8>, Vec<(ColumnFamily, Vec<u8>, Vec<u8>)>) {
+    type Expected = Vec<(ColumnFamily, Vec<u8>, Vec<u8>)>;
+
+    fn sample(frame_bytes: usize) -> (Vec<u8>, Expected) {
         let mut pairs = Vec::new();
         for i in 0..50u32 {
             let cf = ColumnFamily::ALL[(i % 4) as usize];
