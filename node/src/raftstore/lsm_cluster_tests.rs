@@ -2,10 +2,14 @@
 //! has a data directory with its raft-engine log and its LSM (foreground-only, so flushes
 //! happen exactly where the test or a full memtable puts them), and runs [`KvApply`] over
 //! the fault-injecting network of [`super::sim`]. A crash drops the store and the engine
-//! without a flush: applies no flush covered are lost and replayed from the raft log.
+//! without a flush: applies no flush covered are lost and replayed from the raft log. The
+//! harness reports each snapshot's delivery to its sender, as a transport does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use raft::eraftpb::MessageType;
+use raft::SnapshotStatus;
 
 use crate::lsm::{ColumnFamily, Db, Options, ReadOptions, WriteBatch};
 
@@ -139,11 +143,25 @@ impl LsmCluster {
     }
 
     /// One round: deliver, tick, run every ready loop; a loop that fails crashes its node.
+    /// A snapshot's sender learns whether it reached a live node, as a transport reports.
     fn round(&mut self) {
-        for (_from, msg) in self.net.take_due() {
+        for (from, msg) in self.net.take_due() {
             let to = msg.msg.to;
-            if let Some(store) = self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
-                let _ = store.step(msg);
+            let snapshot = msg.msg.get_msg_type() == MessageType::MsgSnapshot;
+            let delivered = match self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
+                Some(store) => store.step(msg).is_ok(),
+                None => false,
+            };
+            if snapshot {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                let shard = self.shard;
+                if let Some(store) = self.nodes.get_mut(&from).and_then(|n| n.store.as_mut()) {
+                    store.report_snapshot(shard, PeerId(to), status);
+                }
             }
         }
         let mut failed = Vec::new();

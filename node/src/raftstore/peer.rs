@@ -28,9 +28,9 @@ use std::collections::VecDeque;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
-    Entry, EntryType, HardState, Message, MessageType, Snapshot,
+    Entry, EntryType, HardState, Message, Snapshot,
 };
-use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
 
 use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
 use super::compaction::LogView;
@@ -308,6 +308,15 @@ impl Peer {
         }
     }
 
+    /// A replica awaiting a snapshot serves nothing, even while it (briefly) leads: retry
+    /// elsewhere, no hint.
+    fn awaiting_not_leader(&self) -> RaftStoreError {
+        RaftStoreError::NotLeader {
+            shard: self.meta.shard,
+            leader: None,
+        }
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.raw.tick();
@@ -350,42 +359,24 @@ impl Peer {
     }
 
     /// Feeds a message from another replica.
-    ///
-    /// On a leader it also settles a snapshot raft-rs would otherwise wait on forever (raft-rs
-    /// leaves a follower's progress in its snapshot state until the transport reports the
-    /// send): a follower that asks for a snapshot lost the one in flight (it crashed while
-    /// restoring it and was reset), so that send is reported failed; a follower known to
-    /// hold everything the snapshot in flight holds is done with it.
     pub fn step(&mut self, msg: Message) -> Result<()> {
-        let from = msg.from;
-        let leading = self.is_leader();
-        if leading
-            && msg.get_msg_type() == MessageType::MsgAppendResponse
-            && msg.request_snapshot != INVALID_INDEX
-            && self.snapshot_in_flight(from).is_some()
-        {
-            self.raw.report_snapshot(from, SnapshotStatus::Failure);
-        }
-        self.raw.step(msg)?;
-        if leading && self.is_leader() {
-            if let Some((matched, pending)) = self.snapshot_in_flight(from) {
-                if matched >= pending {
-                    self.raw.report_snapshot(from, SnapshotStatus::Finish);
-                }
-            }
-        }
-        Ok(())
+        Ok(self.raw.step(msg)?)
     }
 
-    /// `(matched, snapshot index)` while the leader's progress of `peer` waits on a snapshot.
-    fn snapshot_in_flight(&self, peer: u64) -> Option<(u64, u64)> {
-        let pr = self.raw.raft.prs().get(peer)?;
-        (pr.state == ProgressState::Snapshot).then_some((pr.matched, pr.pending_snapshot))
+    /// Tells raft-rs how sending a snapshot to `to` ended. raft-rs holds back everything
+    /// else for that follower until it hears: the transport reports `Finish` once the
+    /// snapshot reached the follower's node, `Failure` if it could not be delivered (raft-rs
+    /// then probes again, and a new snapshot is built on demand).
+    pub fn report_snapshot(&mut self, to: PeerId, status: SnapshotStatus) {
+        self.raw.report_snapshot(to.0, status);
     }
 
     /// Proposes a command; its outcome arrives through the store's outcomes once applied.
     pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<()> {
-        if !self.is_leader() || self.awaiting_snapshot {
+        if self.awaiting_snapshot {
+            return Err(self.awaiting_not_leader());
+        }
+        if !self.is_leader() {
             return Err(self.not_leader());
         }
         let index = self.last_index() + 1;
@@ -398,7 +389,10 @@ impl Peer {
 
     /// Proposes a membership change (joint consensus when it changes more than one voter).
     pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<()> {
-        if !self.is_leader() || self.awaiting_snapshot {
+        if self.awaiting_snapshot {
+            return Err(self.awaiting_not_leader());
+        }
+        if !self.is_leader() {
             return Err(self.not_leader());
         }
         let index = self.last_index() + 1;

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{Entry, EntryType, MessageType};
+use raft::SnapshotStatus;
 
 use super::apply::{Apply, ApplyOutcome, RaftMessage, Transport};
 use super::error::{RaftStoreError, Result};
@@ -399,13 +400,26 @@ impl Cluster {
         n.store = Some(store);
     }
 
-    /// One round: deliver due messages, tick every live node, run every ready loop.
+    /// One round: deliver due messages, tick every live node, run every ready loop. A
+    /// snapshot's sender learns whether it reached a live node, as a transport reports.
     pub fn round(&mut self) {
-        for (_from, msg) in self.net.take_due() {
+        for (from, msg) in self.net.take_due() {
             let to = msg.msg.to;
-            if let Some(store) = self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
-                // A message for a removed or unknown replica is dropped like a lost one.
-                let _ = store.step(msg);
+            let snapshot = msg.msg.get_msg_type() == MessageType::MsgSnapshot;
+            // A message for a removed or unknown replica is dropped like a lost one.
+            let delivered = match self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
+                Some(store) => store.step(msg).is_ok(),
+                None => false,
+            };
+            if snapshot {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                if let Some(store) = self.nodes.get_mut(&from).and_then(|n| n.store.as_mut()) {
+                    store.report_snapshot(SHARD, PeerId(to), status);
+                }
             }
         }
         for n in self.nodes.values_mut() {

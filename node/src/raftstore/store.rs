@@ -159,6 +159,15 @@ impl<T: Transport> RaftStore<T> {
         peer.step(msg.msg)
     }
 
+    /// Reports how sending a snapshot of `shard` to replica `to` ended (the transport calls
+    /// this; see [`Peer::report_snapshot`]). Unknown shards are ignored: the replica may have
+    /// been removed meanwhile.
+    pub fn report_snapshot(&mut self, shard: ShardId, to: PeerId, status: raft::SnapshotStatus) {
+        if let Some(peer) = self.peers.get_mut(&shard) {
+            peer.report_snapshot(to, status);
+        }
+    }
+
     /// Proposes a command to `shard`; the outcome comes back from [`RaftStore::take_outcomes`]
     /// after apply. Fails at once with `NotLeader` when this replica does not lead.
     pub fn propose(&mut self, shard: ShardId, id: ProposalId, data: Vec<u8>) -> Result<()> {
