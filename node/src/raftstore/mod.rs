@@ -24,7 +24,10 @@
 //!   │  8. advance apply                                                          │
 //!   └───────────────────────────────────────────────────────────────────────────┘
 //!                 │
-//!   take_outcomes()   proposals applied, or NotLeader when a new leader dropped them
+//!   build requested snapshots   (leaders: Apply::snapshot at the applied index)
+//!                 │
+//!   take_outcomes()   proposals applied or refused by the state machine, or NotLeader
+//!                     when a new leader dropped them
 //! ```
 //!
 //! Nothing here reads a clock or starts a thread: the same loop is driven by a thread in
