@@ -126,8 +126,16 @@ fn assert_corruption_in(err: &Error, file: &Path, what: &str) {
 
 fn write_keys(db: &Db, range: std::ops::Range<usize>, sync: bool) {
     for i in range {
-        db.put(CF, &key(i), &value(i), &WriteOptions { sync })
-            .expect("put");
+        db.put(
+            CF,
+            &key(i),
+            &value(i),
+            &WriteOptions {
+                sync,
+                ..WriteOptions::default()
+            },
+        )
+        .expect("put");
     }
 }
 
@@ -356,7 +364,7 @@ fn a_damaged_tail_of_the_last_wal_is_cut_off_and_later_writes_are_durable() {
             "{what}: recovered state"
         );
         assert_eq!(get(&db, &key(survivors)), None, "{what}");
-        db.put(CF, b"after", b"reopen", &WriteOptions { sync: true })
+        db.put(CF, b"after", b"reopen", &WriteOptions::synced())
             .expect("write after reopen");
         // Crash (no close): the new write must come back from its WAL, and the damaged bytes
         // must not resurface or make the old WAL look damaged in the middle of the sequence.

@@ -125,7 +125,10 @@ fn crash_child() {
         .expect("numeric start index");
     let sync = std::env::var(CHILD_SYNC_ENV).as_deref() == Ok("1");
     let db = Db::open(&dir, options()).expect("child: open");
-    let w = WriteOptions { sync };
+    let w = WriteOptions {
+        sync,
+        ..WriteOptions::default()
+    };
     let stdout = std::io::stdout();
     for i in start..start + MAX_BATCHES_PER_RUN {
         db.write(batch(i), &w).expect("child: write");

@@ -91,7 +91,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
     std::fs::write(&filler, vec![0x55u8; FILLER_BYTES]).expect("write filler");
     let dir = mount.0.join("db");
     let db = Db::open(&dir, options()).expect("open");
-    let w = WriteOptions { sync: true };
+    let w = WriteOptions::synced();
 
     // Fill the disk. Background compactions delete the tables they replace, so a failed
     // write can be followed by successful ones for a while; the disk counts as full once

@@ -51,7 +51,7 @@ fn rotating_options() -> Options {
 
 fn write_keys(db: &Db, range: std::ops::Range<usize>) {
     for i in range {
-        db.put(CF, &key(i), &value(i), &WriteOptions { sync: true })
+        db.put(CF, &key(i), &value(i), &WriteOptions::synced())
             .expect("put");
     }
 }
@@ -412,7 +412,7 @@ fn fail_one_manifest_sync(
     // however often it is asked and although the failpoint is gone.
     for i in 0..3 {
         let err = db
-            .put(CF, b"late", b"write", &WriteOptions { sync: true })
+            .put(CF, b"late", b"write", &WriteOptions::synced())
             .expect_err("a write after an ambiguous manifest sync must fail");
         assert!(matches!(err, Error::Background(_)), "write {i}: {err}");
     }
@@ -510,7 +510,7 @@ fn a_failed_wal_sync_at_rotation_refuses_every_later_write_until_reopen() {
             "test setup: the memtable never rotated"
         );
         let i = acknowledged;
-        match db.put(CF, &key(i), &value(i), &WriteOptions { sync: false }) {
+        match db.put(CF, &key(i), &value(i), &WriteOptions::default()) {
             Ok(()) => acknowledged += 1,
             Err(e) => break e,
         }
@@ -523,7 +523,15 @@ fn a_failed_wal_sync_at_rotation_refuses_every_later_write_until_reopen() {
     for (n, sync) in [true, false, true, false].into_iter().enumerate() {
         let i = acknowledged + 1 + n;
         let err = db
-            .put(CF, &key(i), &value(i), &WriteOptions { sync })
+            .put(
+                CF,
+                &key(i),
+                &value(i),
+                &WriteOptions {
+                    sync,
+                    ..WriteOptions::default()
+                },
+            )
             .expect_err("a write after a failed WAL sync must fail until reopen");
         assert!(matches!(err, Error::Background(_)), "retry {n}: {err}");
     }
@@ -553,7 +561,7 @@ fn a_fatal_wal_error_is_not_cleared_by_a_flush_that_recovers_from_its_own_error(
     let db = Db::open(tmp.path(), manual_options()).expect("open");
     write_keys(&db, 0..20);
     fail::cfg("lsm::wal::sync", "1*return").expect("configure failpoint");
-    db.put(CF, b"x", b"y", &WriteOptions { sync: true })
+    db.put(CF, b"x", b"y", &WriteOptions::synced())
         .expect_err("the group commit's sync fails");
     // The flush rotates (its sync of the old WAL succeeds), then its table's directory sync
     // fails: a clearable flush error.
@@ -563,13 +571,61 @@ fn a_fatal_wal_error_is_not_cleared_by_a_flush_that_recovers_from_its_own_error(
     db.flush().expect("the retried flush succeeds");
     assert_keys(&db, 0..20, "after the flush");
     let err = db
-        .put(CF, b"x", b"y", &WriteOptions { sync: true })
+        .put(CF, b"x", b"y", &WriteOptions::synced())
         .expect_err("writes stay refused until reopen");
     assert!(matches!(err, Error::Background(_)), "{err}");
     drop(db);
     let db = Db::open(tmp.path(), manual_options()).expect("reopen");
     assert_keys(&db, 0..20, "after reopen");
     write_keys(&db, 20..30);
+    db.close().expect("close");
+    scenario.teardown();
+}
+
+// ----- writes that skip the WAL -------------------------------------------------------------
+
+/// A flush that fails before its table is written makes nothing durable: the writes that
+/// skipped the WAL since the last good flush stay memory-only, `flushed_seq` does not move,
+/// and a crash then loses exactly them; the logged writes around them survive, and so does
+/// everything the earlier flush covered.
+#[test]
+fn a_failed_flush_leaves_unlogged_writes_to_be_lost_by_a_crash() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let put = |db: &Db, i: usize, logged: bool| {
+        let opts = if logged {
+            WriteOptions::default()
+        } else {
+            WriteOptions::unlogged()
+        };
+        db.put(CF, &key(i), &value(i), &opts).expect("put")
+    };
+    {
+        let db = Db::open(tmp.path(), manual_options()).expect("open");
+        for i in 0..40 {
+            put(&db, i, i % 3 == 0);
+        }
+        db.flush().expect("flush");
+        let flushed = db.flushed_seq();
+        assert_eq!(flushed, db.last_seq());
+        for i in 40..80 {
+            put(&db, i, i % 3 == 0);
+        }
+        fail::cfg("lsm::flush::before_write", "return").expect("configure failpoint");
+        assert!(db.flush().is_err(), "the injected flush failure");
+        assert_eq!(db.flushed_seq(), flushed, "a failed flush covers nothing");
+        // Everything is still readable until the crash.
+        assert_keys(&db, 0..80, "before the crash");
+        // Crash: dropped without a successful flush or close.
+    }
+    fail::remove("lsm::flush::before_write");
+    let db = Db::open(tmp.path(), manual_options()).expect("reopen");
+    assert_keys(&db, 0..40, "flushed before the failure");
+    for i in 40..80 {
+        let got = db.get(CF, &key(i), &ReadOptions::default()).expect("get");
+        let want = (i % 3 == 0).then(|| value(i));
+        assert_eq!(got, want, "key {i}: logged survives, unlogged is lost");
+    }
     db.close().expect("close");
     scenario.teardown();
 }

@@ -5,13 +5,15 @@
 //! to the memtable, so a reader sees all of it or none of it, and recovery restores whole
 //! batches only.
 //!
-//! The encoded form is what the WAL stores:
+//! The encoded form is what the WAL stores, and (with `first_seq` 0) what a replicated
+//! command carries ([`WriteBatch::to_bytes`], [`WriteBatch::from_bytes`]):
 //!
 //! ```text
 //!   first_seq: u64 LE | count: u32 LE | entry*
 //!   entry := Put:         0x01 cf key:lp value:lp
 //!          | Delete:      0x00 cf key:lp
 //!          | DeleteRange: 0x02 cf start:lp end:lp     (deletes [start, end))
+//!          | DeleteFrom:  0x03 cf start:lp            (deletes [start, end of the family))
 //!   lp    := varint length, bytes
 //! ```
 
@@ -22,6 +24,7 @@ use super::key::{ColumnFamily, SeqNo};
 const TAG_DELETE: u8 = 0;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
+const TAG_DELETE_FROM: u8 = 3;
 /// Bytes of a batch's header: `first_seq: u64 LE | count: u32 LE`.
 pub const HEADER_LEN: usize = 12;
 
@@ -49,6 +52,8 @@ pub enum BatchOp<'a> {
         start: &'a [u8],
         end: &'a [u8],
     },
+    /// Delete every key of the family from `start` on.
+    DeleteFrom { cf: ColumnFamily, start: &'a [u8] },
 }
 
 /// An atomic group of writes across column families.
@@ -136,6 +141,63 @@ impl WriteBatch {
         put_length_prefixed(&mut self.rep, end);
         self.count += 1;
         self.user_bytes += (start.len() + end.len()) as u64;
+    }
+
+    /// Adds a deletion of every key of `cf` at or after `start` (a range with no end).
+    pub fn delete_range_from(&mut self, cf: ColumnFamily, start: &[u8]) {
+        self.check_key(start);
+        self.rep.push(TAG_DELETE_FROM);
+        self.rep.push(cf.id());
+        put_length_prefixed(&mut self.rep, start);
+        self.count += 1;
+        self.user_bytes += start.len() as u64;
+    }
+
+    /// Adds every operation of `other`, after this batch's own.
+    pub fn append(&mut self, other: &WriteBatch) {
+        self.rep.extend_from_slice(&other.rep[HEADER_LEN..]);
+        self.count += other.count;
+        self.user_bytes += other.user_bytes;
+        if self.invalid.is_none() {
+            self.invalid.clone_from(&other.invalid);
+        }
+    }
+
+    /// The batch's encoding with `first_seq` 0: the same operations always give the same
+    /// bytes. [`WriteBatch::from_bytes`] reads it back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.rep.clone();
+        out[..8].copy_from_slice(&0u64.to_le_bytes());
+        out[8..12].copy_from_slice(&self.count.to_le_bytes());
+        out
+    }
+
+    /// Decodes [`WriteBatch::to_bytes`]'s bytes, checking the whole structure and the
+    /// engine's limits; anything malformed is `InvalidArgument`, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<WriteBatch> {
+        let decoded = DecodedBatch::decode(bytes).ok_or_else(|| {
+            Error::InvalidArgument(format!("malformed write batch of {} bytes", bytes.len()))
+        })?;
+        if decoded.first_seq != 0 {
+            return Err(Error::InvalidArgument(
+                "an encoded write batch carries no sequence number".into(),
+            ));
+        }
+        let mut batch = WriteBatch::with_capacity(bytes.len());
+        for op in decoded.ops() {
+            match op {
+                Ok(BatchOp::Put { cf, key, value }) => batch.put(cf, key, value),
+                Ok(BatchOp::Delete { cf, key }) => batch.delete(cf, key),
+                Ok(BatchOp::DeleteRange { cf, start, end }) => batch.delete_range(cf, start, end),
+                Ok(BatchOp::DeleteFrom { cf, start }) => batch.delete_range_from(cf, start),
+                // `decode` checked every operation already.
+                Err(()) => {
+                    return Err(Error::InvalidArgument("malformed write batch".into()));
+                }
+            }
+        }
+        batch.validate()?;
+        Ok(batch)
     }
 
     /// Number of operations.
@@ -263,6 +325,7 @@ impl<'a> Iterator for BatchIter<'a> {
             let cf = ColumnFamily::from_id(d.u8()?)?;
             let key = d.length_prefixed()?;
             Some(match tag {
+                TAG_DELETE_FROM => BatchOp::DeleteFrom { cf, start: key },
                 TAG_PUT => BatchOp::Put {
                     cf,
                     key,
@@ -316,6 +379,51 @@ mod tests {
         let mut bad_cf = enc.clone();
         bad_cf[HEADER_LEN + 1] = 99;
         assert!(DecodedBatch::decode(&bad_cf).is_none());
+    }
+
+    #[test]
+    fn to_bytes_roundtrips_and_is_deterministic() {
+        let mut b = WriteBatch::new();
+        b.put(ColumnFamily::Default, b"k1", b"v1");
+        b.delete_range_from(ColumnFamily::Write, b"m");
+        let mut other = WriteBatch::new();
+        other.delete(ColumnFamily::Lock, b"k2");
+        b.append(&other);
+        let bytes = b.to_bytes();
+        // Stamping a sequence number for a write does not change the portable form.
+        let mut stamped = b.clone();
+        stamped.encode_with_seq(99);
+        assert_eq!(stamped.to_bytes(), bytes);
+        let back = WriteBatch::from_bytes(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back.to_bytes(), bytes);
+        assert_eq!(
+            back.ops().map(|o| o.unwrap()).collect::<Vec<_>>(),
+            vec![
+                BatchOp::Put {
+                    cf: ColumnFamily::Default,
+                    key: b"k1",
+                    value: b"v1"
+                },
+                BatchOp::DeleteFrom {
+                    cf: ColumnFamily::Write,
+                    start: b"m"
+                },
+                BatchOp::Delete {
+                    cf: ColumnFamily::Lock,
+                    key: b"k2"
+                },
+            ]
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                WriteBatch::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut seq = bytes.clone();
+        seq[0] = 1;
+        assert!(WriteBatch::from_bytes(&seq).is_err());
     }
 
     #[test]

@@ -129,13 +129,17 @@ struct Inner {
     /// Writers in commit order; the front one leads. `None` is a leader that came to an
     /// empty queue and needs no waiter object.
     queue: Mutex<VecDeque<Option<Arc<Writer>>>>,
-    /// The batches of the group being committed (reused by each leader).
-    leader_scratch: Mutex<Vec<WriteBatch>>,
+    /// The batches of the group being committed, each with whether it is logged (reused by
+    /// each leader).
+    leader_scratch: Mutex<Vec<(WriteBatch, bool)>>,
     queue_cv: Condvar,
     /// The WAL of the active memtable; only the write leader touches it.
     wal: Mutex<Option<LogWriter>>,
     /// Last sequence number visible to readers.
     last_seq: AtomicU64,
+    /// Every entry with a sequence number at or below this is in an SSTable named by a
+    /// durable manifest edit: it survives a crash whether it was logged or not.
+    flushed_seq: AtomicU64,
     snapshots: Mutex<BTreeMap<SeqNo, usize>>,
     flush_lock: Mutex<()>,
     compaction_lock: Mutex<()>,
@@ -269,6 +273,8 @@ impl Db {
             queue_cv: Condvar::new(),
             wal: Mutex::new(wal),
             last_seq: AtomicU64::new(max_seq),
+            // Recovery flushed everything it replayed.
+            flushed_seq: AtomicU64::new(max_seq),
             snapshots: Mutex::new(BTreeMap::new()),
             flush_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
@@ -343,13 +349,22 @@ impl Db {
     }
 
     /// Applies `batch` atomically and returns the sequence number of its last entry.
+    ///
+    /// With [`WriteOptions::disable_wal`] the batch is not logged: it is durable once
+    /// [`Db::flushed_seq`] reaches the returned number (`sync` is then refused).
     pub fn write(&self, batch: WriteBatch, opts: &WriteOptions) -> Result<SeqNo> {
+        if opts.sync && opts.disable_wal {
+            return Err(Error::InvalidArgument(
+                "a write that skips the WAL cannot be synced: it is durable after a flush".into(),
+            ));
+        }
         batch.validate()?;
         if batch.is_empty() {
             return Ok(self.inner.last_seq.load(Ordering::Acquire));
         }
         self.inner.check_writable()?;
-        self.inner.commit(Some(batch), opts.sync, false)
+        self.inner
+            .commit(Some(batch), opts.sync, !opts.disable_wal, false)
     }
 
     /// The value of `key` in `cf`, at the latest state or at `opts.snapshot`.
@@ -371,6 +386,15 @@ impl Db {
     /// The sequence number of the last committed write.
     pub fn last_seq(&self) -> SeqNo {
         self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The sequence number through which every write is in SSTables named by a durable
+    /// manifest edit, so it survives a crash even if it skipped the WAL. It only grows; a
+    /// write whose [`Db::write`] returned `seq` is durable once `flushed_seq() >= seq`.
+    /// Memtables flush oldest first and hold consecutive ranges of numbers, so a flush
+    /// covers every number up to the largest it wrote.
+    pub fn flushed_seq(&self) -> SeqNo {
+        self.inner.flushed_seq.load(Ordering::Acquire)
     }
 
     /// An iterator over `cf`. It starts unpositioned: call a seek first.
@@ -434,7 +458,7 @@ impl Db {
         self.inner.check_open()?;
         let has_data = !self.inner.state.lock().mem.is_empty();
         if has_data {
-            self.inner.commit(None, false, true)?;
+            self.inner.commit(None, false, false, true)?;
         }
         self.inner.flush_all_pending()
     }
@@ -492,7 +516,8 @@ impl Db {
         self.inner.stats()
     }
 
-    /// Stops background work and closes the engine. Unflushed writes stay in the WAL.
+    /// Stops background work and closes the engine. Unflushed logged writes stay in the WAL;
+    /// unflushed writes that skipped it are lost (flush first to keep them).
     pub fn close(self) -> Result<()> {
         self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.bg_cv.notify_all();

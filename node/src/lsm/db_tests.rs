@@ -676,7 +676,14 @@ fn concurrent_writers_share_group_commits_and_lose_nothing() {
                     let key = format!("t{t}-{i:04}");
                     batch.put(ColumnFamily::Default, key.as_bytes(), key.as_bytes());
                     batch.put(ColumnFamily::Write, key.as_bytes(), b"marker");
-                    db.write(batch, &WriteOptions { sync: i % 3 == 0 }).unwrap();
+                    db.write(
+                        batch,
+                        &WriteOptions {
+                            sync: i % 3 == 0,
+                            ..WriteOptions::default()
+                        },
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -702,4 +709,169 @@ fn concurrent_writers_share_group_commits_and_lose_nothing() {
     drop(db);
     let db = Db::open(dir.path(), Options::small_for_tests()).unwrap();
     assert_eq!(scan_all(&db, ColumnFamily::Default, None).len(), 8 * 150);
+}
+
+/// Foreground-only engine with a WAL whose memtable rotates only when asked to.
+fn mixed_durability_options() -> Options {
+    Options {
+        background_work: false,
+        memtable_size: 1 << 20,
+        ..Options::small_for_tests()
+    }
+}
+
+fn get(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
+    db.get(ColumnFamily::Default, key, &ReadOptions::default())
+        .unwrap()
+}
+
+fn put_with(db: &Db, key: &[u8], value: &[u8], logged: bool) -> SeqNo {
+    let mut batch = WriteBatch::new();
+    batch.put(ColumnFamily::Default, key, value);
+    let opts = if logged {
+        WriteOptions::default()
+    } else {
+        WriteOptions::unlogged()
+    };
+    db.write(batch, &opts).unwrap()
+}
+
+#[test]
+fn unlogged_writes_are_visible_at_once_and_survive_a_crash_only_once_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = mixed_durability_options();
+    let (last_logged, flushed_before_crash, last_before_crash) = {
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        // A write that skips the WAL cannot also ask for an fsync.
+        let both = WriteOptions {
+            sync: true,
+            disable_wal: true,
+        };
+        assert!(matches!(
+            db.put(ColumnFamily::Default, b"x", b"y", &both),
+            Err(Error::InvalidArgument(_))
+        ));
+        // Phase 1: logged and unlogged batches interleaved, then a flush.
+        for i in 0..20u32 {
+            let logged = i % 2 == 0;
+            put_with(&db, format!("p1-{i:02}").as_bytes(), b"v1", logged);
+            put_with(&db, b"shared", format!("p1-{i}").as_bytes(), !logged);
+        }
+        assert_eq!(get(&db, b"p1-01"), Some(b"v1".to_vec()), "visible at once");
+        assert!(db.flushed_seq() < db.last_seq());
+        db.flush().unwrap();
+        assert_eq!(
+            db.flushed_seq(),
+            db.last_seq(),
+            "the flush covers everything"
+        );
+        let flushed = db.flushed_seq();
+        // Phase 2: interleaved again, never flushed; the last write of "shared" is unlogged.
+        let mut last_logged = 0;
+        for i in 0..20u32 {
+            let logged = i % 2 == 1;
+            let seq = put_with(&db, format!("p2-{i:02}").as_bytes(), b"v2", logged);
+            if logged {
+                last_logged = seq;
+            }
+            // Many unlogged entries between logged ones: the WAL's numbers have gaps.
+            for j in 0..5u32 {
+                put_with(&db, format!("p2-{i:02}-{j}").as_bytes(), b"gap", false);
+            }
+        }
+        last_logged = last_logged.max(put_with(&db, b"shared", b"logged-last", true));
+        put_with(&db, b"shared", b"unlogged-last", false);
+        assert_eq!(get(&db, b"shared"), Some(b"unlogged-last".to_vec()));
+        assert_eq!(db.flushed_seq(), flushed, "no flush in phase 2");
+        (last_logged, flushed, db.last_seq())
+        // Dropped without close or flush: a crash.
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..20u32 {
+        assert_eq!(
+            get(&db, format!("p1-{i:02}").as_bytes()),
+            Some(b"v1".to_vec())
+        );
+        let want = (i % 2 == 1).then(|| b"v2".to_vec());
+        assert_eq!(get(&db, format!("p2-{i:02}").as_bytes()), want, "p2-{i}");
+        for j in 0..5u32 {
+            assert_eq!(get(&db, format!("p2-{i:02}-{j}").as_bytes()), None);
+        }
+    }
+    assert_eq!(
+        get(&db, b"shared"),
+        Some(b"logged-last".to_vec()),
+        "the unlogged tail is lost, the logged write before it is not"
+    );
+    // Numbering resumes after the last surviving write: never behind what was flushed or
+    // replayed, so no new entry can take the number of one on disk.
+    assert!(last_logged > flushed_before_crash && last_logged < last_before_crash);
+    assert_eq!(db.last_seq(), last_logged);
+    assert_eq!(
+        db.flushed_seq(),
+        db.last_seq(),
+        "recovery flushed what it replayed"
+    );
+    let on_disk = db
+        .test_version()
+        .files()
+        .map(|(_, f)| f.largest_seq)
+        .max()
+        .unwrap();
+    assert_eq!(on_disk, last_logged);
+    let before = db.snapshot();
+    let seq = put_with(&db, b"after", b"1", false);
+    assert!(seq > on_disk);
+    assert_eq!(
+        db.get(ColumnFamily::Default, b"after", &before.read_options())
+            .unwrap(),
+        None
+    );
+    drop(before);
+    // An unlogged write made durable by a flush survives the next crash.
+    db.flush().unwrap();
+    assert_eq!(db.flushed_seq(), seq);
+    drop(db);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(get(&db, b"after"), Some(b"1".to_vec()));
+    assert_eq!(db.last_seq(), seq);
+}
+
+#[test]
+fn damage_before_a_logged_record_far_past_unlogged_numbers_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = mixed_durability_options();
+    {
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        put_with(&db, b"first", b"logged", true);
+        // Thousands of unlogged entries: the next logged record starts far past the first,
+        // much further than the WAL is long.
+        let mut batch = WriteBatch::new();
+        for i in 0..5000u32 {
+            batch.put(ColumnFamily::Default, &i.to_be_bytes(), b"");
+        }
+        db.write(batch, &WriteOptions::unlogged()).unwrap();
+        put_with(&db, b"second", b"logged", true);
+    }
+    let wal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut data = std::fs::read(&wal).unwrap();
+    assert!(
+        data.len() < 200,
+        "only the two logged records: {}",
+        data.len()
+    );
+    // Flip a byte inside the first record's payload: damage in the middle of the log, since
+    // the second record is intact after it.
+    data[12] ^= 0x40;
+    std::fs::write(&wal, &data).unwrap();
+    match Db::open(dir.path(), opts) {
+        Err(Error::Corruption { .. }) => {}
+        other => panic!("expected Corruption, got {other:?}"),
+    }
+    // Nothing was cut: the intact record is still in the file.
+    assert_eq!(std::fs::read(&wal).unwrap(), data);
 }

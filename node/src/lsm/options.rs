@@ -35,8 +35,9 @@ pub enum Compression {
 pub struct Options {
     /// Create the directory and an empty database if none exists.
     pub create_if_missing: bool,
-    /// Write a WAL so unflushed writes survive a crash. Replicated shards turn it off and
-    /// replay their Raft log instead.
+    /// Write a WAL so unflushed writes survive a crash. With it off no write is logged;
+    /// with it on, a single write can still skip it ([`WriteOptions::disable_wal`]), as
+    /// replicated shards do, replaying their Raft log instead.
     pub wal: bool,
     /// Size at which the active memtable becomes immutable and is flushed.
     pub memtable_size: usize,
@@ -152,10 +153,34 @@ impl Options {
 }
 
 /// Options for a write.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// fsync the WAL before acknowledging. Concurrent writers share one fsync.
     pub sync: bool,
+    /// Do not log the batch in the WAL: it is visible at once and durable only once the
+    /// memtable holding it is flushed ([`super::Db::flushed_seq`] says how far that is). A
+    /// crash loses exactly the unlogged batches no flush covered; logged batches around them
+    /// survive. For replicated shards, whose Raft log replays what a crash lost. Cannot be
+    /// combined with `sync`.
+    pub disable_wal: bool,
+}
+
+impl WriteOptions {
+    /// A write logged in the WAL and fsynced before it is acknowledged.
+    pub const fn synced() -> WriteOptions {
+        WriteOptions {
+            sync: true,
+            disable_wal: false,
+        }
+    }
+
+    /// A write that skips the WAL (see [`WriteOptions::disable_wal`]).
+    pub const fn unlogged() -> WriteOptions {
+        WriteOptions {
+            sync: false,
+            disable_wal: true,
+        }
+    }
 }
 
 /// Options for reads and iterators.

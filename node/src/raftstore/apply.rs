@@ -14,19 +14,56 @@ use super::types::{ProposalId, ShardId};
 /// (entries at or below [`Apply::applied_index`] are never passed again); conf-change and
 /// empty entries arrive too, so the state machine can count them as applied.
 pub trait Apply: Send {
-    /// Applies `entries` in order; returns the index applied through (the last entry's).
-    /// Applying must be deterministic: the same entries give the same state on every replica.
-    fn apply(&mut self, shard: ShardId, entries: &[Entry]) -> Result<u64>;
+    /// Applies `entries` in order and reports the index applied through (the last entry's)
+    /// and the entries it refused.
+    ///
+    /// Applying must be deterministic: the same entries give the same state, and the same
+    /// refusals, on every replica. A refused entry changes nothing but the applied index; its
+    /// proposer gets the refusal (a retryable [`RaftStoreError::StaleEpoch`], say). An `Err`
+    /// is not a refusal: it means this replica cannot go on (a damaged command, a failing
+    /// disk) and stops the ready loop.
+    fn apply(&mut self, shard: ShardId, entries: &[Entry]) -> Result<ApplyOutcome>;
 
     /// The index applied through so far (0 for a fresh state machine); used at restart.
     fn applied_index(&self) -> u64;
 
+    /// The index through which the applied state survives a crash. The raft log is never
+    /// compacted past it, since a restart replays the log from there.
+    ///
+    /// The default, [`Apply::applied_index`], suits a state machine that persists each apply
+    /// before returning. An in-memory machine (the tests') takes it too: it loses everything
+    /// in a crash, and a replica whose log was compacted then waits for a snapshot from the
+    /// leader (see `Peer::open`).
+    fn durable_applied_index(&self) -> u64 {
+        self.applied_index()
+    }
+
     /// The state as of [`Apply::applied_index`], as bytes a replica can [`Apply::restore`]
-    /// (sent to followers that need entries the leader's log no longer has).
+    /// (sent to followers that need entries the leader's log no longer has). Built on demand,
+    /// when raft-rs asks for a snapshot, on the ready loop's thread.
     fn snapshot(&self) -> Result<Vec<u8>>;
 
     /// Replaces the whole state with a snapshot's, applied through `index`.
     fn restore(&mut self, shard: ShardId, index: u64, data: &[u8]) -> Result<()>;
+}
+
+/// What [`Apply::apply`] did with a run of entries.
+#[derive(Debug, Default)]
+pub struct ApplyOutcome {
+    /// The index applied through (refused entries count as applied).
+    pub applied: u64,
+    /// The entries refused, by index, with the error their proposers get.
+    pub rejected: Vec<(u64, RaftStoreError)>,
+}
+
+impl ApplyOutcome {
+    /// Everything through `applied` applied, nothing refused.
+    pub fn applied(applied: u64) -> ApplyOutcome {
+        ApplyOutcome {
+            applied,
+            rejected: Vec::new(),
+        }
+    }
 }
 
 /// One Raft message on its way to another node's replica of `shard`.
@@ -80,6 +117,7 @@ pub struct ProposalResult {
     /// The caller's id for the proposal.
     pub id: ProposalId,
     /// The entry's index when applied, or why it will never be (a [`RaftStoreError::NotLeader`]
-    /// when a new leader did not keep it: retryable).
+    /// when a new leader did not keep it, or the state machine's refusal, such as
+    /// [`RaftStoreError::StaleEpoch`]: both retryable).
     pub result: Result<u64>,
 }

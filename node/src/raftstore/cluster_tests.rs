@@ -352,3 +352,52 @@ fn a_lagging_follower_is_caught_up_by_snapshot_after_compaction() {
     assert!(c.converge(&[1, 2, 3]));
     assert_eq!(c.value(follower, "later").as_deref(), Some("2"));
 }
+
+/// A replica whose state machine is gone (in memory, lost in a crash) behind a compacted log
+/// cannot replay: it waits for a snapshot. Made leader by a transfer, it refuses proposals,
+/// hands leadership back and then fetches a snapshot from the new leader.
+#[test]
+fn a_replica_waiting_for_a_snapshot_hands_leadership_away_and_catches_up() {
+    let mut c = Cluster::new(3, 13);
+    let leader = c.wait_leader();
+    for i in 0..10 {
+        assert!(c.put(&format!("k{i}"), "1"));
+    }
+    assert!(c.converge(&[1, 2, 3]));
+    c.round();
+    for n in 1..=3 {
+        let applied = c
+            .store(n)
+            .peer(SHARD)
+            .unwrap()
+            .raw()
+            .store()
+            .persisted_applied();
+        c.store(n).compact_log(SHARD, applied).unwrap();
+    }
+    let waiting = (1..=3).find(|n| *n != leader).unwrap();
+    c.crash(waiting);
+    c.restart(waiting, true);
+    assert!(c.store(waiting).peer(SHARD).unwrap().is_awaiting_snapshot());
+    assert_eq!(c.applied(waiting), 0);
+    // Its log is as long as anyone's, so it can win leadership; it must not keep it.
+    c.store(leader)
+        .peer_mut(SHARD)
+        .unwrap()
+        .transfer_leader(PeerId(waiting))
+        .unwrap();
+    assert!(c.run_until(200, |c| c.leader() == Some(waiting)));
+    assert!(matches!(
+        c.propose_at(waiting, "x", "y"),
+        Err(RaftStoreError::NotLeader { leader: None, .. })
+    ));
+    assert!(
+        c.run_until(300, |c| c.leader().is_some_and(|l| l != waiting)
+            && !c.store(waiting).peer(SHARD).unwrap().is_awaiting_snapshot())
+    );
+    assert_eq!(c.nodes[&waiting].kv.0.lock().unwrap().snapshots_restored, 1);
+    assert!(c.put("after", "2"));
+    assert!(c.converge(&[1, 2, 3]));
+    assert_eq!(c.kv_snapshot(waiting), c.kv_snapshot(leader));
+    assert_eq!(c.value(waiting, "k9").as_deref(), Some("1"));
+}

@@ -1,10 +1,13 @@
 //! The raftstore's one error type.
 //!
-//! Errors from the layer's two libraries (raft-rs and raft-engine) are converted here, at the
-//! boundary. [`RaftStoreError::NotLeader`] is the retryable one a client learns from: it names
-//! the leader this replica believes in, when it knows one.
+//! Errors from the layer's libraries (raft-rs, raft-engine and the LSM the state machine
+//! writes) are converted here, at the boundary. The retryable ones are those a client learns
+//! from: [`RaftStoreError::NotLeader`] names the leader this replica believes in, when it
+//! knows one; [`RaftStoreError::StaleEpoch`], [`RaftStoreError::WrongShard`] and
+//! [`RaftStoreError::KeyNotInShard`] reject a command the state machine refused to apply, on
+//! every replica alike, because it was routed under an out-of-date view of the shard.
 
-use super::types::{PeerId, ShardId};
+use super::types::{PeerId, ShardEpoch, ShardId};
 
 /// Everything that can go wrong in the raftstore.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,44 @@ pub enum RaftStoreError {
         /// The leader this replica knows of, if any.
         leader: Option<PeerId>,
     },
+    /// The command was built for an older (or newer) shape of the shard: its epoch's
+    /// `version` differs from the one the shard had when the command was applied. Nothing of
+    /// it was applied; retryable once the proposer has the shard's current epoch.
+    #[error("{shard}: stale epoch (command {requested:?}, shard {current:?})")]
+    StaleEpoch {
+        /// The shard that refused the command.
+        shard: ShardId,
+        /// The epoch the command carried.
+        requested: ShardEpoch,
+        /// The shard's epoch when the command was applied.
+        current: ShardEpoch,
+    },
+    /// The command names another shard than the group it was committed in. Nothing of it
+    /// was applied; retryable at the right shard.
+    #[error("{shard}: command for {requested}")]
+    WrongShard {
+        /// The shard whose log held the command.
+        shard: ShardId,
+        /// The shard the command names.
+        requested: ShardId,
+    },
+    /// A command writes a key outside the shard's range. Nothing of it was applied;
+    /// retryable once the proposer has the shard's current range.
+    #[error("{shard}: key {key:?} is outside the shard's range")]
+    KeyNotInShard {
+        /// The shard that refused the command.
+        shard: ShardId,
+        /// The first key found outside the range.
+        key: Vec<u8>,
+    },
+    /// A snapshot of the shard would pass the configured size limit.
+    #[error("{shard}: snapshot passes {limit} bytes (the configured maximum)")]
+    SnapshotTooLarge {
+        /// The shard whose snapshot was being built.
+        shard: ShardId,
+        /// The configured maximum, in bytes.
+        limit: u64,
+    },
     /// No replica of this shard is hosted here.
     #[error("{0}: no replica on this node")]
     ShardNotFound(ShardId),
@@ -27,6 +68,9 @@ pub enum RaftStoreError {
     /// The raft log or its state on disk is damaged or inconsistent.
     #[error("raft log corrupt: {0}")]
     Corruption(String),
+    /// A snapshot's bytes are damaged, truncated or out of order.
+    #[error("snapshot corrupt: {0}")]
+    SnapshotCorrupt(String),
     /// The request cannot be served as asked (bad conf change, index out of range...).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -42,12 +86,21 @@ pub enum RaftStoreError {
     /// A protobuf message could not be encoded or decoded.
     #[error("protobuf: {0}")]
     Protobuf(#[from] protobuf::ProtobufError),
+    /// The storage engine the state machine applies to failed.
+    #[error("lsm: {0}")]
+    Lsm(#[from] crate::lsm::Error),
 }
 
 impl RaftStoreError {
     /// True when the same request may succeed if sent again (possibly elsewhere).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RaftStoreError::NotLeader { .. })
+        matches!(
+            self,
+            RaftStoreError::NotLeader { .. }
+                | RaftStoreError::StaleEpoch { .. }
+                | RaftStoreError::WrongShard { .. }
+                | RaftStoreError::KeyNotInShard { .. }
+        )
     }
 
     /// Converts this error into the form raft-rs's `Storage` trait must return.

@@ -24,21 +24,30 @@
 //!   │  8. advance apply                                                          │
 //!   └───────────────────────────────────────────────────────────────────────────┘
 //!                 │
-//!   take_outcomes()   proposals applied, or NotLeader when a new leader dropped them
+//!   build requested snapshots   (leaders: Apply::snapshot at the applied index)
+//!                 │
+//!   take_outcomes()   proposals applied or refused by the state machine, or NotLeader
+//!                     when a new leader dropped them
 //! ```
 //!
 //! Nothing here reads a clock or starts a thread: the same loop is driven by a thread in
 //! the server and step by step in tests (`cluster_tests`, over a fault-injecting transport).
 //!
-//! Files: [`types`] (ids, epoch), [`error`], [`log_store`] (raft-engine layout), [`storage`]
-//! (`raft::Storage` per replica), [`peer`] (one replica), [`store`] (the loop), [`apply`]
-//! (the state machine and transport seams), [`logger`] (slog to tracing).
+//! Files: [`types`] (ids, epoch, key range), [`error`], [`log_store`] (raft-engine layout),
+//! [`storage`] (`raft::Storage` per replica), [`peer`] (one replica), [`store`] (the loop),
+//! [`apply`] (the state machine and transport seams), [`logger`] (slog to tracing),
+//! [`command`] (the bytes of a normal entry), [`kv_apply`] (the state machine over the LSM),
+//! [`snapshot`] (the bytes of a shard snapshot), [`compaction`] (when to compact the log).
 
 pub mod apply;
+pub mod command;
+pub mod compaction;
 pub mod error;
+pub mod kv_apply;
 pub mod log_store;
 pub mod logger;
 pub mod peer;
+pub mod snapshot;
 pub mod storage;
 pub mod store;
 pub mod types;
@@ -46,14 +55,21 @@ pub mod types;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod kv_apply_tests;
+#[cfg(test)]
 mod log_store_tests;
+#[cfg(test)]
+mod lsm_cluster_tests;
 #[cfg(test)]
 mod sim;
 
-pub use apply::{Apply, ProposalResult, RaftMessage, Transport};
+pub use apply::{Apply, ApplyOutcome, ProposalResult, RaftMessage, Transport};
+pub use command::{Op, RaftCommand};
+pub use compaction::{LogCompactionPolicy, LogView};
 pub use error::{RaftStoreError, Result};
+pub use kv_apply::{KvApply, KvApplyConfig, ShardState};
 pub use log_store::{LogState, LogStore, LogWriteBatch};
 pub use peer::{Peer, PeerConfig};
 pub use storage::PeerStorage;
 pub use store::{LoopStats, RaftStore};
-pub use types::{PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};
+pub use types::{KeyRange, PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};

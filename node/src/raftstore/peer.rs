@@ -7,8 +7,21 @@
 //! and stages log changes; `Peer::finish_ready` runs once the batch is durable.
 //!
 //! A proposal is remembered by the index and term its entry got. When an entry at that index
-//! is applied, the proposal succeeded if the terms match; otherwise a new leader replaced it,
-//! and the caller gets a retryable `NotLeader`. Nothing is reported before apply.
+//! is applied, the proposal succeeded if the terms match and the state machine did not refuse
+//! the entry (a refusal, such as a stale epoch, is reported as the proposal's error);
+//! otherwise a new leader replaced it, and the caller gets a retryable `NotLeader`. Nothing is
+//! reported before apply.
+//!
+//! Snapshots are built on demand: when raft-rs asks [`PeerStorage`] for one it gets
+//! `SnapshotTemporarilyUnavailable` and the request is recorded; after the ready the store
+//! calls `Peer::build_requested_snapshot`, which asks the state machine for its state at the
+//! applied index and installs it for raft-rs's next call, which takes it (dropping it).
+//!
+//! A state machine that opens behind the log's first entry (reset after an interrupted
+//! restore, or an in-memory one after a crash) cannot be replayed: the replica then *awaits a
+//! snapshot*. It applies nothing to the state machine, refuses proposals, asks the leader for
+//! a snapshot (raft-rs's `request_snapshot`) until one is restored, and hands leadership away
+//! if it wins an election.
 
 use std::collections::VecDeque;
 
@@ -17,9 +30,10 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType, HardState, Message, Snapshot,
 };
-use raft::{RawNode, StateRole, Storage as _};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
 
 use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
+use super::compaction::LogView;
 use super::error::{RaftStoreError, Result};
 use super::log_store::{LogStore, LogWriteBatch};
 use super::storage::{PeerStorage, Staged};
@@ -85,6 +99,10 @@ pub struct Peer {
     /// The apply state (conf state, applied, commit) changed since it was last staged.
     apply_dirty: bool,
     meta: ReplicaMeta,
+    /// The state machine is behind the log's first entry and waits for a snapshot.
+    awaiting_snapshot: bool,
+    /// Why the last snapshot requested of this replica could not be built.
+    snapshot_error: Option<RaftStoreError>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -94,6 +112,7 @@ impl std::fmt::Debug for Peer {
             .field("role", &self.raw.raft.state)
             .field("term", &self.raw.raft.term)
             .field("applied", &self.applied)
+            .field("awaiting_snapshot", &self.awaiting_snapshot)
             .finish()
     }
 }
@@ -187,7 +206,7 @@ impl Peer {
         // state machine already has are re-applied to raft-rs's membership only.
         let applied = storage.persisted_applied();
         let mut apply = apply;
-        replay_to_state_machine(&storage, apply.as_mut(), applied)?;
+        let awaiting_snapshot = replay_to_state_machine(&storage, apply.as_mut(), applied)?;
         let logger = logger.new(slog::o!("shard" => shard.0, "peer" => meta.peer.0));
         let raw = RawNode::new(&raft_config(cfg, meta.peer, applied), storage, &logger)?;
         Ok(Self {
@@ -198,7 +217,25 @@ impl Peer {
             applied,
             apply_dirty: false,
             meta,
+            awaiting_snapshot,
+            snapshot_error: None,
         })
+    }
+
+    /// True while the state machine waits for a snapshot (see the module comment).
+    pub fn is_awaiting_snapshot(&self) -> bool {
+        self.awaiting_snapshot
+    }
+
+    /// Why the last snapshot raft-rs asked this replica for could not be built (cleared when
+    /// one is).
+    pub fn last_snapshot_error(&self) -> Option<&RaftStoreError> {
+        self.snapshot_error.as_ref()
+    }
+
+    /// The state machine's durable applied index (see [`Apply::durable_applied_index`]).
+    pub fn durable_applied_index(&self) -> u64 {
+        self.apply.durable_applied_index()
     }
 
     /// Who this replica is (its epoch follows applied membership changes).
@@ -271,9 +308,49 @@ impl Peer {
         }
     }
 
+    /// A replica awaiting a snapshot serves nothing, even while it (briefly) leads: retry
+    /// elsewhere, no hint.
+    fn awaiting_not_leader(&self) -> RaftStoreError {
+        RaftStoreError::NotLeader {
+            shard: self.meta.shard,
+            leader: None,
+        }
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.raw.tick();
+        if self.awaiting_snapshot {
+            self.chase_snapshot();
+        }
+    }
+
+    /// While awaiting a snapshot: leads nothing (hands leadership to the most caught-up
+    /// other voter) and keeps asking the leader for a snapshot. raft-rs drops a request it
+    /// cannot send yet (no leader known, or no entry of the current term in the log); the
+    /// next tick asks again.
+    fn chase_snapshot(&mut self) {
+        if self.is_leader() {
+            if self.raw.raft.lead_transferee.is_some() {
+                return;
+            }
+            let me = self.meta.peer.0;
+            let voters = self.conf_state().voters;
+            let target = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != me && voters.contains(id))
+                .max_by_key(|(id, pr)| (pr.matched, **id))
+                .map(|(id, _)| *id);
+            if let Some(to) = target {
+                self.raw.transfer_leader(to);
+            }
+        } else if self.raw.raft.pending_request_snapshot == INVALID_INDEX && self.leader().is_some()
+        {
+            let _ = self.raw.request_snapshot();
+        }
     }
 
     /// Starts an election now (tests, and leadership placement).
@@ -286,8 +363,19 @@ impl Peer {
         Ok(self.raw.step(msg)?)
     }
 
+    /// Tells raft-rs how sending a snapshot to `to` ended. raft-rs holds back everything
+    /// else for that follower until it hears: the transport reports `Finish` once the
+    /// snapshot reached the follower's node, `Failure` if it could not be delivered (raft-rs
+    /// then probes again, and a new snapshot is built on demand).
+    pub fn report_snapshot(&mut self, to: PeerId, status: SnapshotStatus) {
+        self.raw.report_snapshot(to.0, status);
+    }
+
     /// Proposes a command; its outcome arrives through the store's outcomes once applied.
     pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<()> {
+        if self.awaiting_snapshot {
+            return Err(self.awaiting_not_leader());
+        }
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -301,6 +389,9 @@ impl Peer {
 
     /// Proposes a membership change (joint consensus when it changes more than one voter).
     pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<()> {
+        if self.awaiting_snapshot {
+            return Err(self.awaiting_not_leader());
+        }
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -350,30 +441,87 @@ impl Peer {
         Ok(())
     }
 
-    /// Drops log entries before `first_kept`; only applied entries whose apply state is
-    /// stored can go.
-    ///
-    /// Before dropping anything it installs a snapshot of the state machine at the applied
-    /// index, so a follower that needs the dropped entries is sent that snapshot instead.
+    /// Drops log entries before `first_kept`: only entries the state machine has made
+    /// durable ([`Apply::durable_applied_index`]) and whose apply state is stored can go. A
+    /// follower that needs dropped entries is sent a snapshot, built when raft-rs asks.
     pub fn compact_log(&mut self, first_kept: u64) -> Result<()> {
-        let applied = self.apply.applied_index();
-        if applied != self.applied {
+        let durable = self.apply.durable_applied_index();
+        if first_kept > durable + 1 {
             return Err(RaftStoreError::Invalid(format!(
-                "{}: state machine at {applied}, replica applied {}",
-                self.meta.shard, self.applied
+                "{}: cannot compact to {first_kept}: the state machine made only {durable} durable",
+                self.meta.shard
             )));
         }
+        self.raw.mut_store().compact_to(first_kept)
+    }
+
+    /// What the log-compaction policy decides from.
+    pub fn log_view(&self) -> LogView {
+        let me = self.meta.peer.0;
+        let slowest_follower = self
+            .is_leader()
+            .then(|| {
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != me)
+                    .map(|(_, pr)| pr.matched)
+                    .min()
+            })
+            .flatten();
+        LogView {
+            first_index: self.first_index(),
+            durable_applied: self.apply.durable_applied_index(),
+            stored_applied: self.raw.store().persisted_applied(),
+            slowest_follower,
+        }
+    }
+
+    /// Builds the snapshot raft-rs asked this replica's storage for, once the state machine
+    /// can give one at an applied index at or past the request, and installs it for raft-rs's
+    /// next call. Returns whether one was built. Nothing is built on a replica that no longer
+    /// leads (its request and any snapshot it held are dropped as stale).
+    pub(crate) fn build_requested_snapshot(&mut self) -> Result<bool> {
+        let Some(request) = self.raw.store().snapshot_request() else {
+            return Ok(false);
+        };
+        if !self.is_leader() {
+            self.raw.store().clear_snapshot();
+            return Ok(false);
+        }
+        // The data must be the state at `applied`, with the membership as of that index.
+        if self.awaiting_snapshot
+            || self.apply.applied_index() != self.applied
+            || self.applied < request
+        {
+            return Ok(false);
+        }
+        let data = match self.apply.snapshot() {
+            Ok(data) => data,
+            Err(e) => {
+                // raft-rs asks again on the follower's next heartbeat response.
+                self.raw.store().clear_snapshot();
+                return Err(e);
+            }
+        };
         let mut snap = Snapshot {
-            data: self.apply.snapshot()?.into(),
+            data: data.into(),
             ..Default::default()
         };
         let m = snap.mut_metadata();
-        m.index = applied;
-        m.term = self.raw.store().term(applied)?;
+        m.index = self.applied;
+        m.term = self.raw.store().term(self.applied)?;
         m.set_conf_state(self.conf_state());
-        self.raw.mut_store().compact_to(first_kept)?;
         self.raw.store().set_snapshot(snap);
-        Ok(())
+        self.snapshot_error = None;
+        Ok(true)
+    }
+
+    /// Records why a requested snapshot could not be built.
+    pub(crate) fn note_snapshot_error(&mut self, e: RaftStoreError) {
+        tracing::warn!(shard = self.meta.shard.0, error = %e, "cannot build a snapshot");
+        self.snapshot_error = Some(e);
     }
 
     /// Outcomes of proposals resolved so far.
@@ -404,6 +552,7 @@ impl Peer {
             self.apply.restore(self.meta.shard, index, &snap.data)?;
             self.applied = index;
             self.apply_dirty = true;
+            self.awaiting_snapshot = false;
         }
         self.apply_entries(rd.take_committed_entries())?;
         let staged = self
@@ -480,7 +629,7 @@ impl Peer {
             return Ok(());
         };
         let sm_applied = self.apply.applied_index();
-        let mut conf_errors = Vec::new();
+        let mut conf_errors: Vec<(u64, RaftStoreError)> = Vec::new();
         for e in &entries {
             let applied = match e.get_entry_type() {
                 EntryType::EntryConfChange => {
@@ -495,7 +644,10 @@ impl Peer {
             };
             match applied {
                 Ok(_) => self.meta.epoch.conf_ver += 1,
-                Err(err) => conf_errors.push((e.index, err)),
+                Err(err) => conf_errors.push((
+                    e.index,
+                    RaftStoreError::Invalid(format!("conf change refused: {err}")),
+                )),
             }
         }
         let fresh: Vec<Entry> = entries
@@ -503,28 +655,33 @@ impl Peer {
             .filter(|e| e.index > sm_applied)
             .cloned()
             .collect();
-        if !fresh.is_empty() {
-            self.apply.apply(self.meta.shard, &fresh)?;
-        }
+        // A replica awaiting a snapshot keeps its state machine as it is: the snapshot will
+        // cover these entries.
+        let mut refused = if !fresh.is_empty() && !self.awaiting_snapshot {
+            self.apply.apply(self.meta.shard, &fresh)?.rejected
+        } else {
+            Vec::new()
+        };
+        refused.append(&mut conf_errors);
         for e in &entries {
-            self.resolve(e, &conf_errors);
+            self.resolve(e, &mut refused);
         }
         self.applied = last;
         self.apply_dirty = true;
         Ok(())
     }
 
-    fn resolve(&mut self, e: &Entry, conf_errors: &[(u64, raft::Error)]) {
+    /// Reports the proposals `e` settles; `refused` holds the entries (by index) that were
+    /// not applied and why.
+    fn resolve(&mut self, e: &Entry, refused: &mut Vec<(u64, RaftStoreError)>) {
         while let Some(p) = self.pending.front().copied() {
             if p.index > e.index {
                 break;
             }
             self.pending.pop_front();
             let result = if p.index == e.index && p.term == e.term {
-                match conf_errors.iter().find(|(i, _)| *i == e.index) {
-                    Some((_, err)) => Err(RaftStoreError::Invalid(format!(
-                        "conf change refused: {err}"
-                    ))),
+                match refused.iter().position(|(i, _)| *i == e.index) {
+                    Some(at) => Err(refused.swap_remove(at).1),
                     None => Ok(e.index),
                 }
             } else {
@@ -541,18 +698,22 @@ impl Peer {
 
 /// Brings a state machine that lost its tail (the LSM applies without a WAL) up to the
 /// stored apply index by re-reading the log; raft-rs itself resumes after that index.
-fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64) -> Result<()> {
+/// Returns true when that is impossible because the log no longer holds the entries after
+/// the state machine's index: the replica must then wait for a snapshot.
+fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64) -> Result<bool> {
     let shard = storage.shard();
     let from = apply.applied_index() + 1;
     if from > to {
-        return Ok(());
+        return Ok(false);
     }
     if from <= storage.truncated_index() {
-        return Err(RaftStoreError::Invalid(format!(
-            "{shard}: state machine at {} but the log starts after {}: needs a snapshot",
-            from - 1,
-            storage.truncated_index()
-        )));
+        tracing::warn!(
+            shard = shard.0,
+            state_machine = from - 1,
+            log_starts_after = storage.truncated_index(),
+            "the state machine is behind the log; waiting for a snapshot"
+        );
+        return Ok(true);
     }
     let mut next = from;
     while next <= to {
@@ -562,10 +723,11 @@ fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64
         let Some(last) = entries.last().map(|e| e.index) else {
             break;
         };
+        // Refusals were reported when the entries were first applied.
         apply.apply(shard, &entries)?;
         next = last + 1;
     }
-    Ok(())
+    Ok(false)
 }
 
 fn single_change(ty: ConfChangeType, peer: PeerId) -> ConfChangeV2 {

@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{Entry, EntryType, MessageType};
+use raft::SnapshotStatus;
 
-use super::apply::{Apply, RaftMessage, Transport};
+use super::apply::{Apply, ApplyOutcome, RaftMessage, Transport};
 use super::error::{RaftStoreError, Result};
 use super::log_store::LogStore;
 use super::peer::PeerConfig;
@@ -123,7 +124,7 @@ impl Network {
         self.0.borrow().dropped
     }
 
-    fn transport(&self, from: u64) -> SimTransport {
+    pub fn transport(&self, from: u64) -> SimTransport {
         SimTransport {
             from,
             net: self.clone(),
@@ -131,7 +132,7 @@ impl Network {
     }
 
     /// Advances the network clock and takes the messages due, in delivery order.
-    fn take_due(&self) -> Vec<(u64, RaftMessage)> {
+    pub fn take_due(&self) -> Vec<(u64, RaftMessage)> {
         let mut s = self.0.borrow_mut();
         s.round += 1;
         let round = s.round;
@@ -204,7 +205,7 @@ pub struct Kv {
 pub struct KvApply(pub Arc<Mutex<Kv>>);
 
 impl Apply for KvApply {
-    fn apply(&mut self, _shard: ShardId, entries: &[Entry]) -> Result<u64> {
+    fn apply(&mut self, _shard: ShardId, entries: &[Entry]) -> Result<ApplyOutcome> {
         let mut kv = self
             .0
             .lock()
@@ -228,7 +229,7 @@ impl Apply for KvApply {
             }
             kv.applied = e.index;
         }
-        Ok(kv.applied)
+        Ok(ApplyOutcome::applied(kv.applied))
     }
 
     fn applied_index(&self) -> u64 {
@@ -303,7 +304,7 @@ pub struct Cluster {
 
 /// Distinct fixed election timeouts per node keep elections deterministic (raft-rs would
 /// otherwise draw them from the thread RNG).
-fn node_config(id: u64) -> PeerConfig {
+pub fn node_config(id: u64) -> PeerConfig {
     let base = 10 + 4 * id as usize;
     PeerConfig {
         election_tick: base,
@@ -399,13 +400,26 @@ impl Cluster {
         n.store = Some(store);
     }
 
-    /// One round: deliver due messages, tick every live node, run every ready loop.
+    /// One round: deliver due messages, tick every live node, run every ready loop. A
+    /// snapshot's sender learns whether it reached a live node, as a transport reports.
     pub fn round(&mut self) {
-        for (_from, msg) in self.net.take_due() {
+        for (from, msg) in self.net.take_due() {
             let to = msg.msg.to;
-            if let Some(store) = self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
-                // A message for a removed or unknown replica is dropped like a lost one.
-                let _ = store.step(msg);
+            let snapshot = msg.msg.get_msg_type() == MessageType::MsgSnapshot;
+            // A message for a removed or unknown replica is dropped like a lost one.
+            let delivered = match self.nodes.get_mut(&to).and_then(|n| n.store.as_mut()) {
+                Some(store) => store.step(msg).is_ok(),
+                None => false,
+            };
+            if snapshot {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                if let Some(store) = self.nodes.get_mut(&from).and_then(|n| n.store.as_mut()) {
+                    store.report_snapshot(SHARD, PeerId(to), status);
+                }
             }
         }
         for n in self.nodes.values_mut() {

@@ -27,8 +27,10 @@ struct Cache {
     truncated_term: u64,
     last_index: u64,
     last_term: u64,
-    /// The newest snapshot this replica can send, built by the state machine.
+    /// The snapshot built for raft-rs's next request, taken (and so dropped) by it.
     snapshot: Option<Snapshot>,
+    /// The highest index raft-rs asked a snapshot for since one was last installed.
+    snapshot_request: Option<u64>,
 }
 
 /// What a staged ready will change in the cache once its batch is durable.
@@ -72,6 +74,7 @@ impl PeerStorage {
                 last_index: s.last_index,
                 last_term: s.last_term,
                 snapshot: None,
+                snapshot_request: None,
             }),
         }
     }
@@ -236,9 +239,25 @@ impl PeerStorage {
         Ok(())
     }
 
-    /// Installs the snapshot this replica serves to followers that need compacted entries.
+    /// Installs the snapshot raft-rs's next request is answered with (it answers the
+    /// recorded request).
     pub fn set_snapshot(&self, snapshot: Snapshot) {
-        self.cache.write().snapshot = Some(snapshot);
+        let mut c = self.cache.write();
+        c.snapshot = Some(snapshot);
+        c.snapshot_request = None;
+    }
+
+    /// The index raft-rs last asked a snapshot for without getting one, if it did.
+    pub fn snapshot_request(&self) -> Option<u64> {
+        self.cache.read().snapshot_request
+    }
+
+    /// Drops the installed snapshot and the recorded request (stale: this replica stopped
+    /// leading, or the snapshot could not be built).
+    pub fn clear_snapshot(&self) {
+        let mut c = self.cache.write();
+        c.snapshot = None;
+        c.snapshot_request = None;
     }
 
     /// Writes a new replica's initial records to `batch`.
@@ -313,13 +332,23 @@ impl Storage for PeerStorage {
         Ok(self.cache.read().last_index)
     }
 
+    /// Hands out the installed snapshot if it is recent enough, dropping it: raft-rs puts it
+    /// in the message it sends. Otherwise records the request, for the replica to build one
+    /// after the ready, and answers `SnapshotTemporarilyUnavailable`: raft-rs asks again on
+    /// the follower's next heartbeat response.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match &self.cache.read().snapshot {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
-            // Not built yet (or too old): raft-rs asks again on a later heartbeat.
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+        let mut c = self.cache.write();
+        if let Some(s) = c.snapshot.take() {
+            if s.get_metadata().index >= request_index {
+                return Ok(s);
+            }
         }
+        c.snapshot_request = Some(
+            c.snapshot_request
+                .map_or(request_index, |r| r.max(request_index)),
+        );
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }

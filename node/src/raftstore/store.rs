@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use raft::eraftpb::ConfChangeV2;
 
 use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
+use super::compaction::LogCompactionPolicy;
 use super::error::{RaftStoreError, Result};
 use super::log_store::{LogStore, LogWriteBatch};
 use super::logger::raft_logger;
@@ -158,6 +159,15 @@ impl<T: Transport> RaftStore<T> {
         peer.step(msg.msg)
     }
 
+    /// Reports how sending a snapshot of `shard` to replica `to` ended (the transport calls
+    /// this; see [`Peer::report_snapshot`]). Unknown shards are ignored: the replica may have
+    /// been removed meanwhile.
+    pub fn report_snapshot(&mut self, shard: ShardId, to: PeerId, status: raft::SnapshotStatus) {
+        if let Some(peer) = self.peers.get_mut(&shard) {
+            peer.report_snapshot(to, status);
+        }
+    }
+
     /// Proposes a command to `shard`; the outcome comes back from [`RaftStore::take_outcomes`]
     /// after apply. Fails at once with `NotLeader` when this replica does not lead.
     pub fn propose(&mut self, shard: ShardId, id: ProposalId, data: Vec<u8>) -> Result<()> {
@@ -195,6 +205,7 @@ impl<T: Transport> RaftStore<T> {
             }
         }
         if inflight.is_empty() {
+            self.build_requested_snapshots();
             return Ok(0);
         }
         self.stats.iterations += 1;
@@ -214,7 +225,37 @@ impl<T: Transport> RaftStore<T> {
             peer.finish_ready(f, &mut self.transport)?;
             peer.take_outcomes(&mut self.outcomes);
         }
+        self.build_requested_snapshots();
         Ok(n)
+    }
+
+    /// Builds the snapshots raft-rs asked for since the last iteration (on this thread,
+    /// between applies, so each is exactly the state at its replica's applied index). A
+    /// failure, such as a shard past the snapshot size limit, is logged and kept on the
+    /// replica (`Peer::last_snapshot_error`); it does not stop the loop.
+    fn build_requested_snapshots(&mut self) {
+        for peer in self.peers.values_mut() {
+            if let Err(e) = peer.build_requested_snapshot() {
+                peer.note_snapshot_error(e);
+            }
+        }
+    }
+
+    /// Compacts every replica's log as `policy` allows (never past what its state machine
+    /// has made durable) and lets raft-engine purge the files no replica needs. Returns the
+    /// shards compacted, each with its new first index. The driver calls it periodically.
+    pub fn compact_logs(&mut self, policy: &LogCompactionPolicy) -> Result<Vec<(ShardId, u64)>> {
+        let mut compacted = Vec::new();
+        for (shard, peer) in self.peers.iter_mut() {
+            if let Some(first_kept) = policy.first_kept(&peer.log_view()) {
+                peer.compact_log(first_kept)?;
+                compacted.push((*shard, first_kept));
+            }
+        }
+        // raft-engine names the shards whose old entries hold files back; the policy above
+        // already compacts every shard as far as it safely can.
+        self.log.purge_expired_files()?;
+        Ok(compacted)
     }
 
     /// Compacts `shard`'s log before `first_kept` and lets raft-engine purge files no

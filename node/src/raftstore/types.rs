@@ -56,3 +56,39 @@ pub struct ReplicaMeta {
 /// A caller's handle on one proposal; the outcome is reported under the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProposalId(pub u64);
+
+/// The keys a shard holds, `[start, end)` (`end: None`: to the end of the key space). Keys
+/// are compared as stored in the engine's replicated families: for MVCC data, memcomparable
+/// encoded user keys, whose order a timestamp suffix does not change (no encoding is a prefix
+/// of another), so one range covers a key's lock, values and commit records alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyRange {
+    /// First key of the shard.
+    pub start: Vec<u8>,
+    /// First key after the shard, or `None` for no upper bound.
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> KeyRange {
+        KeyRange::default()
+    }
+
+    /// Whether `key` lies in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
+    }
+
+    /// Whether every key of `[start, end)` (`end: None`: unbounded) lies in the range.
+    pub fn covers(&self, start: &[u8], end: Option<&[u8]>) -> bool {
+        if start < self.start.as_slice() {
+            return false;
+        }
+        match (self.end.as_deref(), end) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs <= mine,
+        }
+    }
+}

@@ -101,7 +101,7 @@ impl NodeMeta {
             ColumnFamily::RaftState,
             key,
             &record,
-            &WriteOptions { sync: true },
+            &WriteOptions::synced(),
         )?;
         Ok(())
     }
@@ -166,7 +166,7 @@ mod tests {
     fn a_damaged_record_is_corruption_not_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        let opts = WriteOptions { sync: true };
+        let opts = WriteOptions::synced();
         db.put(ColumnFamily::RaftState, RUN_ID_KEY, &[1, 2, 3], &opts)
             .unwrap();
         db.put(ColumnFamily::RaftState, SAFE_POINT_KEY, &[9; 9], &opts)

@@ -63,7 +63,7 @@ impl ShardWriter for EngineWriter {
     }
 
     fn write(&self, _ticket: WriteTicket, batch: WriteBatch) -> Result<()> {
-        self.db.write(batch, &WriteOptions { sync: true })?;
+        self.db.write(batch, &WriteOptions::synced())?;
         Ok(())
     }
 

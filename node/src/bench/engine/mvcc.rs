@@ -151,7 +151,7 @@ fn load(
     );
     let mut rng = SplitMix64::for_stream(config.seed, "mvccget-load");
     let mut buf = Vec::with_capacity(keys.key_size());
-    let opts = WriteOptions { sync: false };
+    let opts = WriteOptions::default();
     for v in 0..versions {
         let commit_ts = FIRST_COMMIT_TS + v * TS_STEP;
         let start_ts = commit_ts - 1;

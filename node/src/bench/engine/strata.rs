@@ -58,6 +58,7 @@ impl StrataEngine {
             db,
             write: WriteOptions {
                 sync: settings.sync,
+                ..WriteOptions::default()
             },
             read: ReadOptions::default(),
             baseline: Stats::default(),

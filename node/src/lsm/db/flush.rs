@@ -67,6 +67,10 @@ impl Inner {
         };
         let result = (|| -> Result<Arc<Version>> {
             self.check_manifest()?;
+            fail::fail_point!("lsm::flush::before_write", |_| Err(Error::io(
+                "writing a flushed table",
+                std::io::Error::other("injected flush failure"),
+            )));
             let snapshots = self.snapshot_list();
             let files = flush_memtable(
                 &imm,
@@ -95,6 +99,11 @@ impl Inner {
             };
             match versions.log_and_apply(edit) {
                 Ok(applied) => {
+                    // The edit is durable: everything the memtable held survives a crash,
+                    // logged or not.
+                    if let Some((_, hi)) = imm.seq_range() {
+                        self.flushed_seq.fetch_max(hi, Ordering::AcqRel);
+                    }
                     Counters::add(&self.counters.flush_bytes_written, bytes);
                     Counters::add(&self.counters.flushes, 1);
                     Ok(applied.version)

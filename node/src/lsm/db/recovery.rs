@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::lsm::batch::{DecodedBatch, HEADER_LEN as BATCH_HEADER_LEN};
 use crate::lsm::coding::{read_u32, read_u64};
 use crate::lsm::error::{Error, IoContext, Result};
-use crate::lsm::key::SeqNo;
+use crate::lsm::key::{SeqNo, MAX_SEQ};
 use crate::lsm::log::{parse_log, record_at, LogEnd, LogWriter, HEADER_LEN};
 use crate::lsm::memtable::Memtable;
 use crate::lsm::options::Options;
@@ -165,14 +165,16 @@ pub(super) fn recover(
 
 /// The offset of the first valid WAL record that starts after `damage`, if any: a complete
 /// record with a good checksum holding a well-formed batch whose sequence numbers follow
-/// `last_seq`. Candidates are screened by their batch header first (a sequence number just
-/// past `last_seq`, a length that fits), so random bytes after a torn tail almost never cost
-/// a checksum, and a chance checksum match in garbage must also decode as a batch.
+/// `last_seq`. Candidates are screened by their batch header first (a length that fits in
+/// the file, a sequence number past `last_seq`), so random bytes after a torn tail almost
+/// never cost a checksum, and a chance checksum match in garbage must also decode as a batch.
+///
+/// The sequence number is bounded only by the largest an internal key can hold: batches
+/// written without the WAL take numbers too, so the next logged record may start any
+/// distance past the last one replayed.
 fn valid_batch_after(data: &[u8], damage: u64, last_seq: SeqNo) -> Option<u64> {
     let start = usize::try_from(damage).ok()?.checked_add(1)?;
-    // Each entry of a batch takes at least one byte, so no sequence number in this file can
-    // run further past `last_seq` than the file is long.
-    let max_seq = last_seq.saturating_add(data.len() as u64);
+    let max_seq = MAX_SEQ;
     (start..data.len()).find_map(|pos| {
         let len = read_u32(data, pos + 4)? as usize;
         if len < BATCH_HEADER_LEN || len > data.len() - pos - HEADER_LEN {

@@ -2,10 +2,16 @@
 //!
 //! Writers queue up; the writer at the head of the queue becomes the *leader* and commits a
 //! group of queued batches: it makes room (rotating the memtable, or stalling when flushes or
-//! L0 fall behind), assigns consecutive sequence numbers, appends the group to the WAL with
-//! one write and — if any writer asked for it — one fsync, inserts every entry into the
-//! memtable, and only then publishes the new last sequence number, so readers see whole
-//! batches. Followers wait and return the leader's result.
+//! L0 fall behind), assigns consecutive sequence numbers, appends the group's logged batches
+//! to the WAL with one write and — if any writer asked for it — one fsync, inserts every
+//! entry into the memtable, and only then publishes the new last sequence number, so readers
+//! see whole batches. Followers wait and return the leader's result.
+//!
+//! A batch written with `disable_wal` takes its sequence numbers in the same order but skips
+//! the WAL append: it lives only in the memtable until a flush. The WAL therefore holds the
+//! logged batches with gaps in their sequence numbers, and recovery, which replays them with
+//! their own numbers and starts after the largest number it saw or the manifest recorded,
+//! never reuses a number a surviving entry has.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +38,8 @@ const MAX_GROUP_BYTES: usize = 1 << 20;
 pub(super) struct Writer {
     batch: Mutex<Option<WriteBatch>>,
     sync: bool,
+    /// Append the batch to the WAL (false: `WriteOptions::disable_wal`).
+    logged: bool,
     /// Rotate the memtable instead of writing (used by `flush`).
     rotate: bool,
     done: Mutex<Option<Result<SeqNo>>>,
@@ -45,6 +53,12 @@ fn apply_op(mem: &Memtable, op: std::result::Result<BatchOp<'_>, ()>, seq: SeqNo
         Ok(BatchOp::DeleteRange { cf, start, end }) => mem.add_range_del(RangeTombstone {
             start: engine_key(cf, start),
             end: engine_key(cf, end),
+            seq,
+        }),
+        // The family's keys all sort before the next family's id byte.
+        Ok(BatchOp::DeleteFrom { cf, start }) => mem.add_range_del(RangeTombstone {
+            start: engine_key(cf, start),
+            end: vec![cf.id() + 1],
             seq,
         }),
         // Batches are validated before they are applied (built by `WriteBatch`, or checked by
@@ -70,6 +84,7 @@ impl Inner {
         &self,
         batch: Option<WriteBatch>,
         sync: bool,
+        logged: bool,
         rotate: bool,
     ) -> Result<SeqNo> {
         let mut queue = self.queue.lock();
@@ -80,6 +95,7 @@ impl Inner {
             let me = Arc::new(Writer {
                 batch: Mutex::new(batch),
                 sync,
+                logged,
                 rotate,
                 done: Mutex::new(None),
             });
@@ -107,7 +123,7 @@ impl Inner {
         if !rotate {
             let mut bytes = batch.as_ref().map_or(0, WriteBatch::encoded_len);
             if let Some(b) = batch.take() {
-                scratch.push(b);
+                scratch.push((b, logged));
             }
             for w in queue.iter().skip(1).flatten() {
                 if w.rotate || bytes >= MAX_GROUP_BYTES {
@@ -115,7 +131,7 @@ impl Inner {
                 }
                 if let Some(b) = w.batch.lock().take() {
                     bytes += b.encoded_len();
-                    scratch.push(b);
+                    scratch.push((b, w.logged));
                 }
                 group_sync |= w.sync;
                 followers += 1;
@@ -150,25 +166,28 @@ impl Inner {
         result
     }
 
-    fn commit_group(&self, batches: &mut [WriteBatch], sync: bool) -> Result<SeqNo> {
-        let total: usize = batches.iter().map(WriteBatch::encoded_len).sum();
+    /// Commits a group of `(batch, logged)`: every batch gets its sequence numbers and goes
+    /// into the memtable; only the logged ones go to the WAL.
+    fn commit_group(&self, batches: &mut [(WriteBatch, bool)], sync: bool) -> Result<SeqNo> {
+        let total: usize = batches.iter().map(|(b, _)| b.encoded_len()).sum();
         let mem = self.make_room_for_write(total)?;
         let first = self.last_seq.load(Ordering::Acquire) + 1;
         let mut next = first;
-        for b in batches.iter_mut() {
+        for (b, _) in batches.iter_mut() {
             b.encode_with_seq(next);
             next += b.len() as u64;
         }
         let last = next - 1;
-        if self.options.wal {
+        let any_logged = batches.iter().any(|(_, logged)| *logged);
+        if self.options.wal && any_logged {
             let mut wal = self.wal.lock();
             let Some(log) = wal.as_mut() else {
                 return Err(Error::Closed);
             };
             fail::fail_point!("lsm::wal::before_append");
-            log.append(batches.iter().map(WriteBatch::encoded))?;
-            let bytes: usize = batches
-                .iter()
+            let logged = || batches.iter().filter(|(_, l)| *l).map(|(b, _)| b);
+            log.append(logged().map(WriteBatch::encoded))?;
+            let bytes: usize = logged()
                 .map(|b| b.encoded_len() + crate::lsm::log::HEADER_LEN)
                 .sum();
             Counters::add(&self.counters.wal_bytes_written, bytes as u64);
@@ -184,13 +203,13 @@ impl Inner {
             }
         }
         let mut seq = first;
-        for b in batches.iter() {
+        for (b, _) in batches.iter() {
             for op in b.ops() {
                 apply_op(&mem, op, seq);
                 seq += 1;
             }
         }
-        for b in batches.iter() {
+        for (b, _) in batches.iter() {
             Counters::add(&self.counters.user_bytes_written, b.user_bytes());
         }
         Counters::add(&self.counters.batches_written, batches.len() as u64);

@@ -1,0 +1,640 @@
+//! The shard state machine over the LSM: [`KvApply`] applies one shard's committed
+//! [`RaftCommand`]s to the node's [`Db`], builds snapshots of the shard from it and restores
+//! them.
+//!
+//! ## Apply without the WAL
+//! Each entry becomes one LSM batch: the command's writes, the replicated values it raises
+//! and the shard's applied index, written without the LSM's WAL (the raft log already holds
+//! the entry). So the applied index on disk is always exactly the state beside it, and a
+//! crash loses a suffix of applies, never part of one:
+//!
+//! ```text
+//!   entry i ──► one unlogged LSM batch { command's writes ; tso ; safe point ; applied = i }
+//!                 │ (memtable: visible at once)
+//!                 ▼ flush (Db::flushed_seq passes the batch's sequence number)
+//!               durable: durable_applied_index() = i   ──► the raft log may be compacted to i
+//! ```
+//!
+//! At open the applied index is read from the LSM, which after a crash holds what the last
+//! flush covered; `Peer::open` replays the raft log from there. Entries whose command is for
+//! another shard, carries a stale epoch `version`, writes outside the shard's range or into
+//! the node-local `raft-state` family change nothing but the applied index and are reported
+//! refused, the same on every replica. A command that does not decode stops the replica: it
+//! is damage (or a proposer bug), and applying around it would let replicas diverge.
+//!
+//! ## Keys in `raft-state` (the family other node-local metadata shares, under its own prefix)
+//!
+//! ```text
+//!   "strata/shard/" ++ shard u64 BE ++ "/applied"             v1 | u64 LE   local progress
+//!   "strata/shard/" ++ shard u64 BE ++ "/r/tso_high_water"    v1 | u64 LE   replicated
+//!   "strata/shard/" ++ shard u64 BE ++ "/r/gc_safe_point"     v1 | u64 LE   replicated
+//!   "strata/restoring/" ++ shard u64 BE                       v1 | u64 LE   restore marker
+//! ```
+//!
+//! ## Snapshots
+//! [`Apply::snapshot`] reads an LSM snapshot taken on the loop thread between applies, so it
+//! is exactly the state at the applied index: the shard's range in `default`, `lock` and
+//! `write` plus its replicated `raft-state` values (`/r/`), in the framed format of
+//! [`super::snapshot`], bounded by [`KvApplyConfig::max_snapshot_bytes`]. A restore checks
+//! the whole snapshot first, then: writes the restore marker durably (WAL, fsync), deletes
+//! the shard's data and state, writes the pairs without the WAL in batches of at most
+//! [`KvApplyConfig::restore_batch_bytes`], sets the applied index to the snapshot's, flushes,
+//! and deletes the marker durably. A replica that finds the marker at open was stopped
+//! mid-restore: it deletes the shard's data and state again (applied 0), so that its peer
+//! fetches a snapshot anew.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use raft::eraftpb::{Entry, EntryType};
+
+use crate::lsm::batch::{BatchOp, MAX_BATCH_BYTES};
+use crate::lsm::key::prefix_successor;
+use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo, WriteBatch, WriteOptions};
+
+use super::apply::{Apply, ApplyOutcome};
+use super::command::{Op, RaftCommand};
+use super::error::{RaftStoreError, Result};
+use super::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter};
+use super::types::{KeyRange, ShardEpoch, ShardId};
+
+/// The families a shard's commands write and its snapshots carry.
+pub const REPLICATED_FAMILIES: [ColumnFamily; 3] = [
+    ColumnFamily::Default,
+    ColumnFamily::Lock,
+    ColumnFamily::Write,
+];
+
+const SHARD_PREFIX: &[u8] = b"strata/shard/";
+const RESTORING_PREFIX: &[u8] = b"strata/restoring/";
+const APPLIED: &[u8] = b"applied";
+/// Under the shard's prefix, the values that are part of the replicated state.
+const REPLICATED: &[u8] = b"r/";
+const TSO_HIGH_WATER: &[u8] = b"r/tso_high_water";
+const GC_SAFE_POINT: &[u8] = b"r/gc_safe_point";
+const RECORD_VERSION: u8 = 1;
+
+/// Limits of snapshots and restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvApplyConfig {
+    /// Largest snapshot built, in bytes (it is held in memory while sent); a larger shard
+    /// fails with [`RaftStoreError::SnapshotTooLarge`].
+    pub max_snapshot_bytes: u64,
+    /// Target payload of one snapshot data frame (the unit a transport may send as a chunk).
+    pub snapshot_frame_bytes: usize,
+    /// Largest LSM batch a restore writes at once.
+    pub restore_batch_bytes: usize,
+}
+
+impl Default for KvApplyConfig {
+    fn default() -> Self {
+        Self {
+            max_snapshot_bytes: 256 << 20,
+            snapshot_frame_bytes: 256 << 10,
+            restore_batch_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A shard's applied state as the server reads it, updated after every apply without going
+/// through the ready loop. Cheap to share (`Arc`).
+#[derive(Debug, Default)]
+pub struct ShardState {
+    applied: AtomicU64,
+    durable_applied: AtomicU64,
+    tso_high_water: AtomicU64,
+    gc_safe_point: AtomicU64,
+}
+
+impl ShardState {
+    /// The index applied through.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The index through which the applied state is flushed (as last computed: it can lag
+    /// a flush until the next apply or compaction check).
+    pub fn durable_applied_index(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// The cluster timestamp oracle's persisted high-water mark (0: none yet).
+    pub fn tso_high_water(&self) -> u64 {
+        self.tso_high_water.load(Ordering::Acquire)
+    }
+
+    /// The cluster GC safe point (0: none yet).
+    pub fn gc_safe_point(&self) -> u64 {
+        self.gc_safe_point.load(Ordering::Acquire)
+    }
+}
+
+/// One shard's state machine over the node's LSM.
+#[derive(Debug)]
+pub struct KvApply {
+    db: Db,
+    shard: ShardId,
+    range: KeyRange,
+    epoch: ShardEpoch,
+    cfg: KvApplyConfig,
+    applied: u64,
+    tso_high_water: u64,
+    gc_safe_point: u64,
+    /// Applies no flush covers yet, oldest first: (the batch's sequence number, its index).
+    unflushed: VecDeque<(SeqNo, u64)>,
+    /// The newest applied index known to be flushed.
+    durable: u64,
+    state: Arc<ShardState>,
+}
+
+fn shard_prefix(shard: ShardId) -> Vec<u8> {
+    let mut k = SHARD_PREFIX.to_vec();
+    k.extend_from_slice(&shard.0.to_be_bytes());
+    k.push(b'/');
+    k
+}
+
+fn shard_key(shard: ShardId, name: &[u8]) -> Vec<u8> {
+    let mut k = shard_prefix(shard);
+    k.extend_from_slice(name);
+    k
+}
+
+fn restoring_key(shard: ShardId) -> Vec<u8> {
+    let mut k = RESTORING_PREFIX.to_vec();
+    k.extend_from_slice(&shard.0.to_be_bytes());
+    k
+}
+
+fn encode_u64(v: u64) -> [u8; 9] {
+    let mut out = [RECORD_VERSION; 9];
+    out[1..].copy_from_slice(&v.to_le_bytes());
+    out
+}
+
+/// Deletes `range` from `cf` in `batch`.
+fn delete_range(batch: &mut WriteBatch, cf: ColumnFamily, range: &KeyRange) {
+    match &range.end {
+        Some(end) => batch.delete_range(cf, &range.start, end),
+        None => batch.delete_range_from(cf, &range.start),
+    }
+}
+
+/// The keys of a prefix, as a range.
+fn prefix_range(prefix: Vec<u8>) -> KeyRange {
+    KeyRange {
+        end: prefix_successor(&prefix),
+        start: prefix,
+    }
+}
+
+impl KvApply {
+    /// Opens the state machine of `shard` (its `range`, at `epoch`) over `db`: reads the
+    /// applied index and replicated values from the LSM, first resetting a restore a crash
+    /// interrupted. `db` is shared with the node's other replicas and metadata.
+    pub fn open(
+        db: Db,
+        shard: ShardId,
+        range: KeyRange,
+        epoch: ShardEpoch,
+        cfg: KvApplyConfig,
+    ) -> Result<KvApply> {
+        let mut me = KvApply {
+            db,
+            shard,
+            range,
+            epoch,
+            cfg,
+            applied: 0,
+            tso_high_water: 0,
+            gc_safe_point: 0,
+            unflushed: VecDeque::new(),
+            durable: 0,
+            state: Arc::default(),
+        };
+        if let Some(index) = me.read_u64(&restoring_key(shard), None)? {
+            tracing::warn!(
+                shard = shard.0,
+                index,
+                "a snapshot restore was interrupted; resetting the replica to empty"
+            );
+            me.reset()?;
+        }
+        me.load()?;
+        Ok(me)
+    }
+
+    /// The handle the server reads the shard's applied state through.
+    pub fn state(&self) -> Arc<ShardState> {
+        Arc::clone(&self.state)
+    }
+
+    /// The shard.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The shard's key range.
+    pub fn range(&self) -> &KeyRange {
+        &self.range
+    }
+
+    /// The engine.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn read_u64(&self, key: &[u8], at: Option<SeqNo>) -> Result<Option<u64>> {
+        let opts = ReadOptions {
+            snapshot: at,
+            ..ReadOptions::default()
+        };
+        let Some(v) = self.db.get(ColumnFamily::RaftState, key, &opts)? else {
+            return Ok(None);
+        };
+        match v.as_slice() {
+            [RECORD_VERSION, rest @ ..] if rest.len() == 8 => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(rest);
+                Ok(Some(u64::from_le_bytes(w)))
+            }
+            _ => Err(RaftStoreError::Corruption(format!(
+                "{}: raft-state value {:?} of {} bytes",
+                self.shard,
+                String::from_utf8_lossy(key),
+                v.len()
+            ))),
+        }
+    }
+
+    /// Reads the applied index and replicated values from the LSM.
+    fn load(&mut self) -> Result<()> {
+        self.applied = self
+            .read_u64(&shard_key(self.shard, APPLIED), None)?
+            .unwrap_or(0);
+        self.tso_high_water = self
+            .read_u64(&shard_key(self.shard, TSO_HIGH_WATER), None)?
+            .unwrap_or(0);
+        self.gc_safe_point = self
+            .read_u64(&shard_key(self.shard, GC_SAFE_POINT), None)?
+            .unwrap_or(0);
+        self.unflushed.clear();
+        // Read right after open (or a flush): nothing unflushed is in the LSM.
+        self.durable = self.applied;
+        self.state
+            .durable_applied
+            .store(self.applied, Ordering::Release);
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let s = &self.state;
+        s.applied.store(self.applied, Ordering::Release);
+        s.tso_high_water
+            .store(self.tso_high_water, Ordering::Release);
+        s.gc_safe_point.store(self.gc_safe_point, Ordering::Release);
+    }
+
+    /// Writes a value that must survive a crash at once (the restore marker): logged and
+    /// synced, or flushed on an engine without a WAL.
+    fn write_durably(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch, &WriteOptions::synced())?;
+        if !self.db.options().wal {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds the deletion of everything of the shard (data and state, the marker aside).
+    fn delete_all(&self, batch: &mut WriteBatch) {
+        for cf in REPLICATED_FAMILIES {
+            delete_range(batch, cf, &self.range);
+        }
+        delete_range(
+            batch,
+            ColumnFamily::RaftState,
+            &prefix_range(shard_prefix(self.shard)),
+        );
+    }
+
+    /// Empties the shard (applied 0) and clears the restore marker, durably.
+    fn reset(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        self.delete_all(&mut batch);
+        self.db.write(batch, &WriteOptions::unlogged())?;
+        self.db.flush()?;
+        let mut clear = WriteBatch::new();
+        clear.delete(ColumnFamily::RaftState, &restoring_key(self.shard));
+        self.write_durably(clear)
+    }
+
+    /// Why `cmd` must not be applied, if it must not.
+    fn refusal(&self, cmd: &RaftCommand) -> Option<RaftStoreError> {
+        if cmd.shard != self.shard {
+            return Some(RaftStoreError::WrongShard {
+                shard: self.shard,
+                requested: cmd.shard,
+            });
+        }
+        if cmd.epoch.version != self.epoch.version {
+            return Some(RaftStoreError::StaleEpoch {
+                shard: self.shard,
+                requested: cmd.epoch,
+                current: self.epoch,
+            });
+        }
+        let mut bytes = 0;
+        for op in &cmd.ops {
+            let Op::Write(batch) = op else { continue };
+            bytes += batch.encoded_len();
+            for op in batch.ops() {
+                let (cf, key, inside) = match op {
+                    Ok(BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key }) => {
+                        (cf, key, self.range.contains(key))
+                    }
+                    Ok(BatchOp::DeleteRange { cf, start, end }) => {
+                        (cf, start, self.range.covers(start, Some(end)))
+                    }
+                    Ok(BatchOp::DeleteFrom { cf, start }) => {
+                        (cf, start, self.range.covers(start, None))
+                    }
+                    // Decoding checked every operation.
+                    Err(()) => {
+                        return Some(RaftStoreError::Invalid("malformed write batch".into()))
+                    }
+                };
+                if !REPLICATED_FAMILIES.contains(&cf) {
+                    return Some(RaftStoreError::Invalid(format!(
+                        "{}: a command cannot write the node-local {cf} family",
+                        self.shard
+                    )));
+                }
+                if !inside {
+                    return Some(RaftStoreError::KeyNotInShard {
+                        shard: self.shard,
+                        key: key.to_vec(),
+                    });
+                }
+            }
+        }
+        if bytes > MAX_BATCH_BYTES {
+            return Some(RaftStoreError::Invalid(format!(
+                "{}: command writes {bytes} bytes, more than one engine batch holds \
+                 ({MAX_BATCH_BYTES})",
+                self.shard
+            )));
+        }
+        None
+    }
+
+    /// Applies one entry as one unlogged LSM batch; returns why it was refused, if it was.
+    fn apply_entry(&mut self, e: &Entry) -> Result<Option<RaftStoreError>> {
+        if e.index != self.applied + 1 {
+            return Err(RaftStoreError::Apply(format!(
+                "{}: entry {} after {}",
+                self.shard, e.index, self.applied
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        let (mut tso, mut gc) = (self.tso_high_water, self.gc_safe_point);
+        let mut refused = None;
+        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            let cmd = RaftCommand::decode(&e.data).map_err(|err| {
+                RaftStoreError::Corruption(format!("{}: entry {}: {err}", self.shard, e.index))
+            })?;
+            refused = self.refusal(&cmd);
+            if refused.is_none() {
+                for op in &cmd.ops {
+                    match op {
+                        Op::Write(b) => batch.append(b),
+                        Op::SetTsoHighWater(t) => tso = tso.max(*t),
+                        Op::SetGcSafePoint(t) => gc = gc.max(*t),
+                    }
+                }
+            }
+        }
+        if tso != self.tso_high_water {
+            batch.put(
+                ColumnFamily::RaftState,
+                &shard_key(self.shard, TSO_HIGH_WATER),
+                &encode_u64(tso),
+            );
+        }
+        if gc != self.gc_safe_point {
+            batch.put(
+                ColumnFamily::RaftState,
+                &shard_key(self.shard, GC_SAFE_POINT),
+                &encode_u64(gc),
+            );
+        }
+        batch.put(
+            ColumnFamily::RaftState,
+            &shard_key(self.shard, APPLIED),
+            &encode_u64(e.index),
+        );
+        let seq = self.db.write(batch, &WriteOptions::unlogged())?;
+        self.unflushed.push_back((seq, e.index));
+        self.applied = e.index;
+        self.tso_high_water = tso;
+        self.gc_safe_point = gc;
+        self.publish();
+        Ok(refused)
+    }
+
+    /// Forgets the applies a flush now covers.
+    fn note_flushed(&mut self) {
+        let flushed = self.db.flushed_seq();
+        while let Some(&(seq, index)) = self.unflushed.front() {
+            if seq > flushed {
+                break;
+            }
+            self.durable = index;
+            self.unflushed.pop_front();
+        }
+        self.state
+            .durable_applied
+            .fetch_max(self.durable, Ordering::AcqRel);
+    }
+
+    /// Checks that a restore would only write the shard's own keys.
+    fn check_pairs(&self, reader: &SnapshotReader<'_>) -> Result<()> {
+        let state = prefix_range(shard_key(self.shard, REPLICATED));
+        for pair in reader.pairs() {
+            let (cf, key, _) = pair?;
+            let ok = if cf == ColumnFamily::RaftState {
+                state.contains(key)
+            } else {
+                self.range.contains(key)
+            };
+            if !ok {
+                return Err(RaftStoreError::SnapshotCorrupt(format!(
+                    "{}: pair {:?} of {cf} is outside the shard",
+                    self.shard,
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a restore half-way when a test asks for it (failpoint
+    /// `raftstore::kv_apply::restore`, configured `return(<shard id>)`: only that shard's
+    /// restores stop, so tests of other shards in the same process are not hit).
+    fn injected_restore_crash(&self) -> Result<()> {
+        #[cfg(feature = "failpoints")]
+        {
+            let me = self.shard.0.to_string();
+            if fail::eval("raftstore::kv_apply::restore", |arg| {
+                arg.as_deref() == Some(me.as_str())
+            }) == Some(true)
+            {
+                return Err(RaftStoreError::Apply(format!(
+                    "{}: injected crash in the middle of a restore",
+                    self.shard
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Apply for KvApply {
+    fn apply(&mut self, shard: ShardId, entries: &[Entry]) -> Result<ApplyOutcome> {
+        if shard != self.shard {
+            return Err(RaftStoreError::Invalid(format!(
+                "{shard}: entries handed to the state machine of {}",
+                self.shard
+            )));
+        }
+        let mut rejected = Vec::new();
+        for e in entries {
+            if let Some(why) = self.apply_entry(e)? {
+                rejected.push((e.index, why));
+            }
+        }
+        self.note_flushed();
+        Ok(ApplyOutcome {
+            applied: self.applied,
+            rejected,
+        })
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    fn durable_applied_index(&self) -> u64 {
+        let flushed = self.db.flushed_seq();
+        let covered = self.unflushed.partition_point(|(seq, _)| *seq <= flushed);
+        let durable = match covered {
+            0 => self.durable,
+            n => self.unflushed[n - 1].1,
+        };
+        self.state
+            .durable_applied
+            .fetch_max(durable, Ordering::AcqRel);
+        durable
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        // Applies run on the caller's thread, and nothing else writes this shard's keys: an
+        // LSM snapshot taken now holds exactly the state at the applied index.
+        let snap = self.db.snapshot();
+        let at = self.read_u64(&shard_key(self.shard, APPLIED), Some(snap.seq()))?;
+        if at.unwrap_or(0) != self.applied {
+            return Err(RaftStoreError::Apply(format!(
+                "{}: the LSM holds applied index {at:?}, the state machine {}",
+                self.shard, self.applied
+            )));
+        }
+        let header = SnapshotHeader {
+            shard: self.shard,
+            index: self.applied,
+            range: self.range.clone(),
+        };
+        let mut w = SnapshotWriter::new(
+            &header,
+            self.cfg.snapshot_frame_bytes,
+            self.cfg.max_snapshot_bytes,
+        )?;
+        let state = prefix_range(shard_key(self.shard, REPLICATED));
+        let sources = REPLICATED_FAMILIES
+            .iter()
+            .map(|cf| (*cf, &self.range))
+            .chain([(ColumnFamily::RaftState, &state)]);
+        for (cf, range) in sources {
+            let mut it = self.db.iter(
+                cf,
+                IterOptions {
+                    lower_bound: Some(range.start.clone()),
+                    upper_bound: range.end.clone(),
+                    snapshot: Some(snap.seq()),
+                    fill_cache: false,
+                },
+            )?;
+            it.seek_to_first()?;
+            while it.valid() {
+                w.add(cf, it.key(), it.value())?;
+                it.next()?;
+            }
+        }
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, shard: ShardId, index: u64, data: &[u8]) -> Result<()> {
+        let reader = SnapshotReader::open(data)?;
+        let h = reader.header();
+        if shard != self.shard || h.shard != self.shard || h.index != index {
+            return Err(RaftStoreError::SnapshotCorrupt(format!(
+                "{}: snapshot of {} at {} offered as {shard} at {index}",
+                self.shard, h.shard, h.index
+            )));
+        }
+        if h.range != self.range {
+            return Err(RaftStoreError::Invalid(format!(
+                "{}: snapshot of range {:?}, the replica holds {:?}",
+                self.shard, h.range, self.range
+            )));
+        }
+        self.check_pairs(&reader)?;
+        // From here on a crash leaves the marker, and the next open empties the shard.
+        let mut marker = WriteBatch::new();
+        marker.put(
+            ColumnFamily::RaftState,
+            &restoring_key(self.shard),
+            &encode_u64(index),
+        );
+        self.write_durably(marker)?;
+        let mut batch = WriteBatch::new();
+        self.delete_all(&mut batch);
+        for pair in reader.pairs() {
+            let (cf, key, value) = pair?;
+            batch.put(cf, key, value);
+            if batch.encoded_len() >= self.cfg.restore_batch_bytes {
+                let full = std::mem::take(&mut batch);
+                self.db.write(full, &WriteOptions::unlogged())?;
+                self.injected_restore_crash()?;
+            }
+        }
+        batch.put(
+            ColumnFamily::RaftState,
+            &shard_key(self.shard, APPLIED),
+            &encode_u64(index),
+        );
+        self.db.write(batch, &WriteOptions::unlogged())?;
+        self.db.flush()?;
+        let mut clear = WriteBatch::new();
+        clear.delete(ColumnFamily::RaftState, &restoring_key(self.shard));
+        self.write_durably(clear)?;
+        self.load()?;
+        if self.applied != index {
+            return Err(RaftStoreError::Apply(format!(
+                "{}: restored to {index} but reads back {}",
+                self.shard, self.applied
+            )));
+        }
+        Ok(())
+    }
+}
