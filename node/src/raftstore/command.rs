@@ -2,13 +2,16 @@
 //! replica's [`KvApply`](super::KvApply) applies.
 //!
 //! A command names the shard and the epoch it was built for, so a replica can refuse, on
-//! every replica alike, a command routed under an out-of-date view of the shard. Its ops run
+//! every replica alike, a command routed under an out-of-date view of the shard. It also
+//! names the leader term its writes were computed in (0: not tied to one): an entry of any
+//! other term is refused, because a leader that lost and regained leadership between
+//! computing and proposing may have missed another leader's writes to the same keys (D67). Its ops run
 //! in order, all in one LSM batch with the shard's applied index, so many client commands
 //! (each an `Op::Write` the leader computed) can ride in one entry:
 //!
 //! ```text
 //!   command := version u8 (1) | shard u64 LE | conf_ver u64 LE | epoch version u64 LE
-//!              | op count: varint | op* | crc u32 LE
+//!              | term u64 LE | op count: varint | op* | crc u32 LE
 //!   op      := 0x01 batch:lp    Op::Write: lsm::WriteBatch::to_bytes (sequence field 0)
 //!            | 0x02 u64 LE      Op::SetTsoHighWater
 //!            | 0x03 u64 LE      Op::SetGcSafePoint
@@ -36,8 +39,8 @@ const OP_WRITE: u8 = 1;
 const OP_SET_TSO_HIGH_WATER: u8 = 2;
 const OP_SET_GC_SAFE_POINT: u8 = 3;
 
-/// Version, shard, conf_ver, version.
-const HEADER_LEN: usize = 1 + 8 + 8 + 8;
+/// Version, shard, conf_ver, version, term.
+const HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8;
 const CRC_LEN: usize = 4;
 
 /// One operation of a command.
@@ -60,6 +63,9 @@ pub struct RaftCommand {
     pub shard: ShardId,
     /// The shard's epoch as the proposer knew it; only `version` is checked at apply.
     pub epoch: ShardEpoch,
+    /// The leader term the writes were computed in; an entry of another term is refused.
+    /// 0 when the command does not depend on the state it was computed from.
+    pub term: u64,
     /// The operations, applied in order and atomically.
     pub ops: Vec<Op>,
 }
@@ -70,8 +76,15 @@ impl RaftCommand {
         RaftCommand {
             shard,
             epoch,
+            term: 0,
             ops: Vec::new(),
         }
+    }
+
+    /// Ties the command to the leader term its writes were computed in.
+    pub fn in_term(mut self, term: u64) -> RaftCommand {
+        self.term = term;
+        self
     }
 
     /// Adds an operation.
@@ -95,6 +108,7 @@ impl RaftCommand {
         out.extend_from_slice(&self.shard.0.to_le_bytes());
         out.extend_from_slice(&self.epoch.conf_ver.to_le_bytes());
         out.extend_from_slice(&self.epoch.version.to_le_bytes());
+        out.extend_from_slice(&self.term.to_le_bytes());
         put_varint(&mut out, self.ops.len() as u64);
         for op in &self.ops {
             match op {
@@ -141,6 +155,7 @@ impl RaftCommand {
             conf_ver: word("conf_ver")?,
             version: word("epoch version")?,
         };
+        let term = word("term")?;
         let count = d.varint().ok_or_else(|| bad("truncated op count".into()))?;
         // Every op takes at least 9 bytes: never reserve more than the input can hold.
         let mut ops = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(body.len() / 9));
@@ -173,7 +188,12 @@ impl RaftCommand {
         if !d.is_empty() {
             return Err(bad("trailing bytes after the last op".into()));
         }
-        Ok(RaftCommand { shard, epoch, ops })
+        Ok(RaftCommand {
+            shard,
+            epoch,
+            term,
+            ops,
+        })
     }
 }
 

@@ -33,6 +33,17 @@ pub enum RaftStoreError {
         /// The shard's epoch when the command was applied.
         current: ShardEpoch,
     },
+    /// The command's writes were computed under another leader term than the one its entry
+    /// was committed in. Nothing of it was applied; retryable (compute it again).
+    #[error("{shard}: command computed in term {computed}, committed in term {entry}")]
+    StaleTerm {
+        /// The shard that refused the command.
+        shard: ShardId,
+        /// The term the command was computed in.
+        computed: u64,
+        /// The term of its entry.
+        entry: u64,
+    },
     /// The command names another shard than the group it was committed in. Nothing of it
     /// was applied; retryable at the right shard.
     #[error("{shard}: command for {requested}")]
@@ -98,6 +109,7 @@ impl RaftStoreError {
             self,
             RaftStoreError::NotLeader { .. }
                 | RaftStoreError::StaleEpoch { .. }
+                | RaftStoreError::StaleTerm { .. }
                 | RaftStoreError::WrongShard { .. }
                 | RaftStoreError::KeyNotInShard { .. }
         )

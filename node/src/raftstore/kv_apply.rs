@@ -331,11 +331,18 @@ impl KvApply {
     }
 
     /// Why `cmd` must not be applied, if it must not.
-    fn refusal(&self, cmd: &RaftCommand) -> Option<RaftStoreError> {
+    fn refusal(&self, cmd: &RaftCommand, entry_term: u64) -> Option<RaftStoreError> {
         if cmd.shard != self.shard {
             return Some(RaftStoreError::WrongShard {
                 shard: self.shard,
                 requested: cmd.shard,
+            });
+        }
+        if cmd.term != 0 && cmd.term != entry_term {
+            return Some(RaftStoreError::StaleTerm {
+                shard: self.shard,
+                computed: cmd.term,
+                entry: entry_term,
             });
         }
         if cmd.epoch.version != self.epoch.version {
@@ -404,7 +411,7 @@ impl KvApply {
             let cmd = RaftCommand::decode(&e.data).map_err(|err| {
                 RaftStoreError::Corruption(format!("{}: entry {}: {err}", self.shard, e.index))
             })?;
-            refused = self.refusal(&cmd);
+            refused = self.refusal(&cmd, e.term);
             if refused.is_none() {
                 for op in &cmd.ops {
                     match op {

@@ -56,6 +56,7 @@ fn conf_change(index: u64) -> Entry {
 fn command(ops: Vec<Op>) -> Vec<u8> {
     RaftCommand {
         shard: SHARD,
+        term: 0,
         epoch: EPOCH,
         ops,
     }
@@ -97,6 +98,7 @@ fn entries() -> Vec<Entry> {
         i += 1;
         let stale = RaftCommand {
             shard: SHARD,
+            term: 0,
             epoch: ShardEpoch {
                 version: 2,
                 ..EPOCH
@@ -201,7 +203,13 @@ fn refused_commands_change_nothing_but_the_applied_index() {
     let db = open_db(dir.path());
     let mut sm = open_apply(&db, KvApplyConfig::default());
     let with = |shard: ShardId, epoch: ShardEpoch, ops: Vec<Op>| {
-        RaftCommand { shard, epoch, ops }.encode()
+        RaftCommand {
+            shard,
+            epoch,
+            term: 0,
+            ops,
+        }
+        .encode()
     };
     let good = puts(ColumnFamily::Default, &[("n", "ok")]);
     let mut raft_state = WriteBatch::new();

@@ -237,6 +237,7 @@ impl LsmCluster {
     fn command(&self, ops: Vec<Op>) -> RaftCommand {
         RaftCommand {
             shard: self.shard,
+            term: 0,
             epoch: ShardEpoch::default(),
             ops,
         }
@@ -462,6 +463,7 @@ fn a_command_at_a_stale_epoch_is_refused_with_a_retryable_error_everywhere() {
     b.put(ColumnFamily::Default, b"stale", b"x");
     let stale = RaftCommand {
         shard: ShardId(80),
+        term: 0,
         epoch: ShardEpoch {
             conf_ver: 0,
             version: 1,
