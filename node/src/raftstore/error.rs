@@ -2,7 +2,9 @@
 //!
 //! Errors from the layer's two libraries (raft-rs and raft-engine) are converted here, at the
 //! boundary. [`RaftStoreError::NotLeader`] is the retryable one a client learns from: it names
-//! the leader this replica believes in, when it knows one.
+//! the leader this replica believes in, when it knows one. The driver adds its own retryable
+//! ones (`LeaderNotReady`, `Timeout`, `Busy`) and `Stopped`, which is not: the node itself
+//! cannot serve until it is restarted.
 
 use super::types::{PeerId, ShardId};
 
@@ -42,12 +44,39 @@ pub enum RaftStoreError {
     /// A protobuf message could not be encoded or decoded.
     #[error("protobuf: {0}")]
     Protobuf(#[from] protobuf::ProtobufError),
+    /// This replica leads, but has not yet applied an entry of its own term, so its state
+    /// machine may miss writes an earlier leader acknowledged. Retryable (soon, same replica).
+    #[error("{shard}: leader not ready yet (its term's first entry is not applied)")]
+    LeaderNotReady {
+        /// The shard the request was for.
+        shard: ShardId,
+    },
+    /// The request did not complete in time. For a read this is retryable; the driver never
+    /// times out a proposal it has handed to Raft (its outcome would be unknown).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Too many requests are waiting in the driver; retryable after a while.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The driver is not running: shut down, or stopped by a fatal error (a failed log write,
+    /// after which raft-rs cannot continue: the node must be restarted).
+    #[error("raft driver stopped: {0}")]
+    Stopped(String),
+    /// An I/O error outside the log (a listener, a thread).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl RaftStoreError {
     /// True when the same request may succeed if sent again (possibly elsewhere).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RaftStoreError::NotLeader { .. })
+        matches!(
+            self,
+            RaftStoreError::NotLeader { .. }
+                | RaftStoreError::LeaderNotReady { .. }
+                | RaftStoreError::Timeout(_)
+                | RaftStoreError::Busy(_)
+        )
     }
 
     /// Converts this error into the form raft-rs's `Storage` trait must return.

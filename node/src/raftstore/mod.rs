@@ -39,12 +39,15 @@ pub mod error;
 pub mod log_store;
 pub mod logger;
 pub mod peer;
+pub mod rng;
 pub mod storage;
 pub mod store;
 pub mod types;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod leader_read_tests;
 #[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
@@ -56,4 +59,4 @@ pub use log_store::{LogState, LogStore, LogWriteBatch};
 pub use peer::{Peer, PeerConfig};
 pub use storage::PeerStorage;
 pub use store::{LoopStats, RaftStore};
-pub use types::{PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};
+pub use types::{NodeId, PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};
