@@ -35,6 +35,7 @@
 //! (the state machine and transport seams), [`logger`] (slog to tracing).
 
 pub mod apply;
+pub mod driver;
 pub mod error;
 pub mod log_store;
 pub mod logger;
@@ -42,10 +43,13 @@ pub mod peer;
 pub mod rng;
 pub mod storage;
 pub mod store;
+pub mod transport;
 pub mod types;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod grpc_cluster_tests;
 #[cfg(test)]
 mod leader_read_tests;
 #[cfg(test)]
@@ -54,6 +58,9 @@ mod log_store_tests;
 mod sim;
 
 pub use apply::{Apply, ProposalResult, RaftMessage, Transport};
+pub use driver::{
+    DriverConfig, DriverStats, PeerProgress, RaftDriver, RaftHandle, ReadMode, ReplicaStatus, Role,
+};
 pub use error::{RaftStoreError, Result};
 pub use log_store::{LogState, LogStore, LogWriteBatch};
 pub use peer::{Peer, PeerConfig};
