@@ -27,12 +27,16 @@
 //!   take_outcomes()   proposals applied, or NotLeader when a new leader dropped them
 //! ```
 //!
-//! Nothing here reads a clock or starts a thread: the same loop is driven by a thread in
-//! the server and step by step in tests (`cluster_tests`, over a fault-injecting transport).
+//! The store reads no clock and starts no thread: [`driver`] runs it on a thread with a
+//! clock (the node talks to it through a [`RaftHandle`]), and tests drive it round by round
+//! (`cluster_tests`, over a deterministic in-memory network). [`transport`] carries its
+//! messages between nodes over tonic.
 //!
 //! Files: [`types`] (ids, epoch), [`error`], [`log_store`] (raft-engine layout), [`storage`]
 //! (`raft::Storage` per replica), [`peer`] (one replica), [`store`] (the loop), [`apply`]
-//! (the state machine and transport seams), [`logger`] (slog to tracing).
+//! (the state machine and transport seams), [`driver`] (the thread, handle, reads and lease),
+//! [`transport`] (gRPC sender and receiver, routing, snapshots, fault injection), [`rng`]
+//! (seeded generator), [`logger`] (slog to tracing).
 
 pub mod apply;
 pub mod driver;

@@ -53,6 +53,24 @@ struct Transfer {
     deadline: Instant,
 }
 
+/// Marks the driver stopped if its thread unwinds (a panic inside raft-rs): callers then get
+/// `Stopped` with that reason (their replies are dropped with the thread) and no stale
+/// status stays published.
+struct PanicGuard(Arc<Shared>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut stopped = self.0.stopped.lock();
+            if stopped.is_none() {
+                *stopped = Some("the driver thread panicked (restart the node)".into());
+            }
+            drop(stopped);
+            self.0.status.write().clear();
+        }
+    }
+}
+
 pub(super) struct Driver<T: Transport> {
     store: RaftStore<T>,
     cfg: DriverConfig,
@@ -100,6 +118,7 @@ impl<T: Transport> Driver<T> {
 
     /// Runs until shutdown or a fatal error, then answers everyone still waiting.
     pub(super) fn run(mut self) {
+        let _guard = PanicGuard(Arc::clone(&self.shared));
         self.publish();
         let reason = self.run_loop();
         self.stop(reason);

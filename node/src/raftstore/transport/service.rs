@@ -238,20 +238,24 @@ pub struct InternalServer {
 }
 
 impl InternalServer {
-    /// Serves `raft` on `listener` (bind it to port 0 for a free port).
+    /// Serves `raft` on `listener` (bind it to port 0 for a free port), on the tokio runtime
+    /// this is called from (`Invalid` outside one).
     pub fn start(
         listener: TcpListener,
         raft: RaftHandle,
         cfg: TransportConfig,
         counters: Arc<TransportCounters>,
     ) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            RaftStoreError::Invalid("the internal server needs a tokio runtime".into())
+        })?;
         let addr = listener.local_addr()?;
         let (closing, closing_rx) = watch::channel(false);
         let service = raft_service(raft, cfg, counters, closing_rx.clone());
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stop = closing_rx;
-        let task = tokio::spawn(
+        let task = runtime.spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
