@@ -8,7 +8,7 @@
 //!   read_index                      │  one          wait on the channel until the next tick
 //!   transfer_leader / compact_log   ├─ channel ──▶  drain ALL queued inputs (bounded count):
 //!   step(msg)          (transport)  │               step messages, park requests
-//!   report_unreachable / _snapshot  │             tick() when due (never faster than the clock)
+//!   report_unreachable / _snapshot  │             tick() when due (>= one interval apart)
 //!   shutdown                      ──┘             serve parked requests on ready leaders:
 //!                                                   proposals -> RaftStore::propose
 //!        ▲                                          reads -> one ReadIndex ctx per shard
@@ -82,8 +82,9 @@ pub enum ReadMode {
     /// new term.
     ///
     /// Why it is safe: a voter that heard from the leader refuses to vote for anyone else
-    /// for `election_tick` of its own ticks (raft-rs's `check_quorum` lease), so no other
-    /// leader can exist within `(election_tick - 1) * tick` of a quorum's acknowledgement.
+    /// for `election_tick` of its own ticks (raft-rs's `check_quorum` lease), and the driver
+    /// keeps ticks at least one interval apart, so once a quorum acknowledged a message sent
+    /// at T no other leader can exist before T + `(election_tick - 1) * tick`.
     /// It assumes (1) clocks advance at rates that differ by less than the margin between
     /// this lease and that bound (a lease at 80% of it tolerates 20%: NTP-disciplined
     /// clocks differ by parts per million, but a paused VM does not count time), and (2) a

@@ -568,13 +568,15 @@ async fn a_lagging_follower_restarted_on_its_port_is_caught_up_by_a_chunked_snap
         c.nodes[&follower].kv.0.lock().unwrap().snapshots_restored,
         1
     );
-    // 60 KiB of data in 16 KiB chunks: several chunks, one snapshot, whole on arrival.
-    let sent = c.counters(leader).stats();
+    // 60 KiB of data in 16 KiB chunks: several chunks, one snapshot, whole on arrival. The
+    // sender counts once the receiver's answer is back, which may be after the follower
+    // applied it.
+    wait_for("the sender to count the snapshot", || {
+        let sent = c.counters(leader).stats();
+        sent.snapshots_sent >= 1 && sent.snapshot_chunks_sent >= 4
+    })
+    .await;
     let received = c.counters(follower).stats();
-    assert!(
-        sent.snapshots_sent >= 1 && sent.snapshot_chunks_sent >= 4,
-        "{sent:?}"
-    );
     assert_eq!(received.snapshots_received, 1, "{received:?}");
     assert!(received.snapshot_chunks_received >= 4, "{received:?}");
     // The follower's log now starts after the snapshot, and it keeps replicating.

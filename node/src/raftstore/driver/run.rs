@@ -2,9 +2,10 @@
 //!
 //! It is the only owner of the [`RaftStore`] and the only reader of the clock in the
 //! raftstore: ticks and deadlines come from `Instant`, everything below stays clock-free.
-//! Ticks are never issued faster than the clock: a late loop skips the ticks it missed
-//! instead of catching up in a burst, which only slows the Raft clock down (the lease bound
-//! in [`super::ReadMode::Lease`] relies on that).
+//! Two ticks are always at least one tick interval apart: a late loop does not catch up,
+//! which only slows the Raft clock down. The lease bound in [`super::ReadMode::Lease`]
+//! relies on it: a voter's `election_tick` ticks after hearing from the leader then span at
+//! least `(election_tick - 1)` intervals.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -151,10 +152,8 @@ impl<T: Transport> Driver<T> {
             if now >= next_tick {
                 self.store.tick();
                 self.stats.ticks += 1;
-                next_tick += tick;
-                if next_tick <= now {
-                    next_tick = now + tick;
-                }
+                // At least `tick` between two ticks, even after a late one.
+                next_tick = now + tick;
                 self.expire(now);
             }
             if let Err(e) = self.work(now) {
