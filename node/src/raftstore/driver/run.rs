@@ -434,6 +434,10 @@ impl<T: Transport> Driver<T> {
             }
         }
         *self.shared.status.write() = status;
+        self.publish_stats();
+    }
+
+    fn publish_stats(&mut self) {
         let loop_stats = self.store.stats();
         let mut stats = self.stats;
         stats.readies = loop_stats.iterations;
@@ -452,6 +456,8 @@ impl<T: Transport> Driver<T> {
                 *stopped = Some(reason.clone());
             }
         }
+        // Before anyone hears of it: a caller told `Stopped` must not find a status.
+        self.shared.status.write().clear();
         let err = || RaftStoreError::Stopped(reason.clone());
         for p in self.parked.drain(..) {
             let _ = p.reply.send(Err(err()));
@@ -481,7 +487,6 @@ impl<T: Transport> Driver<T> {
                 Input::Unreachable { .. } | Input::SnapshotStatus { .. } | Input::Shutdown => {}
             }
         }
-        self.publish();
-        self.shared.status.write().clear();
+        self.publish_stats();
     }
 }
