@@ -362,6 +362,31 @@ fn the_descriptor_set_covers_every_service() {
     }
 }
 
+#[test]
+fn the_internal_protocol_roundtrips_and_stays_out_of_the_public_descriptor_set() {
+    use strata_proto::internal::v1::{RaftBatch, RaftStreamReply, SnapshotChunk};
+    roundtrip(RaftBatch {
+        cluster_id: 7,
+        from_node: 1,
+        to_node: 2,
+        messages: vec![vec![1u8, 2, 3].into(), Vec::new().into()],
+    });
+    roundtrip(RaftStreamReply { node_id: 2 });
+    roundtrip(SnapshotChunk {
+        cluster_id: 7,
+        from_node: 1,
+        to_node: 2,
+        message: vec![9u8; 10].into(),
+        data_size: 1 << 33,
+        data_crc32c: 0xdead_beef,
+        data: vec![0u8; 100].into(),
+    });
+    // The client port's reflection serves this set: it must not reveal the internal port.
+    let set = v1::FILE_DESCRIPTOR_SET;
+    let contains = |needle: &str| set.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains("strata.internal") && !contains("RaftBatch"));
+}
+
 /// A Kv server that stores nothing: Get finds "hello", Put fails with a write conflict.
 #[derive(Debug)]
 struct StubKv;

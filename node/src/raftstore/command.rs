@@ -274,7 +274,7 @@ mod tests {
         };
         let header = |version: u8| {
             let mut h = vec![version];
-            h.extend_from_slice(&[0u8; 24]);
+            h.extend_from_slice(&[0u8; 32]);
             h
         };
         let expect = |bytes: Vec<u8>, what: &str| match RaftCommand::decode(&bytes) {

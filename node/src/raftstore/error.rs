@@ -3,9 +3,12 @@
 //! Errors from the layer's libraries (raft-rs, raft-engine and the LSM the state machine
 //! writes) are converted here, at the boundary. The retryable ones are those a client learns
 //! from: [`RaftStoreError::NotLeader`] names the leader this replica believes in, when it
-//! knows one; [`RaftStoreError::StaleEpoch`], [`RaftStoreError::WrongShard`] and
-//! [`RaftStoreError::KeyNotInShard`] reject a command the state machine refused to apply, on
-//! every replica alike, because it was routed under an out-of-date view of the shard.
+//! knows one; [`RaftStoreError::StaleEpoch`], [`RaftStoreError::StaleTerm`],
+//! [`RaftStoreError::WrongShard`] and [`RaftStoreError::KeyNotInShard`] reject a command the
+//! state machine refused to apply, on every replica alike, because it was routed or computed
+//! under an out-of-date view of the shard. The driver adds its own retryable ones
+//! (`LeaderNotReady`, `Timeout`, `Busy`) and `Stopped`, which is not: the node itself cannot
+//! serve until it is restarted.
 
 use super::types::{PeerId, ShardEpoch, ShardId};
 
@@ -100,6 +103,27 @@ pub enum RaftStoreError {
     /// The storage engine the state machine applies to failed.
     #[error("lsm: {0}")]
     Lsm(#[from] crate::lsm::Error),
+    /// This replica leads, but has not yet applied an entry of its own term, so its state
+    /// machine may miss writes an earlier leader acknowledged. Retryable (soon, same replica).
+    #[error("{shard}: leader not ready yet (its term's first entry is not applied)")]
+    LeaderNotReady {
+        /// The shard the request was for.
+        shard: ShardId,
+    },
+    /// The request did not complete in time. For a read this is retryable; the driver never
+    /// times out a proposal it has handed to Raft (its outcome would be unknown).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Too many requests are waiting in the driver; retryable after a while.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The driver is not running: shut down, or stopped by a fatal error (a failed log write,
+    /// after which raft-rs cannot continue: the node must be restarted).
+    #[error("raft driver stopped: {0}")]
+    Stopped(String),
+    /// An I/O error outside the log (a listener, a thread).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl RaftStoreError {
@@ -112,6 +136,9 @@ impl RaftStoreError {
                 | RaftStoreError::StaleTerm { .. }
                 | RaftStoreError::WrongShard { .. }
                 | RaftStoreError::KeyNotInShard { .. }
+                | RaftStoreError::LeaderNotReady { .. }
+                | RaftStoreError::Timeout(_)
+                | RaftStoreError::Busy(_)
         )
     }
 

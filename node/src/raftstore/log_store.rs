@@ -215,8 +215,12 @@ impl LogStore {
     }
 
     /// Writes a batch; with `sync` it is durable when this returns (one fsync for all the
-    /// replicas in it). An empty batch costs nothing.
+    /// replicas in it). An empty batch costs nothing. The failpoint
+    /// `raftstore::log_store::write` fails it (tests of what stops on a failed write).
     pub fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize> {
+        fail::fail_point!("raftstore::log_store::write", |_| Err(RaftStoreError::Io(
+            std::io::Error::other("injected raft log write failure")
+        )));
         Ok(self.engine.write(&mut batch.batch, sync)?)
     }
 

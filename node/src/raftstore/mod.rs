@@ -30,32 +30,43 @@
 //!                     when a new leader dropped them
 //! ```
 //!
-//! Nothing here reads a clock or starts a thread: the same loop is driven by a thread in
-//! the server and step by step in tests (`cluster_tests`, over a fault-injecting transport).
+//! The store reads no clock and starts no thread: [`driver`] runs it on a thread with a
+//! clock (the node talks to it through a [`RaftHandle`]), and tests drive it round by round
+//! (`cluster_tests`, over a deterministic in-memory network). [`transport`] carries its
+//! messages between nodes over tonic.
 //!
 //! Files: [`types`] (ids, epoch, key range), [`error`], [`log_store`] (raft-engine layout),
 //! [`storage`] (`raft::Storage` per replica), [`peer`] (one replica), [`store`] (the loop),
-//! [`apply`] (the state machine and transport seams), [`logger`] (slog to tracing),
-//! [`command`] (the bytes of a normal entry), [`kv_apply`] (the state machine over the LSM),
-//! [`snapshot`] (the bytes of a shard snapshot), [`compaction`] (when to compact the log).
+//! [`apply`] (the state machine and transport seams), [`driver`] (the thread, handle, reads
+//! and lease), [`transport`] (gRPC sender and receiver, routing, snapshots, fault injection),
+//! [`rng`] (seeded generator), [`logger`] (slog to tracing), [`command`] (the bytes of a
+//! normal entry), [`kv_apply`] (the state machine over the LSM), [`snapshot`] (the bytes of a
+//! shard snapshot), [`compaction`] (when to compact the log).
 
 pub mod apply;
 pub mod command;
 pub mod compaction;
+pub mod driver;
 pub mod error;
 pub mod kv_apply;
 pub mod log_store;
 pub mod logger;
 pub mod peer;
 pub mod snapshot;
+pub mod rng;
 pub mod storage;
 pub mod store;
+pub mod transport;
 pub mod types;
 
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
 mod kv_apply_tests;
+#[cfg(test)]
+mod grpc_cluster_tests;
+#[cfg(test)]
+mod leader_read_tests;
 #[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
@@ -66,10 +77,13 @@ mod sim;
 pub use apply::{Apply, ApplyOutcome, ProposalResult, RaftMessage, Transport};
 pub use command::{Op, RaftCommand};
 pub use compaction::{LogCompactionPolicy, LogView};
+pub use driver::{
+    DriverConfig, DriverStats, PeerProgress, RaftDriver, RaftHandle, ReadMode, ReplicaStatus, Role,
+};
 pub use error::{RaftStoreError, Result};
 pub use kv_apply::{KvApply, KvApplyConfig, ShardState};
 pub use log_store::{LogState, LogStore, LogWriteBatch};
 pub use peer::{Peer, PeerConfig};
 pub use storage::PeerStorage;
 pub use store::{LoopStats, RaftStore};
-pub use types::{KeyRange, PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};
+pub use types::{KeyRange, NodeId, PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};

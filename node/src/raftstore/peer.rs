@@ -22,6 +22,12 @@
 //! snapshot*. It applies nothing to the state machine, refuses proposals, asks the leader for
 //! a snapshot (raft-rs's `request_snapshot`) until one is restored, and hands leadership away
 //! if it wins an election.
+//!
+//! A new leader is *ready* ([`Peer::is_leader_ready`]) once it has applied the first entry of
+//! its own term (the empty entry raft-rs appends on election): only then does its state
+//! machine hold every write an earlier leader acknowledged, and only then does raft-rs answer
+//! ReadIndex requests. The read states raft-rs returns in a ready are kept for the driver
+//! ([`Peer::take_read_states`]).
 
 use std::collections::VecDeque;
 
@@ -30,7 +36,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType, HardState, Message, Snapshot,
 };
-use raft::{RawNode, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
 
 use super::apply::{Apply, ProposalResult, RaftMessage, Transport};
 use super::compaction::LogView;
@@ -103,6 +109,10 @@ pub struct Peer {
     awaiting_snapshot: bool,
     /// Why the last snapshot requested of this replica could not be built.
     snapshot_error: Option<RaftStoreError>,
+    /// (term, index) of the first entry this replica appended as leader of `term`.
+    term_start: Option<(u64, u64)>,
+    /// ReadIndex answers taken from readies, for the driver.
+    read_states: Vec<ReadState>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -219,6 +229,8 @@ impl Peer {
             meta,
             awaiting_snapshot,
             snapshot_error: None,
+            term_start: None,
+            read_states: Vec::new(),
         })
     }
 
@@ -289,6 +301,35 @@ impl Peer {
     /// The first index still in the log (entries before it were compacted).
     pub fn first_index(&self) -> u64 {
         self.raw.store().truncated_index() + 1
+    }
+
+    /// True when this replica leads and has applied the first entry of its own term: its
+    /// state machine then reflects every write acknowledged by earlier leaders, and raft-rs
+    /// serves ReadIndex. A leader that is not ready should neither serve reads nor check
+    /// state on behalf of a proposal.
+    pub fn is_leader_ready(&self) -> bool {
+        self.is_leader()
+            && self
+                .term_start
+                .is_some_and(|(term, index)| term == self.term() && self.applied >= index)
+    }
+
+    /// Asks raft-rs to confirm leadership for a read; the answer, carrying `ctx` and the read
+    /// index, comes back through [`Peer::take_read_states`] after a later ready. raft-rs drops
+    /// the request silently on a leader that is not ready, so callers check that first.
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.raw.read_index(ctx);
+    }
+
+    /// ReadIndex answers received since the last call.
+    pub fn take_read_states(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.read_states)
+    }
+
+    /// Tells raft-rs the last message to `peer` could not be delivered (it stops pipelining
+    /// appends to it and probes instead).
+    pub fn report_unreachable(&mut self, peer: PeerId) {
+        self.raw.report_unreachable(peer.0);
     }
 
     /// The current membership.
@@ -545,6 +586,8 @@ impl Peer {
             }));
         }
         let mut rd = self.raw.ready();
+        self.note_term_start(rd.entries());
+        self.read_states.append(&mut rd.take_read_states());
         self.send(rd.take_messages(), transport);
         let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
         if let Some(snap) = &snapshot {
@@ -593,6 +636,18 @@ impl Peer {
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply_to(self.applied);
         Ok(())
+    }
+
+    /// Remembers where this leader's term starts: the first entry of its term reaches a ready
+    /// right after the election (raft-rs appends it on becoming leader).
+    fn note_term_start(&mut self, entries: &[Entry]) {
+        let term = self.term();
+        if !self.is_leader() || self.term_start.is_some_and(|(t, _)| t == term) {
+            return;
+        }
+        if let Some(e) = entries.iter().find(|e| e.term == term) {
+            self.term_start = Some((term, e.index));
+        }
     }
 
     fn stage_apply_state(
@@ -730,7 +785,9 @@ fn replay_to_state_machine(storage: &PeerStorage, apply: &mut dyn Apply, to: u64
     Ok(false)
 }
 
-fn single_change(ty: ConfChangeType, peer: PeerId) -> ConfChangeV2 {
+/// A membership change of one replica (`AddLearnerNode`, `AddNode` to add or promote a
+/// voter, `RemoveNode`), as [`Peer::propose_conf_change`] and the driver take it.
+pub fn single_change(ty: ConfChangeType, peer: PeerId) -> ConfChangeV2 {
     let mut single = ConfChangeSingle::default();
     single.set_change_type(ty);
     single.node_id = peer.0;

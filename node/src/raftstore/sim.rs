@@ -19,39 +19,9 @@ use super::apply::{Apply, ApplyOutcome, RaftMessage, Transport};
 use super::error::{RaftStoreError, Result};
 use super::log_store::LogStore;
 use super::peer::PeerConfig;
+pub use super::rng::Rng;
 use super::store::RaftStore;
 use super::types::{PeerId, ProposalId, ReplicaMeta, ShardEpoch, ShardId};
-
-/// splitmix64: small, seeded, good enough to pick faults.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        percent > 0 && self.next_u64() % 100 < percent
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-}
 
 /// Fault rules, all off by default.
 #[derive(Debug, Clone, Copy, Default)]

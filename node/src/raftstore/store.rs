@@ -79,6 +79,11 @@ impl<T: Transport> RaftStore<T> {
         self.stats
     }
 
+    /// The Raft timing every replica of this store uses.
+    pub fn peer_config(&self) -> &PeerConfig {
+        &self.cfg
+    }
+
     /// Creates and opens the first replica of a new shard with `voters` as its members.
     pub fn bootstrap_shard(
         &mut self,

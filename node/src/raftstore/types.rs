@@ -30,6 +30,16 @@ impl fmt::Display for PeerId {
     }
 }
 
+/// A storage node of the cluster (the unit the transport connects to). Never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node-{}", self.0)
+    }
+}
+
 /// The version of a shard's shape, as TiKV's region epoch: `conf_ver` grows with every
 /// membership change, `version` with every split or merge of the range. A request whose epoch
 /// differs from the replica's is stale.
