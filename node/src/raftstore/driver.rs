@@ -63,6 +63,7 @@ use raft::StateRole;
 use tokio::sync::oneshot;
 
 use super::apply::{RaftMessage, Transport};
+use super::compaction::LogCompactionPolicy;
 use super::error::{RaftStoreError, Result};
 use super::peer::{Peer, PeerConfig};
 use super::store::RaftStore;
@@ -119,6 +120,11 @@ pub struct DriverConfig {
     pub max_queued_messages: usize,
     /// Inputs drained per iteration at most, so a flood cannot delay ticks indefinitely.
     pub max_inputs_per_iteration: usize,
+    /// Every this many ticks the driver compacts each replica's log as `log_compaction`
+    /// allows (never past what the state machine has made durable); 0 never.
+    pub compact_every_ticks: u64,
+    /// How much log to keep when compacting.
+    pub log_compaction: LogCompactionPolicy,
 }
 
 impl Default for DriverConfig {
@@ -132,6 +138,8 @@ impl Default for DriverConfig {
             max_waiting_requests: 100_000,
             max_queued_messages: 100_000,
             max_inputs_per_iteration: 16_384,
+            compact_every_ticks: 50,
+            log_compaction: LogCompactionPolicy::default(),
         }
     }
 }

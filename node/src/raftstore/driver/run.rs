@@ -155,6 +155,10 @@ impl<T: Transport> Driver<T> {
                 // At least `tick` between two ticks, even after a late one.
                 next_tick = now + tick;
                 self.expire(now);
+                let every = self.cfg.compact_every_ticks;
+                if every > 0 && self.stats.ticks % every == 0 {
+                    self.compact_logs();
+                }
             }
             if let Err(e) = self.work(now) {
                 tracing::error!(error = %e, "raft driver stops: the ready loop failed");
@@ -162,6 +166,20 @@ impl<T: Transport> Driver<T> {
             }
             self.stats.iterations += 1;
             self.publish();
+        }
+    }
+
+    /// Compacts every replica's log as far as the policy and the state machines' durable
+    /// indexes allow, and purges raft-engine files. A failure is logged, not fatal: the log
+    /// only stays longer.
+    fn compact_logs(&mut self) {
+        match self.store.compact_logs(&self.cfg.log_compaction) {
+            Ok(done) => {
+                for (shard, first_kept) in done {
+                    tracing::debug!(%shard, first_kept, "raft log compacted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "raft log compaction failed"),
         }
     }
 
