@@ -45,6 +45,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod replica;
 pub mod service;
 
 #[cfg(test)]

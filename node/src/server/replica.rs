@@ -1,0 +1,507 @@
+//! The node's replica of the data shard, and the three seams the transaction layer reaches
+//! Raft through: the write path ([`RaftShardWriter`]), the timestamp oracle's group
+//! ([`RaftTsoGroup`]) and the GC safe point ([`RaftSafePointStore`]).
+//!
+//! ```text
+//!   TxnManager ─► Storage ──(latches, compute batch)──► RaftShardWriter ─┐
+//!        │                                                                │ RaftCommand
+//!        └─► BatchingTso ─► ReplicatedTso ─► RaftTsoGroup ──────────────┤ (shard, epoch,
+//!   GC task ─► GcSafePoint ─► RaftSafePointStore ────────────────────────┤  term, ops)
+//!                                                                         ▼
+//!                        RaftHandle ─► driver thread: RaftStore (raft-engine <data>/raft)
+//!                                         │ apply                 ▲ │ GrpcTransport
+//!                                         ▼                       │ ▼  (internal port)
+//!                         KvApply ─► Db (<data>/db, no WAL)     other nodes
+//! ```
+//!
+//! One data shard for now ([`DATA_SHARD`], the whole key space); a replica's peer id is its
+//! node id. A single node is a one-voter group on the same path: it campaigns at start, so
+//! it leads at once. Every blocking call here runs on the calling thread (the server calls
+//! the transaction layer from tokio's blocking pool): the future is spawned on the runtime
+//! and its answer awaited on a channel, so nothing here needs to run inside the runtime.
+//!
+//! **The write path** (D67). `begin_write` waits, bounded, until this replica leads and is
+//! ready (it has applied its term's first entry) and returns the term as the ticket; `write`
+//! proposes the batch tied to that term and returns once it is applied here. While the
+//! proposal is pending the writer watches the replica: if it stops leading in the ticket's
+//! term first, the outcome is unknown (`OutcomeUnknown`) — the entry may still commit under
+//! a later leader — and never otherwise, however long it takes, because the command's
+//! latches must stay held until its fate is settled.
+//!
+//! **Reads** pass `read_barrier` first: a ReadIndex (or lease) confirmation through the
+//! driver, which resolves once this replica has applied up to the read index.
+//!
+//! **The GC safe point** is replicated (`Op::SetGcSafePoint`): the leader's GC task saves a
+//! new one through [`RaftSafePointStore`] before it takes effect; every replica's compaction
+//! filter follows the value its own state machine applied ([`Replica::sync_safe_point`]), so
+//! no read above the safe point can tell replicas apart.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lsm::{Db, WriteBatch};
+use crate::mvcc::gc::SafePointStore;
+use crate::mvcc::{GcSafePoint, MvccError, Timestamp};
+use crate::raftstore::transport::{
+    AddressBook, GrpcTransport, InternalServer, NetFaults, PeerIdIsNodeId, TransportConfig,
+};
+use crate::raftstore::{
+    DriverConfig, KeyRange, KvApply, KvApplyConfig, LogStore, NodeId, Op, PeerConfig, PeerId,
+    RaftCommand, RaftDriver, RaftHandle, RaftStore, RaftStoreError, ReplicaMeta, ReplicaStatus,
+    Role, ShardEpoch, ShardId, ShardState,
+};
+use crate::tso::{compose, physical, TsoError, TsoGroup};
+use crate::txn::{ShardWriter, WriteTicket};
+
+/// The shard that holds every key (until the sharding milestone splits it).
+pub const DATA_SHARD: ShardId = ShardId(1);
+
+/// The transport's cluster id until the meta shard names clusters.
+pub const CLUSTER_ID: u64 = 1;
+
+/// How often a pending write checks that its replica still leads in the ticket's term.
+const WATCH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How a node becomes a member of the data shard's group on fresh data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// The initial voters, this node among them (a single node: itself alone).
+    Bootstrap(BTreeMap<u64, String>),
+    /// An empty replica that waits to be added by the running cluster.
+    Join,
+}
+
+/// What [`Replica::open`] needs.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// This node.
+    pub node_id: u64,
+    /// The Raft addresses of the other members known now (node id -> host:port).
+    pub peers: BTreeMap<u64, String>,
+    /// How the replica starts on fresh data (ignored once it exists).
+    pub membership: Membership,
+    /// One raft tick.
+    pub tick: Duration,
+}
+
+/// The data shard's replica on this node: the driver, its internal server, the shared
+/// applied state.
+#[derive(Debug)]
+pub struct Replica {
+    handle: RaftHandle,
+    state: Arc<ShardState>,
+    book: AddressBook,
+    server: Option<InternalServer>,
+    runtime: tokio::runtime::Handle,
+    node_id: u64,
+    /// The mark a pre-replication oracle of this data directory persisted: a floor for the
+    /// replicated oracle, so an upgraded node never issues below what it issued before.
+    tso_floor_ms: u64,
+}
+
+impl Replica {
+    /// Opens `<dir>/raft`, the data shard's state machine over `db`, bootstraps or creates
+    /// the replica on fresh data, starts the driver and serves the Raft service on
+    /// `listener`. Must be called on the tokio runtime (the transport and the internal
+    /// server run there); the blocking opens run on the blocking pool.
+    pub async fn open(
+        dir: std::path::PathBuf,
+        db: Db,
+        listener: tokio::net::TcpListener,
+        options: ReplicaOptions,
+        tso_floor_ms: u64,
+    ) -> Result<Replica, RaftStoreError> {
+        let runtime = tokio::runtime::Handle::current();
+        let node = NodeId(options.node_id);
+        let book = AddressBook::new();
+        for (id, addr) in &options.peers {
+            if *id != options.node_id {
+                book.set(NodeId(*id), addr.clone());
+            }
+        }
+        let driver = RaftDriver::new(DriverConfig {
+            tick: options.tick,
+            ..DriverConfig::default()
+        });
+        let cfg = TransportConfig::new(CLUSTER_ID, node);
+        let transport = GrpcTransport::new(
+            cfg.clone(),
+            Arc::new(PeerIdIsNodeId),
+            book.clone(),
+            NetFaults::default(),
+            driver.handle(),
+            runtime.clone(),
+        );
+        let counters = transport.counters();
+        let opts = options.clone();
+        let (store, state) = tokio::task::spawn_blocking(move || {
+            open_store(&dir.join("raft"), db, transport, &opts)
+        })
+        .await
+        .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
+        let handle = driver.start(store)?;
+        let server = InternalServer::start(listener, handle.clone(), cfg, counters)?;
+        Ok(Replica {
+            handle,
+            state,
+            book,
+            server: Some(server),
+            runtime,
+            node_id: options.node_id,
+            tso_floor_ms,
+        })
+    }
+
+    /// The driver's handle.
+    pub fn handle(&self) -> &RaftHandle {
+        &self.handle
+    }
+
+    /// What the state machine applied (index, TSO mark, safe point).
+    pub fn state(&self) -> &Arc<ShardState> {
+        &self.state
+    }
+
+    /// The Raft addresses of the other nodes.
+    pub fn address_book(&self) -> &AddressBook {
+        &self.book
+    }
+
+    /// The data shard's status as the driver last published it.
+    pub fn status(&self) -> Option<ReplicaStatus> {
+        self.handle.status(DATA_SHARD)
+    }
+
+    /// True while this replica leads the data shard and has caught up in its term.
+    pub fn leads(&self) -> bool {
+        self.status()
+            .is_some_and(|s| s.role == Role::Leader && s.leader_ready)
+    }
+
+    /// Raises this node's safe point (read by its compaction filter and readers) to what
+    /// the state machine applied. Followers call it periodically; the leader's GC task
+    /// advances through [`RaftSafePointStore`] instead.
+    pub fn sync_safe_point(&self, safe_point: &GcSafePoint) {
+        safe_point.advance(self.state.gc_safe_point());
+    }
+
+    /// A writer for `Storage`.
+    pub fn writer(&self) -> RaftShardWriter {
+        RaftShardWriter {
+            handle: self.handle.clone(),
+            runtime: self.runtime.clone(),
+            shard: DATA_SHARD,
+            ready_timeout: DriverConfig::default().leader_ready_timeout,
+        }
+    }
+
+    /// The oracle's group.
+    pub fn tso_group(&self) -> RaftTsoGroup {
+        RaftTsoGroup {
+            writer: self.writer(),
+            state: Arc::clone(&self.state),
+            floor_ms: self.tso_floor_ms,
+        }
+    }
+
+    /// The GC safe point's store.
+    pub fn safe_point_store(&self) -> RaftSafePointStore {
+        RaftSafePointStore {
+            writer: self.writer(),
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Stops serving the Raft port and the driver. Bounded; errors are logged.
+    pub async fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            if let Err(e) = server.shutdown().await {
+                tracing::warn!(error = %e, "stopping the raft port");
+            }
+        }
+        let handle = self.handle.clone();
+        let joined = tokio::task::spawn_blocking(move || handle.shutdown()).await;
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "stopping the raft driver"),
+            Err(e) => tracing::warn!(error = %e, "stopping the raft driver"),
+        }
+        tracing::debug!(node = self.node_id, "replica stopped");
+    }
+}
+
+fn open_store(
+    dir: &std::path::Path,
+    db: Db,
+    transport: GrpcTransport,
+    options: &ReplicaOptions,
+) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>), RaftStoreError> {
+    std::fs::create_dir_all(dir)?;
+    let log = LogStore::open(dir)?;
+    let apply = KvApply::open(
+        db,
+        DATA_SHARD,
+        KeyRange::all(),
+        ShardEpoch::default(),
+        KvApplyConfig::default(),
+    )?;
+    let state = apply.state();
+    let mut store = RaftStore::new(log, transport, PeerConfig::default());
+    let meta = ReplicaMeta {
+        shard: DATA_SHARD,
+        peer: PeerId(options.node_id),
+        epoch: ShardEpoch::default(),
+    };
+    match store.log_store().replica(DATA_SHARD)? {
+        Some(found) if found.peer != meta.peer => {
+            return Err(RaftStoreError::Invalid(format!(
+                "{DATA_SHARD}: the raft log here belongs to {} but this node is {}",
+                found.peer, meta.peer
+            )));
+        }
+        Some(_) => store.open_replica(DATA_SHARD, Box::new(apply))?,
+        None => match &options.membership {
+            Membership::Bootstrap(members) => {
+                let mut voters: Vec<PeerId> = members.keys().map(|id| PeerId(*id)).collect();
+                if !voters.contains(&meta.peer) {
+                    voters.push(meta.peer);
+                }
+                tracing::info!(?voters, "bootstrapping the data shard");
+                store.bootstrap_shard(meta, &voters, Box::new(apply))?;
+            }
+            Membership::Join => {
+                tracing::info!("created an empty replica; waiting to be added to the cluster");
+                store.create_joining_replica(meta, Box::new(apply))?;
+            }
+        },
+    }
+    // A lone voter need not wait out an election timeout.
+    let peer = store.peer_mut(DATA_SHARD)?;
+    if peer.conf_state().voters == [meta.peer.0] {
+        peer.campaign()?;
+    }
+    Ok((store, state))
+}
+
+/// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every
+/// [`WATCH_INTERVAL`]; `watch` returning `Some` gives up with that value. `None` if the task
+/// was dropped unfinished (the runtime is shutting down).
+fn wait_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+    mut watch: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    loop {
+        match rx.recv_timeout(WATCH_INTERVAL) {
+            Ok(v) => return Some(v),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(v) = watch() {
+                    return Some(v);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Maps a raftstore error met before or instead of applying (nothing applied).
+fn not_applied(shard: ShardId, e: RaftStoreError) -> MvccError {
+    match e {
+        RaftStoreError::NotLeader { leader, .. } => MvccError::NotLeader {
+            shard: shard.0,
+            leader: leader.map(|p| p.0),
+        },
+        RaftStoreError::LeaderNotReady { .. }
+        | RaftStoreError::StaleTerm { .. }
+        | RaftStoreError::StaleEpoch { .. }
+        | RaftStoreError::WrongShard { .. }
+        | RaftStoreError::Busy(_)
+        | RaftStoreError::Timeout(_) => MvccError::NotLeader {
+            shard: shard.0,
+            leader: None,
+        },
+        other => MvccError::Unavailable(other.to_string()),
+    }
+}
+
+/// Proposes command batches to the data shard; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct RaftShardWriter {
+    handle: RaftHandle,
+    runtime: tokio::runtime::Handle,
+    shard: ShardId,
+    ready_timeout: Duration,
+}
+
+impl RaftShardWriter {
+    fn status(&self) -> Result<ReplicaStatus, MvccError> {
+        if let Some(reason) = self.handle.stop_reason() {
+            return Err(MvccError::Unavailable(reason));
+        }
+        self.handle
+            .status(self.shard)
+            .ok_or_else(|| MvccError::Unavailable(format!("{} is not open here", self.shard)))
+    }
+
+    /// The term this replica leads and is ready in, waiting up to the ready timeout for a
+    /// fresh leader to catch up.
+    fn ready_term(&self) -> Result<u64, MvccError> {
+        let deadline = Instant::now() + self.ready_timeout;
+        loop {
+            let s = self.status()?;
+            if s.role != Role::Leader {
+                return Err(MvccError::NotLeader {
+                    shard: self.shard.0,
+                    leader: s.leader.map(|p| p.0),
+                });
+            }
+            if s.leader_ready {
+                return Ok(s.term);
+            }
+            if Instant::now() >= deadline {
+                return Err(MvccError::NotLeader {
+                    shard: self.shard.0,
+                    leader: None,
+                });
+            }
+            std::thread::sleep(WATCH_INTERVAL);
+        }
+    }
+
+    /// Proposes `cmd` and waits until it is applied here. With `term`, gives up with
+    /// `OutcomeUnknown` once this replica stops leading in that term.
+    fn propose(&self, cmd: RaftCommand, term: Option<u64>) -> Result<u64, MvccError> {
+        let handle = self.handle.clone();
+        let shard = self.shard;
+        let data = cmd.encode();
+        let watcher = self.clone();
+        let outcome = wait_on(
+            &self.runtime,
+            async move { handle.propose(shard, data).await },
+            move || {
+                let lost = match watcher.status() {
+                    Ok(s) => s.role != Role::Leader || term.is_some_and(|t| s.term != t),
+                    Err(_) => true,
+                };
+                lost.then(|| {
+                    Err(RaftStoreError::Timeout(
+                        "this replica stopped leading while the write was pending".into(),
+                    ))
+                })
+            },
+        );
+        match outcome {
+            None => Err(MvccError::OutcomeUnknown(format!(
+                "{shard}: the node is shutting down"
+            ))),
+            Some(Ok(index)) => Ok(index),
+            // The watcher gave up: the entry may still commit under another leader.
+            Some(Err(RaftStoreError::Timeout(reason))) => Err(MvccError::OutcomeUnknown(
+                format!("{shard}: {reason}"),
+            )),
+            Some(Err(e)) => Err(not_applied(shard, e)),
+        }
+    }
+
+    fn command(&self) -> Result<RaftCommand, MvccError> {
+        let s = self.status()?;
+        Ok(RaftCommand::new(self.shard, s.epoch))
+    }
+}
+
+impl ShardWriter for RaftShardWriter {
+    fn begin_write(&self) -> Result<WriteTicket, MvccError> {
+        Ok(WriteTicket {
+            term: self.ready_term()?,
+        })
+    }
+
+    fn write(&self, ticket: WriteTicket, batch: WriteBatch) -> Result<(), MvccError> {
+        let mut cmd = self.command()?.in_term(ticket.term);
+        cmd.push(Op::Write(batch));
+        self.propose(cmd, Some(ticket.term)).map(|_| ())
+    }
+
+    fn read_barrier(&self) -> Result<(), MvccError> {
+        let handle = self.handle.clone();
+        let shard = self.shard;
+        // The driver bounds reads by its own read timeout; nothing to watch here.
+        match wait_on(
+            &self.runtime,
+            async move { handle.read_index(shard).await },
+            || None,
+        ) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(not_applied(shard, e)),
+            None => Err(MvccError::Unavailable("the node is shutting down".into())),
+        }
+    }
+}
+
+fn tso_error(e: MvccError) -> TsoError {
+    match e {
+        MvccError::NotLeader { leader, .. } => TsoError::NotLeader { leader },
+        other => TsoError::Unavailable(other.to_string()),
+    }
+}
+
+/// The timestamp oracle's Raft group: the data shard's (the meta shard's later).
+#[derive(Debug, Clone)]
+pub struct RaftTsoGroup {
+    writer: RaftShardWriter,
+    state: Arc<ShardState>,
+    floor_ms: u64,
+}
+
+impl TsoGroup for RaftTsoGroup {
+    fn leader_term(&self) -> Result<u64, TsoError> {
+        self.writer.ready_term().map_err(tso_error)
+    }
+
+    fn applied_mark_ms(&self) -> u64 {
+        physical(self.state.tso_high_water()).max(self.floor_ms)
+    }
+
+    fn persist_mark(&self, mark_ms: u64) -> Result<(), TsoError> {
+        let mut cmd = self.writer.command().map_err(tso_error)?;
+        cmd.push(Op::SetTsoHighWater(compose(mark_ms, 0)));
+        self.writer.propose(cmd, None).map(|_| ()).map_err(tso_error)
+    }
+
+    fn confirm_leadership(&self, term: u64) -> Result<(), TsoError> {
+        self.writer.read_barrier().map_err(tso_error)?;
+        match self.writer.status() {
+            Ok(s) if s.role == Role::Leader && s.term == term => Ok(()),
+            Ok(s) => Err(TsoError::NotLeader {
+                leader: s.leader.map(|p| p.0),
+            }),
+            Err(e) => Err(tso_error(e)),
+        }
+    }
+}
+
+/// Saves the GC safe point through the data shard (`Op::SetGcSafePoint`).
+#[derive(Debug, Clone)]
+pub struct RaftSafePointStore {
+    writer: RaftShardWriter,
+    state: Arc<ShardState>,
+}
+
+impl SafePointStore for RaftSafePointStore {
+    fn load(&self) -> crate::mvcc::Result<Option<Timestamp>> {
+        Ok(Some(self.state.gc_safe_point()).filter(|t| *t > 0))
+    }
+
+    fn save(&self, safe_point: Timestamp) -> crate::mvcc::Result<()> {
+        let mut cmd = self.writer.command()?;
+        cmd.push(Op::SetGcSafePoint(safe_point));
+        self.writer.propose(cmd, None).map(|_| ())
+    }
+}
