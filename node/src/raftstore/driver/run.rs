@@ -156,7 +156,7 @@ impl<T: Transport> Driver<T> {
                 next_tick = now + tick;
                 self.expire(now);
                 let every = self.cfg.compact_every_ticks;
-                if every > 0 && self.stats.ticks % every == 0 {
+                if every > 0 && self.stats.ticks.is_multiple_of(every) {
                     self.compact_logs();
                 }
             }
