@@ -13,13 +13,8 @@ use tonic::Code;
 
 use super::{NodeConfig, Server, ServerHandle};
 
-pub(super) fn test_config(dir: &std::path::Path) -> NodeConfig {
-    let mut config = NodeConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        http_addr: "127.0.0.1:0".parse().expect("an address"),
-        ..NodeConfig::default()
-    };
+pub(crate) fn test_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::on_free_ports(dir);
     config.engine.memtable_mb = 4;
     config.engine.block_cache_mb = 8;
     config.txn.lock_wait_ms = 100;
