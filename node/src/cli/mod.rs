@@ -20,6 +20,8 @@
 //! the next endpoint only with a new transaction (`txn_shell`).
 
 pub mod encoding;
+pub mod node_process;
+pub mod playground;
 pub mod status;
 pub mod txn_shell;
 

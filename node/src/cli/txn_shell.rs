@@ -345,4 +345,114 @@ mod tests {
         assert_eq!(tokenize("   ").unwrap(), Vec::<String>::new());
         assert!(tokenize(r#"put "open"#).is_err());
     }
+
+    /// Lines handed out one by one; before line `gate` it tells the test and waits for its
+    /// go-ahead, so the test can act between two commands.
+    struct GatedInput {
+        lines: std::collections::VecDeque<String>,
+        served: usize,
+        gate: usize,
+        reached: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+        buf: Vec<u8>,
+    }
+
+    impl std::io::Read for GatedInput {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::BufRead::fill_buf(self)?.len().min(out.len());
+            out[..n].copy_from_slice(&self.buf[..n]);
+            std::io::BufRead::consume(self, n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for GatedInput {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            if self.buf.is_empty() {
+                if self.served == self.gate {
+                    let _ = self.reached.send(());
+                    let _ = self.go.recv();
+                }
+                if let Some(line) = self.lines.pop_front() {
+                    self.served += 1;
+                    self.buf = line.into_bytes();
+                }
+            }
+            Ok(&self.buf)
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.buf.drain(..n);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_connection_loses_the_transaction_and_nothing_is_sent_again() {
+        use crate::server::Server;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Server::start(crate::server::tests::test_config(a.path()))
+            .await
+            .unwrap();
+        let second = Server::start(crate::server::tests::test_config(b.path()))
+            .await
+            .unwrap();
+        let endpoints = vec![first.grpc_addr().to_string(), second.grpc_addr().to_string()];
+        let options = ClientOptions::for_endpoint("unused:1");
+        let mut clients = Clients::connect_first(&endpoints, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let mut input = GatedInput {
+            lines: ["put a 1\n", "put b 2\n", "put c 3\n", "commit\n"]
+                .map(String::from)
+                .into(),
+            served: 0,
+            gate: 1,
+            reached: reached_tx,
+            go: go_rx,
+            buf: Vec::new(),
+        };
+        // The shell in its own thread, interactive (keeps going after errors).
+        let shell = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut out = Vec::new();
+            let status = rt.block_on(run(&mut clients, &options, &mut input, &mut out, true));
+            (status.map_err(|e| e.error.to_string()), String::from_utf8(out).unwrap())
+        });
+        // After "put a 1": the first server goes away.
+        tokio::task::spawn_blocking(move || reached.recv()).await.unwrap().unwrap();
+        first.shutdown().await.unwrap();
+        go.send(()).unwrap();
+        let (status, out) = tokio::task::spawn_blocking(move || shell.join().unwrap())
+            .await
+            .unwrap();
+        assert!(status.is_ok(), "{status:?}\n{out}");
+        assert!(out.contains("is lost: nothing it wrote was committed"), "{out}");
+        assert!(
+            out.contains(&format!("now connected to {}", endpoints[1])),
+            "{out}"
+        );
+        // The lost "put b 2" was not sent again; "put c 3" began a new transaction on the
+        // second node, and only it committed there.
+        let mut c = Clients::connect_one(&endpoints[1], std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        for (key, expected) in [("a", None), ("b", None), ("c", Some(&b"3"[..]))] {
+            let r = c
+                .kv
+                .get(v1::GetRequest {
+                    key: key.into(),
+                    read_ts: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.found.then_some(r.value).as_deref(), expected, "{key}");
+        }
+        second.shutdown().await.unwrap();
+    }
 }

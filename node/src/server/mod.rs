@@ -10,8 +10,13 @@
 //!                 save the safe point, sweep (every txn.gc_interval_ms, 10 s)
 //! ```
 //!
-//! [`Server::start`] opens the engine and the timestamp oracle, binds both listeners (port 0
-//! picks a free port; [`ServerHandle::grpc_addr`] tells which) and spawns the tasks.
+//! [`Server::start`] checks the data directory's identity (`identity.json`: the node id owns
+//! the data, see [`identity`]), opens the engine and the timestamp oracle, binds the gRPC,
+//! HTTP and Raft listeners (port 0 picks a free port; [`ServerHandle::addresses`] tells
+//! which, and so does `<data_dir>/addresses.json`, written last) and spawns the tasks. The
+//! node's cluster configuration is resolved and checked ([`ClusterConfig`]); the Raft port
+//! accepts and closes connections until the Raft transport is wired to it, and Admin.Status
+//! reports the node as not replicated, with its configured members.
 //! [`ServerHandle::shutdown`] stops accepting, waits for in-flight calls (bounded), rolls
 //! back open transactions (they wrote nothing yet, so this only forgets them) and flushes
 //! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no

@@ -596,3 +596,30 @@ fn commits_waiting_on_a_lock_do_not_starve_other_requests() {
         handle.shutdown().await.expect("shutdown");
     });
 }
+
+#[tokio::test]
+async fn a_data_directory_refuses_another_node_id_and_records_the_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let written = super::identity::BoundAddresses::read(dir.path())
+        .expect("readable")
+        .expect("the address file is written once the node listens");
+    assert_eq!(&written, handle.addresses());
+    assert_eq!(written.raft, handle.raft_addr());
+    assert_ne!(written.raft.port(), 0);
+    assert_eq!(
+        handle.cluster().advertise_raft_addr.port(),
+        written.raft.port()
+    );
+    handle.shutdown().await.expect("shutdown");
+
+    let mut other = test_config(dir.path());
+    other.node_id = 2;
+    let err = Server::start(other).await.expect_err("another node's data");
+    let text = format!("{err:#}");
+    assert!(text.contains("belongs to node 1"), "{text}");
+    assert!(text.contains("starts as node 2"), "{text}");
+    // The refused start opened nothing: the right id still starts.
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    handle.shutdown().await.expect("shutdown");
+}
