@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 fn cli(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
@@ -276,4 +278,35 @@ fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
     }
     // Nobody was left to remove the temporary data.
     let _ = std::fs::remove_dir_all(temporary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_whose_connection_is_lost_mid_transaction_fails_and_resends_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = support::start_with(dir.path(), &[], &[]);
+    support::wait_ready(&node).await;
+    let endpoint = node.grpc.to_string();
+    let mut shell = Command::new(STRATA)
+        .args(["--endpoint", &endpoint, "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata txn");
+    let mut stdin = shell.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(shell.stdout.take().expect("stdout"));
+    stdin.write_all(b"put a 1\n").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK\n");
+    node.child.kill().expect("kill -9");
+    let _ = node.child.wait();
+    stdin.write_all(b"put b 2\ncommit\n").unwrap();
+    drop(stdin);
+    let out = shell.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is lost: nothing it wrote was committed"), "{stderr}");
+    assert!(stderr.contains(&endpoint), "{stderr}");
 }

@@ -156,7 +156,8 @@ impl FromStr for PeerAddr {
                 "{s:?}: {host:?} is not a host name or address (IPv6 goes in brackets)"
             ));
         }
-        if host
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_unspecified())
         {
