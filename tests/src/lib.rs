@@ -145,6 +145,7 @@ impl ClusterBuilder {
     }
 }
 
+#[derive(Debug)]
 struct Slot {
     spec: NodeSpec,
     process: Option<NodeProcess>,
@@ -153,6 +154,7 @@ struct Slot {
 }
 
 /// A running cluster of node processes; every node is killed when it is dropped.
+#[derive(Debug)]
 pub struct Cluster {
     dir: tempfile::TempDir,
     nodes: Vec<Slot>,

@@ -186,7 +186,8 @@ impl http::Endpoints for State {
             "<!doctype html><html><head><title>strata-node {id}</title></head><body>\
              <h1>strata-node {id}</h1><ul>\
              <li>version {version}</li><li>uptime {uptime} s</li>\
-             <li>run {run}</li><li>gRPC {grpc}</li><li>data dir {dir}</li>\
+             <li>run {run}</li><li>gRPC {grpc}</li><li>Raft {raft} (not replicated yet)</li>\
+             <li>data dir {dir}</li>\
              <li>active transactions {active}</li>\
              <li>SSTable bytes {sst}, memtable bytes {mem}, levels {levels}</li>\
              <li>write amplification {wa:.2}</li></ul>\
@@ -195,7 +196,8 @@ impl http::Endpoints for State {
             version = env!("CARGO_PKG_VERSION"),
             uptime = self.started.elapsed().as_secs(),
             run = self.run.run_id,
-            grpc = self.config.grpc_addr,
+            grpc = html_escape(self.cluster.advertise_grpc_addr.as_str()),
+            raft = html_escape(self.cluster.advertise_raft_addr.as_str()),
             dir = html_escape(&self.config.data_dir.display().to_string()),
             active = self.manager.active(),
             sst = stats.total_sst_bytes,

@@ -611,6 +611,22 @@ async fn a_data_directory_refuses_another_node_id_and_records_the_addresses() {
         handle.cluster().advertise_raft_addr.port(),
         written.raft.port()
     );
+    // The Raft port is really bound: another node cannot take it.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let mut clash = test_config(other_dir.path());
+    clash.cluster.raft_addr = handle.raft_addr();
+    let err = Server::start(clash).await.expect_err("the Raft port is taken");
+    assert!(
+        format!("{err:#}").contains("binding the Raft address"),
+        "{err:#}"
+    );
+    // Until the transport serves it, a peer that dials is closed on at once.
+    let mut peer = TcpStream::connect(handle.raft_addr()).await.expect("dial");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), peer.read(&mut buf))
+        .await
+        .expect("closed, not left hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     handle.shutdown().await.expect("shutdown");
 
     let mut other = test_config(dir.path());
