@@ -206,7 +206,8 @@ fn a_two_node_playground_prints_working_commands_fails_over_and_stops_every_node
         .expect("a put command");
     let absolute = std::fs::canonicalize(STRATA).expect("the binary");
     assert!(
-        put.trim_start().starts_with(&absolute.display().to_string()),
+        put.trim_start()
+            .starts_with(&absolute.display().to_string()),
         "names the binary by its absolute path: {put}"
     );
     let endpoints = format!("{},{}", nodes[0].1, nodes[1].1);
@@ -263,7 +264,28 @@ fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
     wait_until("the playground exits", || {
         playground.try_wait().expect("try_wait").is_some()
     });
-    assert!(playground.wait().expect("wait").success(), "exits 0 on SIGTERM");
+    assert!(
+        playground.wait().expect("wait").success(),
+        "exits 0 on SIGTERM"
+    );
+    for (pid, _) in &nodes {
+        assert!(!alive(*pid), "node {pid} outlived a stopped playground");
+    }
+
+    // Ctrl-C (SIGINT) likewise; the nodes, in their own process group, are stopped by it.
+    let (mut playground, _, nodes) = start_playground("2");
+    let status = Command::new("kill")
+        .args(["-INT", &playground.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_until("the playground exits", || {
+        playground.try_wait().expect("try_wait").is_some()
+    });
+    assert!(
+        playground.wait().expect("wait").success(),
+        "exits 0 on SIGINT"
+    );
     for (pid, _) in &nodes {
         assert!(!alive(*pid), "node {pid} outlived a stopped playground");
     }
@@ -307,6 +329,9 @@ async fn a_script_whose_connection_is_lost_mid_transaction_fails_and_resends_not
     let out = shell.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is lost: nothing it wrote was committed"), "{stderr}");
+    assert!(
+        stderr.contains("is lost: nothing it wrote was committed"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&endpoint), "{stderr}");
 }

@@ -37,7 +37,10 @@ fn incarnation(cluster: &Cluster, i: usize) -> String {
         .expect("the identity file");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(v["node_id"], cluster.node_id(i));
-    v["incarnation"].as_str().expect("an incarnation").to_owned()
+    v["incarnation"]
+        .as_str()
+        .expect("an incarnation")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +85,10 @@ async fn three_nodes_serve_and_one_killed_with_sigkill_serves_again_after_a_rest
     // Restarted on the same data and ports, it serves what it acknowledged before.
     cluster.restart(1).await.expect("restart");
     let after = cluster.addresses(1).unwrap().clone();
-    assert_eq!((after.grpc, after.http, after.raft), (before.grpc, before.http, before.raft));
+    assert_eq!(
+        (after.grpc, after.http, after.raft),
+        (before.grpc, before.http, before.raft)
+    );
     assert_ne!(after.pid, before.pid);
     let mut c = cluster.client(1).await.expect("connect");
     assert_eq!(get(&mut c, "who").await.as_deref(), Some(&b"node 2"[..]));
@@ -96,8 +102,15 @@ async fn three_nodes_serve_and_one_killed_with_sigkill_serves_again_after_a_rest
     cluster.restart(2).await.expect("restart after the wipe");
     let mut c = cluster.client(2).await.expect("connect");
     assert_eq!(get(&mut c, "who").await, None, "the wiped data is gone");
-    assert_ne!(incarnation(&cluster, 2), old, "a wiped volume is a new identity");
+    assert_ne!(
+        incarnation(&cluster, 2),
+        old,
+        "a wiped volume is a new identity"
+    );
     assert!(cluster.wipe(2).is_err(), "a running node is not wiped");
     let log = cluster.log_tail(2, 200).unwrap();
-    assert!(log.contains("\"event\":\"listening\""), "logs are captured: {log}");
+    assert!(
+        log.contains("\"event\":\"listening\""),
+        "logs are captured: {log}"
+    );
 }

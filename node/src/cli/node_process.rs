@@ -9,6 +9,9 @@
 //!   stop:       SIGTERM ─► wait up to `grace` ─► SIGKILL
 //! ```
 //!
+//! Each child runs in its own process group, so a terminal's Ctrl-C (SIGINT to the
+//! foreground group) reaches only the parent, which stops its children itself.
+//!
 //! The child never outlives this process: it holds the read end of its stdin pipe, and the
 //! kernel closes the write end when this process exits, by any means, `kill -9` included;
 //! the node takes end-of-file as SIGTERM (`--stop-when-stdin-closes`). Dropping a
@@ -118,8 +121,11 @@ impl NodeProcess {
             .open(&spec.log_file)
             .with_context(|| format!("opening the log file {}", spec.log_file.display()))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut child = spec
-            .command()
+        let mut command = spec.command();
+        // Its own process group: a Ctrl-C at the terminal reaches the parent alone, which
+        // then stops its nodes in order (rather than each racing to exit on its own).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -45,7 +45,7 @@ pub struct PlaygroundArgs {
     /// How many nodes (each its own strata-node process).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub nodes: u64,
-    /// Keep the data here (node i in <DIR>/node-<i>; a restart finds it again); default: a
+    /// Keep the data here (node i in DIR/node-i; a restart finds it again); default: a
     /// temporary directory, removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

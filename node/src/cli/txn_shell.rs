@@ -396,7 +396,10 @@ mod tests {
         let second = Server::start(crate::server::tests::test_config(b.path()))
             .await
             .unwrap();
-        let endpoints = vec![first.grpc_addr().to_string(), second.grpc_addr().to_string()];
+        let endpoints = vec![
+            first.grpc_addr().to_string(),
+            second.grpc_addr().to_string(),
+        ];
         let options = ClientOptions::for_endpoint("unused:1");
         let mut clients = Clients::connect_first(&endpoints, std::time::Duration::from_secs(5))
             .await
@@ -421,17 +424,26 @@ mod tests {
                 .unwrap();
             let mut out = Vec::new();
             let status = rt.block_on(run(&mut clients, &options, &mut input, &mut out, true));
-            (status.map_err(|e| e.error.to_string()), String::from_utf8(out).unwrap())
+            (
+                status.map_err(|e| e.error.to_string()),
+                String::from_utf8(out).unwrap(),
+            )
         });
         // After "put a 1": the first server goes away.
-        tokio::task::spawn_blocking(move || reached.recv()).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || reached.recv())
+            .await
+            .unwrap()
+            .unwrap();
         first.shutdown().await.unwrap();
         go.send(()).unwrap();
         let (status, out) = tokio::task::spawn_blocking(move || shell.join().unwrap())
             .await
             .unwrap();
         assert!(status.is_ok(), "{status:?}\n{out}");
-        assert!(out.contains("is lost: nothing it wrote was committed"), "{out}");
+        assert!(
+            out.contains("is lost: nothing it wrote was committed"),
+            "{out}"
+        );
         assert!(
             out.contains(&format!("now connected to {}", endpoints[1])),
             "{out}"
@@ -442,9 +454,8 @@ mod tests {
             .await
             .unwrap();
         for (key, expected) in [("a", None), ("b", None), ("c", Some(&b"3"[..]))] {
-            let r = c
-                .kv
-                .get(v1::GetRequest {
+            let r =
+                c.kv.get(v1::GetRequest {
                     key: key.into(),
                     read_ts: 0,
                 })

@@ -615,7 +615,9 @@ async fn a_data_directory_refuses_another_node_id_and_records_the_addresses() {
     let other_dir = tempfile::tempdir().expect("tempdir");
     let mut clash = test_config(other_dir.path());
     clash.cluster.raft_addr = handle.raft_addr();
-    let err = Server::start(clash).await.expect_err("the Raft port is taken");
+    let err = Server::start(clash)
+        .await
+        .expect_err("the Raft port is taken");
     assert!(
         format!("{err:#}").contains("binding the Raft address"),
         "{err:#}"

@@ -90,11 +90,7 @@ impl ClusterNames {
     /// A pod's own DNS name, with `$(POD_NAME)` for the pod's name (Kubernetes expands it in
     /// environment values from the variable of that name).
     pub fn own_dns_template(&self) -> String {
-        format!(
-            "$(POD_NAME).{}.{}.svc",
-            self.peer_service(),
-            self.namespace
-        )
+        format!("$(POD_NAME).{}.{}.svc", self.peer_service(), self.namespace)
     }
 
     /// The gRPC addresses of the first `replicas` pods, in ordinal order.
