@@ -576,3 +576,7 @@ pub async fn status(
     .map_err(anyhow::Error::from)?;
     Ok(ExitStatus::Ok)
 }
+
+#[cfg(test)]
+#[path = "failover_tests.rs"]
+mod failover_tests;
