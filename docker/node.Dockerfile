@@ -16,6 +16,6 @@ RUN groupadd --gid 10001 strata \
 COPY --from=build /usr/local/bin/strata-node /usr/local/bin/strata /usr/local/bin/
 USER 10001:10001
 WORKDIR /var/lib/strata
-EXPOSE 7379 7380
+EXPOSE 7379 7380 20170
 ENTRYPOINT ["/usr/local/bin/strata-node"]
 CMD ["--config", "/etc/strata/node.yaml"]

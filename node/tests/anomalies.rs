@@ -21,12 +21,7 @@ struct Node {
 impl Node {
     async fn start() -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            ..NodeConfig::default()
-        };
+        let mut config = NodeConfig::on_free_ports(dir.path());
         config.engine.memtable_mb = 4;
         config.engine.block_cache_mb = 8;
         config.txn.lock_wait_ms = 100;

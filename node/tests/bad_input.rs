@@ -24,12 +24,7 @@ fn expect_error<T: std::fmt::Debug>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = NodeConfig {
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        ..NodeConfig::default()
-    };
+    let config = NodeConfig::on_free_ports(dir.path());
     let handle = Server::start(config).await.expect("start");
     let ch = Channel::from_shared(format!("http://{}", handle.grpc_addr()))
         .expect("uri")

@@ -22,12 +22,7 @@ async fn start(
     configure: impl FnOnce(&mut NodeConfig),
 ) -> (tempfile::TempDir, ServerHandle, Client) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = NodeConfig {
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        ..NodeConfig::default()
-    };
+    let mut config = NodeConfig::on_free_ports(dir.path());
     config.engine.memtable_mb = 8;
     configure(&mut config);
     let handle = Server::start(config).await.expect("start");

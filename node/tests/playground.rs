@@ -1,8 +1,10 @@
 //! `strata playground` and the CLI as a user runs them: real processes on 127.0.0.1.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
@@ -46,6 +48,8 @@ fn playground_serves_the_cli_and_stops_cleanly() {
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
+            "--raft-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data)
@@ -53,10 +57,12 @@ fn playground_serves_the_cli_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the playground");
-    // The first line names the gRPC address.
+    // The second line names node 1's gRPC address.
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("readable");
-    let endpoint = first
+    assert!(first.contains("one node"), "{first}");
+    let second = lines.next().expect("a second line").expect("readable");
+    let endpoint = second
         .split("gRPC on ")
         .nth(1)
         .and_then(|rest| rest.split(',').next())
@@ -121,5 +127,211 @@ fn playground_serves_the_cli_and_stops_cleanly() {
         assert!(Instant::now() < deadline, "playground did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(data.join("db").exists(), "a --data-dir is kept");
+    assert!(data.join("node-1/db").exists(), "a --data-dir is kept");
+}
+
+/// Whether process `pid` is still running (a zombie is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A playground of `nodes` on free ports; returns it, its banner, each node's (pid, gRPC).
+fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
+    let mut child = Command::new(STRATA)
+        .args(["playground", "--nodes", nodes])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--raft-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the playground");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("readable");
+        let done = line.starts_with("Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let nodes = banner
+        .iter()
+        .filter(|l| l.starts_with("  node "))
+        .map(|l| {
+            let grpc = l
+                .split("gRPC on ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .expect("a gRPC address")
+                .to_string();
+            let pid = l
+                .split("(pid ")
+                .nth(1)
+                .and_then(|r| r.strip_suffix(')'))
+                .and_then(|p| p.parse().ok())
+                .expect("a pid");
+            (pid, grpc)
+        })
+        .collect();
+    (child, banner, nodes)
+}
+
+#[test]
+fn a_two_node_playground_prints_working_commands_fails_over_and_stops_every_node() {
+    let (mut playground, banner, nodes) = start_playground("2");
+    let text = banner.join("\n");
+    assert_eq!(nodes.len(), 2, "{text}");
+    assert!(text.contains("2 nodes"), "{text}");
+    assert!(text.contains("do not replicate yet"), "{text}");
+    // The printed commands work as printed, run by a shell.
+    let put = banner
+        .iter()
+        .find(|l| l.ends_with("put greeting hello"))
+        .expect("a put command");
+    let absolute = std::fs::canonicalize(STRATA).expect("the binary");
+    assert!(
+        put.trim_start()
+            .starts_with(&absolute.display().to_string()),
+        "names the binary by its absolute path: {put}"
+    );
+    let endpoints = format!("{},{}", nodes[0].1, nodes[1].1);
+    assert!(put.contains(&format!("--endpoints {endpoints}")), "{put}");
+    for wanted in ["put greeting hello", "get greeting"] {
+        let line = banner
+            .iter()
+            .find(|l| l.ends_with(wanted))
+            .expect("the command");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .env_remove("STRATA_ENDPOINT")
+            .env_remove("STRATA_ENDPOINTS")
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{line}: {out:?}");
+        if wanted == "get greeting" {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+        }
+    }
+    // Each node is its own process: kill -9 the first, and status fails over to the second.
+    let killed = Command::new("kill")
+        .args(["-9", &nodes[0].0.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_until("node 1 is gone", || !alive(nodes[0].0));
+    let out = Command::new(STRATA)
+        .args(["--endpoints", &endpoints, "-o", "json", "status"])
+        .output()
+        .expect("strata status");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["node_id"], 2, "answered by the second node");
+    assert_eq!(v["replicated"], false);
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2));
+    // A dead node makes the playground stop the other and exit non-zero.
+    wait_until("the playground exits", || {
+        playground.try_wait().expect("try_wait").is_some()
+    });
+    assert!(!playground.wait().expect("wait").success());
+    wait_until("node 2 is stopped", || !alive(nodes[1].0));
+}
+
+#[test]
+fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
+    let (mut playground, _, nodes) = start_playground("2");
+    let status = Command::new("kill")
+        .args(["-TERM", &playground.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_until("the playground exits", || {
+        playground.try_wait().expect("try_wait").is_some()
+    });
+    assert!(
+        playground.wait().expect("wait").success(),
+        "exits 0 on SIGTERM"
+    );
+    for (pid, _) in &nodes {
+        assert!(!alive(*pid), "node {pid} outlived a stopped playground");
+    }
+
+    // Ctrl-C (SIGINT) likewise; the nodes, in their own process group, are stopped by it.
+    let (mut playground, _, nodes) = start_playground("2");
+    let status = Command::new("kill")
+        .args(["-INT", &playground.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_until("the playground exits", || {
+        playground.try_wait().expect("try_wait").is_some()
+    });
+    assert!(
+        playground.wait().expect("wait").success(),
+        "exits 0 on SIGINT"
+    );
+    for (pid, _) in &nodes {
+        assert!(!alive(*pid), "node {pid} outlived a stopped playground");
+    }
+
+    // kill -9 the playground itself: its nodes see their stdin close and stop.
+    let (mut playground, _, nodes) = start_playground("2");
+    let temporary = std::env::temp_dir().join(format!("strata-playground-{}", playground.id()));
+    playground.kill().expect("kill -9");
+    let _ = playground.wait();
+    for (pid, _) in &nodes {
+        wait_until("an orphaned node stops", || !alive(*pid));
+    }
+    // Nobody was left to remove the temporary data.
+    let _ = std::fs::remove_dir_all(temporary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_whose_connection_is_lost_mid_transaction_fails_and_resends_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = support::start_with(dir.path(), &[], &[]);
+    support::wait_ready(&node).await;
+    let endpoint = node.grpc.to_string();
+    let mut shell = Command::new(STRATA)
+        .args(["--endpoint", &endpoint, "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata txn");
+    let mut stdin = shell.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(shell.stdout.take().expect("stdout"));
+    stdin.write_all(b"put a 1\n").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK\n");
+    node.child.kill().expect("kill -9");
+    let _ = node.child.wait();
+    stdin.write_all(b"put b 2\ncommit\n").unwrap();
+    drop(stdin);
+    let out = shell.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is lost: nothing it wrote was committed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&endpoint), "{stderr}");
 }

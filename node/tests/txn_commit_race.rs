@@ -127,12 +127,7 @@ fn a_put_while_the_commit_holds_the_buffer_is_refused_over_the_wire() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            ..NodeConfig::default()
-        };
+        let config = NodeConfig::on_free_ports(dir.path());
         let handle = Server::start(config).await.unwrap();
         let ch = Channel::from_shared(format!("http://{}", handle.grpc_addr()))
             .unwrap()

@@ -250,9 +250,52 @@ fn admin_messages_roundtrip() {
         }),
         active_transactions: 4,
         gc_safe_point: 99,
+        replicated: true,
+        members: vec![ClusterMember {
+            node_id: 2,
+            raft_addr: "strata-1.strata-peers.ns.svc:20170".into(),
+            grpc_addr: "strata-1.strata-peers.ns.svc:7379".into(),
+        }],
+        replicas: vec![ReplicaStatus {
+            shard_id: 1,
+            node_id: 2,
+            peer_id: 12,
+            role: ReplicaRole::Follower as i32,
+            term: 7,
+            leader_peer_id: 11,
+            commit_index: 100,
+            applied_index: 99,
+            lag: 1,
+            leader_node_id: 1,
+        }],
+        raft_addr: "strata-1.strata-peers.ns.svc:20170".into(),
+        grpc_addr: "strata-1.strata-peers.ns.svc:7379".into(),
     });
     roundtrip(GetGcSafePointRequest {});
     roundtrip(GetGcSafePointResponse { safe_point: 99 });
+}
+
+#[test]
+fn the_cluster_fields_of_status_are_new_field_numbers() {
+    // A response from a server before the cluster fields: the same bytes decode, the new
+    // fields at their defaults; the node fields keep their numbers (1..=6), the cluster
+    // ones start at 20.
+    let old = StatusResponse {
+        node_id: 3,
+        version: "0.1.0".into(),
+        gc_safe_point: 5,
+        ..StatusResponse::default()
+    };
+    let bytes = old.encode_to_vec();
+    assert_eq!(bytes[0], 1 << 3, "node_id is field 1, a varint");
+    let back = StatusResponse::decode(bytes.as_slice()).unwrap();
+    assert!(!back.replicated && back.members.is_empty() && back.replicas.is_empty());
+    let new = StatusResponse {
+        replicated: true,
+        ..StatusResponse::default()
+    };
+    // Field 20, varint: tag (20 << 3) | 0 = 160, two varint bytes.
+    assert_eq!(new.encode_to_vec(), vec![0xa0, 0x01, 0x01]);
 }
 
 /// Every reason, by name, as the server will send it.

@@ -3,7 +3,8 @@
 //! ```text
 //!   load (untimed, skipped with --no-load): keys 0..--keys (bank: --accounts balances)
 //!          written with Kv puts, in batches by concurrent tasks
-//!   run:   --clients tokio tasks, each with its own clone of the channel, for --duration s
+//!   run:   --clients tokio tasks, each with its own clone of the channel, for --duration s;
+//!          with --endpoints a,b,c client i talks to endpoint i mod 3 (every one must answer)
 //!          ycsb-a  50% read / 50% update      put   single-key Kv puts
 //!          ycsb-b  95% read /  5% update      get   single-key Kv gets
 //!          ycsb-c 100% read                   bank  transfers in interactive transactions
@@ -351,6 +352,8 @@ impl BankCheck {
 /// Everything a run measured.
 #[derive(Debug, Clone)]
 pub struct ClusterReport {
+    /// The endpoints the clients were spread over (client i on endpoint i mod n).
+    pub endpoints: Vec<String>,
     /// Wall time of the timed phase.
     pub seconds: f64,
     /// Per operation type that occurred.
@@ -380,12 +383,18 @@ pub async fn run(
     if items == 0 || (bank && items < 2) {
         bail!("need at least {} keys/accounts", if bank { 2 } else { 1 });
     }
-    let clients = Clients::connect(options).await?;
+    let endpoints = options.endpoint_list()?;
+    let mut servers = Vec::with_capacity(endpoints.len());
+    for endpoint in &endpoints {
+        // A benchmark measures the servers it was asked to: each one must answer.
+        servers.push(Clients::connect_one(endpoint, options.timeout()).await?);
+    }
+    let clients = servers[0].clone();
     let mut rng = SplitMix64::for_stream(config.seed, config.workload.name());
     let values = ValueGen::new(config.value_size.max(1), &mut rng);
 
     if !config.no_load {
-        load(&clients, config, items, &values).await?;
+        load(&servers, config, items, &values).await?;
     }
     let sum_before = if bank {
         Some(balance_sum(&clients, items).await?)
@@ -399,7 +408,7 @@ pub async fn run(
     let deadline = start + deadline_in;
     let mut tasks = Vec::with_capacity(config.clients);
     for id in 0..config.clients {
-        let c = clients.clone();
+        let c = servers[id % servers.len()].clone();
         let chooser = chooser.clone();
         let mut values = values.clone();
         let mut rng =
@@ -440,6 +449,7 @@ pub async fn run(
         }
     }
     let report = ClusterReport {
+        endpoints,
         seconds,
         ops,
         total: OpResult::new(config, "all", &total, seconds),
@@ -451,7 +461,7 @@ pub async fn run(
 
 /// Writes the keys (or the accounts' starting balances) untimed, in batches by concurrent tasks.
 async fn load(
-    clients: &Clients,
+    servers: &[Clients],
     config: &ClusterBenchConfig,
     items: u64,
     values: &ValueGen,
@@ -466,7 +476,7 @@ async fn load(
         if lo >= hi {
             break;
         }
-        let mut c = clients.clone();
+        let mut c = servers[l as usize % servers.len()].clone();
         let mut values = values.clone();
         tasks.push(tokio::spawn(async move {
             for i in lo..hi {
@@ -705,6 +715,7 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
             let mut total = serde_json::to_value(&r.total)?;
             total["seconds"] = json!(r.seconds);
             total["distribution"] = json!(config.distribution);
+            total["endpoints"] = json!(r.endpoints);
             if let Some(b) = r.bank {
                 total["balance_sum_before"] = json!(b.sum_before);
                 total["balance_sum_after"] = json!(b.sum_after);
@@ -726,6 +737,13 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
                 },
                 config.distribution,
             )?;
+            if r.endpoints.len() > 1 {
+                writeln!(
+                    out,
+                    "  clients spread round-robin over {}",
+                    r.endpoints.join(", ")
+                )?;
+            }
             writeln!(
                 out,
                 "  {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8}",
@@ -763,7 +781,7 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
 mod tests {
     use super::*;
     use crate::cli::{Format, Output};
-    use crate::server::{NodeConfig, Server};
+    use crate::server::Server;
 
     #[test]
     fn zipfian_is_skewed_and_in_range() {
@@ -790,15 +808,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn every_workload_runs_against_an_in_process_node() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let handle = Server::start(NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            grpc_addr: "127.0.0.1:0".parse()?,
-            http_addr: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        })
-        .await?;
+        let handle = Server::start(crate::server::tests::test_config(dir.path())).await?;
         let options = ClientOptions {
             endpoint: handle.grpc_addr().to_string(),
+            endpoints: None,
             format: Format::Text,
             output: Output::Text,
             timeout: 10,
@@ -857,6 +870,51 @@ mod tests {
             assert!(String::from_utf8(text)?.contains("all"));
         }
         handle.shutdown().await?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn clients_are_spread_round_robin_over_the_endpoints() -> anyhow::Result<()> {
+        let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let first = Server::start(crate::server::tests::test_config(a.path())).await?;
+        let second = Server::start(crate::server::tests::test_config(b.path())).await?;
+        let options = ClientOptions {
+            endpoints: Some(format!("{},{}", first.grpc_addr(), second.grpc_addr())),
+            ..ClientOptions::for_endpoint("unused:1")
+        };
+        let config = ClusterBenchConfig {
+            workload: ClusterWorkload::Put,
+            clients: 2,
+            duration: 1,
+            keys: 50,
+            no_load: true,
+            format: OutputFormat::Text,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let report = run(&config, &options, &mut out).await?;
+        assert_eq!(report.endpoints.len(), 2);
+        assert!(String::from_utf8(out)?.contains("spread round-robin over"));
+        // Each server took writes: the two nodes share no data, so each one's engine saw
+        // its own client's puts.
+        for server in [&first, &second] {
+            let mut c =
+                Clients::connect_one(&server.grpc_addr().to_string(), Duration::from_secs(5))
+                    .await?;
+            let s = c.admin.status(v1::StatusRequest {}).await?.into_inner();
+            let written = s.engine.map(|e| e.user_bytes_written).unwrap_or(0);
+            assert!(written > 0, "{} took no writes", server.grpc_addr());
+        }
+        // An endpoint that does not answer fails the run before it starts.
+        let options = ClientOptions {
+            endpoints: Some(format!("{},127.0.0.1:1", first.grpc_addr())),
+            timeout: 2,
+            ..ClientOptions::for_endpoint("unused:1")
+        };
+        let err = run(&config, &options, &mut Vec::new()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("127.0.0.1:1"), "{err:#}");
+        first.shutdown().await?;
+        second.shutdown().await?;
         Ok(())
     }
 }

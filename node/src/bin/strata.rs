@@ -5,7 +5,8 @@
 //! ```text
 //!   strata get | put | delete | scan | txn | status   client commands (see strata::cli)
 //!   strata bench engine [options]                     storage-engine macro-benchmark
-//!   strata bench run [options]                        YCSB-style benchmark of a running node
+//!   strata bench run [options]                        YCSB-style benchmark of running nodes
+//!   strata playground [--nodes N]                     local strata-node processes
 //! ```
 //!
 //! The binary only parses arguments, sets up logging (`RUST_LOG`, to stderr, so stdout stays
@@ -18,6 +19,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use strata::bench::cluster::{self, ClusterBenchConfig};
 use strata::bench::engine::{self, EngineBenchConfig};
+use strata::cli::playground::{self, PlaygroundArgs};
 use strata::cli::{self, ClientOptions, Clients, CommandError, ExitStatus, ScanArgs};
 
 /// Strata: a distributed key-value store.
@@ -55,19 +57,9 @@ enum Command {
     Txn,
     /// The server's status.
     Status,
-    /// Run a local Strata node in the foreground, ready for the other commands.
-    Playground {
-        /// Keep the data here (a restart finds it again); default: a temporary directory,
-        /// removed on exit.
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Address of the gRPC API.
-        #[arg(long, default_value = cli::DEFAULT_ENDPOINT)]
-        grpc_addr: std::net::SocketAddr,
-        /// Address of the HTTP port (metrics, health).
-        #[arg(long, default_value = "127.0.0.1:7380")]
-        http_addr: std::net::SocketAddr,
-    },
+    /// Run local Strata nodes (each its own strata-node process) in the foreground, ready
+    /// for the other commands.
+    Playground(PlaygroundArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -128,19 +120,14 @@ fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
         }
         return Ok(ExitStatus::Ok);
     }
-    if let Command::Playground {
-        data_dir,
-        grpc_addr,
-        http_addr,
-    } = &cli.command
-    {
+    if let Command::Playground(args) = &cli.command {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)?;
-        return runtime
-            .block_on(playground(data_dir.clone(), *grpc_addr, *http_addr))
-            .map_err(Into::into);
+        let mut stdout = std::io::stdout();
+        runtime.block_on(playground::run(args, &mut stdout, wait_for_signal()))?;
+        return Ok(ExitStatus::Ok);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,73 +151,20 @@ async fn client_command(cli: Cli) -> Result<ExitStatus, CommandError> {
             let mut input = std::io::stdin().lock();
             cli::txn_shell::run(&mut c, o, &mut input, &mut stdout, interactive).await
         }
-        Command::Bench(_) | Command::Playground { .. } => Ok(ExitStatus::Ok),
+        Command::Bench(_) | Command::Playground(_) => Ok(ExitStatus::Ok),
     }
 }
 
-/// `strata playground`: a local node in the foreground until Ctrl-C or SIGTERM.
-async fn playground(
-    data_dir: Option<std::path::PathBuf>,
-    grpc_addr: std::net::SocketAddr,
-    http_addr: std::net::SocketAddr,
-) -> Result<ExitStatus> {
-    use anyhow::Context;
-    use strata::server::{NodeConfig, Server};
-    let temporary = data_dir.is_none();
-    let dir = match data_dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!("strata-playground-{}", std::process::id())),
-    };
-    let config = NodeConfig {
-        data_dir: dir.clone(),
-        grpc_addr,
-        http_addr,
-        ..NodeConfig::default()
-    };
-    let handle = Server::start(config).await.with_context(|| {
-        format!("starting the playground node (is {grpc_addr} already in use?)")
-    })?;
-    let endpoint = handle.grpc_addr();
-    let flag = if endpoint.to_string() == cli::DEFAULT_ENDPOINT {
-        String::new()
-    } else {
-        format!(" --endpoint {endpoint}")
-    };
-    println!(
-        "Strata playground: one node, gRPC on {endpoint}, HTTP on http://{}",
-        handle.http_addr()
-    );
-    println!(
-        "data: {}{}",
-        dir.display(),
-        if temporary { " (removed on exit)" } else { "" }
-    );
-    println!();
-    println!("Try, in another terminal:");
-    println!("  strata{flag} put greeting hello");
-    println!("  strata{flag} get greeting");
-    println!(
-        "  printf 'put a 1\\nput b 2\\ncommit\\n' | strata{flag} txn && strata{flag} scan --prefix ''"
-    );
-    println!();
-    println!("Ctrl-C stops the node.");
-    wait_for_signal().await?;
-    println!("stopping...");
-    handle.shutdown().await?;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    Ok(ExitStatus::Ok)
-}
-
-async fn wait_for_signal() -> Result<()> {
+/// Resolves on Ctrl-C or SIGTERM (or at once if they cannot be watched).
+async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -307,6 +241,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.client.endpoint, "127.0.0.1:7479");
+        assert_eq!(
+            cli.client.endpoint_list().unwrap(),
+            ["127.0.0.1:7479".to_string()]
+        );
         let Command::Bench(BenchCommand::Run(c)) = cli.command else {
             panic!("parsed as another command");
         };
@@ -326,5 +264,34 @@ mod tests {
         );
         assert_eq!(d.distribution, Distribution::Zipfian);
         assert!(Cli::try_parse_from(["strata", "bench", "run", "--workload", "nope"]).is_err());
+    }
+
+    #[test]
+    fn parses_several_endpoints_and_the_playground() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "--endpoints",
+            "127.0.0.1:1, 127.0.0.1:2,,127.0.0.1:3",
+            "get",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.client.endpoint_list().unwrap(),
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        );
+        let cli = Cli::try_parse_from(["strata", "--endpoints", ",", "get", "k"]).unwrap();
+        assert!(cli.client.endpoint_list().is_err());
+        let cli = Cli::try_parse_from(["strata", "playground", "--nodes", "3"]).unwrap();
+        let Command::Playground(p) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(p.nodes, 3);
+        let d = Cli::try_parse_from(["strata", "playground"]).unwrap();
+        let Command::Playground(d) = d.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(d.nodes, 1, "one node until the nodes replicate");
+        assert!(Cli::try_parse_from(["strata", "playground", "--nodes", "0"]).is_err());
     }
 }

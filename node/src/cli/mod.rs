@@ -7,14 +7,25 @@
 //!   strata status
 //! ```
 //!
-//! Every command talks gRPC to `--endpoint` (`STRATA_ENDPOINT`, default the playground's
+//! Every command talks gRPC to one server: the first reachable of `--endpoints a,b,c`
+//! (`STRATA_ENDPOINTS`), else `--endpoint` (`STRATA_ENDPOINT`, default the playground's
 //! `127.0.0.1:7379`). Keys and values are text, hex or base64 (`--encoding`); results print
 //! as text or, with `--output json`, one JSON object per line. Exit codes scripts can rely
 //! on are in [`ExitStatus`].
+//!
+//! Failover: when a connection fails ([`is_connection_error`]), reads (`get`, `scan`,
+//! `status`) move to the next reachable endpoint and are asked again; a write is never
+//! sent again, since the first attempt may have been applied: its outcome is reported as
+//! unknown. The transaction shell reports an open transaction as lost and goes on from
+//! the next endpoint only with a new transaction (`txn_shell`).
 
 pub mod encoding;
+pub mod node_process;
+pub mod playground;
+pub mod status;
 pub mod txn_shell;
 
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
@@ -62,6 +73,16 @@ pub struct ClientOptions {
     /// The server's gRPC address, HOST:PORT.
     #[arg(long, global = true, env = "STRATA_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
+    /// Several servers' gRPC addresses, HOST:PORT,...: commands use the first reachable one
+    /// and fail over to the next (`bench run` spreads its clients over all). Overrides
+    /// --endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ENDPOINTS",
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: Option<String>,
     /// How keys and values are written on the command line and printed.
     #[arg(long = "encoding", id = "encoding", global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -91,6 +112,66 @@ impl From<anyhow::Error> for CommandError {
     }
 }
 
+impl ClientOptions {
+    /// Options for `endpoint` with the other settings at their defaults.
+    pub fn for_endpoint(endpoint: impl Into<String>) -> ClientOptions {
+        ClientOptions {
+            endpoint: endpoint.into(),
+            endpoints: None,
+            format: Format::Text,
+            output: Output::Text,
+            timeout: 10,
+        }
+    }
+
+    /// The endpoints to use, in order: `--endpoints` when given, else `--endpoint`.
+    pub fn endpoint_list(&self) -> Result<Vec<String>> {
+        let Some(list) = &self.endpoints else {
+            return Ok(vec![self.endpoint.clone()]);
+        };
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(anyhow!("--endpoints names no endpoint"));
+        }
+        Ok(endpoints)
+    }
+
+    /// How long to wait for a server.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.max(1))
+    }
+}
+
+/// Whether a failed call failed because the connection did (the server is down or
+/// unreachable, or the connection broke), rather than because the server answered with an
+/// error. Strata's own errors always carry an [`ErrorDetail`]; transport failures never do.
+pub fn is_connection_error(status: &tonic::Status) -> bool {
+    if ErrorDetail::from_status(status).is_some() {
+        return false;
+    }
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+            let m = status.message().to_ascii_lowercase();
+            [
+                "transport",
+                "connection",
+                "h2 protocol",
+                "broken pipe",
+                "reset",
+            ]
+            .iter()
+            .any(|w| m.contains(w))
+        }
+        _ => false,
+    }
+}
+
 /// Turns a gRPC status into a one-line error with the right exit status.
 pub fn status_error(status: tonic::Status) -> CommandError {
     let detail = ErrorDetail::from_status(&status);
@@ -116,7 +197,7 @@ pub fn status_error(status: tonic::Status) -> CommandError {
     }
 }
 
-/// gRPC clients of one server.
+/// gRPC clients of one server, chosen among several endpoints.
 #[derive(Debug, Clone)]
 pub struct Clients {
     /// Auto-committed reads and writes.
@@ -125,31 +206,142 @@ pub struct Clients {
     pub txn: TxnClient<Channel>,
     /// Status.
     pub admin: AdminClient<Channel>,
+    endpoints: Vec<String>,
+    current: usize,
+    timeout: Duration,
 }
 
 impl Clients {
-    /// Connects to `endpoint` (HOST:PORT).
+    /// Connects to the first reachable endpoint of `options`.
     pub async fn connect(options: &ClientOptions) -> Result<Clients> {
-        let uri = if options.endpoint.contains("://") {
-            options.endpoint.clone()
-        } else {
-            format!("http://{}", options.endpoint)
-        };
-        let timeout = Duration::from_secs(options.timeout.max(1));
-        let channel = Endpoint::from_shared(uri.clone())
-            .with_context(|| format!("bad endpoint {:?}", options.endpoint))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach a Strata server at {}", options.endpoint))?;
+        Clients::connect_first(&options.endpoint_list()?, options.timeout()).await
+    }
+
+    /// Connects to the first reachable of `endpoints` (HOST:PORT or a URI each), trying them
+    /// in order.
+    pub async fn connect_first(endpoints: &[String], timeout: Duration) -> Result<Clients> {
+        let mut failures = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            match connect_channel(endpoint, timeout).await {
+                Ok(channel) => return Ok(Clients::over(channel, endpoints.to_vec(), i, timeout)),
+                Err(e) => failures.push(format!("{endpoint}: {e:#}")),
+            }
+        }
+        Err(match endpoints {
+            [one] => anyhow!(
+                "cannot reach a Strata server at {one}: {}",
+                failures.join("; ")
+            ),
+            _ => anyhow!(
+                "cannot reach a Strata server at any of {}: {}",
+                endpoints.join(", "),
+                failures.join("; ")
+            ),
+        })
+    }
+
+    /// Connects to exactly `endpoint`.
+    pub async fn connect_one(endpoint: &str, timeout: Duration) -> Result<Clients> {
+        Clients::connect_first(&[endpoint.to_owned()], timeout).await
+    }
+
+    fn over(
+        channel: Channel,
+        endpoints: Vec<String>,
+        current: usize,
+        timeout: Duration,
+    ) -> Clients {
         let limit = strata_proto::limits::MAX_MESSAGE_BYTES as usize;
-        Ok(Clients {
+        Clients {
             kv: KvClient::new(channel.clone()).max_decoding_message_size(limit),
             txn: TxnClient::new(channel.clone()).max_decoding_message_size(limit),
             admin: AdminClient::new(channel).max_decoding_message_size(limit),
-        })
+            endpoints,
+            current,
+            timeout,
+        }
     }
+
+    /// The endpoint these clients talk to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[self.current]
+    }
+
+    /// Every endpoint, in the order given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Moves to the next reachable endpoint after the current one (in order, wrapping
+    /// round, the current one last). Fails when none answers; the clients then stay as
+    /// they were.
+    pub async fn failover(&mut self) -> Result<()> {
+        let n = self.endpoints.len();
+        let mut failures = Vec::new();
+        for step in 1..=n {
+            let i = (self.current + step) % n;
+            match connect_channel(&self.endpoints[i], self.timeout).await {
+                Ok(channel) => {
+                    tracing::info!(from = %self.endpoint(), to = %self.endpoints[i], "failing over");
+                    *self = Clients::over(channel, self.endpoints.clone(), i, self.timeout);
+                    return Ok(());
+                }
+                Err(e) => failures.push(format!("{}: {e:#}", self.endpoints[i])),
+            }
+        }
+        Err(anyhow!("no endpoint is reachable: {}", failures.join("; ")))
+    }
+
+    /// Runs a call that is safe to repeat (a read), moving to the next reachable endpoint
+    /// and asking again when the connection fails; every endpoint is tried at most once.
+    pub async fn idempotent<T, F, Fut>(&mut self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut left = self.endpoints.len();
+        loop {
+            match call(self.clone()).await {
+                Err(s) if is_connection_error(&s) && left > 1 => {
+                    left -= 1;
+                    if self.failover().await.is_err() {
+                        return Err(s);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+async fn connect_channel(endpoint: &str, timeout: Duration) -> Result<Channel> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Endpoint::from_shared(uri)
+        .with_context(|| format!("bad endpoint {endpoint:?}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(anyhow::Error::from)
+}
+
+/// The error of a write whose connection failed: it is not sent again.
+fn write_outcome_unknown(c: &Clients, status: tonic::Status) -> CommandError {
+    if is_connection_error(&status) {
+        return CommandError {
+            status: ExitStatus::Failed,
+            error: anyhow!(
+                "the connection to {} failed during the write ({}): it may or may not have been applied, and was not sent again",
+                c.endpoint(),
+                status.message()
+            ),
+        };
+    }
+    status_error(status)
 }
 
 /// Prints one key/value pair.
@@ -173,10 +365,14 @@ pub async fn get(
     out: &mut dyn Write,
 ) -> Result<ExitStatus, CommandError> {
     let key = o.format.decode(key)?;
-    let resp =
-        c.kv.get(v1::GetRequest {
-            key: key.clone(),
-            read_ts: 0,
+    let req = v1::GetRequest {
+        key: key.clone(),
+        read_ts: 0,
+    };
+    let resp = c
+        .idempotent(|mut c| {
+            let req = req.clone();
+            async move { c.kv.get(req).await }
         })
         .await
         .map_err(status_error)?
@@ -216,7 +412,11 @@ pub async fn put(
         key: o.format.decode(key)?,
         value: o.format.decode(value)?,
     };
-    let resp = c.kv.put(req).await.map_err(status_error)?.into_inner();
+    let resp =
+        c.kv.put(req)
+            .await
+            .map_err(|s| write_outcome_unknown(c, s))?
+            .into_inner();
     print_written(out, o, resp.commit_ts)
 }
 
@@ -230,7 +430,11 @@ pub async fn delete(
     let req = v1::DeleteRequest {
         key: o.format.decode(key)?,
     };
-    let resp = c.kv.delete(req).await.map_err(status_error)?.into_inner();
+    let resp =
+        c.kv.delete(req)
+            .await
+            .map_err(|s| write_outcome_unknown(c, s))?
+            .into_inner();
     print_written(out, o, resp.commit_ts)
 }
 
@@ -315,7 +519,14 @@ pub async fn scan(
             reverse: args.reverse,
             read_ts,
         };
-        let resp = c.kv.scan(req).await.map_err(status_error)?.into_inner();
+        let resp = c
+            .idempotent(|mut c| {
+                let req = req.clone();
+                async move { c.kv.scan(req).await }
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
         read_ts = resp.read_ts;
         let Some(last) = resp.kvs.last().map(|kv| kv.key.clone()) else {
             break;
@@ -354,50 +565,18 @@ pub async fn status(
     out: &mut dyn Write,
 ) -> Result<ExitStatus, CommandError> {
     let s = c
-        .admin
-        .status(v1::StatusRequest {})
+        .idempotent(|mut c| async move { c.admin.status(v1::StatusRequest {}).await })
         .await
         .map_err(status_error)?
         .into_inner();
-    let e = s.engine.unwrap_or_default();
-    let w = |r: std::io::Result<()>| r.map_err(anyhow::Error::from);
     match o.output {
-        Output::Json => w(writeln!(
-            out,
-            "{}",
-            json!({
-                "node_id": s.node_id, "version": s.version, "uptime_seconds": s.uptime_seconds,
-                "active_transactions": s.active_transactions, "gc_safe_point": s.gc_safe_point,
-                "write_amplification": e.write_amplification, "read_amplification": e.read_amplification,
-                "space_amplification": e.space_amplification, "total_sst_bytes": e.total_sst_bytes,
-                "memtable_bytes": e.memtable_bytes,
-                "levels": e.levels.iter().map(|l| json!({"level": l.level, "files": l.files, "bytes": l.bytes})).collect::<Vec<_>>(),
-            })
-        ))?,
-        Output::Text => {
-            w(writeln!(
-                out,
-                "node {} (strata {}), up {} s",
-                s.node_id, s.version, s.uptime_seconds
-            ))?;
-            w(writeln!(
-                out,
-                "active transactions: {}, GC safe point: {}",
-                s.active_transactions, s.gc_safe_point
-            ))?;
-            w(writeln!(
-                out,
-                "engine: {} B in tables, {} B in memtables; write amp {:.2}, read amp {:.2}, space amp {:.2}",
-                e.total_sst_bytes, e.memtable_bytes, e.write_amplification, e.read_amplification, e.space_amplification
-            ))?;
-            for l in e.levels.iter().filter(|l| l.files > 0) {
-                w(writeln!(
-                    out,
-                    "  L{}: {} files, {} B",
-                    l.level, l.files, l.bytes
-                ))?;
-            }
-        }
+        Output::Json => writeln!(out, "{}", status::render_json(&s)),
+        Output::Text => write!(out, "{}", status::render_text(&s)),
     }
+    .map_err(anyhow::Error::from)?;
     Ok(ExitStatus::Ok)
 }
+
+#[cfg(test)]
+#[path = "failover_tests.rs"]
+mod failover_tests;

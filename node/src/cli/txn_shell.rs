@@ -10,6 +10,12 @@
 //! From a terminal a prompt is shown and an error leaves the transaction open; from a pipe
 //! or file the first error stops the session with its exit status. Input that ends with a
 //! transaction still open rolls it back and fails, so a script never commits by accident.
+//!
+//! A lost connection loses the open transaction: it lived on that server, and nothing it
+//! wrote was committed (a `commit` whose connection failed has an unknown outcome, and
+//! says so). Nothing is sent again. From a terminal the shell then moves to the next
+//! reachable endpoint, where a new command begins a new transaction; from a script it stops
+//! (exit 1), since the lines that follow belong to the lost transaction.
 
 use std::io::{BufRead, Write};
 
@@ -17,7 +23,34 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 use strata_proto::v1;
 
-use super::{status_error, ClientOptions, Clients, CommandError, ExitStatus, Output};
+use super::{
+    is_connection_error, status_error, ClientOptions, Clients, CommandError, ExitStatus, Output,
+};
+
+/// A call of the shell failed because its connection did.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct ConnectionLost {
+    message: String,
+}
+
+/// The error of a call of the shell: a lost connection is told apart.
+fn call_error(endpoint: &str, committing: Option<u64>, s: tonic::Status) -> CommandError {
+    if !is_connection_error(&s) {
+        return status_error(s);
+    }
+    let message = match committing {
+        Some(txn) => format!(
+            "the connection to {endpoint} failed during commit ({}): the outcome of transaction {txn} is unknown (it may have committed); it was not sent again",
+            s.message()
+        ),
+        None => format!("the connection to {endpoint} failed ({})", s.message()),
+    };
+    CommandError {
+        status: ExitStatus::Failed,
+        error: anyhow::Error::new(ConnectionLost { message }),
+    }
+}
 
 /// Splits a line into tokens, honouring double quotes.
 pub fn tokenize(line: &str) -> Result<Vec<String>> {
@@ -86,7 +119,7 @@ impl Session<'_> {
                 read_only,
             })
             .await
-            .map_err(status_error)?
+            .map_err(|e| call_error(self.clients.endpoint(), None, e))?
             .into_inner();
         self.txn = Some(resp.txn_id);
         Ok(resp.txn_id)
@@ -96,6 +129,7 @@ impl Session<'_> {
         let o = self.options;
         let f = o.format;
         let io = |r: std::io::Result<()>| r.map_err(|e| CommandError::from(anyhow::Error::from(e)));
+        let endpoint = self.clients.endpoint().to_owned();
         let Some(cmd) = tokens.first() else {
             return Ok(true);
         };
@@ -125,7 +159,7 @@ impl Session<'_> {
                     .txn
                     .get(v1::TxnGetRequest { txn_id, key: key.clone() })
                     .await
-                    .map_err(status_error)?
+                    .map_err(|e| call_error(&endpoint, None, e))?
                     .into_inner();
                 match (o.output, r.found) {
                     (Output::Text, true) => io(writeln!(out, "{}", f.encode(&r.value)))?,
@@ -140,7 +174,7 @@ impl Session<'_> {
             "put" => {
                 let (key, value) = (f.decode(arg(0, "KEY")?)?, f.decode(arg(1, "VALUE")?)?);
                 let txn_id = self.ensure().await?;
-                self.clients.txn.put(v1::TxnPutRequest { txn_id, key, value }).await.map_err(status_error)?;
+                self.clients.txn.put(v1::TxnPutRequest { txn_id, key, value }).await.map_err(|e| call_error(&endpoint, None, e))?;
                 if o.output == Output::Text {
                     io(writeln!(out, "OK"))?;
                 }
@@ -148,7 +182,7 @@ impl Session<'_> {
             "delete" => {
                 let key = f.decode(arg(0, "KEY")?)?;
                 let txn_id = self.ensure().await?;
-                self.clients.txn.delete(v1::TxnDeleteRequest { txn_id, key }).await.map_err(status_error)?;
+                self.clients.txn.delete(v1::TxnDeleteRequest { txn_id, key }).await.map_err(|e| call_error(&endpoint, None, e))?;
                 if o.output == Output::Text {
                     io(writeln!(out, "OK"))?;
                 }
@@ -166,7 +200,7 @@ impl Session<'_> {
                     .txn
                     .scan(v1::TxnScanRequest { txn_id, start, end, limit, reverse: false })
                     .await
-                    .map_err(status_error)?
+                    .map_err(|e| call_error(&endpoint, None, e))?
                     .into_inner();
                 for kv in r.kvs {
                     super::print_kv(out, o, &kv.key, &kv.value)?;
@@ -176,7 +210,7 @@ impl Session<'_> {
                 let Some(txn_id) = self.txn.take() else {
                     return Err(anyhow!("commit: no open transaction").into());
                 };
-                let r = self.clients.txn.commit(v1::CommitRequest { txn_id }).await.map_err(status_error)?.into_inner();
+                let r = self.clients.txn.commit(v1::CommitRequest { txn_id }).await.map_err(|e| call_error(&endpoint, Some(txn_id), e))?.into_inner();
                 match o.output {
                     Output::Text => io(writeln!(out, "COMMIT (commit_ts {})", r.commit_ts))?,
                     Output::Json => io(writeln!(out, "{}", json!({"commit_ts": r.commit_ts})))?,
@@ -186,7 +220,7 @@ impl Session<'_> {
                 let Some(txn_id) = self.txn.take() else {
                     return Err(anyhow!("rollback: no open transaction").into());
                 };
-                self.clients.txn.rollback(v1::RollbackRequest { txn_id }).await.map_err(status_error)?;
+                self.clients.txn.rollback(v1::RollbackRequest { txn_id }).await.map_err(|e| call_error(&endpoint, None, e))?;
                 if o.output == Output::Text {
                     io(writeln!(out, "ROLLBACK"))?;
                 }
@@ -240,6 +274,31 @@ pub async fn run(
         match result {
             Ok(true) => {}
             Ok(false) => break,
+            Err(e) if e.error.downcast_ref::<ConnectionLost>().is_some() => {
+                let lost = session.txn.take();
+                let mut message = format!("{:#}", e.error);
+                if let Some(txn_id) = lost {
+                    message.push_str(&format!(
+                        "; transaction {txn_id} is lost: nothing it wrote was committed"
+                    ));
+                }
+                if !interactive {
+                    return Err(CommandError {
+                        status: ExitStatus::Failed,
+                        error: anyhow!(message),
+                    });
+                }
+                writeln!(out, "error: {message}").map_err(anyhow::Error::from)?;
+                match session.clients.failover().await {
+                    Ok(()) => writeln!(
+                        out,
+                        "now connected to {}; the next command begins a new transaction",
+                        session.clients.endpoint()
+                    ),
+                    Err(e) => writeln!(out, "error: {e:#}"),
+                }
+                .map_err(anyhow::Error::from)?;
+            }
             Err(e) if interactive => {
                 writeln!(out, "error: {:#}", e.error).map_err(anyhow::Error::from)?;
             }
@@ -285,5 +344,126 @@ mod tests {
         );
         assert_eq!(tokenize("   ").unwrap(), Vec::<String>::new());
         assert!(tokenize(r#"put "open"#).is_err());
+    }
+
+    /// Lines handed out one by one; before line `gate` it tells the test and waits for its
+    /// go-ahead, so the test can act between two commands.
+    struct GatedInput {
+        lines: std::collections::VecDeque<String>,
+        served: usize,
+        gate: usize,
+        reached: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+        buf: Vec<u8>,
+    }
+
+    impl std::io::Read for GatedInput {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::BufRead::fill_buf(self)?.len().min(out.len());
+            out[..n].copy_from_slice(&self.buf[..n]);
+            std::io::BufRead::consume(self, n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for GatedInput {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            if self.buf.is_empty() {
+                if self.served == self.gate {
+                    let _ = self.reached.send(());
+                    let _ = self.go.recv();
+                }
+                if let Some(line) = self.lines.pop_front() {
+                    self.served += 1;
+                    self.buf = line.into_bytes();
+                }
+            }
+            Ok(&self.buf)
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.buf.drain(..n);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_connection_loses_the_transaction_and_nothing_is_sent_again() {
+        use crate::server::Server;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Server::start(crate::server::tests::test_config(a.path()))
+            .await
+            .unwrap();
+        let second = Server::start(crate::server::tests::test_config(b.path()))
+            .await
+            .unwrap();
+        let endpoints = vec![
+            first.grpc_addr().to_string(),
+            second.grpc_addr().to_string(),
+        ];
+        let options = ClientOptions::for_endpoint("unused:1");
+        let mut clients = Clients::connect_first(&endpoints, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let mut input = GatedInput {
+            lines: ["put a 1\n", "put b 2\n", "put c 3\n", "commit\n"]
+                .map(String::from)
+                .into(),
+            served: 0,
+            gate: 1,
+            reached: reached_tx,
+            go: go_rx,
+            buf: Vec::new(),
+        };
+        // The shell in its own thread, interactive (keeps going after errors).
+        let shell = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut out = Vec::new();
+            let status = rt.block_on(run(&mut clients, &options, &mut input, &mut out, true));
+            (
+                status.map_err(|e| e.error.to_string()),
+                String::from_utf8(out).unwrap(),
+            )
+        });
+        // After "put a 1": the first server goes away.
+        tokio::task::spawn_blocking(move || reached.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        first.shutdown().await.unwrap();
+        go.send(()).unwrap();
+        let (status, out) = tokio::task::spawn_blocking(move || shell.join().unwrap())
+            .await
+            .unwrap();
+        assert!(status.is_ok(), "{status:?}\n{out}");
+        assert!(
+            out.contains("is lost: nothing it wrote was committed"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("now connected to {}", endpoints[1])),
+            "{out}"
+        );
+        // The lost "put b 2" was not sent again; "put c 3" began a new transaction on the
+        // second node, and only it committed there.
+        let mut c = Clients::connect_one(&endpoints[1], std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        for (key, expected) in [("a", None), ("b", None), ("c", Some(&b"3"[..]))] {
+            let r =
+                c.kv.get(v1::GetRequest {
+                    key: key.into(),
+                    read_ts: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.found.then_some(r.value).as_deref(), expected, "{key}");
+        }
+        second.shutdown().await.unwrap();
     }
 }

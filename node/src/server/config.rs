@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster::{
+    node_id_from_hostname, system_hostname, AddrList, ClusterConfig, ClusterSettings, MemberList,
+};
 use crate::lsm::{Compression, Options};
 use crate::txn::TxnConfig;
 
@@ -27,8 +30,11 @@ pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
     /// Address of the HTTP port: `/metrics`, `/healthz`, `/readyz`, `/`.
     pub http_addr: SocketAddr,
-    /// This node's id.
+    /// This node's id (at least 1; see `cluster.node_id_from_hostname`).
     pub node_id: u64,
+    /// The node's place in a cluster: Raft port, advertised addresses, initial members,
+    /// join addresses.
+    pub cluster: ClusterSettings,
     /// Storage engine settings.
     pub engine: EngineConfig,
     /// Transaction settings.
@@ -44,6 +50,7 @@ impl Default for NodeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7379)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7380)),
             node_id: 1,
+            cluster: ClusterSettings::default(),
             engine: EngineConfig::default(),
             txn: TxnSettings::default(),
             log: LogConfig::default(),
@@ -167,9 +174,30 @@ pub struct ConfigArgs {
     /// HTTP (metrics, health) listen address.
     #[arg(long, env = "STRATA_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
-    /// Node id.
-    #[arg(long, env = "STRATA_NODE_ID")]
+    /// Node id (at least 1).
+    #[arg(long, env = "STRATA_NODE_ID", conflicts_with = "node_id_from_hostname")]
     pub node_id: Option<u64>,
+    /// Take the node id from the host name's StatefulSet ordinal: `strata-2` is node 3.
+    #[arg(long, env = "STRATA_NODE_ID_FROM_HOSTNAME")]
+    pub node_id_from_hostname: bool,
+    /// The host name `--node-id-from-hostname` reads (default: this machine's).
+    #[arg(long, env = "STRATA_HOSTNAME", value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Internal Raft listen address (peers only).
+    #[arg(long, env = "STRATA_RAFT_ADDR")]
+    pub raft_addr: Option<SocketAddr>,
+    /// The Raft address peers dial, HOST:PORT (a pod's DNS name in Kubernetes).
+    #[arg(long, env = "STRATA_ADVERTISE_RAFT_ADDR", value_name = "HOST:PORT")]
+    pub advertise_raft_addr: Option<super::cluster::PeerAddr>,
+    /// The gRPC address clients dial, HOST:PORT.
+    #[arg(long, env = "STRATA_ADVERTISE_GRPC_ADDR", value_name = "HOST:PORT")]
+    pub advertise_grpc_addr: Option<super::cluster::PeerAddr>,
+    /// The members a new cluster starts with: ID=HOST:RAFT_PORT,... (replaces the file's list).
+    #[arg(long, env = "STRATA_INITIAL_MEMBERS", value_name = "ID=HOST:PORT,...")]
+    pub initial_members: Option<MemberList>,
+    /// Raft addresses of an existing cluster's nodes, for a node added later: HOST:PORT,...
+    #[arg(long, env = "STRATA_JOIN", value_name = "HOST:PORT,...")]
+    pub join: Option<AddrList>,
     /// Memtable size in MiB.
     #[arg(long, env = "STRATA_MEMTABLE_MB")]
     pub memtable_mb: Option<u64>,
@@ -233,6 +261,20 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// The defaults with `data_dir`, and every listener (gRPC, HTTP, Raft) on a free port
+    /// of 127.0.0.1: for tests and programs that embed a node.
+    pub fn on_free_ports(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = NodeConfig {
+            data_dir: data_dir.into(),
+            grpc_addr: any,
+            http_addr: any,
+            ..NodeConfig::default()
+        };
+        config.cluster.raft_addr = any;
+        config
+    }
+
     /// Parses a YAML document (an empty document gives the defaults).
     pub fn from_yaml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
         if text.trim().is_empty() {
@@ -257,8 +299,27 @@ impl NodeConfig {
             None => NodeConfig::default(),
         };
         config.apply(args);
+        config.resolve_node_id()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// With `cluster.node_id_from_hostname`, sets `node_id` from the host name's ordinal.
+    pub fn resolve_node_id(&mut self) -> Result<(), ConfigError> {
+        if self.cluster.node_id_from_hostname {
+            let hostname = match &self.cluster.hostname {
+                Some(h) => h.clone(),
+                None => system_hostname()?,
+            };
+            self.node_id = node_id_from_hostname(&hostname)?;
+        }
+        Ok(())
+    }
+
+    /// The node's resolved and checked cluster configuration (see
+    /// [`ClusterConfig::resolve`]).
+    pub fn cluster_config(&self) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::resolve(self.node_id, self.grpc_addr, self.http_addr, &self.cluster)
     }
 
     /// Overrides fields with the flags that are set.
@@ -272,6 +333,28 @@ impl NodeConfig {
         set(&mut self.grpc_addr, &args.grpc_addr);
         set(&mut self.http_addr, &args.http_addr);
         set(&mut self.node_id, &args.node_id);
+        if args.node_id_from_hostname {
+            self.cluster.node_id_from_hostname = true;
+        } else if args.node_id.is_some() {
+            // An explicit id on the command line wins over the file's hostname setting.
+            self.cluster.node_id_from_hostname = false;
+        }
+        if let Some(h) = &args.hostname {
+            self.cluster.hostname = Some(h.clone());
+        }
+        set(&mut self.cluster.raft_addr, &args.raft_addr);
+        if let Some(a) = &args.advertise_raft_addr {
+            self.cluster.advertise_raft_addr = Some(a.clone());
+        }
+        if let Some(a) = &args.advertise_grpc_addr {
+            self.cluster.advertise_grpc_addr = Some(a.clone());
+        }
+        if let Some(MemberList(m)) = &args.initial_members {
+            self.cluster.initial_members = m.clone();
+        }
+        if let Some(AddrList(j)) = &args.join {
+            self.cluster.join = j.clone();
+        }
         set(&mut self.engine.memtable_mb, &args.memtable_mb);
         set(&mut self.engine.block_cache_mb, &args.block_cache_mb);
         set(&mut self.engine.compression, &args.compression);
@@ -340,6 +423,16 @@ impl NodeConfig {
                 crate::txn::txn_id::MAX_NODE_ID
             )));
         }
+        for m in &self.cluster.initial_members {
+            if m.id > crate::txn::txn_id::MAX_NODE_ID {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.initial_members: node id {} is above {}",
+                    m.id,
+                    crate::txn::txn_id::MAX_NODE_ID
+                )));
+            }
+        }
+        self.cluster_config()?;
         Ok(())
     }
 
@@ -513,5 +606,107 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("node_id"));
+    }
+
+    #[test]
+    fn cluster_flags_parse_and_resolve() {
+        use super::super::cluster::Bootstrap;
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: ConfigArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "strata-node",
+            "--node-id-from-hostname",
+            "--hostname",
+            "strata-1",
+            "--grpc-addr",
+            "0.0.0.0:7379",
+            "--raft-addr",
+            "0.0.0.0:20170",
+            "--initial-members",
+            "1=strata-0.strata-peers.ns.svc:20170,2=strata-1.strata-peers.ns.svc:20170,3=strata-2.strata-peers.ns.svc:20170",
+        ])
+        .unwrap();
+        let c = NodeConfig::load(&cli.config).unwrap();
+        assert_eq!(c.node_id, 2);
+        let cluster = c.cluster_config().unwrap();
+        assert!(
+            matches!(cluster.bootstrap, Bootstrap::Initial { ref members } if members.len() == 3)
+        );
+        assert_eq!(
+            cluster.advertise_raft_addr.as_str(),
+            "strata-1.strata-peers.ns.svc:20170"
+        );
+        // --node-id and --node-id-from-hostname exclude each other.
+        assert!(
+            Cli::try_parse_from(["strata-node", "--node-id", "2", "--node-id-from-hostname"])
+                .is_err()
+        );
+        // A bad member is a parse error naming it.
+        let err =
+            Cli::try_parse_from(["strata-node", "--initial-members", "1=a:1,2=b"]).unwrap_err();
+        assert!(err.to_string().contains("\"b\" is not host:port"), "{err}");
+        // Join.
+        let cli = Cli::try_parse_from([
+            "strata-node",
+            "--node-id",
+            "4",
+            "--advertise-raft-addr",
+            "strata-3.p:20170",
+            "--join",
+            "strata-0.p:20170,strata-1.p:20170",
+        ])
+        .unwrap();
+        let c = NodeConfig::load(&cli.config).unwrap();
+        assert!(
+            matches!(c.cluster_config().unwrap().bootstrap, Bootstrap::Join { ref seeds } if seeds.len() == 2)
+        );
+        // Both: refused at load.
+        let args = ConfigArgs {
+            initial_members: Some("1=a:1".parse().unwrap()),
+            join: Some("b:1".parse().unwrap()),
+            ..ConfigArgs::default()
+        };
+        let err = NodeConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("both cluster.initial_members"), "{err}");
+        // A host name without an ordinal.
+        let args = ConfigArgs {
+            node_id_from_hostname: true,
+            hostname: Some("laptop".into()),
+            ..ConfigArgs::default()
+        };
+        let err = NodeConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("does not end in -<ordinal>"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_section_reads_from_the_file() {
+        let yaml = "node_id: 9\ncluster:\n  node_id_from_hostname: true\n  hostname: db-4\n  raft_addr: 127.0.0.1:20175\n  initial_members: [\"5=127.0.0.1:20175\", \"6=127.0.0.1:20176\"]\n";
+        let mut c = NodeConfig::from_yaml(yaml, Path::new("x")).unwrap();
+        c.resolve_node_id().unwrap();
+        assert_eq!(
+            c.node_id, 5,
+            "the hostname ordinal replaces the file's node_id"
+        );
+        c.validate().unwrap();
+        assert_eq!(
+            c.cluster_config().unwrap().advertise_raft_addr.as_str(),
+            "127.0.0.1:20175"
+        );
+        // An explicit --node-id wins over the file's hostname setting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let c = NodeConfig::load(&ConfigArgs {
+            config: Some(path),
+            node_id: Some(6),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.node_id, 6);
+        assert!(NodeConfig::from_yaml("cluster:\n  joinn: []\n", Path::new("x")).is_err());
     }
 }

@@ -10,8 +10,13 @@
 //!                 save the safe point, sweep (every txn.gc_interval_ms, 10 s)
 //! ```
 //!
-//! [`Server::start`] opens the engine and the timestamp oracle, binds both listeners (port 0
-//! picks a free port; [`ServerHandle::grpc_addr`] tells which) and spawns the tasks.
+//! [`Server::start`] checks the data directory's identity (`identity.json`: the node id owns
+//! the data, see [`identity`]), opens the engine and the timestamp oracle, binds the gRPC,
+//! HTTP and Raft listeners (port 0 picks a free port; [`ServerHandle::addresses`] tells
+//! which, and so does `<data_dir>/addresses.json`, written last) and spawns the tasks. The
+//! node's cluster configuration is resolved and checked ([`ClusterConfig`]); the Raft port
+//! accepts and closes connections until the Raft transport is wired to it, and Admin.Status
+//! reports the node as not replicated, with its configured members.
 //! [`ServerHandle::shutdown`] stops accepting, waits for in-flight calls (bounded), rolls
 //! back open transactions (they wrote nothing yet, so this only forgets them) and flushes
 //! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no
@@ -40,11 +45,14 @@
 //!
 //! Not yet here: TLS and authentication.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 mod grpc;
 pub mod http;
+pub mod identity;
 pub mod metrics;
+pub mod process;
 pub mod replica;
 pub mod service;
 
@@ -53,7 +61,7 @@ mod grpc_tests;
 #[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -69,6 +77,7 @@ use tokio::task::JoinHandle;
 use strata_proto::limits::MAX_MESSAGE_BYTES;
 use strata_proto::v1::{admin_server::AdminServer, kv_server::KvServer, txn_server::TxnServer};
 
+pub use cluster::{Bootstrap, ClusterConfig, ClusterSettings, Member, PeerAddr};
 pub use config::{ConfigArgs, LogConfig, LogFormat, NodeConfig};
 pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
@@ -79,6 +88,7 @@ use crate::mvcc::{Coordinator, GcSafePoint, MvccGcFilter};
 use crate::tso::{LocalTso, LocalTsoOptions, Tso};
 use crate::txn::resolver::resolve_stale_locks;
 use crate::txn::{NodeMeta, Storage, TxnIds, TxnManager};
+use identity::{BoundAddresses, NodeIdentity};
 
 /// How long shutdown waits for in-flight gRPC calls before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +97,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct State {
     config: NodeConfig,
+    /// The resolved cluster configuration (with the Raft port actually bound).
+    cluster: ClusterConfig,
+    /// Who the data directory belongs to.
+    identity: NodeIdentity,
     manager: Arc<TxnManager>,
     tso: Arc<LocalTso>,
     gc_backlog: GcBacklog,
@@ -173,7 +187,8 @@ impl http::Endpoints for State {
             "<!doctype html><html><head><title>strata-node {id}</title></head><body>\
              <h1>strata-node {id}</h1><ul>\
              <li>version {version}</li><li>uptime {uptime} s</li>\
-             <li>run {run}</li><li>gRPC {grpc}</li><li>data dir {dir}</li>\
+             <li>run {run}</li><li>gRPC {grpc}</li><li>Raft {raft} (not replicated yet)</li>\
+             <li>data dir {dir}</li>\
              <li>active transactions {active}</li>\
              <li>SSTable bytes {sst}, memtable bytes {mem}, levels {levels}</li>\
              <li>write amplification {wa:.2}</li></ul>\
@@ -182,7 +197,8 @@ impl http::Endpoints for State {
             version = env!("CARGO_PKG_VERSION"),
             uptime = self.started.elapsed().as_secs(),
             run = self.run.run_id,
-            grpc = self.config.grpc_addr,
+            grpc = html_escape(self.cluster.advertise_grpc_addr.as_str()),
+            raft = html_escape(self.cluster.advertise_raft_addr.as_str()),
             dir = html_escape(&self.config.data_dir.display().to_string()),
             active = self.manager.active(),
             sst = stats.total_sst_bytes,
@@ -209,14 +225,23 @@ impl Server {
     /// bound.
     pub async fn start(config: NodeConfig) -> anyhow::Result<ServerHandle> {
         config.validate()?;
+        let cluster = config.cluster_config()?;
         let data_dir = config.data_dir.clone();
         let options = config.engine_options();
         let txn_config = config.txn_config();
         let node_id = config.node_id;
-        let (manager, tso, gc_backlog, run) =
+        let (manager, tso, gc_backlog, run, identity) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+                // A parent waiting for this run's addresses must not read the last run's.
+                BoundAddresses::remove(&data_dir).context("removing the old address file")?;
+                // Before anything else is opened: the data must be this node's.
+                let established = identity::establish(&data_dir, node_id)?;
+                if established.created {
+                    tracing::info!(node_id, incarnation = %established.identity.incarnation,
+                        "new node identity written to the data directory");
+                }
                 let tso = Arc::new(
                     LocalTso::open(LocalTsoOptions::new(data_dir.join("tso")))
                         .context("opening the timestamp oracle")?,
@@ -256,7 +281,7 @@ impl Server {
                     TxnManager::new(Arc::new(storage), tso.clone(), txn_config)
                         .with_identity(run, ids),
                 );
-                Ok((manager, tso, gc_backlog, run))
+                Ok((manager, tso, gc_backlog, run, established.identity))
             })
             .await
             .context("opening the data directory")??;
@@ -267,11 +292,18 @@ impl Server {
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
+        let raft_listener = TcpListener::bind(cluster.raft_listen)
+            .await
+            .with_context(|| format!("binding the Raft address {}", cluster.raft_listen))?;
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let raft_addr = raft_listener.local_addr()?;
+        let cluster = cluster.with_bound_raft_addr(raft_addr);
 
         let state = Arc::new(State {
             config,
+            cluster,
+            identity,
             manager,
             tso,
             gc_backlog,
@@ -324,19 +356,35 @@ impl Server {
             Arc::clone(&state),
             shutdown_rx.clone(),
         ));
+        let raft_task = tokio::spawn(refuse_raft_connections(raft_listener, shutdown_rx.clone()));
         let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
         let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
 
-        tracing::info!(%grpc_addr, %http_addr, node_id = state.config.node_id,
-            run_id = state.run.run_id, data_dir = %state.config.data_dir.display(), "strata-node serving");
-        Ok(ServerHandle {
+        let addresses = BoundAddresses {
+            node_id: state.config.node_id,
+            pid: std::process::id(),
+            grpc: grpc_addr,
+            http: http_addr,
+            raft: raft_addr,
+            advertise_grpc: state.cluster.advertise_grpc_addr.to_string(),
+            advertise_raft: state.cluster.advertise_raft_addr.to_string(),
+        };
+        let handle = ServerHandle {
             state,
-            grpc_addr,
-            http_addr,
+            addresses,
             shutdown_tx,
             grpc_task: Some(grpc_task),
-            tasks: vec![http_task, reaper_task, gc_task],
-        })
+            tasks: vec![http_task, raft_task, reaper_task, gc_task],
+        };
+        // Last: whoever waits for this file may connect as soon as it appears.
+        if let Err(e) = handle.addresses.write(&handle.state.config.data_dir) {
+            let e = anyhow::Error::from(e).context("writing the address file");
+            let _ = handle.shutdown().await;
+            return Err(e);
+        }
+        tracing::info!(%grpc_addr, %http_addr, %raft_addr, node_id = handle.state.config.node_id,
+            run_id = handle.state.run.run_id, data_dir = %handle.state.config.data_dir.display(), "strata-node serving");
+        Ok(handle)
     }
 }
 
@@ -390,14 +438,40 @@ async fn run_gc(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Serves the Raft port until the Raft transport takes it over: every connection is
+/// accepted and closed at once, so a peer that dials early sees a refusal it retries with
+/// backoff rather than a connection that hangs. The port is bound (and advertised) from the
+/// start so that its address is fixed, and a port clash fails the start, before any peer
+/// depends on it.
+async fn refuse_raft_connections(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut logged = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if !logged {
+                        tracing::info!(%peer, "a peer dialled the Raft port; this node does not replicate yet, closing");
+                        logged = true;
+                    }
+                    drop(stream);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting on the Raft port failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
     state: Arc<State>,
-    grpc_addr: SocketAddr,
-    http_addr: SocketAddr,
+    addresses: BoundAddresses,
     shutdown_tx: watch::Sender<bool>,
     grpc_task: Option<GrpcTask>,
     tasks: Vec<JoinHandle<()>>,
@@ -406,12 +480,32 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// The address the gRPC listener is bound to.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.addresses.grpc
     }
 
     /// The address the HTTP listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.addresses.http
+    }
+
+    /// The address the Raft listener is bound to.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.addresses.raft
+    }
+
+    /// Every bound and advertised address (also in `<data_dir>/addresses.json`).
+    pub fn addresses(&self) -> &BoundAddresses {
+        &self.addresses
+    }
+
+    /// The resolved cluster configuration, with the Raft port actually bound.
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.state.cluster
+    }
+
+    /// The identity of the data directory.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.state.identity
     }
 
     /// The configuration the server runs with.
@@ -478,6 +572,28 @@ impl ServerHandle {
 }
 
 impl State {
+    /// The members this node knows of from its configuration, for Admin.Status; only its
+    /// own gRPC address is known.
+    fn configured_members(&self) -> Vec<strata_proto::v1::ClusterMember> {
+        self.cluster
+            .configured_members()
+            .into_iter()
+            .map(|(node_id, raft)| strata_proto::v1::ClusterMember {
+                node_id,
+                raft_addr: if node_id == self.cluster.node_id {
+                    self.cluster.advertise_raft_addr.to_string()
+                } else {
+                    raft.to_string()
+                },
+                grpc_addr: if node_id == self.cluster.node_id {
+                    self.cluster.advertise_grpc_addr.to_string()
+                } else {
+                    String::new()
+                },
+            })
+            .collect()
+    }
+
     fn manager_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.config.txn.idle_timeout_s)
     }

@@ -650,6 +650,13 @@ impl pb::admin_server::Admin for AdminService {
                     active_transactions: u64::try_from(self.state.manager.active())
                         .unwrap_or(u64::MAX),
                     gc_safe_point: self.state.gc_safe_point(),
+                    // No Raft under the server yet: nothing is replicated, there are no
+                    // replica rows, and the members are the configured ones.
+                    replicated: false,
+                    members: self.state.configured_members(),
+                    replicas: Vec::new(),
+                    raft_addr: self.state.cluster.advertise_raft_addr.to_string(),
+                    grpc_addr: self.state.cluster.advertise_grpc_addr.to_string(),
                 })
             })
             .await

@@ -13,13 +13,8 @@ use tonic::Code;
 
 use super::{NodeConfig, Server, ServerHandle};
 
-pub(super) fn test_config(dir: &std::path::Path) -> NodeConfig {
-    let mut config = NodeConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        http_addr: "127.0.0.1:0".parse().expect("an address"),
-        ..NodeConfig::default()
-    };
+pub(crate) fn test_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::on_free_ports(dir);
     config.engine.memtable_mb = 4;
     config.engine.block_cache_mb = 8;
     config.txn.lock_wait_ms = 100;
@@ -600,4 +595,49 @@ fn commits_waiting_on_a_lock_do_not_starve_other_requests() {
         assert_eq!((committed, aborted), (1, WAITERS - 1));
         handle.shutdown().await.expect("shutdown");
     });
+}
+
+#[tokio::test]
+async fn a_data_directory_refuses_another_node_id_and_records_the_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let written = super::identity::BoundAddresses::read(dir.path())
+        .expect("readable")
+        .expect("the address file is written once the node listens");
+    assert_eq!(&written, handle.addresses());
+    assert_eq!(written.raft, handle.raft_addr());
+    assert_ne!(written.raft.port(), 0);
+    assert_eq!(
+        handle.cluster().advertise_raft_addr.port(),
+        written.raft.port()
+    );
+    // The Raft port is really bound: another node cannot take it.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let mut clash = test_config(other_dir.path());
+    clash.cluster.raft_addr = handle.raft_addr();
+    let err = Server::start(clash)
+        .await
+        .expect_err("the Raft port is taken");
+    assert!(
+        format!("{err:#}").contains("binding the Raft address"),
+        "{err:#}"
+    );
+    // Until the transport serves it, a peer that dials is closed on at once.
+    let mut peer = TcpStream::connect(handle.raft_addr()).await.expect("dial");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), peer.read(&mut buf))
+        .await
+        .expect("closed, not left hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    handle.shutdown().await.expect("shutdown");
+
+    let mut other = test_config(dir.path());
+    other.node_id = 2;
+    let err = Server::start(other).await.expect_err("another node's data");
+    let text = format!("{err:#}");
+    assert!(text.contains("belongs to node 1"), "{text}");
+    assert!(text.contains("starts as node 2"), "{text}");
+    // The refused start opened nothing: the right id still starts.
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    handle.shutdown().await.expect("shutdown");
 }

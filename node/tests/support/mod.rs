@@ -38,6 +38,9 @@ pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node 
     if !args.contains(&"--grpc-addr") {
         cmd.args(["--grpc-addr", "127.0.0.1:0"]);
     }
+    if !args.contains(&"--raft-addr") {
+        cmd.args(["--raft-addr", "127.0.0.1:0"]);
+    }
     cmd.args(["--http-addr", "127.0.0.1:0"])
         .args([
             "--memtable-mb",
@@ -61,15 +64,18 @@ pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node 
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read the address line");
-    // "strata-node grpc=127.0.0.1:P http=127.0.0.1:Q"
-    let addr = |prefix: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
+    // {"event":"listening","grpc":"127.0.0.1:P","http":"127.0.0.1:Q","raft":…,…}
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the address line {line:?} is not JSON: {e}"));
+    assert_eq!(v["event"], "listening", "{line}");
+    let addr = |name: &str| -> SocketAddr {
+        v[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
             .parse()
             .expect("an address")
     };
-    let (grpc, http) = (addr("grpc="), addr("http="));
+    let (grpc, http) = (addr("grpc"), addr("http"));
     Node { child, grpc, http }
 }
 

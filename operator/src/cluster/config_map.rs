@@ -4,15 +4,18 @@
 //! (snake_case, as `strata-node --config` reads it). Fields the spec leaves unset are left
 //! out, so the node's own default applies; the listen addresses and the data directory are
 //! fixed by the pod layout. The node rejects unknown fields, so this file only ever names
-//! fields `docs/configuration.md` documents. The node id is not in the file: it differs per
-//! pod, and comes from the pod's ordinal on the command line (see `statefulset`).
+//! fields `docs/configuration.md` documents. The file holds what every pod shares (the Raft
+//! listen address among it); the node id, the advertised addresses and the initial members
+//! differ per pod or per cluster size and come from the StatefulSet (see `statefulset`).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
-use super::names::{owned_meta, ClusterNames, CONFIG_KEY, DATA_DIR, GRPC_PORT, HTTP_PORT};
+use super::names::{
+    owned_meta, ClusterNames, CONFIG_KEY, DATA_DIR, GRPC_PORT, HTTP_PORT, RAFT_PORT,
+};
 use crate::crd::{Compression, LogFormat, StrataCluster};
 use crate::error::Result;
 
@@ -21,11 +24,20 @@ struct NodeFile {
     data_dir: &'static str,
     grpc_addr: String,
     http_addr: String,
+    cluster: ClusterFile,
     #[serde(skip_serializing_if = "EngineFile::is_empty")]
     engine: EngineFile,
     #[serde(skip_serializing_if = "TxnFile::is_empty")]
     txn: TxnFile,
     log: LogFile,
+}
+
+/// The cluster section's part common to every pod (the per-pod values, node id and
+/// advertised addresses, and the initial members come as flags and environment from the
+/// StatefulSet).
+#[derive(Serialize)]
+struct ClusterFile {
+    raft_addr: String,
 }
 
 #[derive(Serialize, Default, PartialEq)]
@@ -79,6 +91,9 @@ pub fn node_config_yaml(cluster: &StrataCluster) -> Result<String> {
         data_dir: DATA_DIR,
         grpc_addr: format!("0.0.0.0:{GRPC_PORT}"),
         http_addr: format!("0.0.0.0:{HTTP_PORT}"),
+        cluster: ClusterFile {
+            raft_addr: format!("0.0.0.0:{RAFT_PORT}"),
+        },
         engine: EngineFile {
             memtable_mb: engine.memtable_mb,
             block_cache_mb: engine.block_cache_mb,

@@ -81,7 +81,15 @@ fn the_node_config_parses_as_the_node_reads_it() {
         .collect();
     assert_eq!(
         top,
-        ["data_dir", "grpc_addr", "http_addr", "engine", "txn", "log"]
+        [
+            "data_dir",
+            "grpc_addr",
+            "http_addr",
+            "cluster",
+            "engine",
+            "txn",
+            "log"
+        ]
     );
     assert_eq!(value["engine"]["memtable_mb"], serde_yaml::Value::from(32));
     assert_eq!(
@@ -96,7 +104,7 @@ fn the_node_config_parses_as_the_node_reads_it() {
     let text = config_map::node_config_yaml(&bare).unwrap();
     assert_eq!(
         text,
-        "data_dir: /var/lib/strata\ngrpc_addr: 0.0.0.0:7379\nhttp_addr: 0.0.0.0:7380\nlog:\n  format: json\n"
+        "data_dir: /var/lib/strata\ngrpc_addr: 0.0.0.0:7379\nhttp_addr: 0.0.0.0:7380\ncluster:\n  raft_addr: 0.0.0.0:20170\nlog:\n  format: json\n"
     );
 }
 
@@ -169,14 +177,42 @@ fn the_node_loads_the_config_map_with_the_pods_flags() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.yaml");
     std::fs::write(&path, config_map::node_config_yaml(&cluster).unwrap()).unwrap();
-    // What the pod's start command passes for pod `demo-3`.
-    let args = ConfigArgs {
-        config: Some(path),
-        node_id: Some(4),
-        ..ConfigArgs::default()
-    };
+    // What the StatefulSet runs in pod `demo-3`: its command, and its environment as the
+    // flags each `STRATA_*` variable stands for (`$(POD_NAME)` expanded as the kubelet does).
+    let set = statefulset::build(&cluster, 5).unwrap();
+    let container = &set.spec.unwrap().template.spec.unwrap().containers[0];
+    let mut argv: Vec<String> = container.command.clone().unwrap();
+    argv.retain(|a| !a.ends_with("node.yaml") && a != "--config");
+    argv.push("--config".into());
+    argv.push(path.display().to_string());
+    for var in container.env.clone().unwrap() {
+        if let (Some(flag), Some(value)) = (var.name.strip_prefix("STRATA_"), var.value) {
+            argv.push(format!("--{}", flag.to_ascii_lowercase().replace('_', "-")));
+            argv.push(value.replace("$(POD_NAME)", "demo-3"));
+        }
+    }
+    use clap::Parser;
+    let cli = strata::server::process::NodeCli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let args: ConfigArgs = cli.config;
     let config = NodeConfig::load(&args).unwrap();
     assert_eq!(config.node_id, 4);
+    let resolved = config.cluster_config().unwrap();
+    assert_eq!(
+        resolved.advertise_raft_addr.as_str(),
+        "demo-3.demo-peers.db.svc:20170"
+    );
+    assert_eq!(
+        resolved.advertise_grpc_addr.as_str(),
+        "demo-3.demo-peers.db.svc:7379"
+    );
+    assert_eq!(resolved.raft_listen, "0.0.0.0:20170".parse().unwrap());
+    // demo-3 is beyond the initial members (replicationFactor 3): it joins through them.
+    assert!(
+        matches!(resolved.bootstrap, strata::server::Bootstrap::Join { ref seeds } if seeds.len() == 3),
+        "{:?}",
+        resolved.bootstrap
+    );
     assert_eq!(config.data_dir, PathBuf::from(super::names::DATA_DIR));
     assert_eq!(config.grpc_addr, "0.0.0.0:7379".parse().unwrap());
     assert_eq!(config.http_addr.port(), 7380);

@@ -15,6 +15,8 @@ pub const FIELD_MANAGER: &str = "strata-operator";
 pub const GRPC_PORT: i32 = 7379;
 /// The node's HTTP port (`http_addr`): `/metrics`, `/healthz`, `/readyz`.
 pub const HTTP_PORT: i32 = 7380;
+/// The node's internal Raft port (`cluster.raft_addr`): peers only, never clients.
+pub const RAFT_PORT: i32 = 20170;
 /// Where each pod mounts its volume (the node's `data_dir`).
 pub const DATA_DIR: &str = "/var/lib/strata";
 /// Where each pod mounts the ConfigMap.
@@ -74,6 +76,21 @@ impl ClusterNames {
             self.peer_service(),
             self.namespace
         )
+    }
+
+    /// The initial members of the cluster, as `strata-node --initial-members` takes them:
+    /// `<id>=<pod DNS name>:<raft port>` for the first `count` ordinals, comma-separated.
+    pub fn initial_members(&self, count: i32) -> String {
+        (0..count)
+            .map(|i| format!("{}={}:{RAFT_PORT}", node_id(i), self.peer_dns(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A pod's own DNS name, with `$(POD_NAME)` for the pod's name (Kubernetes expands it in
+    /// environment values from the variable of that name).
+    pub fn own_dns_template(&self) -> String {
+        format!("$(POD_NAME).{}.{}.svc", self.peer_service(), self.namespace)
     }
 
     /// The gRPC addresses of the first `replicas` pods, in ordinal order.
@@ -156,6 +173,42 @@ fn owner_ref(cluster: &StrataCluster) -> Result<OwnerReference> {
 mod tests {
     use super::*;
 
+    /// The operator's flags are the node's: what the StatefulSet passes parses and resolves
+    /// in strata-node's own configuration code, for every pod of a scaled-out cluster.
+    #[test]
+    fn the_pod_settings_resolve_in_the_node() {
+        use strata::server::{Bootstrap, ConfigArgs, NodeConfig};
+        let names = ClusterNames {
+            cluster: "demo".into(),
+            namespace: "db".into(),
+        };
+        for ordinal in 0..5 {
+            let pod = format!("demo-{ordinal}");
+            let own = names.own_dns_template().replace("$(POD_NAME)", &pod);
+            let mut config = NodeConfig::from_yaml(
+                &format!("grpc_addr: 0.0.0.0:{GRPC_PORT}\nhttp_addr: 0.0.0.0:{HTTP_PORT}\ncluster:\n  raft_addr: 0.0.0.0:{RAFT_PORT}\n"),
+                std::path::Path::new("node.yaml"),
+            )
+            .unwrap();
+            config.apply(&ConfigArgs {
+                node_id_from_hostname: true,
+                hostname: Some(pod.clone()),
+                advertise_raft_addr: Some(format!("{own}:{RAFT_PORT}").parse().unwrap()),
+                advertise_grpc_addr: Some(format!("{own}:{GRPC_PORT}").parse().unwrap()),
+                initial_members: Some(names.initial_members(3).parse().unwrap()),
+                ..ConfigArgs::default()
+            });
+            config.resolve_node_id().unwrap();
+            assert_eq!(config.node_id, node_id(ordinal) as u64);
+            let cluster = config.cluster_config().unwrap();
+            match cluster.bootstrap {
+                Bootstrap::Initial { members } if ordinal < 3 => assert_eq!(members.len(), 3),
+                Bootstrap::Join { seeds } if ordinal >= 3 => assert_eq!(seeds.len(), 3),
+                other => panic!("pod {pod}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn ordinals_and_ids() {
         assert_eq!(ordinal_of("demo-0"), Some(0));
@@ -178,6 +231,11 @@ mod tests {
                 "demo-1.demo-peers.db.svc:7379"
             ]
         );
+        assert_eq!(
+            names.initial_members(3),
+            "1=demo-0.demo-peers.db.svc:20170,2=demo-1.demo-peers.db.svc:20170,3=demo-2.demo-peers.db.svc:20170"
+        );
+        assert_eq!(names.own_dns_template(), "$(POD_NAME).demo-peers.db.svc");
         assert_eq!(
             names.selector_string(),
             "app.kubernetes.io/component=node,app.kubernetes.io/instance=demo,app.kubernetes.io/name=strata"

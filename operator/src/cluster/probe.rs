@@ -109,11 +109,8 @@ mod tests {
     async fn asks_a_real_node_and_reports_one_that_is_down() {
         let dir = tempfile::tempdir().unwrap();
         let config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
             node_id: 4,
-            ..NodeConfig::default()
+            ..NodeConfig::on_free_ports(dir.path())
         };
         let server = Server::start(config).await.unwrap();
         let up = server.grpc_addr().to_string();

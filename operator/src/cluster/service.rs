@@ -1,26 +1,31 @@
 //! The two Services of a cluster.
 //!
 //! - `<cluster>-peers`, headless: gives pod `<cluster>-<i>` the stable name
-//!   `<cluster>-<i>.<cluster>-peers.<namespace>.svc`. It publishes pods before they are
-//!   ready, because nodes must reach each other to become ready at all.
+//!   `<cluster>-<i>.<cluster>-peers.<namespace>.svc`, with the gRPC, HTTP and Raft ports.
+//!   It publishes pods before they are ready, because nodes must reach each other to become
+//!   ready at all.
 //! - `<cluster>`, a ClusterIP Service over the ready pods: what clients connect to (any node
 //!   is a gateway), plus the HTTP port for metrics scrapers.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{owned_meta, ClusterNames, GRPC_PORT, HTTP_PORT};
+use super::names::{owned_meta, ClusterNames, GRPC_PORT, HTTP_PORT, RAFT_PORT};
 use crate::crd::StrataCluster;
 use crate::error::Result;
 
-fn ports() -> Vec<ServicePort> {
-    let port = |name: &str, number: i32| ServicePort {
+fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
         name: Some(name.to_owned()),
         port: number,
         target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".to_owned()),
         ..ServicePort::default()
-    };
+    }
+}
+
+/// What clients use: gRPC and HTTP.
+fn ports() -> Vec<ServicePort> {
     vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]
 }
 
@@ -33,7 +38,13 @@ pub fn build_peer(cluster: &StrataCluster) -> Result<Service> {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
             selector: Some(names.selector_labels()),
-            ports: Some(ports()),
+            // Peers also dial each other's Raft port; clients never see it.
+            ports: Some(
+                ports()
+                    .into_iter()
+                    .chain([port("raft", RAFT_PORT)])
+                    .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -2,15 +2,26 @@
 //!
 //! ```text
 //!   pod <cluster>-<i>            node id i+1, peers <cluster>-<j>.<cluster>-peers.<ns>.svc
-//!     container strata-node      --config /etc/strata/node.yaml --node-id $((i+1))
+//!     container strata-node      --config /etc/strata/node.yaml --node-id-from-hostname
+//!       env STRATA_HOSTNAME              $(POD_NAME)
+//!           STRATA_ADVERTISE_RAFT_ADDR   $(POD_NAME).<cluster>-peers.<ns>.svc:20170
+//!           STRATA_ADVERTISE_GRPC_ADDR   $(POD_NAME).<cluster>-peers.<ns>.svc:7379
+//!           STRATA_INITIAL_MEMBERS       1=<cluster>-0.<cluster>-peers.<ns>.svc:20170,…
+//!       ports grpc 7379, http 7380, raft 20170
 //!       /var/lib/strata  <-  PVC data-<cluster>-<i> (volumeClaimTemplate)
 //!       /etc/strata      <-  ConfigMap <cluster>-config
 //!     probes on :7380            startup + liveness /healthz, readiness /readyz
 //! ```
 //!
-//! - Identity: the node id is the pod's ordinal plus one (Raft ids start at 1). The node
-//!   reads it from `--node-id`; the ordinal comes from the pod name (downward API), and a
-//!   POSIX shell turns `demo-3` into `4`, so the image needs `/bin/sh`.
+//! - Identity: the node id is the pod's ordinal plus one (Raft ids start at 1): the node
+//!   derives it from its host name, given explicitly as the pod's name (downward API), so
+//!   `demo-3` is node 4. No shell is involved. The node records the id in its volume and
+//!   refuses to start with another.
+//! - Membership: the initial members are the first `replicationFactor` pods, named by their
+//!   headless-Service DNS names. Every pod gets the same list: a pod among them bootstraps
+//!   the cluster on an empty volume, a pod beyond them (a scale-out) joins through them. The
+//!   list depends only on `replicationFactor`, so a scale-out does not change the template.
+//!   Each pod advertises its own DNS name for Raft and gRPC.
 //! - Pods start in parallel (`podManagementPolicy: Parallel`): the initial members must all
 //!   be up to form a quorum, which ordered start-up would deadlock on.
 //! - `replicas` is an argument, not `spec.replicas`: the reconcile's plan decides it (a
@@ -38,7 +49,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::config_map::{config_hash, node_config_yaml};
 use super::names::{
     owned_meta, ClusterNames, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_KEY, DATA_DIR,
-    DATA_VOLUME, GRPC_PORT, HTTP_PORT,
+    DATA_VOLUME, GRPC_PORT, HTTP_PORT, RAFT_PORT,
 };
 use crate::crd::StrataCluster;
 use crate::error::Result;
@@ -48,9 +59,45 @@ pub const NODE_UID: i64 = 10001;
 /// Seconds a pod gets between SIGTERM and SIGKILL.
 pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 
-/// The node's start command: the id from the pod's ordinal, everything else from the file.
-fn start_command() -> String {
-    format!("exec strata-node --config {CONFIG_DIR}/{CONFIG_KEY} --node-id $(( ${{POD_NAME##*-}} + 1 ))")
+/// The node's start command: the id from the pod's name, the shared settings from the file.
+fn start_command() -> Vec<String> {
+    vec![
+        "strata-node".to_owned(),
+        "--config".to_owned(),
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--node-id-from-hostname".to_owned(),
+    ]
+}
+
+/// The pod's environment: its name, and the per-pod and per-cluster node settings.
+fn environment(cluster: &StrataCluster, names: &ClusterNames) -> Vec<EnvVar> {
+    let value = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let own = names.own_dns_template();
+    vec![
+        // First: the values below refer to it.
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        value("STRATA_HOSTNAME", "$(POD_NAME)".to_owned()),
+        value("STRATA_ADVERTISE_RAFT_ADDR", format!("{own}:{RAFT_PORT}")),
+        value("STRATA_ADVERTISE_GRPC_ADDR", format!("{own}:{GRPC_PORT}")),
+        value(
+            "STRATA_INITIAL_MEMBERS",
+            names.initial_members(cluster.spec.replication_factor.max(1)),
+        ),
+    ]
 }
 
 /// The StatefulSet `<cluster>` running `replicas` nodes.
@@ -94,7 +141,7 @@ pub fn build(cluster: &StrataCluster, replicas: i32) -> Result<StatefulSet> {
 
 fn pod_spec(cluster: &StrataCluster, names: &ClusterNames) -> PodSpec {
     PodSpec {
-        containers: vec![container(cluster)],
+        containers: vec![container(cluster, names)],
         volumes: Some(vec![Volume {
             name: "config".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
@@ -139,7 +186,7 @@ fn pod_spec(cluster: &StrataCluster, names: &ClusterNames) -> PodSpec {
     }
 }
 
-fn container(cluster: &StrataCluster) -> Container {
+fn container(cluster: &StrataCluster, names: &ClusterNames) -> Container {
     let spec = &cluster.spec;
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -156,18 +203,8 @@ fn container(cluster: &StrataCluster) -> Container {
         name: "strata-node".to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), start_command()]),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".to_owned(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        command: Some(start_command()),
+        env: Some(environment(cluster, names)),
         ports: Some(vec![
             ContainerPort {
                 name: Some("grpc".to_owned()),
@@ -178,6 +215,12 @@ fn container(cluster: &StrataCluster) -> Container {
             ContainerPort {
                 name: Some("http".to_owned()),
                 container_port: HTTP_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("raft".to_owned()),
+                container_port: RAFT_PORT,
                 protocol: Some("TCP".to_owned()),
                 ..ContainerPort::default()
             },

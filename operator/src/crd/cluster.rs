@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `replicas >= replicationFactor` | spec | fewer nodes than replicas per shard cannot place a shard |
 //! | `replicationFactor` is odd | spec | a Raft group of 2 or 4 tolerates no more failures than 1 or 3 |
+//! | `replicationFactor` unchanged | spec.replicationFactor | the first `replicationFactor` pods are the initial members every pod is given |
 //! | storage size and class unchanged | spec.storage | a StatefulSet's volume claim templates are immutable |
 //! | `metadata.name` at most 52 characters | root (added in `crd::cluster_crd`) | pod names and revision labels must fit 63 |
 //!
@@ -84,6 +85,7 @@ pub struct StrataClusterSpec {
     /// How many replicas each shard keeps (odd, at most 7).
     #[serde(default = "default_replication_factor")]
     #[schemars(range(min = 1, max = 7))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.replicationFactor is immutable: the first replicationFactor pods are the cluster's initial members, which a pod with an empty volume bootstraps from"))]
     pub replication_factor: i32,
     /// Each node's persistent volume.
     #[serde(default)]

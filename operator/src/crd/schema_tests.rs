@@ -237,6 +237,21 @@ fn cel_refuses_an_even_replication_factor() {
 }
 
 #[test]
+fn cel_keeps_the_replication_factor_immutable() {
+    let old = cluster(json!({"image": "s:1", "replicas": 3, "replicationFactor": 3}));
+    let scaled = cluster(json!({"image": "s:1", "replicas": 5, "replicationFactor": 3}));
+    assert_eq!(
+        problems::<StrataCluster>(&scaled, Some(&old)),
+        Vec::<String>::new()
+    );
+    let changed = cluster(json!({"image": "s:1", "replicas": 5, "replicationFactor": 5}));
+    assert_refused(
+        problems::<StrataCluster>(&changed, Some(&old)),
+        "spec.replicationFactor is immutable",
+    );
+}
+
+#[test]
 fn cel_keeps_storage_immutable() {
     let old =
         cluster(json!({"image": "s:1", "storage": {"size": "10Gi", "storageClassName": "fast"}}));
