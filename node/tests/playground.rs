@@ -44,6 +44,8 @@ fn playground_serves_the_cli_and_stops_cleanly() {
     let mut node = Command::new(STRATA)
         .args([
             "playground",
+            "--nodes",
+            "1",
             "--grpc-addr",
             "127.0.0.1:0",
             "--http-addr",
@@ -193,12 +195,12 @@ fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
 }
 
 #[test]
-fn a_two_node_playground_prints_working_commands_fails_over_and_stops_every_node() {
-    let (mut playground, banner, nodes) = start_playground("2");
+fn a_three_node_playground_prints_working_commands_survives_a_kill_and_stops_every_node() {
+    let (mut playground, banner, nodes) = start_playground("3");
     let text = banner.join("\n");
-    assert_eq!(nodes.len(), 2, "{text}");
-    assert!(text.contains("2 nodes"), "{text}");
-    assert!(text.contains("do not replicate yet"), "{text}");
+    assert_eq!(nodes.len(), 3, "{text}");
+    assert!(text.contains("3 nodes"), "{text}");
+    assert!(!text.contains("do not replicate yet"), "{text}");
     // The printed commands work as printed, run by a shell.
     let put = banner
         .iter()
@@ -210,7 +212,8 @@ fn a_two_node_playground_prints_working_commands_fails_over_and_stops_every_node
             .starts_with(&absolute.display().to_string()),
         "names the binary by its absolute path: {put}"
     );
-    let endpoints = format!("{},{}", nodes[0].1, nodes[1].1);
+    let endpoints: Vec<&str> = nodes.iter().map(|(_, g)| g.as_str()).collect();
+    let endpoints = endpoints.join(",");
     assert!(put.contains(&format!("--endpoints {endpoints}")), "{put}");
     for wanted in ["put greeting hello", "get greeting"] {
         let line = banner
@@ -229,28 +232,47 @@ fn a_two_node_playground_prints_working_commands_fails_over_and_stops_every_node
             assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
         }
     }
-    // Each node is its own process: kill -9 the first, and status fails over to the second.
+    // Each node is its own process: kill -9 the first; the other two are a majority and
+    // keep serving (after an election if the first led), and the playground stays up.
     let killed = Command::new("kill")
         .args(["-9", &nodes[0].0.to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
     wait_until("node 1 is gone", || !alive(nodes[0].0));
-    let out = Command::new(STRATA)
-        .args(["--endpoints", &endpoints, "-o", "json", "status"])
-        .output()
-        .expect("strata status");
+    let strata = |args: &[&str]| {
+        Command::new(STRATA)
+            .args(["--endpoints", &endpoints])
+            .args(args)
+            .output()
+            .expect("strata")
+    };
+    wait_until("a write is acknowledged by the remaining majority", || {
+        strata(&["put", "after", "kill"]).status.success()
+    });
+    let out = strata(&["get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
+    let out = strata(&["-o", "json", "status"]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["node_id"], 2, "answered by the second node");
-    assert_eq!(v["replicated"], false);
-    assert_eq!(v["members"].as_array().map(Vec::len), Some(2));
-    // A dead node makes the playground stop the other and exit non-zero.
+    assert_ne!(v["node_id"], 1, "answered by a live node");
+    assert_eq!(v["replicated"], true);
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3));
+    assert!(
+        playground.try_wait().expect("try_wait").is_none(),
+        "the playground outlives one node"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &playground.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
     wait_until("the playground exits", || {
         playground.try_wait().expect("try_wait").is_some()
     });
-    assert!(!playground.wait().expect("wait").success());
-    wait_until("node 2 is stopped", || !alive(nodes[1].0));
+    for (pid, _) in &nodes[1..] {
+        wait_until("the other nodes are stopped", || !alive(*pid));
+    }
 }
 
 #[test]

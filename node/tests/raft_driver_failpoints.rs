@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Entry, EntryType};
 use strata::raftstore::{
-    Apply, ApplyOutcome, DriverConfig, LogStore, PeerConfig, PeerId, RaftDriver, RaftMessage, RaftStore,
-    RaftStoreError, ReplicaMeta, Result, Role, ShardEpoch, ShardId, Transport,
+    Apply, ApplyOutcome, DriverConfig, LogStore, PeerConfig, PeerId, RaftDriver, RaftMessage,
+    RaftStore, RaftStoreError, ReplicaMeta, Result, Role, ShardEpoch, ShardId, Transport,
 };
 
 const SHARD: ShardId = ShardId(1);

@@ -289,6 +289,27 @@ impl Cluster {
         self.wait_ready(i, Instant::now() + READY_DEADLINE).await
     }
 
+    /// Like [`Cluster::restart`], but waits only until the node listens, not until it is
+    /// ready (a node that is refused by its group never becomes ready).
+    pub async fn restart_unready(&mut self, i: usize) -> Result<()> {
+        let slot = self.slot_mut(i)?;
+        if slot.process.is_some() {
+            bail!("node {i} is still running; stop or kill it first");
+        }
+        if let Some(a) = &slot.addresses {
+            slot.spec.grpc_addr = a.grpc;
+            slot.spec.http_addr = a.http;
+            slot.spec.raft_addr = a.raft;
+        }
+        let mut process = NodeProcess::spawn(&slot.spec)?;
+        let addresses = process
+            .wait_listening(Instant::now() + READY_DEADLINE)
+            .await?;
+        slot.addresses = Some(addresses);
+        slot.process = Some(process);
+        Ok(())
+    }
+
     /// Deletes node `i`'s data directory (the node must not be running): its next start is
     /// a fresh identity.
     pub fn wipe(&mut self, i: usize) -> Result<()> {

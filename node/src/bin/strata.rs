@@ -126,7 +126,13 @@ fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
             .build()
             .map_err(anyhow::Error::from)?;
         let mut stdout = std::io::stdout();
-        runtime.block_on(playground::run(args, &mut stdout, wait_for_signal()))?;
+        // Registered now, before any node starts: a signal that arrives while the banner
+        // is printed must stop the playground cleanly, not kill it.
+        let stop = {
+            let _in_runtime = runtime.enter();
+            stop_signal()
+        };
+        runtime.block_on(playground::run(args, &mut stdout, stop))?;
         return Ok(ExitStatus::Ok);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -156,14 +162,23 @@ async fn client_command(cli: Cli) -> Result<ExitStatus, CommandError> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (or at once if they cannot be watched).
-async fn wait_for_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is
+/// called (inside a runtime), not when the future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            // Without handlers the default dispositions stop the process anyway.
+            _ => std::future::pending().await,
+        }
     }
 }
 
@@ -282,16 +297,16 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["strata", "--endpoints", ",", "get", "k"]).unwrap();
         assert!(cli.client.endpoint_list().is_err());
-        let cli = Cli::try_parse_from(["strata", "playground", "--nodes", "3"]).unwrap();
+        let cli = Cli::try_parse_from(["strata", "playground", "--nodes", "1"]).unwrap();
         let Command::Playground(p) = cli.command else {
             panic!("parsed as another command");
         };
-        assert_eq!(p.nodes, 3);
+        assert_eq!(p.nodes, 1);
         let d = Cli::try_parse_from(["strata", "playground"]).unwrap();
         let Command::Playground(d) = d.command else {
             panic!("parsed as another command");
         };
-        assert_eq!(d.nodes, 1, "one node until the nodes replicate");
+        assert_eq!(d.nodes, 3, "a three-node cluster by default");
         assert!(Cli::try_parse_from(["strata", "playground", "--nodes", "0"]).is_err());
     }
 }

@@ -172,6 +172,14 @@ pub fn is_connection_error(status: &tonic::Status) -> bool {
     }
 }
 
+/// Whether the server answered NOT_LEADER: it did nothing, and the call may be sent to
+/// another node (the leader) as it is, writes included.
+pub fn is_not_leader(status: &tonic::Status) -> bool {
+    ErrorDetail::from_status(status)
+        .and_then(|d| d.reason_enum())
+        .is_some_and(|r| r == strata_proto::v1::ErrorReason::NotLeader)
+}
+
 /// Turns a gRPC status into a one-line error with the right exit status.
 pub fn status_error(status: tonic::Status) -> CommandError {
     let detail = ErrorDetail::from_status(&status);
@@ -293,26 +301,69 @@ impl Clients {
     }
 
     /// Runs a call that is safe to repeat (a read), moving to the next reachable endpoint
-    /// and asking again when the connection fails; every endpoint is tried at most once.
-    pub async fn idempotent<T, F, Fut>(&mut self, mut call: F) -> Result<T, tonic::Status>
+    /// and asking again when the connection fails (every endpoint at most once) or a node
+    /// answers NOT_LEADER (see [`Clients::write`]).
+    pub async fn idempotent<T, F, Fut>(&mut self, call: F) -> Result<T, tonic::Status>
     where
         F: FnMut(Clients) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let mut left = self.endpoints.len();
+        self.retrying(call, true).await
+    }
+
+    /// Runs a write. A node that answers NOT_LEADER wrote nothing, so the write moves to
+    /// the next reachable endpoint, round and round with a short backoff while an election
+    /// settles, up to [`LEADER_WAIT`]; a failed connection is never followed by a resend,
+    /// since the write may have been applied.
+    pub async fn write<T, F, Fut>(&mut self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.retrying(call, false).await
+    }
+
+    async fn retrying<T, F, Fut>(
+        &mut self,
+        mut call: F,
+        resend_after_connection_error: bool,
+    ) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        let mut connection_failures_left = self.endpoints.len();
+        let mut tried_since_pause = 0;
         loop {
-            match call(self.clone()).await {
-                Err(s) if is_connection_error(&s) && left > 1 => {
-                    left -= 1;
-                    if self.failover().await.is_err() {
-                        return Err(s);
-                    }
+            let s = match call(self.clone()).await {
+                Err(s) => s,
+                ok => return ok,
+            };
+            let not_leader = is_not_leader(&s);
+            if resend_after_connection_error && is_connection_error(&s) {
+                if connection_failures_left <= 1 {
+                    return Err(s);
                 }
-                r => return r,
+                connection_failures_left -= 1;
+            } else if !not_leader || std::time::Instant::now() >= deadline {
+                return Err(s);
+            }
+            tried_since_pause += 1;
+            if not_leader && tried_since_pause >= self.endpoints.len() {
+                // Every node said no: an election is on. Let it settle.
+                tried_since_pause = 0;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if self.endpoints.len() > 1 && self.failover().await.is_err() {
+                return Err(s);
             }
         }
     }
 }
+
+/// How long a call answered NOT_LEADER keeps looking for the leader.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 async fn connect_channel(endpoint: &str, timeout: Duration) -> Result<Channel> {
     let uri = if endpoint.contains("://") {
@@ -412,11 +463,14 @@ pub async fn put(
         key: o.format.decode(key)?,
         value: o.format.decode(value)?,
     };
-    let resp =
-        c.kv.put(req)
-            .await
-            .map_err(|s| write_outcome_unknown(c, s))?
-            .into_inner();
+    let resp = c
+        .write(|mut c| {
+            let req = req.clone();
+            async move { c.kv.put(req).await }
+        })
+        .await
+        .map_err(|s| write_outcome_unknown(c, s))?
+        .into_inner();
     print_written(out, o, resp.commit_ts)
 }
 
@@ -430,11 +484,14 @@ pub async fn delete(
     let req = v1::DeleteRequest {
         key: o.format.decode(key)?,
     };
-    let resp =
-        c.kv.delete(req)
-            .await
-            .map_err(|s| write_outcome_unknown(c, s))?
-            .into_inner();
+    let resp = c
+        .write(|mut c| {
+            let req = req.clone();
+            async move { c.kv.delete(req).await }
+        })
+        .await
+        .map_err(|s| write_outcome_unknown(c, s))?
+        .into_inner();
     print_written(out, o, resp.commit_ts)
 }
 

@@ -156,9 +156,9 @@ impl NodeProcess {
         self.addresses.as_ref()
     }
 
-    /// Waits until the node has written its addresses and `/readyz` answers 200, or fails
-    /// at `deadline` or as soon as the child exits.
-    pub async fn wait_ready(&mut self, deadline: Instant) -> Result<BoundAddresses> {
+    /// Waits until the node has written its addresses (it listens; it may not serve yet),
+    /// or fails at `deadline` or as soon as the child exits.
+    pub async fn wait_listening(&mut self, deadline: Instant) -> Result<BoundAddresses> {
         let addresses = loop {
             self.fail_if_exited()?;
             if let Some(a) = BoundAddresses::read(&self.spec.data_dir)? {
@@ -175,6 +175,14 @@ impl NodeProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        self.addresses = Some(addresses.clone());
+        Ok(addresses)
+    }
+
+    /// Waits until the node has written its addresses and `/readyz` answers 200, or fails
+    /// at `deadline` or as soon as the child exits.
+    pub async fn wait_ready(&mut self, deadline: Instant) -> Result<BoundAddresses> {
+        let addresses = self.wait_listening(deadline).await?;
         loop {
             self.fail_if_exited()?;
             if http_status(addresses.http, "/readyz").await == Some(200) {

@@ -15,8 +15,8 @@
 //! The printed commands work pasted into another terminal: they name this `strata`
 //! binary by its absolute path and pass `--endpoints` with every node's gRPC address.
 //!
-//! Until the server replicates (Admin.Status reports `replicated`), N nodes are N
-//! independent single-node stores; the banner says so. No orphans: see
+//! The N nodes form one Raft group (a single node is a one-voter group); a node that dies
+//! is reported and the others keep serving while a majority lives. No orphans: see
 //! [`node_process`](super::node_process) (each node stops when this process's end of its
 //! stdin pipe closes).
 
@@ -43,7 +43,7 @@ pub const PORT_STRIDE: u16 = 10;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlaygroundArgs {
     /// How many nodes (each its own strata-node process).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub nodes: u64,
     /// Keep the data here (node i in DIR/node-i; a restart finds it again); default: a
     /// temporary directory, removed on exit.
@@ -261,35 +261,47 @@ async fn run_in(
     )?;
     out.flush()?;
 
-    // Until asked to stop, or a node dies.
+    // Until asked to stop, or every node is gone. A node that dies (killed to try a
+    // failure, say) is reported; the others go on serving while a majority lives.
     tokio::pin!(stop);
-    let died = loop {
+    let mut dead: Vec<u64> = Vec::new();
+    loop {
         tokio::select! {
-            () = &mut stop => break None,
+            () = &mut stop => break,
             () = tokio::time::sleep(Duration::from_millis(200)) => {
-                if let Some((id, status)) = exited(&mut nodes) {
-                    break Some((id, status));
+                for (id, status) in exited(&mut nodes) {
+                    if dead.contains(&id) {
+                        continue;
+                    }
+                    dead.push(id);
+                    writeln!(
+                        out,
+                        "node {id} exited ({status}); the others keep serving while a majority \
+                         lives. Its log: {}",
+                        specs[usize::try_from(id - 1)?].log_file.display()
+                    )?;
+                    out.flush()?;
+                }
+                if dead.len() == nodes.len() {
+                    bail!("every node exited; their logs are in {}", data.display());
                 }
             }
         }
-    };
+    }
     writeln!(out, "stopping...")?;
     out.flush()?;
     stop_all(&mut nodes).await;
-    if let Some((id, status)) = died {
-        bail!(
-            "node {id} exited unexpectedly ({status}); its log: {}",
-            specs[usize::try_from(id - 1)?].log_file.display()
-        );
-    }
     Ok(())
 }
 
-fn exited(nodes: &mut [NodeProcess]) -> Option<(u64, std::process::ExitStatus)> {
-    nodes.iter_mut().find_map(|n| {
-        let id = n.spec().node_id;
-        n.try_wait().ok().flatten().map(|s| (id, s))
-    })
+fn exited(nodes: &mut [NodeProcess]) -> Vec<(u64, std::process::ExitStatus)> {
+    nodes
+        .iter_mut()
+        .filter_map(|n| {
+            let id = n.spec().node_id;
+            n.try_wait().ok().flatten().map(|s| (id, s))
+        })
+        .collect()
 }
 
 /// SIGTERM to every node at once, then each gets the rest of one grace period.

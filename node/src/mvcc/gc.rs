@@ -67,9 +67,10 @@
 //! must stay at or below every lock, also after a crash, when no coordinator is left to
 //! speak for it. Two rules keep it there. The safe point is saved before it takes effect
 //! ([`GcSafePoint::advance_durably`], through a [`SafePointStore`]), so a restart knows how
-//! far compactions may have collected. And a restart starts from that saved value, never
-//! above the oldest lock on disk ([`start_safe_point`]), instead of guessing from the clock;
-//! the locks a crash left behind are then resolved (`txn::resolver`) before GC passes them.
+//! far compactions may have collected. And a restart starts from that saved value (in the
+//! server, the value the shard's state machine applied), instead of guessing from the
+//! clock; the locks a crash left behind are then resolved (`txn::resolver`) before GC passes
+//! them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,22 +170,6 @@ impl GcSafePoint {
         }
         Ok(())
     }
-}
-
-/// The safe point a node starts with: the one it saved (`persisted`), or, on a data
-/// directory that has none (new, or written before safe points were saved),
-/// [`compute_safe_point`] at `now`. Never above the oldest lock found on disk: resolving that
-/// lock may need its primary's commit record, which GC below the lock could drop. (A saved
-/// safe point above a lock on disk breaks an invariant; the lower value keeps the lock's
-/// transaction intact, at the cost of allowing reads that the saved one refused.)
-pub fn start_safe_point(
-    persisted: Option<Timestamp>,
-    oldest_lock: Option<Timestamp>,
-    now: Timestamp,
-    gc_life_time: Duration,
-) -> Timestamp {
-    let base = persisted.unwrap_or_else(|| compute_safe_point(None, now, gc_life_time));
-    oldest_lock.map_or(base, |lock| base.min(lock))
 }
 
 /// The safe point for the given oldest active transaction (if any) at time `now`: the oldest

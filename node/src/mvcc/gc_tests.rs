@@ -557,16 +557,3 @@ fn a_safe_point_that_cannot_be_saved_does_not_advance() {
     assert_eq!(sp.get(), 10, "no compaction may use an unsaved safe point");
     assert_eq!(durable.advance_durably(5).unwrap(), 10, "nothing to save");
 }
-
-#[test]
-fn the_start_safe_point_is_the_saved_one_and_never_above_a_lock() {
-    use crate::tso::compose;
-    let now = compose(1_000_000_000, 0);
-    let life = std::time::Duration::from_secs(600);
-    let by_clock = compose(1_000_000_000 - 600_000, 0);
-    assert_eq!(super::start_safe_point(None, None, now, life), by_clock);
-    assert_eq!(super::start_safe_point(Some(7), None, now, life), 7);
-    assert_eq!(super::start_safe_point(Some(7), Some(5), now, life), 5);
-    assert_eq!(super::start_safe_point(Some(7), Some(9), now, life), 7);
-    assert_eq!(super::start_safe_point(None, Some(5), now, life), 5);
-}

@@ -52,8 +52,8 @@ pub mod kv_apply;
 pub mod log_store;
 pub mod logger;
 pub mod peer;
-pub mod snapshot;
 pub mod rng;
+pub mod snapshot;
 pub mod storage;
 pub mod store;
 pub mod transport;
@@ -62,9 +62,9 @@ pub mod types;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
-mod kv_apply_tests;
-#[cfg(test)]
 mod grpc_cluster_tests;
+#[cfg(test)]
+mod kv_apply_tests;
 #[cfg(test)]
 mod leader_read_tests;
 #[cfg(test)]

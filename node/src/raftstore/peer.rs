@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
-    Entry, EntryType, HardState, Message, Snapshot,
+    Entry, EntryType, HardState, Message, MessageType, Snapshot,
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage as _, INVALID_INDEX};
 
@@ -400,7 +400,27 @@ impl Peer {
     }
 
     /// Feeds a message from another replica.
+    ///
+    /// A heartbeat that says entries beyond this replica's log are committed *here* means
+    /// the replica lost log it had acknowledged (its data directory was wiped or replaced
+    /// while it kept its id): raft-rs would panic on it. The message is refused instead,
+    /// with an error saying the replica must leave the group and join again as a new member;
+    /// until then it takes no part (it cannot vote a log it lost back in).
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        if msg.get_msg_type() == MessageType::MsgHeartbeat
+            && msg.term >= self.term()
+            && msg.commit > self.last_index()
+        {
+            return Err(RaftStoreError::Corruption(format!(
+                "{} {}: the leader says index {} is committed here, but this replica's log \
+                 ends at {}: it lost acknowledged entries (wiped data under the same id?); \
+                 remove it from the group and add it back as a new member",
+                self.meta.shard,
+                self.meta.peer,
+                msg.commit,
+                self.last_index()
+            )));
+        }
         Ok(self.raw.step(msg)?)
     }
 

@@ -65,6 +65,9 @@ pub struct ClusterSettings {
     pub initial_members: Vec<Member>,
     /// Raft addresses of nodes of an existing cluster, for a node added later.
     pub join: Vec<PeerAddr>,
+    /// One Raft tick in milliseconds: heartbeats go every 2 ticks, an election starts after
+    /// 10 to 20 ticks without a leader. Every node of a cluster should use the same value.
+    pub raft_tick_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -77,6 +80,7 @@ impl Default for ClusterSettings {
             advertise_grpc_addr: None,
             initial_members: Vec::new(),
             join: Vec::new(),
+            raft_tick_ms: 100,
         }
     }
 }

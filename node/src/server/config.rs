@@ -198,6 +198,9 @@ pub struct ConfigArgs {
     /// Raft addresses of an existing cluster's nodes, for a node added later: HOST:PORT,...
     #[arg(long, env = "STRATA_JOIN", value_name = "HOST:PORT,...")]
     pub join: Option<AddrList>,
+    /// One Raft tick in milliseconds (heartbeat 2 ticks, election 10-20 ticks).
+    #[arg(long, env = "STRATA_RAFT_TICK_MS", value_name = "MS")]
+    pub raft_tick_ms: Option<u64>,
     /// Memtable size in MiB.
     #[arg(long, env = "STRATA_MEMTABLE_MB")]
     pub memtable_mb: Option<u64>,
@@ -355,6 +358,7 @@ impl NodeConfig {
         if let Some(AddrList(j)) = &args.join {
             self.cluster.join = j.clone();
         }
+        set(&mut self.cluster.raft_tick_ms, &args.raft_tick_ms);
         set(&mut self.engine.memtable_mb, &args.memtable_mb);
         set(&mut self.engine.block_cache_mb, &args.block_cache_mb);
         set(&mut self.engine.compression, &args.compression);
@@ -371,6 +375,12 @@ impl NodeConfig {
 
     /// Checks values the node cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.cluster.raft_tick_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.raft_tick_ms = {}: must be 1..=10000",
+                self.cluster.raft_tick_ms
+            )));
+        }
         if self.engine.memtable_mb == 0 || self.engine.memtable_mb > 4096 {
             return Err(ConfigError::Invalid(format!(
                 "engine.memtable_mb = {}: must be 1..=4096",
@@ -452,6 +462,11 @@ impl NodeConfig {
             prefix_extractor: Some(std::sync::Arc::new(crate::mvcc::key::MvccPrefixExtractor)),
             ..Options::default()
         }
+    }
+
+    /// One Raft tick, in milliseconds.
+    pub fn raft_tick_ms(&self) -> u64 {
+        self.cluster.raft_tick_ms
     }
 
     /// The transaction coordinator's settings.

@@ -1,26 +1,33 @@
-//! The single-node server: Strata's gRPC API and a small HTTP port over one engine.
+//! The node server: Strata's gRPC API, a small HTTP port, and the node's replica of the data
+//! shard, over one engine.
 //!
 //! ```text
 //!   gRPC (tonic)  Kv / Txn / Admin ──┐            HTTP  /metrics /healthz /readyz /
 //!                                    ▼                    │
-//!                 validate ─► spawn_blocking ─► TxnManager ─► Storage ─► Db (<data_dir>/db)
-//!                                                  │
-//!                                               LocalTso (<data_dir>/tso)
-//!   background    transaction reaper (every second); GC: resolve stale locks, advance and
-//!                 save the safe point, sweep (every txn.gc_interval_ms, 10 s)
+//!                 validate ─► spawn_blocking ─► TxnManager ─► Storage ─► RaftShardWriter
+//!                                                  │                          │ propose
+//!                                   BatchingTso ─► ReplicatedTso              ▼
+//!                                                  (window via Raft)   replica (server/replica.rs):
+//!   Raft port     strata.internal.v1.Raft ◄──────────────────────────► driver, raft-engine
+//!                                                                     (<data_dir>/raft), KvApply
+//!                                                                     ─► Db (<data_dir>/db)
+//!   background    transaction reaper (every second); GC on the leader: resolve stale locks,
+//!                 advance the safe point through Raft, sweep (every txn.gc_interval_ms);
+//!                 followers follow the applied safe point; readiness (a leader is known)
 //! ```
 //!
 //! [`Server::start`] checks the data directory's identity (`identity.json`: the node id owns
-//! the data, see [`identity`]), opens the engine and the timestamp oracle, binds the gRPC,
-//! HTTP and Raft listeners (port 0 picks a free port; [`ServerHandle::addresses`] tells
-//! which, and so does `<data_dir>/addresses.json`, written last) and spawns the tasks. The
-//! node's cluster configuration is resolved and checked ([`ClusterConfig`]); the Raft port
-//! accepts and closes connections until the Raft transport is wired to it, and Admin.Status
-//! reports the node as not replicated, with its configured members.
-//! [`ServerHandle::shutdown`] stops accepting, waits for in-flight calls (bounded), rolls
-//! back open transactions (they wrote nothing yet, so this only forgets them) and flushes
-//! the engine. Every commit is synced to the WAL by `Storage`, so an abrupt stop loses no
-//! acknowledged write.
+//! the data, see [`identity`]), opens the engine, binds the gRPC, HTTP and Raft listeners
+//! (port 0 picks a free port; [`ServerHandle::addresses`] tells which, and so does
+//! `<data_dir>/addresses.json`, written last), opens the data shard's replica (bootstrapping
+//! it from the cluster configuration, [`ClusterConfig`], on fresh data) and spawns the tasks.
+//! A single node is a one-voter group on the same path: it elects itself before `start`
+//! returns. Every write is a Raft proposal acknowledged once applied on this node, the
+//! leader; a node that does not lead answers `NOT_LEADER` with the leader's id (forwarding
+//! comes with the gateway). [`ServerHandle::shutdown`] stops accepting, waits for in-flight
+//! calls (bounded), rolls back open transactions (they wrote nothing yet, so this only
+//! forgets them), flushes the engine and stops the replica. Applies skip the engine's WAL;
+//! the raft log (fsynced before any acknowledgment) replays what the engine lost.
 //!
 //! Beside Strata's services the gRPC port serves the standard `grpc.health.v1.Health`
 //! (statuses that follow `/readyz`: `NOT_SERVING` until ready and again once shutdown
@@ -33,15 +40,16 @@
 //! lock from an earlier run is resolved at once rather than waited out.
 //!
 //! GC: the engine runs the MVCC compaction filter ([`MvccGcFilter`]) against a safe point
-//! that a background task advances every `txn.gc_interval_ms`: it first resolves stale locks
-//! ([`resolver`](crate::txn::resolver): expired, or left by an earlier run), then advances
-//! the safe point (`TxnManager::gc_tick`: the oldest live transaction or lock, and at most
-//! `now - txn.gc_life_time_s`), saving it before it takes effect, then sweeps what
-//! compactions reported (`Storage::gc_sweep`). On start the safe point is the saved one
-//! (compactions of earlier runs may have collected up to it), lowered to the oldest lock on
-//! disk if one is older (see [`start_safe_point`]); it is never recomputed from the clock,
-//! which would let GC pass a lock that survived the restart and drop the commit record its
-//! secondaries are resolved by.
+//! that the leader's background task advances every `txn.gc_interval_ms`: it first resolves
+//! stale locks ([`resolver`](crate::txn::resolver): expired, or left by an earlier run), then
+//! advances the safe point (`TxnManager::gc_tick`: the oldest live transaction or lock, and
+//! at most `now - txn.gc_life_time_s`), committing it through Raft before it takes effect,
+//! then sweeps what compactions reported (`Storage::gc_sweep`, its deletes proposed too).
+//! Every replica's filter follows the safe point its state machine applied, so no read above
+//! it can tell replicas apart. On start the safe point is the applied one; it is never
+//! recomputed from the clock, which would let GC pass a lock that survived the restart and
+//! drop the commit record its secondaries are resolved by. A node that leads at start runs
+//! its first GC tick before it serves.
 //!
 //! Not yet here: TLS and authentication.
 
@@ -63,6 +71,7 @@ mod restart_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,15 +92,23 @@ pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
 
 use crate::lsm::Db;
-use crate::mvcc::gc::{start_safe_point, GcBacklog, SafePointStore};
+use crate::mvcc::gc::GcBacklog;
 use crate::mvcc::{Coordinator, GcSafePoint, MvccGcFilter};
-use crate::tso::{LocalTso, LocalTsoOptions, Tso};
+use crate::tso::{BatchingTso, LocalTso, LocalTsoOptions, ReplicatedTso, SystemClock, Tso};
 use crate::txn::resolver::resolve_stale_locks;
 use crate::txn::{NodeMeta, Storage, TxnIds, TxnManager};
 use identity::{BoundAddresses, NodeIdentity};
+use replica::{Membership, Replica, ReplicaOptions};
 
 /// How long shutdown waits for in-flight gRPC calls before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a one-node group may take to elect itself at start.
+const LONE_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far ahead of what it issued the timestamp oracle's persisted window reaches (one Raft
+/// proposal per this much issued time).
+const TSO_SAVE_INTERVAL_MS: u64 = 3_000;
 
 /// What the services and the HTTP port share.
 #[derive(Debug)]
@@ -102,7 +119,9 @@ pub(crate) struct State {
     /// Who the data directory belongs to.
     identity: NodeIdentity,
     manager: Arc<TxnManager>,
-    tso: Arc<LocalTso>,
+    tso: Arc<dyn Tso>,
+    /// The data shard's replica on this node.
+    replica: Replica,
     gc_backlog: GcBacklog,
     /// This run of the node.
     run: Coordinator,
@@ -123,6 +142,15 @@ impl State {
     /// Resolves stale locks, advances (and saves) the safe point and sweeps the GC backlog
     /// (blocking).
     fn gc_tick(&self) -> anyhow::Result<()> {
+        if !self.replica.leads() {
+            // GC decisions are the leader's: a follower's filter collects below the safe
+            // point the leader saved through Raft, and the values it reports are deleted by
+            // the leader's sweeps (its own filter reports the same versions).
+            self.replica
+                .sync_safe_point(self.manager.storage().safe_point());
+            drop(self.gc_backlog.take());
+            return Ok(());
+        }
         let now = self.tso.get_timestamp()?;
         let resolved = resolve_stale_locks(self.manager.storage(), now)?;
         if resolved.stale > 0 {
@@ -187,7 +215,7 @@ impl http::Endpoints for State {
             "<!doctype html><html><head><title>strata-node {id}</title></head><body>\
              <h1>strata-node {id}</h1><ul>\
              <li>version {version}</li><li>uptime {uptime} s</li>\
-             <li>run {run}</li><li>gRPC {grpc}</li><li>Raft {raft} (not replicated yet)</li>\
+             <li>run {run}</li><li>gRPC {grpc}</li><li>Raft {raft}</li>\
              <li>data dir {dir}</li>\
              <li>active transactions {active}</li>\
              <li>SSTable bytes {sst}, memtable bytes {mem}, levels {levels}</li>\
@@ -230,61 +258,44 @@ impl Server {
         let options = config.engine_options();
         let txn_config = config.txn_config();
         let node_id = config.node_id;
-        let (manager, tso, gc_backlog, run, identity) =
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                std::fs::create_dir_all(&data_dir)
-                    .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-                // A parent waiting for this run's addresses must not read the last run's.
-                BoundAddresses::remove(&data_dir).context("removing the old address file")?;
-                // Before anything else is opened: the data must be this node's.
-                let established = identity::establish(&data_dir, node_id)?;
-                if established.created {
-                    tracing::info!(node_id, incarnation = %established.identity.incarnation,
-                        "new node identity written to the data directory");
-                }
-                let tso = Arc::new(
-                    LocalTso::open(LocalTsoOptions::new(data_dir.join("tso")))
-                        .context("opening the timestamp oracle")?,
-                );
-                let now = tso.get_timestamp().context("taking the first timestamp")?;
-                // The filter needs the safe point before the engine opens, and the saved
-                // one lives in the engine: start at 0 (collect nothing) until it is read.
-                let safe_point = GcSafePoint::new(0);
-                let filter = MvccGcFilter::new(safe_point.clone());
-                let gc_backlog = filter.backlog().clone();
-                let mut options = options;
-                options.compaction_filter = Some(Arc::new(filter));
-                let db = Db::open(data_dir.join("db"), options).with_context(|| {
-                    format!("opening the engine in {}", data_dir.join("db").display())
-                })?;
-                let meta = NodeMeta::new(db.clone());
-                let run = meta.start_run(node_id).context("taking a new run id")?;
-                let ids = TxnIds::new(node_id, run.run_id, Arc::new(meta.clone()))
-                    .context("issuing transaction ids")?;
-                let saved = SafePointStore::load(&meta).context("reading the GC safe point")?;
-                let storage = Storage::with_safe_point(db, safe_point.with_store(Arc::new(meta)))
-                    .with_local_run(run);
-                let oldest_lock = storage
-                    .oldest_lock_ts()
-                    .context("looking for locks left on disk")?;
-                if let (Some(saved), Some(lock)) = (saved, oldest_lock) {
-                    if lock < saved {
-                        tracing::warn!(saved, lock, "a lock on disk is older than the saved GC safe point; starting GC below it");
-                    }
-                }
-                let start = start_safe_point(saved, oldest_lock, now, txn_config.gc_life_time);
-                storage
-                    .safe_point()
-                    .advance_durably(start)
-                    .context("saving the GC safe point")?;
-                let manager = Arc::new(
-                    TxnManager::new(Arc::new(storage), tso.clone(), txn_config)
-                        .with_identity(run, ids),
-                );
-                Ok((manager, tso, gc_backlog, run, established.identity))
+        let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+            // A parent waiting for this run's addresses must not read the last run's.
+            BoundAddresses::remove(&data_dir).context("removing the old address file")?;
+            // Before anything else is opened: the data must be this node's.
+            let established = identity::establish(&data_dir, node_id)?;
+            if established.created {
+                tracing::info!(node_id, incarnation = %established.identity.incarnation,
+                    "new node identity written to the data directory");
+            }
+            let tso_floor_ms = legacy_tso_mark(&data_dir)?;
+            // The filter needs the safe point before the engine opens, and the replicated
+            // one is applied into the engine: start at 0 (collect nothing) until it is read.
+            let safe_point = GcSafePoint::new(0);
+            let filter = MvccGcFilter::new(safe_point.clone());
+            let gc_backlog = filter.backlog().clone();
+            let mut options = options;
+            options.compaction_filter = Some(Arc::new(filter));
+            let db = Db::open(data_dir.join("db"), options).with_context(|| {
+                format!("opening the engine in {}", data_dir.join("db").display())
+            })?;
+            let meta = NodeMeta::new(db.clone());
+            let run = meta.start_run(node_id).context("taking a new run id")?;
+            let ids = TxnIds::new(node_id, run.run_id, Arc::new(meta.clone()))
+                .context("issuing transaction ids")?;
+            Ok(Opened {
+                db,
+                run,
+                ids,
+                identity: established.identity,
+                gc_backlog,
+                safe_point,
+                tso_floor_ms,
             })
-            .await
-            .context("opening the data directory")??;
+        })
+        .await
+        .context("opening the data directory")??;
 
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
@@ -300,12 +311,53 @@ impl Server {
         let raft_addr = raft_listener.local_addr()?;
         let cluster = cluster.with_bound_raft_addr(raft_addr);
 
+        let Opened {
+            db,
+            run,
+            ids,
+            identity,
+            gc_backlog,
+            safe_point,
+            tso_floor_ms,
+        } = opened;
+        let replica = Replica::open(
+            config.data_dir.clone(),
+            db.clone(),
+            raft_listener,
+            replica_options(&config, &cluster),
+            tso_floor_ms,
+        )
+        .await
+        .context("opening the data shard's replica")?;
+        // A lone voter elects itself at once: serve only once it leads, so that a client
+        // that connects as soon as this returns is not told to go elsewhere.
+        if replica.is_lone_voter() {
+            wait_for_leadership(&replica, LONE_LEADER_TIMEOUT).await?;
+        }
+        let storage = Storage::with_writer(
+            db,
+            safe_point.with_store(Arc::new(replica.safe_point_store())),
+            Arc::new(replica.writer()),
+        )
+        .with_local_run(run);
+        replica.sync_safe_point(storage.safe_point());
+        let tso: Arc<dyn Tso> = Arc::new(BatchingTso::new(ReplicatedTso::new(
+            Arc::new(replica.tso_group()),
+            Arc::new(SystemClock),
+            TSO_SAVE_INTERVAL_MS,
+        )));
+        let manager = Arc::new(
+            TxnManager::new(Arc::new(storage), Arc::clone(&tso), txn_config)
+                .with_identity(run, ids),
+        );
+
         let state = Arc::new(State {
             config,
             cluster,
             identity,
             manager,
             tso,
+            replica,
             gc_backlog,
             run,
             stale_locks_resolved: AtomicU64::new(0),
@@ -349,14 +401,23 @@ impl Server {
                 })
                 .await
         });
-        state.readiness.set(true).await;
 
         let http_task = tokio::spawn(http::serve(
             http_listener,
             Arc::clone(&state),
             shutdown_rx.clone(),
         ));
-        let raft_task = tokio::spawn(refuse_raft_connections(raft_listener, shutdown_rx.clone()));
+        if state.replica.leads() {
+            // A node that leads at start (a lone voter) resolves the locks its earlier runs
+            // left and sets the safe point before it serves, as its GC task would later.
+            let st = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || st.gc_tick()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "first GC tick failed"),
+                Err(e) => tracing::warn!(error = %e, "first GC tick failed"),
+            }
+        }
+        let readiness_task = tokio::spawn(track_readiness(Arc::clone(&state), shutdown_rx.clone()));
         let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
         let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
 
@@ -374,7 +435,7 @@ impl Server {
             addresses,
             shutdown_tx,
             grpc_task: Some(grpc_task),
-            tasks: vec![http_task, raft_task, reaper_task, gc_task],
+            tasks: vec![http_task, readiness_task, reaper_task, gc_task],
         };
         // Last: whoever waits for this file may connect as soon as it appears.
         if let Err(e) = handle.addresses.write(&handle.state.config.data_dir) {
@@ -438,30 +499,95 @@ async fn run_gc(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Serves the Raft port until the Raft transport takes it over: every connection is
-/// accepted and closed at once, so a peer that dials early sees a refusal it retries with
-/// backoff rather than a connection that hangs. The port is bound (and advertised) from the
-/// start so that its address is fixed, and a port clash fails the start, before any peer
-/// depends on it.
-async fn refuse_raft_connections(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let mut logged = false;
+/// `/readyz` and the gRPC health service say SERVING while this node's replica knows a
+/// leader for the data shard (this node or another; before that, nothing can be served),
+/// checked every 100 ms until shutdown.
+async fn track_readiness(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if !logged {
-                        tracing::info!(%peer, "a peer dialled the Raft port; this node does not replicate yet, closing");
-                        logged = true;
-                    }
-                    drop(stream);
+            _ = tick.tick() => {
+                let ready = state.replica.handle().stop_reason().is_none()
+                    && state.replica.status().is_some_and(|s| s.leader.is_some());
+                if last != Some(ready) {
+                    state.readiness.set(ready).await;
+                    last = Some(ready);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting on the Raft port failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            }
         }
+    }
+}
+
+/// Waits until `replica` leads the data shard and is ready, up to `timeout`.
+async fn wait_for_leadership(replica: &Replica, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !replica.leads() {
+        if let Some(reason) = replica.handle().stop_reason() {
+            anyhow::bail!("the raft driver stopped: {reason}");
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "this node did not become the leader of its one-node group within {timeout:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// What the blocking part of [`Server::start`] opens.
+struct Opened {
+    db: Db,
+    run: Coordinator,
+    ids: TxnIds,
+    identity: NodeIdentity,
+    gc_backlog: GcBacklog,
+    safe_point: GcSafePoint,
+    tso_floor_ms: u64,
+}
+
+/// The mark of the oracle that data directories written before replication kept in
+/// `<data_dir>/tso`, if any: the replicated oracle starts above it, so an upgraded node
+/// never issues a timestamp below one it issued before.
+fn legacy_tso_mark(data_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let path = data_dir.join("tso");
+    if !path.exists() {
+        return Ok(0);
+    }
+    let tso = LocalTso::open(LocalTsoOptions::new(path))
+        .context("reading the timestamp oracle's old mark file")?;
+    Ok(tso.persisted_mark_ms())
+}
+
+/// The replica's options from the node's configuration.
+fn replica_options(config: &NodeConfig, cluster: &ClusterConfig) -> ReplicaOptions {
+    let mut peers: BTreeMap<u64, String> = cluster
+        .configured_members()
+        .into_iter()
+        .map(|(id, addr)| (id, addr.to_string()))
+        .collect();
+    peers.remove(&cluster.node_id);
+    let membership = match &cluster.bootstrap {
+        Bootstrap::Single => Membership::Bootstrap(BTreeMap::from([(
+            cluster.node_id,
+            cluster.advertise_raft_addr.to_string(),
+        )])),
+        Bootstrap::Initial { members } => Membership::Bootstrap(
+            members
+                .iter()
+                .map(|(id, addr)| (*id, addr.to_string()))
+                .collect(),
+        ),
+        Bootstrap::Join { .. } => Membership::Join,
+    };
+    ReplicaOptions {
+        node_id: cluster.node_id,
+        peers,
+        membership,
+        tick: Duration::from_millis(config.raft_tick_ms()),
     }
 }
 
@@ -566,6 +692,8 @@ impl ServerHandle {
         })
         .await
         .context("the shutdown task failed")??;
+        // After the flush: what the replica applied is durable, the log need not be replayed.
+        self.state.replica.shutdown().await;
         tracing::info!("shut down");
         Ok(())
     }
@@ -592,6 +720,58 @@ impl State {
                 },
             })
             .collect()
+    }
+
+    /// The replica rows of Admin.Status: this node's replica of each shard, and on a leader
+    /// the other replicas as it sees them (their match index gives their lag).
+    fn replica_rows(&self) -> Vec<strata_proto::v1::ReplicaStatus> {
+        use strata_proto::v1::{ReplicaRole, ReplicaStatus as Row};
+        let Some(s) = self.replica.status() else {
+            return Vec::new();
+        };
+        let role = |r: crate::raftstore::Role| match r {
+            crate::raftstore::Role::Leader => ReplicaRole::Leader,
+            crate::raftstore::Role::Follower => ReplicaRole::Follower,
+            crate::raftstore::Role::Candidate => ReplicaRole::Candidate,
+            crate::raftstore::Role::PreCandidate => ReplicaRole::PreCandidate,
+        };
+        let leader = s.leader.map_or(0, |p| p.0);
+        let mut own_role = role(s.role);
+        if s.learners.contains(&s.peer) {
+            own_role = ReplicaRole::Learner;
+        }
+        let mut rows = vec![Row {
+            shard_id: s.shard.0,
+            node_id: s.peer.0,
+            peer_id: s.peer.0,
+            role: own_role as i32,
+            term: s.term,
+            leader_peer_id: leader,
+            commit_index: s.commit,
+            applied_index: s.applied,
+            lag: 0,
+            leader_node_id: leader,
+        }];
+        for p in &s.progress {
+            let learner = s.learners.contains(&p.peer);
+            rows.push(Row {
+                shard_id: s.shard.0,
+                node_id: p.peer.0,
+                peer_id: p.peer.0,
+                role: if learner {
+                    ReplicaRole::Learner
+                } else {
+                    ReplicaRole::Follower
+                } as i32,
+                term: s.term,
+                leader_peer_id: leader,
+                commit_index: p.matched.min(s.commit),
+                applied_index: 0,
+                lag: s.last_index.saturating_sub(p.matched),
+                leader_node_id: leader,
+            });
+        }
+        rows
     }
 
     fn manager_idle_timeout(&self) -> Duration {

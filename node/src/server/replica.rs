@@ -94,12 +94,14 @@ pub struct Replica {
     handle: RaftHandle,
     state: Arc<ShardState>,
     book: AddressBook,
-    server: Option<InternalServer>,
+    server: parking_lot::Mutex<Option<InternalServer>>,
     runtime: tokio::runtime::Handle,
     node_id: u64,
     /// The mark a pre-replication oracle of this data directory persisted: a floor for the
     /// replicated oracle, so an upgraded node never issues below what it issued before.
     tso_floor_ms: u64,
+    /// The group's only voter is this node.
+    lone_voter: bool,
 }
 
 impl Replica {
@@ -137,7 +139,7 @@ impl Replica {
         );
         let counters = transport.counters();
         let opts = options.clone();
-        let (store, state) = tokio::task::spawn_blocking(move || {
+        let (store, state, lone_voter) = tokio::task::spawn_blocking(move || {
             open_store(&dir.join("raft"), db, transport, &opts)
         })
         .await
@@ -148,11 +150,17 @@ impl Replica {
             handle,
             state,
             book,
-            server: Some(server),
+            server: parking_lot::Mutex::new(Some(server)),
             runtime,
             node_id: options.node_id,
             tso_floor_ms,
+            lone_voter,
         })
+    }
+
+    /// True when this node is the group's only voter (it elects itself at start).
+    pub fn is_lone_voter(&self) -> bool {
+        self.lone_voter
     }
 
     /// The driver's handle.
@@ -216,8 +224,9 @@ impl Replica {
     }
 
     /// Stops serving the Raft port and the driver. Bounded; errors are logged.
-    pub async fn shutdown(&mut self) {
-        if let Some(server) = self.server.take() {
+    pub async fn shutdown(&self) {
+        let server = self.server.lock().take();
+        if let Some(server) = server {
             if let Err(e) = server.shutdown().await {
                 tracing::warn!(error = %e, "stopping the raft port");
             }
@@ -238,7 +247,7 @@ fn open_store(
     db: Db,
     transport: GrpcTransport,
     options: &ReplicaOptions,
-) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>), RaftStoreError> {
+) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool), RaftStoreError> {
     std::fs::create_dir_all(dir)?;
     let log = LogStore::open(dir)?;
     let apply = KvApply::open(
@@ -280,10 +289,11 @@ fn open_store(
     }
     // A lone voter need not wait out an election timeout.
     let peer = store.peer_mut(DATA_SHARD)?;
-    if peer.conf_state().voters == [meta.peer.0] {
+    let lone_voter = peer.conf_state().voters == [meta.peer.0];
+    if lone_voter {
         peer.campaign()?;
     }
-    Ok((store, state))
+    Ok((store, state, lone_voter))
 }
 
 /// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every
@@ -350,25 +360,27 @@ impl RaftShardWriter {
             .ok_or_else(|| MvccError::Unavailable(format!("{} is not open here", self.shard)))
     }
 
-    /// The term this replica leads and is ready in, waiting up to the ready timeout for a
-    /// fresh leader to catch up.
+    /// The term this replica leads and is ready in. Waits, up to the ready timeout, while
+    /// no leader is known (an election is on) or this replica was just elected and is
+    /// catching up; fails at once with the leader's id when another replica leads.
     fn ready_term(&self) -> Result<u64, MvccError> {
         let deadline = Instant::now() + self.ready_timeout;
         loop {
             let s = self.status()?;
-            if s.role != Role::Leader {
-                return Err(MvccError::NotLeader {
-                    shard: self.shard.0,
-                    leader: s.leader.map(|p| p.0),
-                });
-            }
-            if s.leader_ready {
-                return Ok(s.term);
+            match (s.role, s.leader) {
+                (Role::Leader, _) if s.leader_ready => return Ok(s.term),
+                (Role::Leader, _) | (_, None) => {}
+                (_, Some(leader)) => {
+                    return Err(MvccError::NotLeader {
+                        shard: self.shard.0,
+                        leader: Some(leader.0),
+                    })
+                }
             }
             if Instant::now() >= deadline {
                 return Err(MvccError::NotLeader {
                     shard: self.shard.0,
-                    leader: None,
+                    leader: s.leader.map(|p| p.0),
                 });
             }
             std::thread::sleep(WATCH_INTERVAL);
@@ -403,9 +415,9 @@ impl RaftShardWriter {
             ))),
             Some(Ok(index)) => Ok(index),
             // The watcher gave up: the entry may still commit under another leader.
-            Some(Err(RaftStoreError::Timeout(reason))) => Err(MvccError::OutcomeUnknown(
-                format!("{shard}: {reason}"),
-            )),
+            Some(Err(RaftStoreError::Timeout(reason))) => {
+                Err(MvccError::OutcomeUnknown(format!("{shard}: {reason}")))
+            }
             Some(Err(e)) => Err(not_applied(shard, e)),
         }
     }
@@ -472,7 +484,10 @@ impl TsoGroup for RaftTsoGroup {
     fn persist_mark(&self, mark_ms: u64) -> Result<(), TsoError> {
         let mut cmd = self.writer.command().map_err(tso_error)?;
         cmd.push(Op::SetTsoHighWater(compose(mark_ms, 0)));
-        self.writer.propose(cmd, None).map(|_| ()).map_err(tso_error)
+        self.writer
+            .propose(cmd, None)
+            .map(|_| ())
+            .map_err(tso_error)
     }
 
     fn confirm_leadership(&self, term: u64) -> Result<(), TsoError> {

@@ -33,7 +33,6 @@ use super::error::{
 };
 use super::State;
 use crate::mvcc::{ScanLimit, ScanPage, Timestamp};
-use crate::tso::Tso;
 use crate::txn::limits::ResponseBudget;
 use crate::txn::{ExecuteRequest, Isolation, Precondition, TxnId, TxnManager};
 
@@ -650,11 +649,9 @@ impl pb::admin_server::Admin for AdminService {
                     active_transactions: u64::try_from(self.state.manager.active())
                         .unwrap_or(u64::MAX),
                     gc_safe_point: self.state.gc_safe_point(),
-                    // No Raft under the server yet: nothing is replicated, there are no
-                    // replica rows, and the members are the configured ones.
-                    replicated: false,
+                    replicated: true,
                     members: self.state.configured_members(),
-                    replicas: Vec::new(),
+                    replicas: self.state.replica_rows(),
                     raft_addr: self.state.cluster.advertise_raft_addr.to_string(),
                     grpc_addr: self.state.cluster.advertise_grpc_addr.to_string(),
                 })

@@ -115,7 +115,7 @@ pub const fn logical(ts: Timestamp) -> u64 {
 }
 
 /// A source of timestamps.
-pub trait Tso: Send + Sync {
+pub trait Tso: Send + Sync + Debug {
     /// Returns a timestamp larger than every timestamp this oracle issued before.
     fn get_timestamp(&self) -> Result<Timestamp, TsoError>;
 

@@ -87,6 +87,8 @@ pub(super) struct Driver<T: Transport> {
     stats: DriverStats,
     /// Proposals handed to raft-rs since the last ready.
     fresh_proposals: u64,
+    /// When a message was last refused as showing lost state (logged at most every 5 s).
+    last_corruption_log: Option<Instant>,
 }
 
 impl<T: Transport> Driver<T> {
@@ -114,6 +116,7 @@ impl<T: Transport> Driver<T> {
             transfers: Vec::new(),
             stats: DriverStats::default(),
             fresh_proposals: 0,
+            last_corruption_log: None,
         }
     }
 
@@ -190,6 +193,17 @@ impl<T: Transport> Driver<T> {
                 self.shared.queued_messages.fetch_sub(1, Ordering::AcqRel);
                 match self.store.step(msg) {
                     Ok(()) => self.stats.messages_stepped += 1,
+                    Err(e @ RaftStoreError::Corruption(_)) => {
+                        self.stats.step_errors += 1;
+                        // Repeats with every heartbeat: say it every few seconds.
+                        if self
+                            .last_corruption_log
+                            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5))
+                        {
+                            self.last_corruption_log = Some(now);
+                            tracing::error!(error = %e, "raft message refused");
+                        }
+                    }
                     Err(e) => {
                         self.stats.step_errors += 1;
                         tracing::debug!(error = %e, "raft message refused");
