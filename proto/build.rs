@@ -1,5 +1,8 @@
-//! Compiles `strata/v1/*.proto` into prost messages and tonic clients and servers, and writes
-//! their file descriptor set (for gRPC reflection).
+//! Compiles `strata/v1/*.proto` (the public API) into prost messages and tonic clients and
+//! servers, and writes their file descriptor set (for gRPC reflection); then the internal
+//! node-to-node protocol, `strata/internal/v1/*.proto`, on its own: it stays out of that
+//! descriptor set, so the client port's reflection never lists it, and its `bytes` fields are
+//! `bytes::Bytes`.
 //!
 //! protoc comes from `protoc-bin-vendored` and is handed to prost-build directly. `PROTOC` is
 //! never set, here or globally: raft's own build accepts only a protoc of major version 3 and
@@ -14,6 +17,8 @@ const PROTOS: &[&str] = &[
     "strata/v1/admin.proto",
 ];
 
+const INTERNAL_PROTOS: &[&str] = &["strata/internal/v1/shard.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=strata");
@@ -25,5 +30,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .file_descriptor_set_path(out_dir.join("strata_v1_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["."])?;
+
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .bytes(".strata.internal.v1")
+        .compile_with_config(config, INTERNAL_PROTOS, &["."])?;
     Ok(())
 }

@@ -6,6 +6,9 @@
 //!   txn.proto      service Txn:   Begin, Get, BatchGet, Scan, Put, Delete, Commit, Rollback,
 //!                                 Heartbeat, Execute (one-shot: preconditions, reads, writes)
 //!   admin.proto    service Admin: Status, GetGcSafePoint
+//!
+//!   internal/v1/shard.proto  service Shard: a gateway's transactional commands and
+//!                            GetTimestamps at a shard's leader (node to node, internal port)
 //! ```
 //!
 //! The `.proto` files are the contract: clients in any language are written from them alone,
@@ -31,6 +34,15 @@ pub mod v1 {
     /// The encoded `FileDescriptorSet` of the `strata.v1` protos, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("strata_v1_descriptor");
+}
+
+/// The internal node-to-node protocol (package `strata.internal.v1`): served on a node's
+/// internal port only, never part of the public API, and not in [`v1::FILE_DESCRIPTOR_SET`].
+pub mod internal {
+    /// A gateway's commands at a shard's leader.
+    pub mod v1 {
+        tonic::include_proto!("strata.internal.v1");
+    }
 }
 
 pub use error::ERROR_DETAIL_TYPE_URL;

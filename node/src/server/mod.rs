@@ -106,10 +106,13 @@ impl State {
     }
 
     /// Resolves stale locks, advances (and saves) the safe point and sweeps the GC backlog
-    /// (blocking).
+    /// (blocking). Leader work: a node that does not lead the shard skips the tick.
     fn gc_tick(&self) -> anyhow::Result<()> {
+        let Some(leader) = self.manager.local_leader() else {
+            return Ok(());
+        };
         let now = self.tso.get_timestamp()?;
-        let resolved = resolve_stale_locks(self.manager.storage(), now)?;
+        let resolved = resolve_stale_locks(leader, now)?;
         if resolved.stale > 0 {
             tracing::info!(?resolved, "resolved stale locks");
         }
@@ -118,7 +121,7 @@ impl State {
         let life_time = Duration::from_secs(self.config.txn.gc_life_time_s);
         let safe_point = self.manager.gc_tick(now, life_time)?;
         self.compact_for_tests();
-        let swept = self.manager.storage().gc_sweep(&self.gc_backlog)?;
+        let swept = leader.gc_sweep(&self.gc_backlog)?;
         if swept.values_deleted + swept.deletes_removed > 0 {
             tracing::debug!(safe_point, ?swept, "GC sweep");
         }
