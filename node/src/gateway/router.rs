@@ -58,6 +58,10 @@ use crate::txn::Storage;
 /// A wait that could not be made pauses this long before the command is retried.
 const FAILED_WAIT_PAUSE: Duration = Duration::from_millis(20);
 
+/// Hints followed at once, without a pause, per command: nodes that disagree on who leads
+/// (during an election) must not bounce a command between them at full speed.
+const MAX_HOPS: u32 = 3;
+
 /// Timings of the router (and of the routed oracle).
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -205,6 +209,7 @@ impl Routing<'_> {
         let mut backoff = self.config.min_backoff;
         let mut hint = None;
         let mut lost = false;
+        let mut hops = 0;
         loop {
             let mut tried = None;
             let result = match self.target(hint.take()) {
@@ -236,7 +241,8 @@ impl Routing<'_> {
                     if let Some(next) = leader.filter(|n| Some(*n) != tried) {
                         self.stats.hints_followed.fetch_add(1, Ordering::Relaxed);
                         hint = Some(next);
-                        at_once = true;
+                        hops += 1;
+                        at_once = hops <= MAX_HOPS;
                     }
                 }
                 CallError::EpochNotMatch(current) => {
@@ -277,7 +283,8 @@ impl Routing<'_> {
     }
 }
 
-fn describe(e: &CallError) -> String {
+/// A call error in words.
+pub(crate) fn describe(e: &CallError) -> String {
     match e {
         CallError::Mvcc(e) => e.to_string(),
         CallError::Tso(e) => e.to_string(),
@@ -862,12 +869,5 @@ impl RemoteWait for LeaderWait {
                 Ok(fut.await)
             })
             .unwrap_or(true)
-    }
-
-    fn key(&self) -> Option<&[u8]> {
-        match &self.what {
-            WaitFor::Lock { key, .. } => Some(key),
-            WaitFor::RangeLocks { .. } => None,
-        }
     }
 }

@@ -23,7 +23,7 @@ use strata_proto::internal::v1 as pb;
 
 use super::codec::{self, CallError};
 use super::remote::{unary, Connections};
-use super::router::{Resend, RouterConfig, RouterStats, Routing, Target};
+use super::router::{describe, Resend, RouterConfig, RouterStats, Routing, Target};
 use super::LeaderLocator;
 use crate::raftstore::{ShardEpoch, ShardId};
 use crate::tso::{Timestamp, Tso, TsoError};
@@ -111,7 +111,7 @@ impl RoutedTso {
             .map_err(|e| match e {
                 CallError::Tso(e) => e,
                 CallError::NotLeader { leader, .. } => TsoError::NotLeader { leader },
-                other => TsoError::Unavailable(format!("{other:?}")),
+                other => TsoError::Unavailable(describe(&other)),
             })
     }
 }

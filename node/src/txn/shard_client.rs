@@ -48,9 +48,6 @@ pub trait RemoteWait: Send + Sync + Debug {
 
     /// [`wait`](RemoteWait::wait), blocking the calling thread (never an async task's).
     fn wait_blocking(&self, deadline: Instant) -> bool;
-
-    /// The key whose lock is waited for (`None`: range locks).
-    fn key(&self) -> Option<&[u8]>;
 }
 
 /// A place among the waiters for a lock to be released.
