@@ -28,7 +28,9 @@
 //! lock from an earlier run is resolved at once rather than waited out.
 //!
 //! GC: the engine runs the MVCC compaction filter ([`MvccGcFilter`]) against a safe point
-//! that a background task advances every `txn.gc_interval_ms`: it first resolves stale locks
+//! that a background task advances every `txn.gc_interval_ms` on the node that leads the
+//! shard (leader work: see `crate::gateway`; elsewhere the tick does nothing): it first
+//! resolves stale locks
 //! ([`resolver`](crate::txn::resolver): expired, or left by an earlier run), then advances
 //! the safe point (`TxnManager::gc_tick`: the oldest live transaction or lock, and at most
 //! `now - txn.gc_life_time_s`), saving it before it takes effect, then sweeps what
