@@ -57,7 +57,9 @@ pub struct NodeAddr {
 }
 
 /// What the gateway needs to know about leadership; the server implements it over the
-/// Raft driver's status (role, term, leader, leader readiness) and its address book.
+/// Raft driver's status (role, term, leader, leader readiness) and its address book. Every
+/// method is called on the request path, some on async threads: answer from memory,
+/// without blocking.
 pub trait LeaderLocator: Send + Sync + std::fmt::Debug {
     /// Whether this node's replica of `shard` leads it and is ready to serve (it has
     /// applied an entry of its own term, so its state includes every committed write).

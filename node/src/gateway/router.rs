@@ -158,17 +158,11 @@ impl Routing<'_> {
     /// Where the next attempt goes: the hinted node, else this replica if it leads and is
     /// ready, else the leader the locator names.
     pub(crate) fn target(&self, hint: Option<u64>) -> std::result::Result<Target, CallError> {
-        let leader = match hint.filter(|&n| n != self.node_id) {
-            Some(node) => match self.locator.address(node) {
-                Some(addr) => Some(NodeAddr {
-                    node_id: node,
-                    addr,
-                }),
-                None => self.locator.leader(self.shard),
-            },
-            None => None,
-        };
-        let leader = match leader {
+        let hinted = hint.filter(|&n| n != self.node_id).and_then(|node_id| {
+            let addr = self.locator.address(node_id)?;
+            Some(NodeAddr { node_id, addr })
+        });
+        let leader = match hinted {
             Some(leader) => leader,
             None => {
                 if self.locator.local_leader_ready(self.shard) {

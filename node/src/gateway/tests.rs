@@ -180,6 +180,7 @@ struct Node {
     mgr: Arc<TxnManager>,
     service: ShardService,
     hook: Arc<Hook>,
+    connections: Arc<Connections>,
 }
 
 impl Node {
@@ -237,8 +238,13 @@ fn router_config() -> RouterConfig {
 impl Cluster {
     /// `n` nodes (ids 1..=n), node 1 leading in every view.
     fn start(n: u64, txn: TxnConfig, config: RouterConfig) -> Cluster {
+        Cluster::start_with(n, txn, config, 2)
+    }
+
+    /// [`Cluster::start`] on a runtime of `workers` worker threads.
+    fn start_with(n: u64, txn: TxnConfig, config: RouterConfig, workers: usize) -> Cluster {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .unwrap();
@@ -279,7 +285,7 @@ impl Cluster {
                 SHARD,
                 local_tso.clone(),
                 view.clone(),
-                connections,
+                Arc::clone(&connections),
                 config.clone(),
             )));
             let mgr = Arc::new(
@@ -324,6 +330,7 @@ impl Cluster {
                 mgr,
                 service,
                 hook,
+                connections,
             });
         }
         Cluster {
@@ -404,6 +411,12 @@ fn transactions_begun_on_any_gateway_run_on_the_leaders_storage() {
 
     assert_eq!(b.router.stats().local.load(Ordering::Relaxed), 0);
     assert!(b.router.stats().remote.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        b.connections.channels(),
+        1,
+        "one channel to the leader, reused"
+    );
+    assert_eq!(a.connections.channels(), 0, "the leader calls nobody");
     assert!(a.service.calls("prewrite") >= 10);
     assert!(a.service.calls("scan_page") >= 4);
     // On the leader itself, commands run in-process.
@@ -604,6 +617,11 @@ fn a_not_leader_hint_is_followed_to_the_node_that_leads_now() {
     assert!(
         a.service.calls("prewrite") >= 1,
         "tried the old leader first"
+    );
+    assert_eq!(
+        cc.connections.channels(),
+        2,
+        "one channel per leader address"
     );
     // Once C's view catches up it goes to B directly.
     *cc.view.leader.lock() = Some(2);
@@ -957,4 +975,27 @@ fn nodes_that_disagree_on_the_leader_do_not_bounce_a_command_for_ever() {
     let r = cc.router.get(b"k", 1, &[]);
     assert!(matches!(r, Err(MvccError::NotLeader { .. })), "{r:?}");
     assert!(a.service.calls("get") >= 1 && b.service.calls("get") >= 1);
+}
+
+#[test]
+fn blocking_callers_do_not_starve_a_one_worker_runtime() {
+    // Sixteen synchronous commits on the blocking pool of a runtime with one worker thread,
+    // each waiting on remote calls that run on that worker: all finish.
+    let c = Cluster::start_with(2, TxnConfig::default(), router_config(), 1);
+    let b = c.node(2);
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let mgr = Arc::clone(&b.mgr);
+            c.rt().spawn_blocking(move || {
+                let (t, _) = mgr.begin(Isolation::Snapshot, false)?;
+                mgr.write(t, &[b'n', i], Some(b"1"))?;
+                mgr.commit(t)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let r = c.rt().block_on(task).unwrap();
+        assert!(r.unwrap().is_some());
+    }
+    assert_eq!(c.node(1).stored(b"n\x0f"), Some(b"1".to_vec()));
 }
