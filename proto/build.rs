@@ -17,7 +17,10 @@ const PROTOS: &[&str] = &[
     "strata/v1/admin.proto",
 ];
 
-const INTERNAL_PROTOS: &[&str] = &["strata/internal/v1/raft.proto"];
+const INTERNAL_PROTOS: &[&str] = &[
+    "strata/internal/v1/raft.proto",
+    "strata/internal/v1/shard.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");

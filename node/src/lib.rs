@@ -5,6 +5,8 @@
 //! ```text
 //!   server              gRPC API (Kv, Txn, Admin) and the HTTP metrics port
 //!   cli                 the `strata` command-line client (over gRPC)
+//!   gateway             the coordinator's route to a shard's leader: local, or the
+//!                       internal Shard service of another node
 //!   txn                 Percolator actions, latched commands, the coordinator
 //!   raftstore           multi-raft replication: raft-rs replicas over one raft-engine log
 //!                       (complete and tested on its own; not yet under the server's writes)
@@ -20,6 +22,7 @@
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod gateway;
 pub mod lsm;
 pub mod mvcc;
 pub mod raftstore;

@@ -8,6 +8,8 @@
 //!   admin.proto    service Admin: Status, GetGcSafePoint
 //!
 //!   internal/v1/raft.proto   service Raft: Stream, Snapshot   (node to node, internal port)
+//!   internal/v1/shard.proto  service Shard: a gateway's transactional commands and
+//!                            GetTimestamps at a shard's leader (node to node, internal port)
 //! ```
 //!
 //! The `.proto` files are the contract: clients in any language are written from them alone,
@@ -38,7 +40,8 @@ pub mod v1 {
 /// The internal node-to-node protocol (package `strata.internal.v1`): served on a node's
 /// internal port only, never part of the public API, and not in [`v1::FILE_DESCRIPTOR_SET`].
 pub mod internal {
-    /// Raft traffic between nodes: batched message streams and chunked snapshots.
+    /// Raft traffic between nodes (batched message streams and chunked snapshots), and a
+    /// gateway's commands at a shard's leader.
     pub mod v1 {
         tonic::include_proto!("strata.internal.v1");
     }

@@ -2,9 +2,10 @@
 //! `kill -9` of a node and its restart on the same data and ports, and a node stopped,
 //! wiped and restarted catches up from the others.
 //!
-//! Clients are given every endpoint and follow NOT_LEADER answers (nothing was written) to
-//! the leader; a read goes to the leader too (ReadIndex), so "readable" means readable from
-//! the cluster, and a restarted node's own progress is read from its Admin.Status.
+//! Any node is a gateway: a client of one node alone reads and writes through it. Clients
+//! given every endpoint fail over when the node they talk to is killed; reads are served by
+//! the leader (ReadIndex), so "readable" means readable from the cluster, and a restarted
+//! node's own progress is read from its Admin.Status.
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,39 @@ async fn a_three_node_cluster_keeps_every_acknowledged_write_through_kill_restar
     }
     leaders.dedup();
     assert_eq!(leaders.len(), 1, "one leader for all: {leaders:?}");
+
+    // Any node is a gateway: a client of one node alone writes and reads through it,
+    // whichever node leads (no NOT_LEADER reaches the client).
+    for i in 0..3 {
+        let mut only = cluster.client(i).await.expect("connect");
+        let key = format!("via{i}");
+        only.kv
+            .put(v1::PutRequest {
+                key: key.clone().into(),
+                value: b"gw".to_vec(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("put through node {}: {e}", i + 1));
+        for j in 0..3 {
+            let mut reader = cluster.client(j).await.expect("connect");
+            let r = reader
+                .kv
+                .get(v1::GetRequest {
+                    key: key.clone().into(),
+                    read_ts: 0,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("get through node {}: {e}", j + 1))
+                .into_inner();
+            assert_eq!(
+                r.value,
+                b"gw",
+                "written via node {}, read via node {}",
+                i + 1,
+                j + 1
+            );
+        }
+    }
 
     // kill -9 node 2 under writes: the others are a majority and keep acknowledging.
     let before = cluster.addresses(1).unwrap().clone();

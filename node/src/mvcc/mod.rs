@@ -163,6 +163,15 @@ pub enum MvccError {
     /// more is written.
     #[error("replication unavailable: {0}")]
     Unavailable(String),
+    /// The range locks of committing SERIALIZABLE transaction `owner` are not held by the
+    /// shard's leader in the term its primary would commit in (the leader changed since they
+    /// were taken, or their lease ran out): nothing was committed, and a write may have
+    /// entered a range the transaction scanned unseen, so it must run again.
+    #[error("the range locks of transaction {owner} were lost (leader change or lease expiry); nothing was committed")]
+    RangeLocksLost {
+        /// The transaction.
+        owner: Timestamp,
+    },
     /// Stored MVCC data does not decode.
     #[error("corrupt MVCC data for key {key:?}: {reason}")]
     Corrupt {

@@ -286,6 +286,10 @@ pub(crate) fn mvcc_status(err: &MvccError, txn_id: TxnId) -> Status {
             d.conflicting_start_ts = *owner;
             d.txn_id = txn_id;
         }),
+        MvccError::RangeLocksLost { owner } => status(ErrorReason::WriteConflict, msg, |d| {
+            d.start_ts = *owner;
+            d.txn_id = txn_id;
+        }),
         MvccError::ReadBelowSafePoint { ts, safe_point } => {
             status(ErrorReason::ReadBelowSafePoint, msg, |d| {
                 d.start_ts = *ts;

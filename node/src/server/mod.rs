@@ -91,6 +91,7 @@ pub use config::{ConfigArgs, LogConfig, LogFormat, NodeConfig};
 pub use metrics::Metrics;
 pub use service::{AdminService, KvService, TxnService};
 
+use crate::gateway::{self, Connections, LeaderLocator, RoutedTso, RouterConfig, ShardRouter};
 use crate::lsm::Db;
 use crate::mvcc::gc::GcBacklog;
 use crate::mvcc::{Coordinator, GcSafePoint, MvccGcFilter};
@@ -98,10 +99,13 @@ use crate::tso::{BatchingTso, LocalTso, LocalTsoOptions, ReplicatedTso, SystemCl
 use crate::txn::resolver::resolve_stale_locks;
 use crate::txn::{NodeMeta, Storage, TxnIds, TxnManager};
 use identity::{BoundAddresses, NodeIdentity};
-use replica::{Membership, Replica, ReplicaOptions};
+use replica::{Membership, Replica, ReplicaOptions, DATA_SHARD};
 
 /// How long shutdown waits for in-flight gRPC calls before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a gateway waits to connect to another node's internal port.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a one-node group may take to elect itself at start.
 const LONE_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,19 +144,22 @@ impl State {
     }
 
     /// Resolves stale locks, advances (and saves) the safe point and sweeps the GC backlog
-    /// (blocking).
+    /// (blocking). Leader work: a node that does not lead the shard skips the tick.
     fn gc_tick(&self) -> anyhow::Result<()> {
-        if !self.replica.leads() {
-            // GC decisions are the leader's: a follower's filter collects below the safe
-            // point the leader saved through Raft, and the values it reports are deleted by
-            // the leader's sweeps (its own filter reports the same versions).
-            self.replica
-                .sync_safe_point(self.manager.storage().safe_point());
-            drop(self.gc_backlog.take());
-            return Ok(());
-        }
+        let leader = match self.manager.local_leader() {
+            Some(leader) if self.replica.leads() => leader,
+            _ => {
+                // GC decisions are the leader's: a follower's filter collects below the safe
+                // point the leader saved through Raft, and the values it reports are deleted
+                // by the leader's sweeps (its own filter reports the same versions).
+                self.replica
+                    .sync_safe_point(self.manager.storage().safe_point());
+                drop(self.gc_backlog.take());
+                return Ok(());
+            }
+        };
         let now = self.tso.get_timestamp()?;
-        let resolved = resolve_stale_locks(self.manager.storage(), now)?;
+        let resolved = resolve_stale_locks(leader, now)?;
         if resolved.stale > 0 {
             tracing::info!(?resolved, "resolved stale locks");
         }
@@ -161,7 +168,7 @@ impl State {
         let life_time = Duration::from_secs(self.config.txn.gc_life_time_s);
         let safe_point = self.manager.gc_tick(now, life_time)?;
         self.compact_for_tests();
-        let swept = self.manager.storage().gc_sweep(&self.gc_backlog)?;
+        let swept = leader.gc_sweep(&self.gc_backlog)?;
         if swept.values_deleted + swept.deletes_removed > 0 {
             tracing::debug!(safe_point, ?swept, "GC sweep");
         }
@@ -323,32 +330,66 @@ impl Server {
         let replica = Replica::open(
             config.data_dir.clone(),
             db.clone(),
-            raft_listener,
             replica_options(&config, &cluster),
             tso_floor_ms,
         )
         .await
         .context("opening the data shard's replica")?;
+        let storage = Arc::new(
+            Storage::with_writer(
+                db,
+                safe_point.with_store(Arc::new(replica.safe_point_store())),
+                Arc::new(replica.writer()),
+            )
+            .with_local_run(run),
+        );
+        replica.sync_safe_point(storage.safe_point());
+        // The oracle this node serves when it leads (to itself and to other gateways), and
+        // the one its coordinator uses: local when leading, else the leader's, in batches.
+        let local_tso: Arc<dyn Tso> = Arc::new(BatchingTso::new(ReplicatedTso::new(
+            Arc::new(replica.tso_group()),
+            Arc::new(SystemClock),
+            TSO_SAVE_INTERVAL_MS,
+        )));
+        let locator: Arc<dyn LeaderLocator> = Arc::new(replica.locator());
+        let connections = Connections::new(tokio::runtime::Handle::current(), CONNECT_TIMEOUT);
+        let tso: Arc<dyn Tso> = Arc::new(BatchingTso::new(RoutedTso::new(
+            node_id,
+            DATA_SHARD,
+            Arc::clone(&local_tso),
+            Arc::clone(&locator),
+            Arc::clone(&connections),
+            RouterConfig::default(),
+        )));
+        let router = ShardRouter::new(
+            node_id,
+            DATA_SHARD,
+            Arc::clone(&storage),
+            Arc::clone(&locator),
+            connections,
+            RouterConfig::default(),
+        );
+        replica
+            .serve(
+                raft_listener,
+                gateway::shard_service(
+                    node_id,
+                    DATA_SHARD,
+                    Arc::clone(&storage),
+                    local_tso,
+                    locator,
+                ),
+            )
+            .context("serving the internal port")?;
         // A lone voter elects itself at once: serve only once it leads, so that a client
         // that connects as soon as this returns is not told to go elsewhere.
         if replica.is_lone_voter() {
             wait_for_leadership(&replica, LONE_LEADER_TIMEOUT).await?;
         }
-        let storage = Storage::with_writer(
-            db,
-            safe_point.with_store(Arc::new(replica.safe_point_store())),
-            Arc::new(replica.writer()),
-        )
-        .with_local_run(run);
-        replica.sync_safe_point(storage.safe_point());
-        let tso: Arc<dyn Tso> = Arc::new(BatchingTso::new(ReplicatedTso::new(
-            Arc::new(replica.tso_group()),
-            Arc::new(SystemClock),
-            TSO_SAVE_INTERVAL_MS,
-        )));
         let manager = Arc::new(
-            TxnManager::new(Arc::new(storage), Arc::clone(&tso), txn_config)
-                .with_identity(run, ids),
+            TxnManager::new(storage, Arc::clone(&tso), txn_config)
+                .with_identity(run, ids)
+                .with_shards(Arc::new(router)),
         );
 
         let state = Arc::new(State {

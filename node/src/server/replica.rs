@@ -45,8 +45,12 @@ use std::time::{Duration, Instant};
 use crate::lsm::{Db, WriteBatch};
 use crate::mvcc::gc::SafePointStore;
 use crate::mvcc::{GcSafePoint, MvccError, Timestamp};
+use tokio::sync::watch;
+
+use crate::gateway::{LeaderLocator, NodeAddr, ShardService};
 use crate::raftstore::transport::{
-    AddressBook, GrpcTransport, InternalServer, NetFaults, PeerIdIsNodeId, TransportConfig,
+    raft_service, AddressBook, GrpcTransport, NetFaults, PeerIdIsNodeId, TransportConfig,
+    TransportCounters,
 };
 use crate::raftstore::{
     DriverConfig, KeyRange, KvApply, KvApplyConfig, LogStore, NodeId, Op, PeerConfig, PeerId,
@@ -55,6 +59,7 @@ use crate::raftstore::{
 };
 use crate::tso::{compose, physical, TsoError, TsoGroup};
 use crate::txn::{ShardWriter, WriteTicket};
+use strata_proto::internal::v1::shard_server::ShardServer;
 
 /// The shard that holds every key (until the sharding milestone splits it).
 pub const DATA_SHARD: ShardId = ShardId(1);
@@ -87,6 +92,20 @@ pub struct ReplicaOptions {
     pub tick: Duration,
 }
 
+/// The internal port's server: configured until [`Replica::serve`] starts it.
+#[derive(Debug)]
+enum Internal {
+    Configured {
+        cfg: TransportConfig,
+        counters: Arc<TransportCounters>,
+    },
+    Serving {
+        closing: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    },
+    Stopped,
+}
+
 /// The data shard's replica on this node: the driver, its internal server, the shared
 /// applied state.
 #[derive(Debug)]
@@ -94,7 +113,7 @@ pub struct Replica {
     handle: RaftHandle,
     state: Arc<ShardState>,
     book: AddressBook,
-    server: parking_lot::Mutex<Option<InternalServer>>,
+    internal: parking_lot::Mutex<Internal>,
     runtime: tokio::runtime::Handle,
     node_id: u64,
     /// The mark a pre-replication oracle of this data directory persisted: a floor for the
@@ -106,13 +125,12 @@ pub struct Replica {
 
 impl Replica {
     /// Opens `<dir>/raft`, the data shard's state machine over `db`, bootstraps or creates
-    /// the replica on fresh data, starts the driver and serves the Raft service on
-    /// `listener`. Must be called on the tokio runtime (the transport and the internal
-    /// server run there); the blocking opens run on the blocking pool.
+    /// the replica on fresh data and starts the driver; [`Replica::serve`] then serves the
+    /// internal port. Must be called on the tokio runtime (the transport runs there); the
+    /// blocking opens run on the blocking pool.
     pub async fn open(
         dir: std::path::PathBuf,
         db: Db,
-        listener: tokio::net::TcpListener,
         options: ReplicaOptions,
         tso_floor_ms: u64,
     ) -> Result<Replica, RaftStoreError> {
@@ -145,12 +163,11 @@ impl Replica {
         .await
         .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
         let handle = driver.start(store)?;
-        let server = InternalServer::start(listener, handle.clone(), cfg, counters)?;
         Ok(Replica {
             handle,
             state,
             book,
-            server: parking_lot::Mutex::new(Some(server)),
+            internal: parking_lot::Mutex::new(Internal::Configured { cfg, counters }),
             runtime,
             node_id: options.node_id,
             tso_floor_ms,
@@ -223,12 +240,60 @@ impl Replica {
         }
     }
 
-    /// Stops serving the Raft port and the driver. Bounded; errors are logged.
+    /// Serves the internal port on `listener`: the Raft service, and `shard`, the
+    /// gateway's service of this node's storage. Once only.
+    pub fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shard: ShardServer<ShardService>,
+    ) -> Result<(), RaftStoreError> {
+        let mut internal = self.internal.lock();
+        let Internal::Configured { cfg, counters } = &*internal else {
+            return Err(RaftStoreError::Invalid(
+                "the internal port is served once".into(),
+            ));
+        };
+        let (closing, closing_rx) = watch::channel(false);
+        let raft = raft_service(
+            self.handle.clone(),
+            cfg.clone(),
+            Arc::clone(counters),
+            closing_rx.clone(),
+        );
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stop = closing_rx;
+        let task = self.runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(raft)
+                .add_service(shard)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|closing| *closing).await;
+                }),
+        );
+        *internal = Internal::Serving { closing, task };
+        Ok(())
+    }
+
+    /// A locator of the data shard's leader for the gateway.
+    pub fn locator(&self) -> ReplicaLocator {
+        ReplicaLocator {
+            handle: self.handle.clone(),
+            book: self.book.clone(),
+            node_id: self.node_id,
+        }
+    }
+
+    /// Stops serving the internal port and the driver. Bounded; errors are logged.
     pub async fn shutdown(&self) {
-        let server = self.server.lock().take();
-        if let Some(server) = server {
-            if let Err(e) = server.shutdown().await {
-                tracing::warn!(error = %e, "stopping the raft port");
+        let internal = std::mem::replace(&mut *self.internal.lock(), Internal::Stopped);
+        if let Internal::Serving { closing, task } = internal {
+            let _ = closing.send(true);
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the internal port failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the internal port's task failed"),
+                Err(_) => tracing::warn!("the internal port did not stop in time"),
             }
         }
         let handle = self.handle.clone();
@@ -499,6 +564,43 @@ impl TsoGroup for RaftTsoGroup {
             }),
             Err(e) => Err(tso_error(e)),
         }
+    }
+}
+
+/// Where the data shard's leader is, from the driver's published status: for the gateway.
+#[derive(Debug, Clone)]
+pub struct ReplicaLocator {
+    handle: RaftHandle,
+    book: AddressBook,
+    node_id: u64,
+}
+
+impl LeaderLocator for ReplicaLocator {
+    fn local_leader_ready(&self, shard: ShardId) -> bool {
+        self.handle
+            .status(shard)
+            .is_some_and(|s| s.role == Role::Leader && s.leader_ready)
+    }
+
+    fn leader(&self, shard: ShardId) -> Option<NodeAddr> {
+        // Peer ids are node ids (`PeerIdIsNodeId`).
+        let leader = self.handle.status(shard)?.leader?.0;
+        let addr = self.address(leader)?;
+        Some(NodeAddr {
+            node_id: leader,
+            addr,
+        })
+    }
+
+    fn address(&self, node_id: u64) -> Option<String> {
+        if node_id == self.node_id {
+            return None;
+        }
+        self.book.get(NodeId(node_id))
+    }
+
+    fn local_epoch(&self, shard: ShardId) -> Option<ShardEpoch> {
+        self.handle.status(shard).map(|s| s.epoch)
     }
 }
 

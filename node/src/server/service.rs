@@ -142,11 +142,11 @@ fn read_keys(
     }
     // A read at a client-chosen timestamp: locks met are reported, not resolved.
     check_read_ts(state, read_ts)?;
-    let storage = state.manager.storage();
+    let shards = state.manager.shards();
     let mut budget = ResponseBudget::new(state.manager.config().max_response_bytes);
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        let v = storage
+        let v = shards
             .get(&key, read_ts, &[])
             .map_err(|e| mvcc_status(&e, 0))?;
         budget
@@ -307,7 +307,7 @@ impl pb::kv_server::Kv for KvService {
                         check_read_ts(&state, req.read_ts)?;
                         let page = state
                             .manager
-                            .storage()
+                            .shards()
                             .scan_page(&req.start, end, limit, req.read_ts, req.reverse, &[])
                             .map_err(|e| mvcc_status(&e, 0))?;
                         Ok((page, req.read_ts))

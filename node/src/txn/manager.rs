@@ -56,6 +56,7 @@ use super::actions::TxnStatus;
 use super::limits::{OpenTxnMemory, ResponseBudget, TxnFootprint};
 use super::overlay::overlay;
 use super::range_locks::KeyRange;
+use super::shard_client::ShardClient;
 use super::storage::Storage;
 use super::txn_id::TxnIds;
 
@@ -175,6 +176,11 @@ pub struct TxnConfig {
     /// unknown (the leader changed, or replication timed out) before it answers "outcome
     /// unknown".
     pub outcome_resolve_timeout: Duration,
+    /// How long the range locks of a committing SERIALIZABLE transaction stay registered
+    /// at the shard's leader if they are not released (a coordinator that vanished). At
+    /// least twice `lock_wait` plus a second is used, so that a commit waiting its full
+    /// `lock_wait` twice (range check, prewrite) still finds them.
+    pub range_lock_lease: Duration,
 }
 
 impl Default for TxnConfig {
@@ -190,6 +196,7 @@ impl Default for TxnConfig {
             gc_life_time: Duration::from_secs(10 * 60),
             max_lifetime: Duration::from_secs(10 * 60),
             outcome_resolve_timeout: Duration::from_secs(5),
+            range_lock_lease: Duration::from_secs(10),
         }
     }
 }
@@ -202,7 +209,8 @@ pub enum ConflictKind {
     /// Another transaction rolled it back (its locks had expired).
     RolledBack,
     /// It waited too long on a range read by a committing SERIALIZABLE transaction, or on
-    /// a lock inside a range it scanned.
+    /// a lock inside a range it scanned; or the range locks of its own scans were lost
+    /// before its commit (the shard's leader changed), so nothing was committed.
     RangeLocked,
 }
 
@@ -401,9 +409,12 @@ impl ActiveTxn {
     }
 }
 
-/// Runs interactive transactions over a [`Storage`].
+/// Runs interactive transactions over a [`ShardClient`].
 pub struct TxnManager {
+    /// This node's replica: its safe point, engine and statistics.
     storage: Arc<Storage>,
+    /// Where the commands go: the replica itself, or the shard's leader.
+    shards: Arc<dyn ShardClient>,
     tso: Arc<dyn Tso>,
     config: TxnConfig,
     txns: Mutex<HashMap<TxnId, Arc<Mutex<ActiveTxn>>>>,
@@ -425,10 +436,12 @@ impl std::fmt::Debug for TxnManager {
 }
 
 impl TxnManager {
-    /// A coordinator over `storage`, taking timestamps from `tso`.
+    /// A coordinator over `storage`, taking timestamps from `tso`; its commands run on
+    /// `storage` itself until [`with_shards`](TxnManager::with_shards) routes them.
     pub fn new(storage: Arc<Storage>, tso: Arc<dyn Tso>, config: TxnConfig) -> TxnManager {
         let memory = Arc::new(OpenTxnMemory::new(config.max_open_txn_bytes));
         TxnManager {
+            shards: Arc::clone(&storage) as Arc<dyn ShardClient>,
             storage,
             tso,
             config,
@@ -449,9 +462,27 @@ impl TxnManager {
         self
     }
 
-    /// The storage commands run against.
+    /// The same coordinator, running its commands through `shards` (the gateway's router:
+    /// this node's replica when it leads the shard, the leader otherwise).
+    pub fn with_shards(mut self, shards: Arc<dyn ShardClient>) -> TxnManager {
+        self.shards = shards;
+        self
+    }
+
+    /// This node's replica (its engine, safe point and queues), whether it leads or not.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
+    }
+
+    /// Where commands run (see [`with_shards`](TxnManager::with_shards)).
+    pub fn shards(&self) -> &Arc<dyn ShardClient> {
+        &self.shards
+    }
+
+    /// This node's replica if it leads the shard now: GC and the stale-lock resolver run
+    /// only there (they write, and writes are the leader's).
+    pub fn local_leader(&self) -> Option<&Storage> {
+        self.shards.local_leader()
     }
 
     /// The configuration.
@@ -508,7 +539,7 @@ impl TxnManager {
             return Ok(v.clone());
         }
         let value = self.read_resolving(&mut t, |bypass, start_ts| {
-            self.storage.get(key, start_ts, bypass)
+            self.shards.get(key, start_ts, bypass)
         })?;
         if t.isolation == Isolation::Serializable && !t.read_only {
             self.record_read(&mut t, key)?;
@@ -612,7 +643,7 @@ impl TxnManager {
                 bytes: limit.bytes,
             };
             let stored = self.read_resolving(t, |bypass, ts| {
-                self.storage
+                self.shards
                     .scan_page(&from, to.as_deref(), fetch, ts, reverse, bypass)
             })?;
             let boundary = match (stored.more, stored.pairs.last()) {
@@ -686,7 +717,7 @@ impl TxnManager {
     fn resolve(&self, info: &LockInfo, reader_ts: Timestamp) -> Result<Option<Timestamp>> {
         let now = self.tso.get_timestamp()?;
         let status =
-            self.storage
+            self.shards
                 .check_txn_status(&info.primary, info.start_ts, now, Some(reader_ts))?;
         let commit_ts = match status {
             TxnStatus::Locked { min_commit_ts, .. } => return Ok(Some(min_commit_ts)),
@@ -694,7 +725,7 @@ impl TxnManager {
             TxnStatus::RolledBack { .. } => None,
         };
         if info.key != info.primary {
-            self.storage
+            self.shards
                 .resolve_lock(std::slice::from_ref(&info.key), info.start_ts, commit_ts)?;
         }
         Ok(None)
@@ -796,17 +827,27 @@ impl TxnManager {
     /// transaction that is active, committing or holding a lock, but never newer than
     /// `now - life_time`, saved (if the safe point has a store) before it takes effect.
     /// Returns the safe point after the call (it never moves back).
+    ///
+    /// Leader work: on a node that does not lead the shard this does nothing and returns
+    /// the safe point as it is. The transactions of other gateways are not in this node's
+    /// live set; they are protected by `life_time` (a transaction lives at most
+    /// `max_lifetime`, 600 s like the default GC life time) and, once they hold locks, by
+    /// the oldest lock; a transaction that outlives both fails with `ReadBelowSafePoint`
+    /// rather than read collected versions.
     pub fn gc_tick(&self, now: Timestamp, life_time: Duration) -> Result<Timestamp> {
+        let Some(leader) = self.local_leader() else {
+            return Ok(self.storage.safe_point().get());
+        };
         // Live starts first: a transaction that commits meanwhile holds its locks before it
         // leaves the live set, so the lock scan below sees it.
         let oldest_live = self.live_starts.lock().keys().next().copied();
-        let oldest_lock = self.storage.oldest_lock_ts()?;
+        let oldest_lock = leader.oldest_lock_ts()?;
         let oldest = match (oldest_live, oldest_lock) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let safe_point = compute_safe_point(oldest, now, life_time);
-        Ok(self.storage.safe_point().advance_durably(safe_point)?)
+        Ok(leader.safe_point().advance_durably(safe_point)?)
     }
 
     /// Rolls back transactions idle since before `now - idle_timeout`; returns how many.

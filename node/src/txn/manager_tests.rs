@@ -343,7 +343,13 @@ fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
     let env = env();
     let storage = env.mgr.storage();
     let owner = env.tso.get_timestamp().unwrap();
-    let guard = storage.lock_ranges(owner, &[(b"r/".to_vec(), Some(b"r0".to_vec()))]);
+    storage
+        .lock_ranges(
+            owner,
+            &[(b"r/".to_vec(), Some(b"r0".to_vec()))],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let start = env.tso.get_timestamp().unwrap();
     let opts = PrewriteOptions {
         primary: b"r/x".to_vec(),
@@ -367,7 +373,7 @@ fn writes_into_a_range_locked_by_a_committing_transaction_wait() {
     let (w, _) = env.mgr.begin(Isolation::Snapshot, false).unwrap();
     env.mgr.write(w, b"r/z", Some(b"1")).unwrap();
     assert!(is_conflict(env.mgr.commit(w)));
-    drop(guard);
+    storage.unlock_ranges(owner);
     storage.prewrite(&m, &opts, start).unwrap();
 }
 

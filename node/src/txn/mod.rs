@@ -17,6 +17,7 @@ pub mod node_meta;
 pub mod overlay;
 pub mod range_locks;
 pub mod resolver;
+pub mod shard_client;
 pub mod shard_writer;
 pub mod storage;
 pub mod txn_id;
@@ -35,6 +36,7 @@ pub use manager::{
     TxnId, TxnManager, TxnState,
 };
 pub use node_meta::NodeMeta;
+pub use shard_client::{LockWait, RemoteWait, ShardClient};
 pub use shard_writer::{EngineWriter, ShardWriter, WriteTicket};
 pub use storage::Storage;
 pub use txn_id::TxnIds;

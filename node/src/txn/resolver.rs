@@ -21,6 +21,16 @@
 //! `check_txn_status` rolls an expired primary back itself, so a transaction is decided
 //! exactly as a reader meeting its lock would decide it. Each call looks at a bounded number
 //! of locks ([`MAX_LOCKS_PER_PASS`]); what is left is taken up by the next pass.
+//!
+//! **Leader work.** The pass writes (rollbacks, commits), and only a shard's leader writes:
+//! it is run on the replica the node leads ([`TxnManager::local_leader`]), and a node that
+//! does not lead the shard skips it, as it skips the safe-point advance and the GC sweep
+//! ([`TxnManager::gc_tick`]). Every lock is in the leader's replica, so nothing is missed;
+//! with several shards, a lock whose primary lives on another shard will need its status
+//! asked through the router.
+//!
+//! [`TxnManager::local_leader`]: super::TxnManager::local_leader
+//! [`TxnManager::gc_tick`]: super::TxnManager::gc_tick
 
 use std::collections::BTreeMap;
 

@@ -30,6 +30,7 @@
 //! "synced"; nothing above this layer changes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::lsm::Db;
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
@@ -40,8 +41,8 @@ use crate::mvcc::{
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
 use super::latches::Latches;
 use super::lock_wait::{LockWaits, Waiter};
-use super::range_locks::{KeyRange, RangeLockGuard, RangeLocks};
-use super::shard_writer::{EngineWriter, ShardWriter};
+use super::range_locks::{KeyRange, RangeLocks};
+use super::shard_writer::{EngineWriter, ShardWriter, WriteTicket};
 
 /// Latch slots: enough that unrelated keys rarely share one.
 const LATCH_SLOTS: usize = 2048;
@@ -124,9 +125,23 @@ impl Storage {
     }
 
     /// A place among the waiters for the range locks of `owner` (met by a prewrite as
-    /// `RangeLocked`), or `None` if they are already released.
-    pub fn wait_for_range_locks(&self, owner: Timestamp) -> Option<Waiter> {
+    /// `RangeLocked`) and when they lapse at the latest, or `None` if they are already
+    /// released.
+    pub fn wait_for_range_locks(&self, owner: Timestamp) -> Option<(Waiter, Instant)> {
         self.range_locks.wait_for_release(owner)
+    }
+
+    /// The range locks of committing transactions (see [`super::range_locks`]).
+    pub fn range_locks(&self) -> &RangeLocks {
+        &self.range_locks
+    }
+
+    /// The start_ts of the transaction whose lock is on `key`, if any (no read barrier:
+    /// the caller only uses it to decide whether a wait on this replica is still useful).
+    pub fn lock_holder(&self, key: &[u8]) -> Result<Option<Timestamp>> {
+        Ok(MvccReader::new(&self.db, None)
+            .load_lock(key)?
+            .map(|lock| lock.start_ts))
     }
 
     fn write_command<'k, T>(
@@ -135,6 +150,17 @@ impl Storage {
         start_ts: Timestamp,
         body: impl FnOnce(&mut MvccTxn, &MvccReader<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.write_command_in_term(keys, start_ts, |txn, reader, _| body(txn, reader))
+    }
+
+    /// [`write_command`](Self::write_command) whose body also sees the ticket (the leader
+    /// term) it is computed under.
+    fn write_command_in_term<'k, T>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        start_ts: Timestamp,
+        body: impl FnOnce(&mut MvccTxn, &MvccReader<'_>, WriteTicket) -> Result<T>,
+    ) -> Result<T> {
         let (out, unlocked) = {
             let _latches = self.latches.acquire(keys);
             // Under the latches, from a state that includes every earlier command on these
@@ -142,7 +168,7 @@ impl Storage {
             let ticket = self.writer.begin_write()?;
             let reader = MvccReader::new(&self.db, None);
             let mut txn = MvccTxn::new(start_ts);
-            let out = body(&mut txn, &reader)?;
+            let out = body(&mut txn, &reader, ticket)?;
             if txn.is_empty() {
                 return Ok(out);
             }
@@ -233,9 +259,24 @@ impl Storage {
         )
     }
 
-    /// Locks `ranges` for committing transaction `owner` (see [`super::range_locks`]).
-    pub fn lock_ranges(&self, owner: Timestamp, ranges: &[KeyRange]) -> RangeLockGuard {
-        self.range_locks.lock(owner, ranges)
+    /// Locks `ranges` for committing transaction `owner` for at most `lease` (see
+    /// [`super::range_locks`]); returns the leader term they are registered in, which the
+    /// transaction's guarded primary commit ([`Storage::commit_guarded`]) names. `NotLeader`
+    /// when this replica does not lead. Registering again replaces the registration.
+    pub fn lock_ranges(
+        &self,
+        owner: Timestamp,
+        ranges: &[KeyRange],
+        lease: Duration,
+    ) -> Result<u64> {
+        let ticket = self.writer.begin_write()?;
+        self.range_locks.lock(owner, ranges, ticket.term, lease);
+        Ok(ticket.term)
+    }
+
+    /// Releases the range locks of `owner`, if it holds any.
+    pub fn unlock_ranges(&self, owner: Timestamp) {
+        self.range_locks.unlock(owner);
     }
 
     /// Checks that nothing changed in `ranges` since `start_ts`: a commit record of another
@@ -274,6 +315,41 @@ impl Storage {
             keys.iter()
                 .try_for_each(|k| actions::commit(txn, reader, k, commit_ts))
         })
+    }
+
+    /// Commits `keys` of transaction `start_ts` at `commit_ts` as [`Storage::commit`] does;
+    /// with `range_lock_term`, only if this replica still holds the transaction's range
+    /// locks, registered in that term, and the command is computed in that term too:
+    /// otherwise `RangeLocksLost` and nothing is written. The guard applies while the first
+    /// key (the primary) still carries the transaction's lock; a primary already committed
+    /// (a retried commit) answers as [`Storage::commit`] does, since the attempt that
+    /// committed it passed the guard.
+    pub fn commit_guarded(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<()> {
+        let Some(term) = range_lock_term else {
+            return self.commit(keys, start_ts, commit_ts);
+        };
+        self.write_command_in_term(
+            keys.iter().map(Vec::as_slice),
+            start_ts,
+            |txn, reader, ticket| {
+                if let Some(primary) = keys.first() {
+                    let locked = reader
+                        .load_lock(primary)?
+                        .is_some_and(|lock| lock.start_ts == start_ts);
+                    if locked && (ticket.term != term || !self.range_locks.holds(start_ts, term)) {
+                        return Err(MvccError::RangeLocksLost { owner: start_ts });
+                    }
+                }
+                keys.iter()
+                    .try_for_each(|k| actions::commit(txn, reader, k, commit_ts))
+            },
+        )
     }
 
     /// Rolls back `keys` of transaction `start_ts`.

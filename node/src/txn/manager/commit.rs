@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Every step that touches the engine is a synchronous function. A step that may have to
-//! wait (an *attempt*) does not sleep: when it meets a live lock it takes a place in the
-//! key's wait queue ([`Waiter`], see [`crate::txn::lock_wait`]) and returns
+//! wait (an *attempt*) does not sleep: when it meets a live lock it takes a place among the
+//! key's waiters ([`LockWait`]: the key's queue when the shard is led here, see
+//! [`crate::txn::lock_wait`], a long poll at the leader otherwise) and returns
 //! [`Attempt::Blocked`]. The driver ([`Exec::drive`]) sleeps on that place until the lock
 //! is released, the lock's TTL runs out or `lock_wait` (counted from the first attempt)
 //! passes, and runs the attempt again, handing it back its place so that a woken waiter
@@ -41,8 +42,8 @@ use super::{
 use crate::mvcc::{LockInfo, MvccError, Timestamp};
 use crate::tso::physical;
 use crate::txn::actions::{Mutation, PrewriteOptions};
-use crate::txn::lock_wait::Waiter;
 use crate::txn::range_locks::KeyRange;
+use crate::txn::shard_client::{LockWait, ShardClient};
 
 /// Errors before the commit point (the primary's commit) leave nothing committed: a
 /// prewrite whose outcome is unknown may have left locks, which expire and are resolved
@@ -79,7 +80,7 @@ enum Attempt<T> {
 /// Why an attempt must wait, and for how long at most.
 struct Blocked {
     /// The place in the queue of what it waits for.
-    waiter: Waiter,
+    waiter: LockWait,
     /// Retry at this time even if not woken (the lock's TTL runs out then).
     retry_at: Option<Instant>,
     /// The error to return if the deadline passes.
@@ -93,6 +94,21 @@ struct CommitPlan {
     mutations: Arc<Vec<Mutation>>,
     /// Ranges scanned under SERIALIZABLE.
     ranges: Arc<Vec<KeyRange>>,
+}
+
+/// The range locks a committing transaction holds at its shard's leader, registered in
+/// leader `term`; released when dropped (without waiting for the network: a lost release
+/// ends with the lease).
+struct RangeLockHold {
+    shards: Arc<dyn ShardClient>,
+    owner: Timestamp,
+    term: u64,
+}
+
+impl Drop for RangeLockHold {
+    fn drop(&mut self) {
+        self.shards.unlock_ranges(self.owner);
+    }
 }
 
 /// Finishes a committing transaction when dropped, however the commit ended (also when an
@@ -168,7 +184,7 @@ impl Exec<'_> {
     }
 
     /// Sleeps on `waiter` until it is woken or `until`.
-    async fn sleep(&self, waiter: &Waiter, until: Instant) {
+    async fn sleep(&self, waiter: &LockWait, until: Instant) {
         match self {
             Exec::Inline(_) => {
                 waiter.wait_blocking(until);
@@ -184,7 +200,7 @@ impl Exec<'_> {
     async fn drive<T, F>(&self, attempt: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&TxnManager, Option<Waiter>) -> Result<Attempt<T>> + Send + Sync + 'static,
+        F: Fn(&TxnManager, Option<LockWait>) -> Result<Attempt<T>> + Send + Sync + 'static,
     {
         let lock_wait = self.manager().config.lock_wait;
         let deadline = Instant::now()
@@ -224,19 +240,30 @@ impl Exec<'_> {
             return Ok(None);
         };
         let start_ts = plan.start_ts;
-        // SERIALIZABLE scans: hold range locks over the scanned ranges until the commit
-        // point, and make sure nothing changed in them since start_ts.
+        // SERIALIZABLE scans: hold range locks over the scanned ranges at the shard's
+        // leader until the commit point, and make sure nothing changed in them since
+        // start_ts; the primary's commit is guarded by the term they were registered in.
         let range_locks = if plan.ranges.is_empty() {
             None
         } else {
             let ranges = Arc::clone(&plan.ranges);
-            let guard = self
-                .run(move |m| Ok(m.storage.lock_ranges(start_ts, &ranges)))
-                .await?;
+            let lease = manager.range_lock_lease();
+            // Armed before the registration: a registration whose reply was lost is
+            // released too.
+            let mut hold = RangeLockHold {
+                shards: Arc::clone(&manager.shards),
+                owner: start_ts,
+                term: 0,
+            };
+            hold.term = self
+                .run(move |m| Ok(m.shards.lock_ranges(start_ts, &ranges, lease)?))
+                .await
+                .map_err(before_commit_point)?;
             let ranges = Arc::clone(&plan.ranges);
             self.drive(move |m, held| m.check_ranges_attempt(&ranges, start_ts, held))
-                .await?;
-            Some(guard)
+                .await
+                .map_err(before_commit_point)?;
+            Some(hold)
         };
         let mutations = Arc::clone(&plan.mutations);
         self.drive(move |m, held| m.prewrite_attempt(&mutations, start_ts, held))
@@ -244,7 +271,8 @@ impl Exec<'_> {
             .map_err(before_commit_point)?;
         let mutations = Arc::clone(&plan.mutations);
         self.run(move |m| {
-            let commit_ts = m.commit_primary(&mutations, start_ts)?;
+            let range_lock_term = range_locks.as_ref().map(|h| h.term);
+            let commit_ts = m.commit_primary(&mutations, start_ts, range_lock_term)?;
             drop(range_locks);
             m.commit_secondaries(&mutations, start_ts, commit_ts);
             Ok(Some(commit_ts))
@@ -365,15 +393,26 @@ impl TxnManager {
         Ok((txn, plan))
     }
 
+    /// The lease range locks are registered under: `range_lock_lease`, and at least long
+    /// enough for a commit that waits its full `lock_wait` twice.
+    fn range_lock_lease(&self) -> Duration {
+        let floor = self
+            .config
+            .lock_wait
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1));
+        self.config.range_lock_lease.max(floor)
+    }
+
     /// Checks that nothing changed in `ranges` since `start_ts`, resolving the locks met.
     fn check_ranges_attempt(
         &self,
         ranges: &[KeyRange],
         start_ts: Timestamp,
-        mut held: Option<Waiter>,
+        mut held: Option<LockWait>,
     ) -> Result<Attempt<()>> {
         loop {
-            match self.storage.check_ranges(ranges, start_ts) {
+            match self.shards.check_ranges(ranges, start_ts) {
                 // A place held is dropped: the turn passes on, this check takes no lock.
                 Ok(()) => return Ok(Attempt::Done(())),
                 Err(MvccError::WriteConflict {
@@ -412,7 +451,7 @@ impl TxnManager {
         &self,
         mutations: &[Mutation],
         start_ts: Timestamp,
-        mut held: Option<Waiter>,
+        mut held: Option<LockWait>,
     ) -> Result<Attempt<()>> {
         let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
             return Ok(Attempt::Done(()));
@@ -427,7 +466,7 @@ impl TxnManager {
                 min_commit_ts: start_ts + 1,
                 coordinator: self.coordinator,
             };
-            match self.storage.prewrite(mutations, &options, start_ts) {
+            match self.shards.prewrite(mutations, &options, start_ts) {
                 Ok(()) => {
                     // Every key is ours now, the one waited for included.
                     if let Some(w) = held {
@@ -463,12 +502,12 @@ impl TxnManager {
                 Err(MvccError::RangeLocked { key, owner }) => {
                     // A committing SERIALIZABLE transaction scanned this range: wait for it.
                     drop(held.take());
-                    let Some(waiter) = self.storage.wait_for_range_locks(owner) else {
+                    let Some((waiter, lapses)) = self.shards.wait_for_range_locks(owner) else {
                         continue;
                     };
                     return Ok(Attempt::Blocked(Blocked {
                         waiter,
-                        retry_at: None,
+                        retry_at: lapses,
                         on_timeout: TxnError::Conflict {
                             kind: ConflictKind::RangeLocked,
                             start_ts,
@@ -499,10 +538,12 @@ impl TxnManager {
         &self,
         info: LockInfo,
         start_ts: Timestamp,
-        held: &mut Option<Waiter>,
+        held: &mut Option<LockWait>,
         on_timeout: impl FnOnce(LockInfo) -> TxnError,
     ) -> Result<Option<Blocked>> {
-        let waiter = self.storage.lock_waits().requeue(held.take(), &info.key);
+        let waiter = self
+            .shards
+            .wait_for_lock(held.take(), &info.key, info.start_ts);
         if self.resolve(&info, start_ts)?.is_none() {
             *held = Some(waiter);
             return Ok(None);
@@ -526,8 +567,15 @@ impl TxnManager {
         Ok(Instant::now().checked_add(Duration::from_millis(left_ms)))
     }
 
-    /// Commits the primary (the commit point) and returns the commit timestamp.
-    fn commit_primary(&self, mutations: &[Mutation], start_ts: Timestamp) -> Result<Timestamp> {
+    /// Commits the primary (the commit point) and returns the commit timestamp; with
+    /// `range_lock_term`, guarded by the transaction's range locks (see
+    /// [`crate::txn::range_locks`]).
+    fn commit_primary(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<Timestamp> {
         let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
             return Err(TxnError::InvalidArgument("a commit with no keys".into()));
         };
@@ -540,11 +588,28 @@ impl TxnManager {
         let deadline = Instant::now() + self.config.outcome_resolve_timeout;
         let mut backoff = Duration::from_millis(10);
         loop {
-            match self
-                .storage
-                .commit(std::slice::from_ref(&primary), start_ts, commit_ts)
-            {
+            match self.shards.commit(
+                std::slice::from_ref(&primary),
+                start_ts,
+                commit_ts,
+                range_lock_term,
+            ) {
                 Ok(()) => return Ok(commit_ts),
+                // The guard refused: the primary still carried our lock in a term whose
+                // leader has applied every earlier entry, so no attempt committed it, and
+                // none can now. Roll back, so that nobody waits out our locks.
+                Err(MvccError::RangeLocksLost { .. }) => {
+                    self.roll_back_keys(mutations, start_ts);
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::RangeLocked,
+                        start_ts,
+                        key: Some(primary),
+                        conflicting_start_ts: None,
+                        reason: "the range locks of this transaction's scans were lost with a \
+                                 leader change before its commit; nothing was committed"
+                            .into(),
+                    });
+                }
                 // Settling an unknown outcome: commit the primary again. Committing is
                 // idempotent (a commit record of this transaction answers Ok), and a leader
                 // that serves the retry has applied every entry of earlier terms, so the
@@ -600,9 +665,18 @@ impl TxnManager {
         let secondaries: Vec<Vec<u8>> =
             mutations.iter().skip(1).map(|m| m.key().to_vec()).collect();
         if !secondaries.is_empty() {
-            if let Err(e) = self.storage.commit(&secondaries, start_ts, commit_ts) {
+            if let Err(e) = self.shards.commit(&secondaries, start_ts, commit_ts, None) {
                 tracing::warn!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will resolve them");
             }
+        }
+    }
+
+    /// Rolls back every key of an aborted transaction, primary included (best effort: what
+    /// is left is resolved through the rolled-back primary, or expires).
+    fn roll_back_keys(&self, mutations: &[Mutation], start_ts: Timestamp) {
+        let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
+        if let Err(e) = self.shards.rollback(&keys, start_ts) {
+            tracing::warn!(start_ts, error = %e, "rolling back an aborted transaction failed; its locks expire");
         }
     }
 }
