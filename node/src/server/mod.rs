@@ -458,6 +458,11 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "first GC tick failed"),
             }
         }
+        // Ready at once when a leader is known already (always, for a lone voter), so that
+        // whoever sees `start` return sees SERVING; the task follows changes from here.
+        if state.replica.status().is_some_and(|s| s.leader.is_some()) {
+            state.readiness.set(true).await;
+        }
         let readiness_task = tokio::spawn(track_readiness(Arc::clone(&state), shutdown_rx.clone()));
         let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
         let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
