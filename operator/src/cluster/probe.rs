@@ -19,12 +19,25 @@ use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::StatusRequest;
 
 /// What a node says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeReport {
     /// The id it runs as.
     pub node_id: u64,
     /// Its strata-node version.
     pub version: String,
+    /// The shards it holds a replica of, each with whether this node leads it.
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One replica a node holds, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaReport {
+    /// The shard.
+    pub shard_id: u64,
+    /// Whether this node's replica leads the shard.
+    pub leader: bool,
+    /// The node the replica believes leads the shard (0: none known).
+    pub leader_node_id: u64,
 }
 
 /// Asks one node, at `endpoint` (`host:port`), for its status.
@@ -71,9 +84,21 @@ impl NodeProbe for GrpcProbe {
                         )
                     })?
                     .into_inner();
+                let node_id = response.node_id;
+                let replicas = response
+                    .replicas
+                    .iter()
+                    .filter(|r| r.node_id == node_id)
+                    .map(|r| ReplicaReport {
+                        shard_id: r.shard_id,
+                        leader: r.role == strata_proto::v1::ReplicaRole::Leader as i32,
+                        leader_node_id: r.leader_node_id,
+                    })
+                    .collect();
                 Ok(NodeReport {
-                    node_id: response.node_id,
+                    node_id,
                     version: response.version,
+                    replicas,
                 })
             };
             tokio::time::timeout(timeout, call)
@@ -124,6 +149,15 @@ mod tests {
         let report = reports[&3].clone().unwrap();
         assert_eq!(report.node_id, 4);
         assert!(!report.version.is_empty());
+        // A lone node leads its one data shard.
+        assert_eq!(
+            report.replicas,
+            vec![ReplicaReport {
+                shard_id: 1,
+                leader: true,
+                leader_node_id: 4,
+            }]
+        );
         let error = reports[&5].clone().unwrap_err();
         assert!(error.contains("cannot connect"), "{error}");
         server.shutdown().await.unwrap();

@@ -50,6 +50,7 @@ impl NodeProbe for FakeProbe {
             .unwrap_or(Ok(NodeReport {
                 node_id: u64::try_from(ordinal + 1).unwrap_or(0),
                 version: "0.1.0".into(),
+                ..NodeReport::default()
             }));
         Box::pin(async move { answer })
     }
@@ -527,6 +528,7 @@ async fn nodes_are_asked_for_their_own_status() {
         Ok(NodeReport {
             node_id: 1,
             version: "0.1.0".into(),
+            ..NodeReport::default()
         }),
     );
     s.reconcile().await.unwrap();

@@ -140,8 +140,22 @@ pub fn build(
         ready_replicas: ready,
         selector: Some(names.selector_string()),
         phase: Some(phase),
+        shards: shard_count(reports, |_| true),
+        led_shards: shard_count(reports, |r| r.leader),
         nodes,
     }
+}
+
+/// Distinct shards among the replicas the reachable nodes report that pass `keep`.
+fn shard_count(reports: &Reports, keep: impl Fn(&super::probe::ReplicaReport) -> bool) -> i32 {
+    let shards: std::collections::BTreeSet<u64> = reports
+        .values()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|r| r.replicas.iter())
+        .filter(|r| keep(r))
+        .map(|r| r.shard_id)
+        .collect();
+    i32::try_from(shards.len()).unwrap_or(i32::MAX)
 }
 
 fn progressing(
@@ -207,11 +221,16 @@ pub fn node_states(pods: &[Pod], reports: &Reports) -> Vec<NodeStatus> {
                 state: pod_state(pod),
                 version: None,
                 message: None,
+                replicas: None,
+                leader_of: None,
             };
             if node.state == NodeState::Ready {
                 match reports.get(&ordinal) {
                     Some(Ok(report)) if i64::try_from(report.node_id) == Ok(id) => {
                         node.version = Some(report.version.clone());
+                        node.replicas = i64::try_from(report.replicas.len()).ok();
+                        node.leader_of =
+                            i64::try_from(report.replicas.iter().filter(|r| r.leader).count()).ok();
                     }
                     Some(Ok(report)) => {
                         node.state = NodeState::Failed;
@@ -276,6 +295,44 @@ mod tests {
     }
 
     #[test]
+    fn replicas_and_leaders_are_counted_from_the_reports() {
+        use super::super::probe::ReplicaReport;
+        let replica = |shard_id, leader| ReplicaReport {
+            shard_id,
+            leader,
+            leader_node_id: 0,
+        };
+        let reports = Reports::from([
+            (
+                0,
+                Ok(NodeReport {
+                    node_id: 1,
+                    version: "0.1.0".into(),
+                    replicas: vec![replica(1, true), replica(2, false)],
+                }),
+            ),
+            (
+                1,
+                Ok(NodeReport {
+                    node_id: 2,
+                    version: "0.1.0".into(),
+                    replicas: vec![replica(1, false), replica(2, false), replica(3, false)],
+                }),
+            ),
+            (2, Err("cannot connect".to_owned())),
+        ]);
+        assert_eq!(shard_count(&reports, |_| true), 3);
+        assert_eq!(shard_count(&reports, |r| r.leader), 1);
+        let pods = [
+            pod("demo-0", "Running", true),
+            pod("demo-1", "Running", true),
+        ];
+        let nodes = node_states(&pods, &reports);
+        assert_eq!((nodes[0].replicas, nodes[0].leader_of), (Some(2), Some(1)));
+        assert_eq!((nodes[1].replicas, nodes[1].leader_of), (Some(3), Some(0)));
+    }
+
+    #[test]
     fn pods_map_to_node_states_by_ordinal() {
         let crash: Pod = serde_json::from_value(json!({
             "metadata": {"name": "demo-2"},
@@ -297,6 +354,7 @@ mod tests {
             Ok(NodeReport {
                 node_id: id,
                 version: "0.1.0".into(),
+                ..NodeReport::default()
             })
         };
         let reports = Reports::from([

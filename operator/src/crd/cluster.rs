@@ -311,6 +311,13 @@ pub struct StrataClusterStatus {
     /// Each node's id and state, as seen from its pod.
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,
+    /// Distinct shards the reachable nodes report replicas of.
+    #[serde(default)]
+    pub shards: i32,
+    /// Shards a reachable node reports itself leading (fewer than `shards`: an election is on,
+    /// or the leader is unreachable).
+    #[serde(default)]
+    pub led_shards: i32,
 }
 
 /// A one-word summary of a cluster's conditions, for `kubectl get`.
@@ -342,6 +349,12 @@ pub struct NodeStatus {
     /// Why the node is not `Ready`, when the operator knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Replicas the node holds (one per shard), from its own report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    /// Of those, the ones it leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_of: Option<i64>,
 }
 
 /// A node's state, from its pod and its own `Admin.Status`.
