@@ -25,7 +25,10 @@
 //! timestamp definition of snapshot isolation). [`linearizability`] checks that single-key
 //! reads, writes and compare-and-sets from concurrent clients, with real-time call and
 //! return times and outcomes possibly unknown, are linearizable (Wing and Gong's search with
-//! Lowe's memoization, one key at a time).
+//! Lowe's memoization, one key at a time). [`client`] records register histories from real
+//! clients of the public gRPC API (any node a gateway), classifying each error as a
+//! refusal or an unknown outcome.
 
+pub mod client;
 pub mod history;
 pub mod linearizability;

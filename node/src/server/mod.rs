@@ -67,6 +67,8 @@ pub mod service;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]
+mod partition_tests;
+#[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -683,6 +685,12 @@ impl ServerHandle {
     /// The configuration the server runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.state.config
+    }
+
+    /// The fault rules of this node's outgoing Raft messages, for tests that partition or
+    /// degrade the network between in-process nodes (see [`Replica::net_faults`]).
+    pub fn net_faults(&self) -> &crate::raftstore::transport::NetFaults {
+        self.state.replica.net_faults()
     }
 
     /// Waits until the gRPC server stops by itself (it only does on a fatal error); returns

@@ -121,6 +121,8 @@ pub struct Replica {
     tso_floor_ms: u64,
     /// The group's only voter is this node.
     lone_voter: bool,
+    /// The fault rules of this node's outgoing Raft messages (none unless a test sets some).
+    faults: NetFaults,
 }
 
 impl Replica {
@@ -147,11 +149,12 @@ impl Replica {
             ..DriverConfig::default()
         });
         let cfg = TransportConfig::new(CLUSTER_ID, node);
+        let faults = NetFaults::new(options.node_id);
         let transport = GrpcTransport::new(
             cfg.clone(),
             Arc::new(PeerIdIsNodeId),
             book.clone(),
-            NetFaults::default(),
+            faults.clone(),
             driver.handle(),
             runtime.clone(),
         );
@@ -172,7 +175,16 @@ impl Replica {
             node_id: options.node_id,
             tso_floor_ms,
             lone_voter,
+            faults,
         })
+    }
+
+    /// The fault rules of this node's outgoing Raft messages: a test hook (partition,
+    /// isolate, drop, delay, duplicate, heal). A cut is enforced by the sender, so a test
+    /// partitioning nodes sets the same cut on every node's handle. Rules are never set
+    /// outside tests; while none is, the transport pays one atomic load per message.
+    pub fn net_faults(&self) -> &NetFaults {
+        &self.faults
     }
 
     /// True when this node is the group's only voter (it elects itself at start).

@@ -123,6 +123,11 @@ impl NetFaults {
         self.0.active.store(s.any_rule(), Ordering::Release);
     }
 
+    /// Restarts the random decisions from `seed` (rules stay as they are).
+    pub fn reseed(&self, seed: u64) {
+        self.0.state.lock().rng = Rng::new(seed);
+    }
+
     /// Applies `faults` to every link that has no rule of its own.
     pub fn set_all(&self, faults: LinkFaults) {
         self.update(|s| s.every_link = faults);
