@@ -15,7 +15,9 @@
 //! ```
 //!
 //! One data shard for now ([`DATA_SHARD`], the whole key space); a replica's peer id is its
-//! node id. A single node is a one-voter group on the same path: it campaigns at start, so
+//! node id. The transport's address book starts from the configured members and then follows
+//! the member directory the membership changes carry (`raftstore::members`, applied and
+//! persisted by `KvApply`); `server/membership.rs` drives the changes. A single node is a one-voter group on the same path: it campaigns at start, so
 //! it leads at once. Every blocking call here runs on the calling thread (the server calls
 //! the transaction layer from tokio's blocking pool): the future is spawned on the runtime
 //! and its answer awaited on a channel, so nothing here needs to run inside the runtime.
@@ -59,7 +61,11 @@ use crate::raftstore::{
 };
 use crate::tso::{compose, physical, TsoError, TsoGroup};
 use crate::txn::{ShardWriter, WriteTicket};
+use strata_proto::internal::v1::membership_server::MembershipServer;
 use strata_proto::internal::v1::shard_server::ShardServer;
+
+use super::membership::{Membership as MembershipOps, MembershipService};
+use crate::raftstore::MemberAddr;
 
 /// The shard that holds every key (until the sharding milestone splits it).
 pub const DATA_SHARD: ShardId = ShardId(1);
@@ -157,8 +163,9 @@ impl Replica {
         );
         let counters = transport.counters();
         let opts = options.clone();
+        let store_book = book.clone();
         let (store, state, lone_voter) = tokio::task::spawn_blocking(move || {
-            open_store(&dir.join("raft"), db, transport, &opts)
+            open_store(&dir.join("raft"), db, transport, store_book, &opts)
         })
         .await
         .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
@@ -240,12 +247,26 @@ impl Replica {
         }
     }
 
-    /// Serves the internal port on `listener`: the Raft service, and `shard`, the
-    /// gateway's service of this node's storage. Once only.
+    /// The data shard's membership driven from this node (`own`: this node's addresses and
+    /// incarnation).
+    pub fn membership(&self, own: MemberAddr) -> MembershipOps {
+        MembershipOps::new(
+            self.handle.clone(),
+            Arc::clone(&self.state),
+            self.book.clone(),
+            self.node_id,
+            own,
+        )
+    }
+
+    /// Serves the internal port on `listener`: the Raft service, `shard`, the gateway's
+    /// service of this node's storage, and the membership calls passed to the leader. Once
+    /// only.
     pub fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shard: ShardServer<ShardService>,
+        membership: Arc<MembershipOps>,
     ) -> Result<(), RaftStoreError> {
         let mut internal = self.internal.lock();
         let Internal::Configured { cfg, counters } = &*internal else {
@@ -267,6 +288,7 @@ impl Replica {
             tonic::transport::Server::builder()
                 .add_service(raft)
                 .add_service(shard)
+                .add_service(MembershipServer::new(MembershipService::new(membership)))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|closing| *closing).await;
                 }),
@@ -311,6 +333,7 @@ fn open_store(
     dir: &std::path::Path,
     db: Db,
     transport: GrpcTransport,
+    book: AddressBook,
     options: &ReplicaOptions,
 ) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool), RaftStoreError> {
     std::fs::create_dir_all(dir)?;
@@ -321,7 +344,8 @@ fn open_store(
         KeyRange::all(),
         ShardEpoch::default(),
         KvApplyConfig::default(),
-    )?;
+    )?
+    .with_address_book(book, NodeId(options.node_id));
     let state = apply.state();
     let mut store = RaftStore::new(log, transport, PeerConfig::default());
     let meta = ReplicaMeta {
