@@ -68,6 +68,8 @@ pub mod service;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 pub(crate) mod tests;
