@@ -375,8 +375,24 @@ impl Membership {
         self.handle
             .propose_conf_change(DATA_SHARD, cc)
             .await
-            .map(|_| ())
-            .map_err(raft_status)
+            .map_err(raft_status)?;
+        // Applied; the published status follows at the end of the driver's iteration.
+        let peer = PeerId(node);
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let s = self.status()?;
+            let done = match ty {
+                ConfChangeType::AddLearnerNode => s.learners.contains(&peer),
+                ConfChangeType::AddNode => s.voters.contains(&peer),
+                ConfChangeType::RemoveNode => {
+                    !s.voters.contains(&peer) && !s.learners.contains(&peer)
+                }
+            };
+            if done || Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn add(&self, m: pb::AddNodeRequest) -> Result<pb::AddNodeResponse, Status> {

@@ -148,7 +148,12 @@ impl TestCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let s = self.status(id).await;
-            if let Some(l) = s.replicas.first().map(|r| r.leader_node_id).filter(|l| *l != 0) {
+            if let Some(l) = s
+                .replicas
+                .first()
+                .map(|r| r.leader_node_id)
+                .filter(|l| *l != 0)
+            {
                 return l;
             }
             assert!(Instant::now() < deadline, "no leader known to node {id}");
@@ -209,7 +214,11 @@ async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<Vec<u8>> {
 }
 
 fn voters(members: &[pb::ClusterMember]) -> Vec<u64> {
-    members.iter().filter(|m| m.voter).map(|m| m.node_id).collect()
+    members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.node_id)
+        .collect()
 }
 
 fn reason(s: &tonic::Status) -> Option<ErrorReason> {
@@ -245,17 +254,26 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
     }
     let s = c.status(leader).await;
     let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
-    assert_eq!(four.grpc_addr, c.node(4).cluster().advertise_grpc_addr.to_string());
+    assert_eq!(
+        four.grpc_addr,
+        c.node(4).cluster().advertise_grpc_addr.to_string()
+    );
     assert_eq!(four.incarnation, c.node(4).identity().incarnation);
     // The new node serves what was written before it joined (as a gateway, and on its own
     // replica once it leads).
-    assert_eq!(get(&mut c.kv(4).await, "before").await.as_deref(), Some(&b"join"[..]));
+    assert_eq!(
+        get(&mut c.kv(4).await, "before").await.as_deref(),
+        Some(&b"join"[..])
+    );
     let mut a4 = c.admin(4).await;
     a4.transfer_leader(pb::TransferLeaderRequest { node_id: 4 })
         .await
         .expect("transfer to the new node");
     assert_eq!(c.leader(1).await, 4);
-    assert_eq!(get(&mut c.kv(4).await, "before").await.as_deref(), Some(&b"join"[..]));
+    assert_eq!(
+        get(&mut c.kv(4).await, "before").await.as_deref(),
+        Some(&b"join"[..])
+    );
     // Adding it again changes nothing.
     let again = a4
         .add_node(pb::AddNodeRequest {
@@ -267,11 +285,11 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
         .expect("add again")
         .into_inner();
     assert!(again.already_member);
-    // A restart of every node keeps the membership and the new node's address.
+    // A restart of every node keeps the membership and the new node's address (node 1's
+    // configuration does not name node 4: it comes from the persisted directory). One at a
+    // time, so that no other test takes a freed port meanwhile.
     for id in 1..=4 {
         c.stop(id).await;
-    }
-    for id in 1..=4 {
         c.restart(id).await;
     }
     for id in 1..=4 {
@@ -279,9 +297,15 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
     }
     let s = c.status(1).await;
     let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
-    assert_eq!(four.raft_addr, c.node(4).cluster().advertise_raft_addr.to_string());
+    assert_eq!(
+        four.raft_addr,
+        c.node(4).cluster().advertise_raft_addr.to_string()
+    );
     put(&mut c.kv(4).await, "after", "restart").await;
-    assert_eq!(get(&mut c.kv(1).await, "after").await.as_deref(), Some(&b"restart"[..]));
+    assert_eq!(
+        get(&mut c.kv(1).await, "after").await.as_deref(),
+        Some(&b"restart"[..])
+    );
     c.shutdown().await;
 }
 
@@ -290,7 +314,9 @@ async fn removal_is_idempotent_and_refused_when_unsafe() {
     let mut c = TestCluster::start(3).await;
     let leader = c.leader(1).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let other = (1..=3).find(|id| *id != leader && *id != follower).expect("another");
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("another");
     let mut admin = c.admin(follower).await;
     // Removing a follower, asked of that follower: passed to the leader.
     let r = admin
@@ -312,7 +338,10 @@ async fn removal_is_idempotent_and_refused_when_unsafe() {
     assert!(!r.was_member);
     // The rest keeps serving.
     put(&mut c.kv(other).await, "k", "v").await;
-    assert_eq!(get(&mut c.kv(leader).await, "k").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get(&mut c.kv(leader).await, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
     // With the other voter down, removing it would leave one voter of one: allowed; but
     // removing the leader's only live partner is not: stop `other`, wait until the leader
     // sees it inactive, then a removal of the leader itself would leave `other` alone
@@ -321,17 +350,27 @@ async fn removal_is_idempotent_and_refused_when_unsafe() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = c.status(leader).await;
-        if s.replicas.iter().any(|r| r.node_id == other && !r.recently_active) {
+        if s.replicas
+            .iter()
+            .any(|r| r.node_id == other && !r.recently_active)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the leader still sees node {other} active");
+        assert!(
+            Instant::now() < deadline,
+            "the leader still sees node {other} active"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let err = la
         .remove_node(pb::RemoveNodeRequest { node_id: leader })
         .await
         .expect_err("unsafe removal refused");
-    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused), "{err:?}");
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("live"), "{}", err.message());
     // A non-voter cannot lead.
@@ -352,7 +391,11 @@ async fn the_last_voter_cannot_be_removed() {
         .remove_node(pb::RemoveNodeRequest { node_id: 1 })
         .await
         .expect_err("last voter");
-    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused), "{err:?}");
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
     assert!(err.message().contains("last voter"), "{}", err.message());
     c.shutdown().await;
 }
@@ -372,8 +415,16 @@ async fn decommission_drains_the_leader_and_a_follower() {
         })
         .await
         .expect_err("below the replication factor");
-    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused), "{err:?}");
-    assert!(err.message().contains("replication factor"), "{}", err.message());
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains("replication factor"),
+        "{}",
+        err.message()
+    );
     c.join(4).await;
     wait_voters(&c, 4, &[1, 2, 3, 4]).await;
     // Drain the leader: leadership moves, then it is removed.
@@ -429,7 +480,10 @@ async fn decommission_drains_the_leader_and_a_follower() {
         .expect("drain a follower")
         .into_inner();
     assert_eq!(voters(&r.members).len(), 2, "{:?}", r.members);
-    assert_eq!(get(&mut c.kv(new_leader).await, "k").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get(&mut c.kv(new_leader).await, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
     c.stop(leader).await;
     c.stop(follower).await;
     put(&mut c.kv(new_leader).await, "k2", "v2").await;

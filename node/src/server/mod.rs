@@ -321,7 +321,11 @@ impl Server {
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
         let raft_addr = raft_listener.local_addr()?;
-        let cluster = cluster.with_bound_raft_addr(raft_addr);
+        let mut cluster = cluster.with_bound_raft_addr(raft_addr);
+        if cluster.advertise_grpc_addr.port() == 0 {
+            // Port 0 asked for a free port: advertise the one bound.
+            cluster.advertise_grpc_addr = cluster.advertise_grpc_addr.with_port(grpc_addr.port());
+        }
 
         let Opened {
             db,
@@ -395,11 +399,7 @@ impl Server {
         // A node that joins and has never received any log asks its seeds to add it; one
         // with a log (added before, or removed since) ignores `--join`.
         let join_seeds = match &cluster.bootstrap {
-            Bootstrap::Join { seeds }
-                if replica
-                    .status()
-                    .is_some_and(|s| s.last_index == 0 && s.voters.is_empty()) =>
-            {
+            Bootstrap::Join { seeds } if replica.never_joined() => {
                 Some(seeds.iter().map(ToString::to_string).collect::<Vec<_>>())
             }
             _ => None,

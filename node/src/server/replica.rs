@@ -127,6 +127,8 @@ pub struct Replica {
     tso_floor_ms: u64,
     /// The group's only voter is this node.
     lone_voter: bool,
+    /// The replica has no log and no membership: it was never added to a group.
+    never_joined: bool,
 }
 
 impl Replica {
@@ -164,7 +166,7 @@ impl Replica {
         let counters = transport.counters();
         let opts = options.clone();
         let store_book = book.clone();
-        let (store, state, lone_voter) = tokio::task::spawn_blocking(move || {
+        let (store, state, lone_voter, never_joined) = tokio::task::spawn_blocking(move || {
             open_store(&dir.join("raft"), db, transport, store_book, &opts)
         })
         .await
@@ -179,7 +181,14 @@ impl Replica {
             node_id: options.node_id,
             tso_floor_ms,
             lone_voter,
+            never_joined,
         })
+    }
+
+    /// True when the replica has neither log nor membership: it has never been added to a
+    /// group (a joining node that must still ask to be added).
+    pub fn never_joined(&self) -> bool {
+        self.never_joined
     }
 
     /// True when this node is the group's only voter (it elects itself at start).
@@ -335,7 +344,7 @@ fn open_store(
     transport: GrpcTransport,
     book: AddressBook,
     options: &ReplicaOptions,
-) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool), RaftStoreError> {
+) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool, bool), RaftStoreError> {
     std::fs::create_dir_all(dir)?;
     let log = LogStore::open(dir)?;
     let apply = KvApply::open(
@@ -382,7 +391,9 @@ fn open_store(
     if lone_voter {
         peer.campaign()?;
     }
-    Ok((store, state, lone_voter))
+    let cs = peer.conf_state();
+    let never_joined = peer.last_index() == 0 && cs.voters.is_empty() && cs.learners.is_empty();
+    Ok((store, state, lone_voter, never_joined))
 }
 
 /// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every
