@@ -176,7 +176,6 @@ async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str) {
             .put(pb::PutRequest {
                 key: k.as_bytes().to_vec(),
                 value: v.as_bytes().to_vec(),
-                ..Default::default()
             })
             .await;
         match r {
