@@ -20,6 +20,7 @@ const PROTOS: &[&str] = &[
 const INTERNAL_PROTOS: &[&str] = &[
     "strata/internal/v1/raft.proto",
     "strata/internal/v1/shard.proto",
+    "strata/internal/v1/membership.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,12 +35,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("strata_v1_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["."])?;
 
+    let internal_dir = out_dir.join("internal");
+    std::fs::create_dir_all(&internal_dir)?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .bytes(".strata.internal.v1")
+        // The membership service passes the public Admin messages on unchanged.
+        .extern_path(".strata.v1", "crate::v1")
+        // Its own directory: it imports admin.proto, whose generated file must not replace
+        // the public one.
+        .out_dir(&internal_dir)
         .compile_with_config(config, INTERNAL_PROTOS, &["."])?;
     Ok(())
 }

@@ -63,9 +63,13 @@ impl ErrorReason {
             | R::InvalidRange
             | R::InvalidField
             | R::ReadTsInFuture => Code::InvalidArgument,
-            R::TxnReadOnly | R::ReadBelowSafePoint | R::TxnNotActive => Code::FailedPrecondition,
+            R::TxnReadOnly | R::ReadBelowSafePoint | R::TxnNotActive | R::MembershipRefused => {
+                Code::FailedPrecondition
+            }
             R::ServerBusy | R::TooManyTxns | R::ResponseTooLarge => Code::ResourceExhausted,
-            R::TimestampUnavailable | R::NotLeader | R::OutcomeUnknown => Code::Unavailable,
+            R::TimestampUnavailable | R::NotLeader | R::OutcomeUnknown | R::CatchUpTimeout => {
+                Code::Unavailable
+            }
             R::StorageError => Code::Internal,
             R::DataCorrupted => Code::DataLoss,
             R::Unspecified => Code::Unknown,
@@ -85,6 +89,7 @@ impl ErrorReason {
                 | R::TooManyTxns
                 | R::TimestampUnavailable
                 | R::NotLeader
+                | R::CatchUpTimeout
         )
     }
 }
@@ -168,7 +173,7 @@ mod tests {
     #[test]
     fn reason_table_matches_the_proto_comments() {
         let reasons = documented_reasons();
-        assert_eq!(reasons.len(), 25, "ErrorReason values: {reasons:?}");
+        assert_eq!(reasons.len(), 27, "ErrorReason values: {reasons:?}");
         for (name, doc) in reasons {
             let reason = ErrorReason::from_str_name(&name).expect("a generated value");
             if reason == ErrorReason::Unspecified {

@@ -10,6 +10,8 @@
 //!   internal/v1/raft.proto   service Raft: Stream, Snapshot   (node to node, internal port)
 //!   internal/v1/shard.proto  service Shard: a gateway's transactional commands and
 //!                            GetTimestamps at a shard's leader (node to node, internal port)
+//!   internal/v1/membership.proto  service Membership: Admin membership calls passed to
+//!                            the data shard's leader, and Members for joining nodes
 //! ```
 //!
 //! The `.proto` files are the contract: clients in any language are written from them alone,
@@ -40,10 +42,10 @@ pub mod v1 {
 /// The internal node-to-node protocol (package `strata.internal.v1`): served on a node's
 /// internal port only, never part of the public API, and not in [`v1::FILE_DESCRIPTOR_SET`].
 pub mod internal {
-    /// Raft traffic between nodes (batched message streams and chunked snapshots), and a
-    /// gateway's commands at a shard's leader.
+    /// Raft traffic between nodes (batched message streams and chunked snapshots), a
+    /// gateway's commands at a shard's leader, and membership calls passed to the leader.
     pub mod v1 {
-        tonic::include_proto!("strata.internal.v1");
+        include!(concat!(env!("OUT_DIR"), "/internal/strata.internal.v1.rs"));
     }
 }
 

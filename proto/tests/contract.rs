@@ -255,6 +255,8 @@ fn admin_messages_roundtrip() {
             node_id: 2,
             raft_addr: "strata-1.strata-peers.ns.svc:20170".into(),
             grpc_addr: "strata-1.strata-peers.ns.svc:7379".into(),
+            voter: true,
+            incarnation: "9f00".into(),
         }],
         replicas: vec![ReplicaStatus {
             shard_id: 1,
@@ -267,9 +269,23 @@ fn admin_messages_roundtrip() {
             applied_index: 99,
             lag: 1,
             leader_node_id: 1,
+            recently_active: true,
         }],
         raft_addr: "strata-1.strata-peers.ns.svc:20170".into(),
         grpc_addr: "strata-1.strata-peers.ns.svc:7379".into(),
+        incarnation: "9f00".into(),
+    });
+    roundtrip(AddNodeRequest {
+        node_id: 4,
+        raft_addr: "strata-3.strata-peers.ns.svc:20170".into(),
+        grpc_addr: "strata-3.strata-peers.ns.svc:7379".into(),
+        incarnation: "ab".into(),
+        catch_up_timeout_ms: 5000,
+    });
+    roundtrip(DecommissionResponse {
+        state: DrainState::Drained as i32,
+        members: Vec::new(),
+        summary: "removed node 4".into(),
     });
     roundtrip(GetGcSafePointRequest {});
     roundtrip(GetGcSafePointResponse { safe_point: 99 });

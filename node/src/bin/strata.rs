@@ -57,6 +57,15 @@ enum Command {
     Txn,
     /// The server's status.
     Status,
+    /// Cluster membership: add, remove or decommission a node (any node takes the call
+    /// and passes it to the leader).
+    #[command(subcommand)]
+    Node(cli::NodeCommand),
+    /// Hand the data shard's leadership to a voter.
+    TransferLeader {
+        /// The node to lead.
+        node_id: u64,
+    },
     /// Run local Strata nodes (each its own strata-node process) in the foreground, ready
     /// for the other commands.
     Playground(PlaygroundArgs),
@@ -152,6 +161,10 @@ async fn client_command(cli: Cli) -> Result<ExitStatus, CommandError> {
         Command::Delete { key } => cli::delete(&mut c, o, key, &mut stdout).await,
         Command::Scan(args) => cli::scan(&mut c, o, args, &mut stdout).await,
         Command::Status => cli::status(&mut c, o, &mut stdout).await,
+        Command::Node(cmd) => cli::node(&mut c, o, cmd, &mut stdout).await,
+        Command::TransferLeader { node_id } => {
+            cli::transfer_leader(&mut c, o, *node_id, &mut stdout).await
+        }
         Command::Txn => {
             let interactive = std::io::stdin().is_terminal();
             let mut input = std::io::stdin().lock();

@@ -634,6 +634,192 @@ pub async fn status(
     Ok(ExitStatus::Ok)
 }
 
+/// `strata node ...`: membership changes.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Add a running node (started with `--join`, or with fresh data) as a learner, wait
+    /// until it caught up, then make it a voter.
+    Add {
+        /// Its node id.
+        node_id: u64,
+        /// Its Raft address, HOST:PORT.
+        raft_addr: String,
+        /// Its gRPC address, HOST:PORT.
+        #[arg(long, default_value = "")]
+        grpc_addr: String,
+    },
+    /// Remove a node from the data shard's group (refused if unsafe).
+    Remove {
+        /// The node id.
+        node_id: u64,
+    },
+    /// Move every replica off a node (hand over leadership, keep the replication factor,
+    /// remove it); prints DRAINED when done.
+    Decommission {
+        /// The node id.
+        node_id: u64,
+        /// Voters the group must keep.
+        #[arg(long, default_value_t = 3)]
+        replication_factor: u32,
+    },
+    /// Whether a node still holds a replica (ACTIVE) or none (DRAINED).
+    DrainStatus {
+        /// The node id.
+        node_id: u64,
+    },
+}
+
+fn print_members(
+    out: &mut dyn Write,
+    o: &ClientOptions,
+    what: &str,
+    members: &[v1::ClusterMember],
+) -> Result<()> {
+    match o.output {
+        Output::Json => {
+            let m: Vec<_> = members
+                .iter()
+                .map(|m| json!({"node_id": m.node_id, "raft_addr": m.raft_addr, "grpc_addr": m.grpc_addr, "voter": m.voter}))
+                .collect();
+            writeln!(out, "{}", json!({"ok": true, "result": what, "members": m}))?;
+        }
+        Output::Text => {
+            writeln!(out, "{what}")?;
+            for m in members {
+                let role = if m.voter { "voter" } else { "learner" };
+                writeln!(
+                    out,
+                    "  node {} {role} raft {} grpc {}",
+                    m.node_id, m.raft_addr, m.grpc_addr
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `strata node` subcommand.
+pub async fn node(
+    c: &mut Clients,
+    o: &ClientOptions,
+    cmd: &NodeCommand,
+    out: &mut dyn Write,
+) -> Result<ExitStatus, CommandError> {
+    match cmd.clone() {
+        NodeCommand::Add {
+            node_id,
+            raft_addr,
+            grpc_addr,
+        } => {
+            let req = v1::AddNodeRequest {
+                node_id,
+                raft_addr,
+                grpc_addr,
+                incarnation: String::new(),
+                catch_up_timeout_ms: 0,
+            };
+            let r = c
+                .idempotent(|mut c| {
+                    let req = req.clone();
+                    async move { c.admin.add_node(req).await }
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let what = if r.already_member {
+                format!("node {node_id} already is a voter")
+            } else {
+                format!("added node {node_id}")
+            };
+            print_members(out, o, &what, &r.members)?;
+        }
+        NodeCommand::Remove { node_id } => {
+            let r = c
+                .idempotent(|mut c| async move {
+                    c.admin.remove_node(v1::RemoveNodeRequest { node_id }).await
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let what = if r.was_member {
+                format!("removed node {node_id}")
+            } else {
+                format!("node {node_id} is not a member")
+            };
+            print_members(out, o, &what, &r.members)?;
+        }
+        NodeCommand::Decommission {
+            node_id,
+            replication_factor,
+        } => {
+            let r = c
+                .idempotent(|mut c| async move {
+                    c.admin
+                        .decommission(v1::DecommissionRequest {
+                            node_id,
+                            replication_factor,
+                        })
+                        .await
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let what = format!("node {node_id} DRAINED ({})", r.summary);
+            print_members(out, o, &what, &r.members)?;
+        }
+        NodeCommand::DrainStatus { node_id } => {
+            let r = c
+                .idempotent(|mut c| async move {
+                    c.admin
+                        .decommission_status(v1::DecommissionStatusRequest { node_id })
+                        .await
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let state = if r.state == v1::DrainState::Drained as i32 {
+                "DRAINED"
+            } else {
+                "ACTIVE"
+            };
+            match o.output {
+                Output::Json => writeln!(out, "{}", json!({"node_id": node_id, "state": state, "voter": r.voter, "leader": r.leader})),
+                Output::Text => writeln!(out, "node {node_id} {state}"),
+            }
+            .map_err(anyhow::Error::from)?;
+        }
+    }
+    Ok(ExitStatus::Ok)
+}
+
+/// `strata transfer-leader <node id>`.
+pub async fn transfer_leader(
+    c: &mut Clients,
+    o: &ClientOptions,
+    node_id: u64,
+    out: &mut dyn Write,
+) -> Result<ExitStatus, CommandError> {
+    let r = c
+        .idempotent(|mut c| async move {
+            c.admin
+                .transfer_leader(v1::TransferLeaderRequest { node_id })
+                .await
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match o.output {
+        Output::Json => writeln!(
+            out,
+            "{}",
+            json!({"ok": true, "leader_node_id": r.leader_node_id})
+        ),
+        Output::Text => writeln!(out, "node {} leads", r.leader_node_id),
+    }
+    .map_err(anyhow::Error::from)?;
+    Ok(ExitStatus::Ok)
+}
+
 #[cfg(test)]
 #[path = "failover_tests.rs"]
 mod failover_tests;

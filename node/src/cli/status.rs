@@ -219,6 +219,7 @@ mod tests {
                 node_id: 1,
                 raft_addr: "127.0.0.1:20170".into(),
                 grpc_addr: "127.0.0.1:7379".into(),
+                ..ClusterMember::default()
             }],
             ..StatusResponse::default()
         }
@@ -233,6 +234,7 @@ mod tests {
             } else {
                 String::new()
             },
+            ..ClusterMember::default()
         };
         let row = |node: u64, role: ReplicaRole, applied: u64, lag: u64| ReplicaStatus {
             shard_id: 1,
@@ -245,6 +247,7 @@ mod tests {
             commit_index: 1042,
             applied_index: applied,
             lag,
+            recently_active: true,
         };
         StatusResponse {
             replicated: true,
@@ -262,6 +265,7 @@ mod tests {
                     term: 3,
                     leader_peer_id: 0,
                     leader_node_id: 0,
+                    recently_active: false,
                     commit_index: 5,
                     applied_index: 5,
                     lag: 0,

@@ -204,6 +204,9 @@ pub struct PeerProgress {
     pub peer: PeerId,
     /// The highest index known to be in its log (lag = leader's last index - matched).
     pub matched: u64,
+    /// The leader heard from it within the last election timeout (raft-rs's
+    /// `recent_active`, reset every election timeout under `check_quorum`).
+    pub recent_active: bool,
 }
 
 /// A replica's state as last published by the driver loop.
@@ -254,6 +257,7 @@ impl ReplicaStatus {
                 .map(|(id, pr)| PeerProgress {
                     peer: PeerId(*id),
                     matched: pr.matched,
+                    recent_active: pr.recent_active,
                 })
                 .collect();
             p.sort_unstable_by_key(|p| p.peer);

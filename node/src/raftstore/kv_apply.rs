@@ -28,6 +28,7 @@
 //!   "strata/shard/" ++ shard u64 BE ++ "/applied"             v1 | u64 LE   local progress
 //!   "strata/shard/" ++ shard u64 BE ++ "/r/tso_high_water"    v1 | u64 LE   replicated
 //!   "strata/shard/" ++ shard u64 BE ++ "/r/gc_safe_point"     v1 | u64 LE   replicated
+//!   "strata/shard/" ++ shard u64 BE ++ "/r/members"           MemberDirectory replicated
 //!   "strata/restoring/" ++ shard u64 BE                       v1 | u64 LE   restore marker
 //! ```
 //!
@@ -42,12 +43,20 @@
 //! and deletes the marker durably. A replica that finds the marker at open was stopped
 //! mid-restore: it deletes the shard's data and state again (applied 0), so that its peer
 //! fetches a snapshot anew.
+//!
+//! ## Members
+//! A membership change (`EntryConfChangeV2`) whose context holds a [`MemberDirectory`] (the
+//! whole membership's addresses after the change, see [`super::members`]) replaces the stored
+//! directory in the same batch as its applied index; [`ShardState::members`] and, when one is
+//! attached ([`KvApply::with_address_book`]), the transport's [`AddressBook`] follow it, so a
+//! member added on another node becomes dialable here as soon as this replica applies it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use raft::eraftpb::{Entry, EntryType};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 
 use crate::lsm::batch::{BatchOp, MAX_BATCH_BYTES};
 use crate::lsm::key::prefix_successor;
@@ -56,8 +65,10 @@ use crate::lsm::{ColumnFamily, Db, IterOptions, ReadOptions, SeqNo, WriteBatch, 
 use super::apply::{Apply, ApplyOutcome};
 use super::command::{Op, RaftCommand};
 use super::error::{RaftStoreError, Result};
+use super::members::MemberDirectory;
 use super::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter};
-use super::types::{KeyRange, ShardEpoch, ShardId};
+use super::transport::AddressBook;
+use super::types::{KeyRange, NodeId, ShardEpoch, ShardId};
 
 /// The families a shard's commands write and its snapshots carry.
 pub const REPLICATED_FAMILIES: [ColumnFamily; 3] = [
@@ -73,6 +84,7 @@ const APPLIED: &[u8] = b"applied";
 const REPLICATED: &[u8] = b"r/";
 const TSO_HIGH_WATER: &[u8] = b"r/tso_high_water";
 const GC_SAFE_POINT: &[u8] = b"r/gc_safe_point";
+const MEMBERS: &[u8] = b"r/members";
 const RECORD_VERSION: u8 = 1;
 
 /// Limits of snapshots and restores.
@@ -105,9 +117,16 @@ pub struct ShardState {
     durable_applied: AtomicU64,
     tso_high_water: AtomicU64,
     gc_safe_point: AtomicU64,
+    members: parking_lot::RwLock<MemberDirectory>,
 }
 
 impl ShardState {
+    /// The member directory as last applied (empty before the first membership change that
+    /// carried one).
+    pub fn members(&self) -> MemberDirectory {
+        self.members.read().clone()
+    }
+
     /// The index applied through.
     pub fn applied_index(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
@@ -146,6 +165,9 @@ pub struct KvApply {
     /// The newest applied index known to be flushed.
     durable: u64,
     state: Arc<ShardState>,
+    members: MemberDirectory,
+    /// The transport's book to keep in step with `members`, and this node (never in it).
+    book: Option<(AddressBook, NodeId)>,
 }
 
 fn shard_prefix(shard: ShardId) -> Vec<u8> {
@@ -212,6 +234,8 @@ impl KvApply {
             unflushed: VecDeque::new(),
             durable: 0,
             state: Arc::default(),
+            members: MemberDirectory::default(),
+            book: None,
         };
         if let Some(index) = me.read_u64(&restoring_key(shard), None)? {
             tracing::warn!(
@@ -228,6 +252,46 @@ impl KvApply {
     /// The handle the server reads the shard's applied state through.
     pub fn state(&self) -> Arc<ShardState> {
         Arc::clone(&self.state)
+    }
+
+    /// Keeps `book` in step with the applied member directory (every member but `own`),
+    /// starting with the one stored now.
+    pub fn with_address_book(mut self, book: AddressBook, own: NodeId) -> KvApply {
+        self.book = Some((book, own));
+        self.sync_book(&MemberDirectory::default());
+        self
+    }
+
+    /// Sets every member's address in the book and forgets those `old` had and the
+    /// directory no longer has.
+    fn sync_book(&self, old: &MemberDirectory) {
+        let Some((book, own)) = &self.book else {
+            return;
+        };
+        for id in old.0.keys() {
+            if !self.members.0.contains_key(id) && NodeId(*id) != *own {
+                book.remove(NodeId(*id));
+            }
+        }
+        for (id, m) in &self.members.0 {
+            if NodeId(*id) != *own
+                && !m.raft.is_empty()
+                && book.get(NodeId(*id)).as_deref() != Some(m.raft.as_str())
+            {
+                book.set(NodeId(*id), m.raft.clone());
+            }
+        }
+    }
+
+    fn read_members(&self) -> Result<MemberDirectory> {
+        match self.db.get(
+            ColumnFamily::RaftState,
+            &shard_key(self.shard, MEMBERS),
+            &ReadOptions::default(),
+        )? {
+            Some(v) => MemberDirectory::decode(&v),
+            None => Ok(MemberDirectory::default()),
+        }
     }
 
     /// The shard.
@@ -279,6 +343,10 @@ impl KvApply {
         self.gc_safe_point = self
             .read_u64(&shard_key(self.shard, GC_SAFE_POINT), None)?
             .unwrap_or(0);
+        let stored = self.read_members()?;
+        let old = std::mem::replace(&mut self.members, stored);
+        *self.state.members.write() = self.members.clone();
+        self.sync_book(&old);
         self.unflushed.clear();
         // Read right after open (or a flush): nothing unflushed is in the LSM.
         self.durable = self.applied;
@@ -422,6 +490,24 @@ impl KvApply {
                 }
             }
         }
+        let mut members = None;
+        if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+            if !cc.context.is_empty() {
+                let dir = MemberDirectory::decode(&cc.context).map_err(|err| {
+                    RaftStoreError::Corruption(format!(
+                        "{}: entry {}: member directory: {err}",
+                        self.shard, e.index
+                    ))
+                })?;
+                batch.put(
+                    ColumnFamily::RaftState,
+                    &shard_key(self.shard, MEMBERS),
+                    &cc.context,
+                );
+                members = Some(dir);
+            }
+        }
         if tso != self.tso_high_water {
             batch.put(
                 ColumnFamily::RaftState,
@@ -446,6 +532,11 @@ impl KvApply {
         self.applied = e.index;
         self.tso_high_water = tso;
         self.gc_safe_point = gc;
+        if let Some(dir) = members {
+            let old = std::mem::replace(&mut self.members, dir);
+            *self.state.members.write() = self.members.clone();
+            self.sync_book(&old);
+        }
         self.publish();
         Ok(refused)
     }

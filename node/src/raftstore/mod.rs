@@ -51,6 +51,7 @@ pub mod error;
 pub mod kv_apply;
 pub mod log_store;
 pub mod logger;
+pub mod members;
 pub mod peer;
 pub mod rng;
 pub mod snapshot;
@@ -83,6 +84,7 @@ pub use driver::{
 pub use error::{RaftStoreError, Result};
 pub use kv_apply::{KvApply, KvApplyConfig, ShardState};
 pub use log_store::{LogState, LogStore, LogWriteBatch};
+pub use members::{MemberAddr, MemberDirectory};
 pub use peer::{Peer, PeerConfig};
 pub use storage::PeerStorage;
 pub use store::{LoopStats, RaftStore};

@@ -59,6 +59,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod identity;
+pub mod membership;
 pub mod metrics;
 pub mod process;
 pub mod replica;
@@ -66,6 +67,8 @@ pub mod service;
 
 #[cfg(test)]
 mod grpc_tests;
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]
@@ -128,6 +131,8 @@ pub(crate) struct State {
     tso: Arc<dyn Tso>,
     /// The data shard's replica on this node.
     replica: Replica,
+    /// Membership changes of the data shard (Admin calls, passed to the leader).
+    membership: Arc<membership::Membership>,
     gc_backlog: GcBacklog,
     /// This run of the node.
     run: Coordinator,
@@ -318,7 +323,11 @@ impl Server {
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
         let raft_addr = raft_listener.local_addr()?;
-        let cluster = cluster.with_bound_raft_addr(raft_addr);
+        let mut cluster = cluster.with_bound_raft_addr(raft_addr);
+        if cluster.advertise_grpc_addr.port() == 0 {
+            // Port 0 asked for a free port: advertise the one bound.
+            cluster.advertise_grpc_addr = cluster.advertise_grpc_addr.with_port(grpc_addr.port());
+        }
 
         let Opened {
             db,
@@ -371,6 +380,11 @@ impl Server {
             connections,
             RouterConfig::default(),
         );
+        let membership = Arc::new(replica.membership(crate::raftstore::MemberAddr {
+            raft: cluster.advertise_raft_addr.to_string(),
+            grpc: cluster.advertise_grpc_addr.to_string(),
+            incarnation: identity.incarnation.clone(),
+        }));
         replica
             .serve(
                 raft_listener,
@@ -381,8 +395,17 @@ impl Server {
                     local_tso,
                     locator,
                 ),
+                Arc::clone(&membership),
             )
             .context("serving the internal port")?;
+        // A node that joins and has never received any log asks its seeds to add it; one
+        // with a log (added before, or removed since) ignores `--join`.
+        let join_seeds = match &cluster.bootstrap {
+            Bootstrap::Join { seeds } if replica.never_joined() => {
+                Some(seeds.iter().map(ToString::to_string).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
         // A lone voter elects itself at once: serve only once it leads, so that a client
         // that connects as soon as this returns is not told to go elsewhere.
         if replica.is_lone_voter() {
@@ -401,6 +424,7 @@ impl Server {
             manager,
             tso,
             replica,
+            membership,
             gc_backlog,
             run,
             stale_locks_resolved: AtomicU64::new(0),
@@ -467,7 +491,23 @@ impl Server {
         }
         let readiness_task = tokio::spawn(track_readiness(Arc::clone(&state), shutdown_rx.clone()));
         let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
-        let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx));
+        let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx.clone()));
+        let mut tasks = vec![http_task, readiness_task, reaper_task, gc_task];
+        if let Some(seeds) = join_seeds {
+            let me = strata_proto::v1::AddNodeRequest {
+                node_id: state.cluster.node_id,
+                raft_addr: state.cluster.advertise_raft_addr.to_string(),
+                grpc_addr: state.cluster.advertise_grpc_addr.to_string(),
+                incarnation: state.identity.incarnation.clone(),
+                catch_up_timeout_ms: 0,
+            };
+            tasks.push(tokio::spawn(membership::join(
+                seeds,
+                me,
+                state.replica.address_book().clone(),
+                shutdown_rx,
+            )));
+        }
 
         let addresses = BoundAddresses {
             node_id: state.config.node_id,
@@ -483,7 +523,7 @@ impl Server {
             addresses,
             shutdown_tx,
             grpc_task: Some(grpc_task),
-            tasks: vec![http_task, readiness_task, reaper_task, gc_task],
+            tasks,
         };
         // Last: whoever waits for this file may connect as soon as it appears.
         if let Err(e) = handle.addresses.write(&handle.state.config.data_dir) {
@@ -754,26 +794,20 @@ impl ServerHandle {
 }
 
 impl State {
-    /// The members this node knows of from its configuration, for Admin.Status; only its
-    /// own gRPC address is known.
-    fn configured_members(&self) -> Vec<strata_proto::v1::ClusterMember> {
-        self.cluster
-            .configured_members()
-            .into_iter()
-            .map(|(node_id, raft)| strata_proto::v1::ClusterMember {
-                node_id,
-                raft_addr: if node_id == self.cluster.node_id {
-                    self.cluster.advertise_raft_addr.to_string()
-                } else {
-                    raft.to_string()
-                },
-                grpc_addr: if node_id == self.cluster.node_id {
-                    self.cluster.advertise_grpc_addr.to_string()
-                } else {
-                    String::new()
-                },
-            })
-            .collect()
+    /// The members for Admin.Status: the data shard's configuration as this replica
+    /// applied it, with the recorded addresses (a joining node not added yet: itself).
+    fn members(&self) -> Vec<strata_proto::v1::ClusterMember> {
+        let members = self.membership.members();
+        if !members.is_empty() {
+            return members;
+        }
+        vec![strata_proto::v1::ClusterMember {
+            node_id: self.cluster.node_id,
+            raft_addr: self.cluster.advertise_raft_addr.to_string(),
+            grpc_addr: self.cluster.advertise_grpc_addr.to_string(),
+            voter: false,
+            incarnation: self.identity.incarnation.clone(),
+        }]
     }
 
     /// The replica rows of Admin.Status: this node's replica of each shard, and on a leader
@@ -805,6 +839,7 @@ impl State {
             applied_index: s.applied,
             lag: 0,
             leader_node_id: leader,
+            recently_active: true,
         }];
         for p in &s.progress {
             let learner = s.learners.contains(&p.peer);
@@ -823,6 +858,7 @@ impl State {
                 applied_index: 0,
                 lag: s.last_index.saturating_sub(p.matched),
                 leader_node_id: leader,
+                recently_active: p.recent_active,
             });
         }
         rows

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! One data shard for now ([`DATA_SHARD`], the whole key space); a replica's peer id is its
-//! node id. A single node is a one-voter group on the same path: it campaigns at start, so
+//! node id. The transport's address book starts from the configured members and then follows
+//! the member directory the membership changes carry (`raftstore::members`, applied and
+//! persisted by `KvApply`); `server/membership.rs` drives the changes. A single node is a one-voter group on the same path: it campaigns at start, so
 //! it leads at once. Every blocking call here runs on the calling thread (the server calls
 //! the transaction layer from tokio's blocking pool): the future is spawned on the runtime
 //! and its answer awaited on a channel, so nothing here needs to run inside the runtime.
@@ -59,7 +61,11 @@ use crate::raftstore::{
 };
 use crate::tso::{compose, physical, TsoError, TsoGroup};
 use crate::txn::{ShardWriter, WriteTicket};
+use strata_proto::internal::v1::membership_server::MembershipServer;
 use strata_proto::internal::v1::shard_server::ShardServer;
+
+use super::membership::{Membership as MembershipOps, MembershipService};
+use crate::raftstore::MemberAddr;
 
 /// The shard that holds every key (until the sharding milestone splits it).
 pub const DATA_SHARD: ShardId = ShardId(1);
@@ -123,6 +129,8 @@ pub struct Replica {
     lone_voter: bool,
     /// The fault rules of this node's outgoing Raft messages (none unless a test sets some).
     faults: NetFaults,
+    /// The replica has no log and no membership: it was never added to a group.
+    never_joined: bool,
 }
 
 impl Replica {
@@ -160,8 +168,9 @@ impl Replica {
         );
         let counters = transport.counters();
         let opts = options.clone();
-        let (store, state, lone_voter) = tokio::task::spawn_blocking(move || {
-            open_store(&dir.join("raft"), db, transport, &opts)
+        let store_book = book.clone();
+        let (store, state, lone_voter, never_joined) = tokio::task::spawn_blocking(move || {
+            open_store(&dir.join("raft"), db, transport, store_book, &opts)
         })
         .await
         .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
@@ -176,6 +185,7 @@ impl Replica {
             tso_floor_ms,
             lone_voter,
             faults,
+            never_joined,
         })
     }
 
@@ -185,6 +195,12 @@ impl Replica {
     /// outside tests; while none is, the transport pays one atomic load per message.
     pub fn net_faults(&self) -> &NetFaults {
         &self.faults
+    }
+
+    /// True when the replica has neither log nor membership: it has never been added to a
+    /// group (a joining node that must still ask to be added).
+    pub fn never_joined(&self) -> bool {
+        self.never_joined
     }
 
     /// True when this node is the group's only voter (it elects itself at start).
@@ -252,12 +268,26 @@ impl Replica {
         }
     }
 
-    /// Serves the internal port on `listener`: the Raft service, and `shard`, the
-    /// gateway's service of this node's storage. Once only.
+    /// The data shard's membership driven from this node (`own`: this node's addresses and
+    /// incarnation).
+    pub fn membership(&self, own: MemberAddr) -> MembershipOps {
+        MembershipOps::new(
+            self.handle.clone(),
+            Arc::clone(&self.state),
+            self.book.clone(),
+            self.node_id,
+            own,
+        )
+    }
+
+    /// Serves the internal port on `listener`: the Raft service, `shard`, the gateway's
+    /// service of this node's storage, and the membership calls passed to the leader. Once
+    /// only.
     pub fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shard: ShardServer<ShardService>,
+        membership: Arc<MembershipOps>,
     ) -> Result<(), RaftStoreError> {
         let mut internal = self.internal.lock();
         let Internal::Configured { cfg, counters } = &*internal else {
@@ -279,6 +309,7 @@ impl Replica {
             tonic::transport::Server::builder()
                 .add_service(raft)
                 .add_service(shard)
+                .add_service(MembershipServer::new(MembershipService::new(membership)))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|closing| *closing).await;
                 }),
@@ -323,8 +354,9 @@ fn open_store(
     dir: &std::path::Path,
     db: Db,
     transport: GrpcTransport,
+    book: AddressBook,
     options: &ReplicaOptions,
-) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool), RaftStoreError> {
+) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool, bool), RaftStoreError> {
     std::fs::create_dir_all(dir)?;
     let log = LogStore::open(dir)?;
     let apply = KvApply::open(
@@ -333,7 +365,8 @@ fn open_store(
         KeyRange::all(),
         ShardEpoch::default(),
         KvApplyConfig::default(),
-    )?;
+    )?
+    .with_address_book(book, NodeId(options.node_id));
     let state = apply.state();
     let mut store = RaftStore::new(log, transport, PeerConfig::default());
     let meta = ReplicaMeta {
@@ -370,7 +403,9 @@ fn open_store(
     if lone_voter {
         peer.campaign()?;
     }
-    Ok((store, state, lone_voter))
+    let cs = peer.conf_state();
+    let never_joined = peer.last_index() == 0 && cs.voters.is_empty() && cs.learners.is_empty();
+    Ok((store, state, lone_voter, never_joined))
 }
 
 /// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every

@@ -31,6 +31,7 @@ use super::error::{
     check_batch, check_key, check_keys, check_range, check_value, invalid_field, mvcc_status,
     scan_limit, status, tso_status, txn_status,
 };
+use super::membership::{Call, Reply};
 use super::State;
 use crate::mvcc::{ScanLimit, ScanPage, Timestamp};
 use crate::txn::limits::ResponseBudget;
@@ -650,11 +651,87 @@ impl pb::admin_server::Admin for AdminService {
                         .unwrap_or(u64::MAX),
                     gc_safe_point: self.state.gc_safe_point(),
                     replicated: true,
-                    members: self.state.configured_members(),
+                    members: self.state.members(),
                     replicas: self.state.replica_rows(),
                     raft_addr: self.state.cluster.advertise_raft_addr.to_string(),
                     grpc_addr: self.state.cluster.advertise_grpc_addr.to_string(),
+                    incarnation: self.state.identity.incarnation.clone(),
                 })
+            })
+            .await
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let call = Call::Add(req.into_inner());
+        self.state
+            .call("admin.AddNode", async move {
+                match self.state.membership.route(call, false).await? {
+                    Reply::Add(m) => Ok(m),
+                    _ => Err(mismatched()),
+                }
+            })
+            .await
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let call = Call::Remove(req.into_inner());
+        self.state
+            .call("admin.RemoveNode", async move {
+                match self.state.membership.route(call, false).await? {
+                    Reply::Remove(m) => Ok(m),
+                    _ => Err(mismatched()),
+                }
+            })
+            .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let call = Call::Transfer(req.into_inner());
+        self.state
+            .call("admin.TransferLeader", async move {
+                match self.state.membership.route(call, false).await? {
+                    Reply::Transfer(m) => Ok(m),
+                    _ => Err(mismatched()),
+                }
+            })
+            .await
+    }
+
+    async fn decommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        let call = Call::Decommission(req.into_inner());
+        self.state
+            .call("admin.Decommission", async move {
+                match self.state.membership.route(call, false).await? {
+                    Reply::Decommission(m) => Ok(m),
+                    _ => Err(mismatched()),
+                }
+            })
+            .await
+    }
+
+    async fn decommission_status(
+        &self,
+        req: Request<pb::DecommissionStatusRequest>,
+    ) -> Result<Response<pb::DecommissionStatusResponse>, Status> {
+        let call = Call::DrainStatus(req.into_inner());
+        self.state
+            .call("admin.DecommissionStatus", async move {
+                match self.state.membership.route(call, false).await? {
+                    Reply::DrainStatus(m) => Ok(m),
+                    _ => Err(mismatched()),
+                }
             })
             .await
     }
@@ -671,6 +748,14 @@ impl pb::admin_server::Admin for AdminService {
             })
             .await
     }
+}
+
+fn mismatched() -> Status {
+    status(
+        ErrorReason::StorageError,
+        "mismatched membership reply",
+        |_| {},
+    )
 }
 
 /// The wire form of the engine's statistics.

@@ -1,0 +1,490 @@
+//! In-process clusters of real servers on 127.0.0.1: membership through the Admin calls.
+
+use std::time::{Duration, Instant};
+
+use strata_proto::v1 as pb;
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::kv_client::KvClient;
+use strata_proto::v1::{DrainState, ErrorDetail, ErrorReason};
+use tonic::transport::Channel;
+
+use super::tests::{channel, test_config};
+use super::{Member, PeerAddr, Server, ServerHandle};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Node {
+    id: u64,
+    raft_port: u16,
+    handle: Option<ServerHandle>,
+}
+
+struct TestCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    nodes: Vec<Node>,
+}
+
+impl TestCluster {
+    fn config(&self, id: u64, raft_port: u16, join: &[u16]) -> super::NodeConfig {
+        let mut c = test_config(&self.dir.path().join(format!("n{id}")));
+        c.node_id = id;
+        c.cluster.raft_addr = ([127, 0, 0, 1], raft_port).into();
+        c.cluster.raft_tick_ms = 20;
+        if join.is_empty() {
+            c.cluster.initial_members = self.members.clone();
+        } else {
+            c.cluster.join = join
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}").parse::<PeerAddr>().expect("addr"))
+                .collect();
+        }
+        c
+    }
+
+    async fn start(n: u64) -> TestCluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1).parse().expect("member"))
+            .collect();
+        let mut c = TestCluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            members,
+            nodes: Vec::new(),
+        };
+        let configs: Vec<_> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| c.config(i as u64 + 1, *p, &[]))
+            .collect();
+        let tasks: Vec<_> = configs
+            .into_iter()
+            .map(|cfg| tokio::spawn(Server::start(cfg)))
+            .collect();
+        let mut started = Vec::new();
+        for t in tasks {
+            started.push(t.await.expect("start task"));
+        }
+        for (i, h) in started.into_iter().enumerate() {
+            c.nodes.push(Node {
+                id: i as u64 + 1,
+                raft_port: ports[i],
+                handle: Some(h.expect("node starts")),
+            });
+        }
+        c
+    }
+
+    /// Starts node `id` with `--join` through the first nodes' Raft ports.
+    async fn join(&mut self, id: u64) {
+        let seeds: Vec<u16> = self.nodes.iter().map(|n| n.raft_port).collect();
+        let port = free_port();
+        let h = Server::start(self.config(id, port, &seeds))
+            .await
+            .expect("joining node starts");
+        self.nodes.push(Node {
+            id,
+            raft_port: port,
+            handle: Some(h),
+        });
+    }
+
+    fn node(&self, id: u64) -> &ServerHandle {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.handle.as_ref())
+            .expect("a running node")
+    }
+
+    async fn admin(&self, id: u64) -> AdminClient<Channel> {
+        AdminClient::new(channel(self.node(id)).await)
+    }
+
+    async fn kv(&self, id: u64) -> KvClient<Channel> {
+        KvClient::new(channel(self.node(id)).await)
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let n = self.nodes.iter_mut().find(|n| n.id == id).expect("node");
+        if let Some(h) = n.handle.take() {
+            h.shutdown().await.expect("shutdown");
+        }
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let n = self.nodes.iter().find(|n| n.id == id).expect("node");
+        // Restarted with the configuration it first had (join flags are ignored now).
+        let join: Vec<u16> = if id as usize > self.members.len() {
+            vec![self.nodes[0].raft_port]
+        } else {
+            Vec::new()
+        };
+        let h = Server::start(self.config(id, n.raft_port, &join))
+            .await
+            .expect("restart");
+        let n = self.nodes.iter_mut().find(|n| n.id == id).expect("node");
+        n.handle = Some(h);
+    }
+
+    async fn status(&self, id: u64) -> pb::StatusResponse {
+        self.admin(id)
+            .await
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// The leader as node `id` reports it, once known.
+    async fn leader(&self, id: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.status(id).await;
+            if let Some(l) = s
+                .replicas
+                .first()
+                .map(|r| r.leader_node_id)
+                .filter(|l| *l != 0)
+            {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader known to node {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = kv
+            .put(pb::PutRequest {
+                key: k.as_bytes().to_vec(),
+                value: v.as_bytes().to_vec(),
+            })
+            .await;
+        match r {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "put retried");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("put {k}: {e}"),
+        }
+    }
+}
+
+async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = kv
+            .get(pb::GetRequest {
+                key: k.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                return r.found.then_some(r.value);
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "get retried");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("get {k}: {e}"),
+        }
+    }
+}
+
+fn voters(members: &[pb::ClusterMember]) -> Vec<u64> {
+    members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.node_id)
+        .collect()
+}
+
+fn reason(s: &tonic::Status) -> Option<ErrorReason> {
+    ErrorDetail::from_status(s).and_then(|d| d.reason_enum())
+}
+
+/// Waits until node `id` reports `want` as the voters.
+async fn wait_voters(c: &TestCluster, id: u64, want: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(id).await;
+        if voters(&s.members) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} reports {:?}, expected voters {want:?}",
+            s.members
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader(1).await;
+    put(&mut c.kv(1).await, "before", "join").await;
+    c.join(4).await;
+    // Every node, the new one too, sees four voters with the new node's addresses.
+    for id in 1..=4 {
+        wait_voters(&c, id, &[1, 2, 3, 4]).await;
+    }
+    let s = c.status(leader).await;
+    let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
+    assert_eq!(
+        four.grpc_addr,
+        c.node(4).cluster().advertise_grpc_addr.to_string()
+    );
+    assert_eq!(four.incarnation, c.node(4).identity().incarnation);
+    // The new node serves what was written before it joined (as a gateway, and on its own
+    // replica once it leads).
+    assert_eq!(
+        get(&mut c.kv(4).await, "before").await.as_deref(),
+        Some(&b"join"[..])
+    );
+    let mut a4 = c.admin(4).await;
+    a4.transfer_leader(pb::TransferLeaderRequest { node_id: 4 })
+        .await
+        .expect("transfer to the new node");
+    assert_eq!(c.leader(1).await, 4);
+    assert_eq!(
+        get(&mut c.kv(4).await, "before").await.as_deref(),
+        Some(&b"join"[..])
+    );
+    // Adding it again changes nothing.
+    let again = a4
+        .add_node(pb::AddNodeRequest {
+            node_id: 4,
+            raft_addr: c.node(4).cluster().advertise_raft_addr.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("add again")
+        .into_inner();
+    assert!(again.already_member);
+    // A restart of every node keeps the membership and the new node's address (node 1's
+    // configuration does not name node 4: it comes from the persisted directory). One at a
+    // time, so that no other test takes a freed port meanwhile.
+    for id in 1..=4 {
+        c.stop(id).await;
+        c.restart(id).await;
+    }
+    for id in 1..=4 {
+        wait_voters(&c, id, &[1, 2, 3, 4]).await;
+    }
+    let s = c.status(1).await;
+    let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
+    assert_eq!(
+        four.raft_addr,
+        c.node(4).cluster().advertise_raft_addr.to_string()
+    );
+    put(&mut c.kv(4).await, "after", "restart").await;
+    assert_eq!(
+        get(&mut c.kv(1).await, "after").await.as_deref(),
+        Some(&b"restart"[..])
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removal_is_idempotent_and_refused_when_unsafe() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader(1).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("another");
+    let mut admin = c.admin(follower).await;
+    // Removing a follower, asked of that follower: passed to the leader.
+    let r = admin
+        .remove_node(pb::RemoveNodeRequest { node_id: follower })
+        .await
+        .expect("remove")
+        .into_inner();
+    assert!(r.was_member);
+    let mut want = vec![leader, other];
+    want.sort_unstable();
+    assert_eq!(voters(&r.members), want);
+    // Twice: nothing to do.
+    let mut la = c.admin(leader).await;
+    let r = la
+        .remove_node(pb::RemoveNodeRequest { node_id: follower })
+        .await
+        .expect("remove again")
+        .into_inner();
+    assert!(!r.was_member);
+    // The rest keeps serving.
+    put(&mut c.kv(other).await, "k", "v").await;
+    assert_eq!(
+        get(&mut c.kv(leader).await, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+    // With the other voter down, removing it would leave one voter of one: allowed; but
+    // removing the leader's only live partner is not: stop `other`, wait until the leader
+    // sees it inactive, then a removal of the leader itself would leave `other` alone
+    // (down): refused.
+    c.stop(other).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(leader).await;
+        if s.replicas
+            .iter()
+            .any(|r| r.node_id == other && !r.recently_active)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader still sees node {other} active"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = la
+        .remove_node(pb::RemoveNodeRequest { node_id: leader })
+        .await
+        .expect_err("unsafe removal refused");
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("live"), "{}", err.message());
+    // A non-voter cannot lead.
+    let err = la
+        .transfer_leader(pb::TransferLeaderRequest { node_id: follower })
+        .await
+        .expect_err("not a voter");
+    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_voter_cannot_be_removed() {
+    let c = TestCluster::start(1).await;
+    let err = c
+        .admin(1)
+        .await
+        .remove_node(pb::RemoveNodeRequest { node_id: 1 })
+        .await
+        .expect_err("last voter");
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
+    assert!(err.message().contains("last voter"), "{}", err.message());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommission_drains_the_leader_and_a_follower() {
+    let mut c = TestCluster::start(3).await;
+    put(&mut c.kv(1).await, "k", "v").await;
+    // Three voters and a replication factor of 3: refused until a fourth node is added.
+    let leader = c.leader(1).await;
+    let err = c
+        .admin(1)
+        .await
+        .decommission(pb::DecommissionRequest {
+            node_id: leader,
+            replication_factor: 3,
+        })
+        .await
+        .expect_err("below the replication factor");
+    assert_eq!(
+        reason(&err),
+        Some(ErrorReason::MembershipRefused),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains("replication factor"),
+        "{}",
+        err.message()
+    );
+    c.join(4).await;
+    wait_voters(&c, 4, &[1, 2, 3, 4]).await;
+    // Drain the leader: leadership moves, then it is removed.
+    let leader = c.leader(1).await;
+    let asked = if leader == 4 { 1 } else { 4 };
+    let r = c
+        .admin(asked)
+        .await
+        .decommission(pb::DecommissionRequest {
+            node_id: leader,
+            replication_factor: 3,
+        })
+        .await
+        .expect("drain the leader")
+        .into_inner();
+    assert_eq!(r.state, DrainState::Drained as i32);
+    assert!(!voters(&r.members).contains(&leader), "{:?}", r.members);
+    let st = c
+        .admin(asked)
+        .await
+        .decommission_status(pb::DecommissionStatusRequest { node_id: leader })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(st.state, DrainState::Drained as i32);
+    let new_leader = c.leader(asked).await;
+    assert_ne!(new_leader, leader);
+    // Again: drained at once.
+    let again = c
+        .admin(asked)
+        .await
+        .decommission(pb::DecommissionRequest {
+            node_id: leader,
+            replication_factor: 3,
+        })
+        .await
+        .expect("again")
+        .into_inner();
+    assert_eq!(again.state, DrainState::Drained as i32);
+    // Drain a follower with a replication factor of 2.
+    let follower = voters(&r.members)
+        .into_iter()
+        .find(|id| *id != new_leader)
+        .expect("a follower");
+    let r = c
+        .admin(new_leader)
+        .await
+        .decommission(pb::DecommissionRequest {
+            node_id: follower,
+            replication_factor: 2,
+        })
+        .await
+        .expect("drain a follower")
+        .into_inner();
+    assert_eq!(voters(&r.members).len(), 2, "{:?}", r.members);
+    assert_eq!(
+        get(&mut c.kv(new_leader).await, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+    c.stop(leader).await;
+    c.stop(follower).await;
+    put(&mut c.kv(new_leader).await, "k2", "v2").await;
+    c.shutdown().await;
+}
