@@ -9,6 +9,7 @@
 //! latches) so that the state an action read is still the state its batch applies to.
 
 pub mod actions;
+pub mod concurrency;
 pub mod latches;
 pub mod limits;
 pub mod lock_wait;
