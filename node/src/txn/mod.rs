@@ -30,6 +30,8 @@ mod lock_wait_tests;
 #[cfg(test)]
 mod manager_tests;
 #[cfg(test)]
+mod one_pc_tests;
+#[cfg(test)]
 mod outcome_tests;
 
 pub use manager::{
