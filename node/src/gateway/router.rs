@@ -27,7 +27,9 @@
 //! after they lapsed, and the guarded commit could then pass although a write entered the
 //! range in between; a lost answer to it is reported at once, the commit fails before its
 //! commit point (nothing committed, retryable), and the registration, if it was made, is
-//! released or lapses. An `OutcomeUnknown` *answer* (the leader's replication does not
+//! released or lapses. `one_pc` is re-sent too (a retry finds its commit records), but an
+//! error answer after a lost one is reported as `OutcomeUnknown` (`Resend::Decisive`): the
+//! lost attempt may still run. An `OutcomeUnknown` *answer* (the leader's replication does not
 //! know) is passed up unchanged, exactly as a local replica returns it: the coordinator's
 //! own outcome handling (`manager/commit.rs`) settles it through the primary.
 //!

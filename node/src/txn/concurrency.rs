@@ -9,9 +9,9 @@
 //! right:
 //!
 //! - **`max_ts`**: the largest timestamp any read served by this leader used, raised
-//!   *before* the read takes its snapshot. A 1PC chooses
-//!   `commit_ts = max(max_ts, start_ts, floor) + 1`, so every read already served or under
-//!   way is below it and cannot see a version appear below its timestamp later.
+//!   *before* the read takes its snapshot. A 1PC's commit_ts is at least
+//!   `max(max_ts, start_ts) + 1`, so every read already served or under way is below it and
+//!   cannot see a version appear below its timestamp later.
 //! - **memory locks**: a 1PC registers its keys here before it reads `max_ts`, and removes
 //!   them once its batch is applied. A reader raises `max_ts` and looks for memory locks in
 //!   one critical section: either it comes first (the 1PC then sees its timestamp in
@@ -25,10 +25,12 @@
 //! before this term's election), so the floor is above all of them. Until that is done in
 //! the current term, 1PC is refused and the coordinator commits in two phases.
 //!
-//! **commit_ts and the oracle.** Every term of the max is an oracle timestamp (reads'
-//! timestamps, the transaction's start, the floor), so `commit_ts <= t + 1` for some issued
-//! `t`, and any timestamp the oracle issues after the commit is acknowledged is `>= t + 1`:
-//! a transaction that starts after a 1PC returned sees it, as it would a 2PC commit.
+//! **commit_ts and the oracle.** `Storage::one_pc` takes the commit timestamp from the
+//! oracle with the memory locks held, and refuses 1PC if it is below
+//! `max(max_ts, start_ts) + 1`: a later transaction then sees the commit (the oracle issues
+//! larger timestamps afterwards), and no later start_ts equals it (decision D98 says why
+//! `max_ts + 1` itself is not used). `max_ts + 1` alone serves this module's tests.
+//!
 //! A read timestamp far in the future (a client may name any `read_ts`) is not an oracle
 //! timestamp: one whose physical part is more than [`FUTURE_READ_SLACK_MS`] ahead of this
 //! node's clock does not raise `max_ts` (it would push later commits past what the oracle

@@ -18,7 +18,11 @@ use super::{Isolation, Storage, TxnConfig, TxnError, TxnManager};
 fn storage() -> (tempfile::TempDir, Arc<Storage>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("db"), Options::small_for_tests()).unwrap();
-    (dir, Arc::new(Storage::new(db)))
+    let s = Storage::new(db);
+    // No oracle: the floor by hand, and commit_ts = max(max_ts, start_ts) + 1, to exercise
+    // the max_ts rule by itself with small timestamps.
+    s.concurrency().sync(0, 0);
+    (dir, Arc::new(s))
 }
 
 fn put(k: &[u8], v: &[u8]) -> Mutation {

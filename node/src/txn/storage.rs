@@ -95,11 +95,7 @@ impl Storage {
     /// [`MvccGcFilter`](crate::mvcc::MvccGcFilter)), writing straight into `db`.
     pub fn with_safe_point(db: Db, safe_point: GcSafePoint) -> Storage {
         let writer = Arc::new(EngineWriter::new(db.clone()));
-        let storage = Storage::with_writer(db, safe_point, writer);
-        // Straight into the engine there is one "leader" (term 0) and it was never another
-        // process: no read was served before this one's `max_ts` started.
-        storage.cm.sync(0, 0);
-        storage
+        Storage::with_writer(db, safe_point, writer)
     }
 
     /// Commands over the replica `db` whose batches go through `writer` (the server's:
@@ -380,7 +376,28 @@ impl Storage {
                 "the leader changed while the commit was being prepared".into(),
             ));
         };
-        let commit_ts = memory.commit_ts;
+        // The commit timestamp is an oracle timestamp fetched now, with the memory locks in
+        // place: above every read served so far (each read's timestamp was issued before it
+        // raised max_ts), and never issued again, so no later transaction's start_ts equals
+        // it (an equal start_ts would make its rollback record overwrite this commit record,
+        // both living at `(key, ts)`). `max_ts + 1` alone is only used by this module's
+        // tests, which take the floor by hand and exercise the max_ts rule by itself.
+        let commit_ts = match self.ts_source.get() {
+            Some(tso) => {
+                let now = tso.get_timestamp().map_err(|e| {
+                    MvccError::OnePcRefused(format!("taking the commit timestamp: {e}"))
+                })?;
+                if now < memory.commit_ts {
+                    // A read at a timestamp the oracle has not issued yet: `now` would fall
+                    // below it, and `max_ts + 1` could be issued later.
+                    return Err(MvccError::OnePcRefused(
+                        "a read above the oracle's timestamps was served".into(),
+                    ));
+                }
+                now
+            }
+            None => memory.commit_ts,
+        };
         #[cfg(test)]
         {
             let hook = self.one_pc_hook.lock().as_ref().map(|h| Arc::clone(&h.0));

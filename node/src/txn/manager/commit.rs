@@ -575,9 +575,9 @@ impl TxnManager {
         loop {
             match self.shards.one_pc(mutations, start_ts, range_lock_term) {
                 Ok(commit_ts) => {
-                    if let Some(w) = held {
-                        w.keep();
-                    }
+                    // Committed, no lock left behind: the key's next waiter may go (it
+                    // would otherwise wait for a release that never comes).
+                    drop(held);
                     return Ok(Attempt::Done(Some(commit_ts)));
                 }
                 Err(MvccError::OnePcRefused(reason)) => {
