@@ -204,7 +204,11 @@ mod crashes {
         drop((kv, node));
 
         // Another crash leaves locks on keys no one will touch again.
-        let node = start_with(dir.path(), &long_ttl, &crash);
+        let node = start_with(
+            dir.path(),
+            &[&long_ttl[..], &["--one-pc-max-kb", "0"]].concat(),
+            &crash,
+        );
         wait_ready(&node).await;
         let lock_ts = commit_and_crash(node, &[("j/1", "lost"), ("j/2", "lost")]).await;
         let node = start_with(
