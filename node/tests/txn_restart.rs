@@ -90,9 +90,11 @@ mod crashes {
     async fn a_secondary_of_a_committed_primary_survives_restart_overwrite_and_gc() {
         let dir = tempfile::tempdir().expect("tempdir");
         let quiet_gc = ["--gc-life-time-s", "1", "--gc-interval-ms", "3600000"];
+        // Two phases: the crash point is between the primary's commit and the secondary's.
+        let two_pc = [&quiet_gc[..], &["--one-pc-max-kb", "0"]].concat();
         let node = start_with(
             dir.path(),
-            &quiet_gc,
+            &two_pc,
             &[("FAILPOINTS", "txn_commit_abort_before_secondaries=return")],
         );
         wait_ready(&node).await;
@@ -168,7 +170,12 @@ mod crashes {
         let long_ttl = ["--lock-ttl-ms", "600000"];
         let crash = [("FAILPOINTS", "txn_commit_abort_before_primary=return")];
 
-        let node = start_with(dir.path(), &long_ttl, &crash);
+        // Two phases: the crash leaves prewritten locks.
+        let node = start_with(
+            dir.path(),
+            &[&long_ttl[..], &["--one-pc-max-kb", "0"]].concat(),
+            &crash,
+        );
         wait_ready(&node).await;
         commit_and_crash(node, &[("k/1", "lost"), ("k/2", "lost")]).await;
 
@@ -197,7 +204,11 @@ mod crashes {
         drop((kv, node));
 
         // Another crash leaves locks on keys no one will touch again.
-        let node = start_with(dir.path(), &long_ttl, &crash);
+        let node = start_with(
+            dir.path(),
+            &[&long_ttl[..], &["--one-pc-max-kb", "0"]].concat(),
+            &crash,
+        );
         wait_ready(&node).await;
         let lock_ts = commit_and_crash(node, &[("j/1", "lost"), ("j/2", "lost")]).await;
         let node = start_with(

@@ -188,6 +188,7 @@ pub(crate) fn mvcc_error_to_pb(e: &MvccError) -> pb::ShardError {
         MvccError::RangeLocksLost { owner } => {
             Kind::RangeLocksLost(pb::RangeLocksLost { owner: *owner })
         }
+        MvccError::OnePcRefused(m) => Kind::OnePcRefused(message(m)),
         MvccError::Corrupt { key, reason } => Kind::Corrupt(pb::Corrupt {
             key: Bytes::copy_from_slice(key),
             reason: reason.clone(),
@@ -401,6 +402,7 @@ pub(crate) fn error_from_pb(e: pb::ShardError, shard: u64) -> CallError {
         },
         Kind::OutcomeUnknown(m) => MvccError::OutcomeUnknown(m.message),
         Kind::Unavailable(m) => MvccError::Unavailable(m.message),
+        Kind::OnePcRefused(m) => MvccError::OnePcRefused(m.message),
         Kind::Corrupt(c) => MvccError::Corrupt {
             key: c.key.to_vec(),
             reason: c.reason,
@@ -619,6 +621,7 @@ mod tests {
             MvccError::OutcomeUnknown("entry lost".into()),
             MvccError::Unavailable("log failed".into()),
             MvccError::RangeLocksLost { owner: 12 },
+            MvccError::OnePcRefused("not synced".into()),
             MvccError::Corrupt {
                 key: key.clone(),
                 reason: "bad".into(),

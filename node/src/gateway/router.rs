@@ -27,7 +27,9 @@
 //! after they lapsed, and the guarded commit could then pass although a write entered the
 //! range in between; a lost answer to it is reported at once, the commit fails before its
 //! commit point (nothing committed, retryable), and the registration, if it was made, is
-//! released or lapses. An `OutcomeUnknown` *answer* (the leader's replication does not
+//! released or lapses. `one_pc` is re-sent too (a retry finds its commit records), but an
+//! error answer after a lost one is reported as `OutcomeUnknown` (`Resend::Decisive`): the
+//! lost attempt may still run. An `OutcomeUnknown` *answer* (the leader's replication does not
 //! know) is passed up unchanged, exactly as a local replica returns it: the coordinator's
 //! own outcome handling (`manager/commit.rs`) settles it through the primary.
 //!
@@ -106,6 +108,11 @@ pub(crate) enum Resend {
     Read,
     /// Idempotent with an effect: re-send; a lost answer at the end is `OutcomeUnknown`.
     Write,
+    /// Idempotent, but an error answer after a lost answer settles nothing: the lost
+    /// attempt may still be carried out later (a one-phase commit refused for a lock that
+    /// is then released). Re-send; once an answer was lost, only success is returned as
+    /// such, every error becomes `OutcomeUnknown`.
+    Decisive,
     /// Not safe to re-send after a lost answer: `OutcomeUnknown` at once.
     Never,
 }
@@ -247,13 +254,22 @@ impl Routing<'_> {
                 CallError::ShardNotFound | CallError::NotSent(_) => {}
                 CallError::Lost(_) => match resend {
                     Resend::Never => return Err(err),
-                    Resend::Read | Resend::Write => lost = true,
+                    Resend::Read | Resend::Write | Resend::Decisive => lost = true,
                 },
+                CallError::Mvcc(MvccError::OutcomeUnknown(_)) => return Err(err),
+                CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_)
+                    if lost && resend == Resend::Decisive =>
+                {
+                    return Err(CallError::Lost(format!(
+                        "an earlier attempt's answer was lost, and a later one answered: {}",
+                        describe(&err)
+                    )));
+                }
                 CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_) => return Err(err),
             }
             if Instant::now() >= deadline {
                 return Err(match (lost, resend) {
-                    (true, Resend::Write) => CallError::Lost(format!(
+                    (true, Resend::Write | Resend::Decisive) => CallError::Lost(format!(
                         "an answer was lost and no later attempt settled it: {}",
                         describe(&err)
                     )),
@@ -525,6 +541,35 @@ impl ShardClient for ShardRouter {
                 async move {
                     let resp = unary(timeout, r.client.commit(req)).await?;
                     codec::check(resp.error, shard)
+                }
+            },
+        )
+    }
+
+    fn one_pc(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<Timestamp> {
+        let shard = self.shard.0;
+        let timeout = self.config.rpc_timeout;
+        let base = pb::OnePcRequest {
+            header: None,
+            start_ts,
+            mutations: mutations.iter().map(codec::mutation_to_pb).collect(),
+            range_lock_term,
+        };
+        self.run(
+            Resend::Decisive,
+            |s| s.one_pc(mutations, start_ts, range_lock_term),
+            |mut r| {
+                let mut req = base.clone();
+                req.header = Some(r.header);
+                async move {
+                    let resp = unary(timeout, r.client.one_pc(req)).await?;
+                    codec::check(resp.error, shard)?;
+                    Ok(resp.commit_ts)
                 }
             },
         )

@@ -120,6 +120,7 @@ replies!(
     pb::ScanPageResponse,
     pb::PrewriteResponse,
     pb::ShardCommitResponse,
+    pb::OnePcResponse,
     pb::ShardRollbackResponse,
     pb::CheckTxnStatusResponse,
     pb::ShardHeartbeatResponse,
@@ -327,6 +328,30 @@ impl Shard for ShardService {
                 .collect::<Outcome<Vec<_>>>()?;
             mvcc(inner.storage.prewrite(&mutations, &options, req.start_ts))?;
             Ok(pb::PrewriteResponse::default())
+        })
+        .await
+    }
+
+    async fn one_pc(
+        &self,
+        request: Request<pb::OnePcRequest>,
+    ) -> Result<Response<pb::OnePcResponse>, Status> {
+        let mut req = request.into_inner();
+        let header = req.header.take();
+        self.serve("one_pc", header, move |inner| {
+            let mutations = std::mem::take(&mut req.mutations)
+                .into_iter()
+                .map(codec::mutation_from_pb)
+                .collect::<Outcome<Vec<_>>>()?;
+            let commit_ts = mvcc(inner.storage.one_pc(
+                &mutations,
+                req.start_ts,
+                req.range_lock_term,
+            ))?;
+            Ok(pb::OnePcResponse {
+                error: None,
+                commit_ts,
+            })
         })
         .await
     }

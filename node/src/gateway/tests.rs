@@ -999,3 +999,61 @@ fn blocking_callers_do_not_starve_a_one_worker_runtime() {
     }
     assert_eq!(c.node(1).stored(b"n\x0f"), Some(b"1".to_vec()));
 }
+
+#[test]
+fn one_phase_commits_run_at_a_remote_leader_and_settle_lost_replies() {
+    let c = Cluster::start(
+        2,
+        TxnConfig {
+            outcome_resolve_timeout: Duration::from_millis(300),
+            ..TxnConfig::default()
+        },
+        RouterConfig {
+            retry_deadline: Duration::from_millis(200),
+            ..router_config()
+        },
+    );
+    let (a, b) = (c.node(1), c.node(2));
+    // The leader may take its max_ts floor from its oracle: one phase is allowed there.
+    a.storage.set_ts_source(a.local_tso.clone());
+    let write = |key: &[u8]| ExecuteRequest {
+        writes: vec![
+            (key.to_vec(), Some(b"v".to_vec())),
+            ([key, b"/2"].concat(), Some(b"w".to_vec())),
+        ],
+        ..ExecuteRequest::default()
+    };
+    let r = b.mgr.execute(&write(b"one"), 8).unwrap();
+    assert!(r.commit_ts.is_some());
+    assert_eq!(a.service.calls("one_pc"), 1);
+    assert_eq!(a.service.calls("prewrite"), 0, "no locks, one proposal");
+    assert_eq!(a.stored(b"one/2"), Some(b"w".to_vec()));
+
+    // Carried out, its reply lost: the re-send finds the commit record and answers with
+    // the same commit timestamp; nothing runs twice.
+    a.hook.drop.lock().insert("one_pc", 1);
+    let r = b.mgr.execute(&write(b"again"), 8).unwrap();
+    assert!(r.commit_ts.is_some());
+    assert_eq!(a.service.calls("one_pc"), 3);
+    assert_eq!(a.stored(b"again"), Some(b"v".to_vec()));
+
+    // Every reply lost: the coordinator settles through the primary (rollback answers
+    // Committed) and reports the commit, not an invented failure.
+    a.hook.drop.lock().insert("one_pc", u32::MAX);
+    let r = b.mgr.execute(&write(b"settled"), 8).unwrap();
+    assert!(r.commit_ts.is_some());
+    assert!(a.service.calls("rollback") >= 1, "settled at the primary");
+    assert_eq!(a.stored(b"settled"), Some(b"v".to_vec()));
+    a.hook.drop.lock().remove("one_pc");
+
+    // SERIALIZABLE write skew across gateways, both in one phase: the second is refused.
+    b.mgr.execute(&write(b"x"), 8).unwrap();
+    let t1 = b.begin_serializable();
+    let t2 = a.begin_serializable();
+    assert!(b.mgr.get(t1, b"x").unwrap().is_some());
+    assert!(a.mgr.get(t2, b"x/2").unwrap().is_some());
+    b.mgr.write(t1, b"x/2", None).unwrap();
+    a.mgr.write(t2, b"x", None).unwrap();
+    assert!(b.mgr.commit(t1).unwrap().is_some());
+    assert!(matches!(a.mgr.commit(t2), Err(TxnError::Conflict { .. })));
+}

@@ -172,6 +172,11 @@ pub enum MvccError {
         /// The transaction.
         owner: Timestamp,
     },
+    /// The shard cannot commit this transaction in one phase now (its leader has not taken
+    /// its `max_ts` floor in this term, or the transaction began a two-phase commit):
+    /// nothing was written; commit in two phases.
+    #[error("no one-phase commit: {0}")]
+    OnePcRefused(String),
     /// Stored MVCC data does not decode.
     #[error("corrupt MVCC data for key {key:?}: {reason}")]
     Corrupt {

@@ -112,6 +112,9 @@ pub struct TxnSettings {
     /// Transactions older than this (seconds since their start) are rolled back even if
     /// heartbeats keep them alive.
     pub max_lifetime_s: u64,
+    /// Transactions of at most this many KiB of mutations commit in one phase (one Raft
+    /// proposal); 0 turns one-phase commits off.
+    pub one_pc_max_kb: u64,
 }
 
 impl Default for TxnSettings {
@@ -124,6 +127,7 @@ impl Default for TxnSettings {
             max_open_txn_mb: strata_proto::limits::MAX_OPEN_TXN_BYTES >> 20,
             gc_interval_ms: 10_000,
             max_lifetime_s: 600,
+            one_pc_max_kb: 256,
         }
     }
 }
@@ -228,6 +232,9 @@ pub struct ConfigArgs {
     /// GC interval in ms.
     #[arg(long, env = "STRATA_GC_INTERVAL_MS")]
     pub gc_interval_ms: Option<u64>,
+    /// Largest transaction committed in one phase, in KiB (0: always two phases).
+    #[arg(long, env = "STRATA_ONE_PC_MAX_KB")]
+    pub one_pc_max_kb: Option<u64>,
     /// Longest a transaction may live, in seconds.
     #[arg(long, env = "STRATA_MAX_LIFETIME_S")]
     pub max_lifetime_s: Option<u64>,
@@ -369,6 +376,7 @@ impl NodeConfig {
         set(&mut self.txn.max_open_txn_mb, &args.max_open_txn_mb);
         set(&mut self.txn.gc_interval_ms, &args.gc_interval_ms);
         set(&mut self.txn.max_lifetime_s, &args.max_lifetime_s);
+        set(&mut self.txn.one_pc_max_kb, &args.one_pc_max_kb);
         set(&mut self.log.level, &args.log_level);
         set(&mut self.log.format, &args.log_format);
     }
@@ -483,6 +491,8 @@ impl NodeConfig {
                 .unwrap_or(usize::MAX),
             gc_life_time: Duration::from_secs(self.txn.gc_life_time_s),
             max_lifetime: Duration::from_secs(self.txn.max_lifetime_s),
+            one_pc_max_bytes: usize::try_from(self.txn.one_pc_max_kb.saturating_mul(1024))
+                .unwrap_or(usize::MAX),
             ..TxnConfig::default()
         }
     }

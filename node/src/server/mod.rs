@@ -372,6 +372,8 @@ impl Server {
             Arc::clone(&connections),
             RouterConfig::default(),
         )));
+        // A new leader takes its max_ts floor for one-phase commits from the oracle.
+        storage.set_ts_source(Arc::clone(&tso));
         let router = ShardRouter::new(
             node_id,
             DATA_SHARD,

@@ -181,6 +181,14 @@ pub struct TxnConfig {
     /// least twice `lock_wait` plus a second is used, so that a commit waiting its full
     /// `lock_wait` twice (range check, prewrite) still finds them.
     pub range_lock_lease: Duration,
+    /// A transaction whose mutations (keys and values, SERIALIZABLE read keys included)
+    /// total at most this many bytes, and number at most `one_pc_max_keys`, commits in one
+    /// phase (one Raft proposal, no locks) when its shard's leader allows it; larger ones,
+    /// whose longer apply would keep readers of their keys waiting, commit in two. 0
+    /// disables one-phase commits.
+    pub one_pc_max_bytes: usize,
+    /// The most mutations a one-phase commit carries.
+    pub one_pc_max_keys: usize,
 }
 
 impl Default for TxnConfig {
@@ -197,6 +205,8 @@ impl Default for TxnConfig {
             max_lifetime: Duration::from_secs(10 * 60),
             outcome_resolve_timeout: Duration::from_secs(5),
             range_lock_lease: Duration::from_secs(10),
+            one_pc_max_bytes: 256 << 10,
+            one_pc_max_keys: 1024,
         }
     }
 }

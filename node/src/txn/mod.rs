@@ -9,6 +9,7 @@
 //! latches) so that the state an action read is still the state its batch applies to.
 
 pub mod actions;
+pub mod concurrency;
 pub mod latches;
 pub mod limits;
 pub mod lock_wait;
@@ -28,6 +29,8 @@ mod limits_tests;
 mod lock_wait_tests;
 #[cfg(test)]
 mod manager_tests;
+#[cfg(test)]
+mod one_pc_tests;
 #[cfg(test)]
 mod outcome_tests;
 

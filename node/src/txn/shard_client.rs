@@ -127,6 +127,16 @@ pub trait ShardClient: Send + Sync + Debug {
         range_lock_term: Option<u64>,
     ) -> Result<()>;
 
+    /// [`Storage::one_pc`]. A remote leader's answer that arrives after an earlier
+    /// attempt's answer was lost is `OutcomeUnknown` unless it is the commit itself: that
+    /// attempt may still be applied later (see the router's `Resend::Decisive`).
+    fn one_pc(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<Timestamp>;
+
     /// [`Storage::rollback`].
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> Result<()>;
 
@@ -212,6 +222,15 @@ impl ShardClient for Storage {
         range_lock_term: Option<u64>,
     ) -> Result<()> {
         Storage::commit_guarded(self, keys, start_ts, commit_ts, range_lock_term)
+    }
+
+    fn one_pc(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<Timestamp> {
+        Storage::one_pc(self, mutations, start_ts, range_lock_term)
     }
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> Result<()> {

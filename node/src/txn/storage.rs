@@ -29,7 +29,7 @@
 //! until the batch is visible here, so the reasoning above holds with "applied" for
 //! "synced"; nothing above this layer changes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::lsm::Db;
@@ -37,8 +37,10 @@ use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
 use crate::mvcc::{
     Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
 };
+use crate::tso::Tso;
 
 use super::actions::{self, Mutation, PrewriteOptions, TxnStatus};
+use super::concurrency::{ConcurrencyManager, MEMORY_LOCK_WAIT};
 use super::latches::Latches;
 use super::lock_wait::{LockWaits, Waiter};
 use super::range_locks::{KeyRange, RangeLocks};
@@ -61,6 +63,24 @@ pub struct Storage {
     safe_point: GcSafePoint,
     /// This node's current run: locks of its earlier runs are expired at once.
     local_run: Option<Coordinator>,
+    /// `max_ts` and the memory locks of one-phase commits (see [`super::concurrency`]).
+    cm: Arc<ConcurrencyManager>,
+    /// Where a new leader takes its `max_ts` floor from (the cluster's oracle).
+    ts_source: OnceLock<Arc<dyn Tso>>,
+    /// Tests: called by a one-phase commit between its choice of commit_ts and its write.
+    #[cfg(test)]
+    one_pc_hook: parking_lot::Mutex<Option<OnePcHook>>,
+}
+
+/// Tests: what [`Storage::set_one_pc_hook`] installs (called with the chosen commit_ts).
+#[cfg(test)]
+pub(crate) struct OnePcHook(pub Arc<dyn Fn(Timestamp) + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for OnePcHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnePcHook")
+    }
 }
 
 impl Storage {
@@ -89,7 +109,30 @@ impl Storage {
             writer,
             safe_point,
             local_run: None,
+            cm: ConcurrencyManager::new(),
+            ts_source: OnceLock::new(),
+            #[cfg(test)]
+            one_pc_hook: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Gives a leader the oracle it takes its `max_ts` floor from in each new term (see
+    /// [`super::concurrency`]); without one a replica over a Raft writer refuses one-phase
+    /// commits. Set once; later calls are ignored.
+    pub fn set_ts_source(&self, tso: Arc<dyn Tso>) {
+        let _ = self.ts_source.set(tso);
+    }
+
+    /// `max_ts` and the memory locks of one-phase commits.
+    pub fn concurrency(&self) -> &Arc<ConcurrencyManager> {
+        &self.cm
+    }
+
+    /// Tests: `hook` runs in every one-phase commit after it chose its commit_ts, before its
+    /// batch is written.
+    #[cfg(test)]
+    pub(crate) fn set_one_pc_hook(&self, hook: Arc<dyn Fn(Timestamp) + Send + Sync>) {
+        *self.one_pc_hook.lock() = Some(OnePcHook(hook));
     }
 
     /// Where command batches go.
@@ -186,6 +229,8 @@ impl Storage {
     /// The value of `key` at `ts` (locks of transactions in `bypass` are ignored).
     pub fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
         self.writer.read_barrier()?;
+        self.cm
+            .read(key, None, true, ts, Instant::now() + MEMORY_LOCK_WAIT)?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).get(key, ts, bypass)
@@ -202,6 +247,8 @@ impl Storage {
         bypass: &[Timestamp],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.writer.read_barrier()?;
+        self.cm
+            .read(start, end, false, ts, Instant::now() + MEMORY_LOCK_WAIT)?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).scan(start, end, limit, ts, reverse, bypass)
@@ -218,6 +265,8 @@ impl Storage {
         bypass: &[Timestamp],
     ) -> Result<ScanPage> {
         self.writer.read_barrier()?;
+        self.cm
+            .read(start, end, false, ts, Instant::now() + MEMORY_LOCK_WAIT)?;
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq()))
@@ -259,6 +308,135 @@ impl Storage {
         )
     }
 
+    /// Commits all `mutations` of transaction `start_ts` in one phase (the first key is the
+    /// primary) and returns the commit timestamp; nothing is written on error. The checks
+    /// are a prewrite's (`KeyIsLocked`, `WriteConflict`, `AlreadyRolledBack`, `RangeLocked`
+    /// for a data key in a range locked by a committing SERIALIZABLE transaction); with
+    /// `range_lock_term`, the transaction's own range locks guard it as they guard a
+    /// primary's commit ([`Storage::commit_guarded`]: `RangeLocksLost`). The commit
+    /// timestamp is `max(max_ts, start_ts) + 1`, chosen under memory locks on the keys (see
+    /// [`super::concurrency`]). A transaction that already committed (a retried request)
+    /// gets its commit timestamp back. `OnePcRefused` (nothing written) when this leader has
+    /// no `max_ts` floor for its term and cannot take one.
+    pub fn one_pc(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+    ) -> Result<Timestamp> {
+        let Some(primary) = mutations.first() else {
+            return Err(MvccError::Engine(crate::lsm::Error::InvalidArgument(
+                "a one-phase commit with no keys".into(),
+            )));
+        };
+        self.sync_max_ts()?;
+        let _gate = self.range_locks.enter_prewrite();
+        for m in mutations {
+            if matches!(m, Mutation::Lock(_)) {
+                continue;
+            }
+            if let Some(owner) = self.range_locks.conflicting(m.key(), start_ts) {
+                return Err(MvccError::RangeLocked {
+                    key: m.key().to_vec(),
+                    owner,
+                });
+            }
+        }
+        let _latches = self.latches.acquire(mutations.iter().map(Mutation::key));
+        let ticket = self.writer.begin_write()?;
+        self.safe_point.check(start_ts)?;
+        let reader = MvccReader::new(&self.db, None);
+        // A retried request: the batch was all or nothing, so the primary tells.
+        if let Some(commit_ts) = actions::one_pc_check(&reader, primary, start_ts)? {
+            return Ok(commit_ts);
+        }
+        if let Some(term) = range_lock_term {
+            if ticket.term != term || !self.range_locks.holds(start_ts, term) {
+                return Err(MvccError::RangeLocksLost { owner: start_ts });
+            }
+        }
+        for m in &mutations[1..] {
+            if let Some(commit_ts) = actions::one_pc_check(&reader, m, start_ts)? {
+                // Only our own batch writes our records, and it wrote the primary too.
+                return Err(MvccError::Corrupt {
+                    key: m.key().to_vec(),
+                    reason: format!(
+                        "transaction {start_ts} committed this key at {commit_ts} but not its primary"
+                    ),
+                });
+            }
+        }
+        let Some(memory) = self.cm.lock_for_one_pc(
+            mutations.iter().map(|m| m.key().to_vec()),
+            ticket.term,
+            start_ts,
+            start_ts + 1,
+        ) else {
+            return Err(MvccError::OnePcRefused(
+                "the leader changed while the commit was being prepared".into(),
+            ));
+        };
+        // The commit timestamp is an oracle timestamp fetched now, with the memory locks in
+        // place: above every read served so far (each read's timestamp was issued before it
+        // raised max_ts), and never issued again, so no later transaction's start_ts equals
+        // it (an equal start_ts would make its rollback record overwrite this commit record,
+        // both living at `(key, ts)`). `max_ts + 1` alone is only used by this module's
+        // tests, which take the floor by hand and exercise the max_ts rule by itself.
+        let commit_ts = match self.ts_source.get() {
+            Some(tso) => {
+                let now = tso.get_timestamp().map_err(|e| {
+                    MvccError::OnePcRefused(format!("taking the commit timestamp: {e}"))
+                })?;
+                if now < memory.commit_ts {
+                    // A read at a timestamp the oracle has not issued yet: `now` would fall
+                    // below it, and `max_ts + 1` could be issued later.
+                    return Err(MvccError::OnePcRefused(
+                        "a read above the oracle's timestamps was served".into(),
+                    ));
+                }
+                now
+            }
+            None => memory.commit_ts,
+        };
+        #[cfg(test)]
+        {
+            let hook = self.one_pc_hook.lock().as_ref().map(|h| Arc::clone(&h.0));
+            if let Some(hook) = hook {
+                hook(commit_ts);
+            }
+        }
+        let mut txn = MvccTxn::new(start_ts);
+        for m in mutations {
+            actions::one_pc_write(&mut txn, m, commit_ts);
+        }
+        let (batch, _) = txn.into_parts();
+        self.writer.write(ticket, batch)?;
+        // Applied: readers waiting on the memory locks (dropped now) will see the records.
+        drop(memory);
+        Ok(commit_ts)
+    }
+
+    /// Makes sure `max_ts` has its floor for the term this replica leads in: an oracle
+    /// timestamp fetched after it was seen leading in that term (see
+    /// [`super::concurrency`]).
+    fn sync_max_ts(&self) -> Result<()> {
+        let ticket = self.writer.begin_write()?;
+        if self.cm.synced_term() == Some(ticket.term) {
+            return Ok(());
+        }
+        let Some(tso) = self.ts_source.get() else {
+            return Err(MvccError::OnePcRefused(
+                "no oracle to take this leader's max_ts floor from".into(),
+            ));
+        };
+        let floor = tso.get_timestamp().map_err(|e| {
+            MvccError::OnePcRefused(format!("taking this leader's max_ts floor: {e}"))
+        })?;
+        self.cm.sync(ticket.term, floor);
+        tracing::debug!(term = ticket.term, floor, "max_ts floor taken");
+        Ok(())
+    }
+
     /// Locks `ranges` for committing transaction `owner` for at most `lease` (see
     /// [`super::range_locks`]); returns the leader term they are registered in, which the
     /// transaction's guarded primary commit ([`Storage::commit_guarded`]) names. `NotLeader`
@@ -284,6 +462,11 @@ impl Storage {
     /// `KeyIsLocked` (resolve it and check again).
     pub fn check_ranges(&self, ranges: &[KeyRange], start_ts: Timestamp) -> Result<()> {
         self.writer.read_barrier()?;
+        let deadline = Instant::now() + MEMORY_LOCK_WAIT;
+        for (start, end) in ranges {
+            self.cm
+                .read(start, end.as_deref(), false, start_ts, deadline)?;
+        }
         let snap = self.db.snapshot();
         let reader = MvccReader::new(&self.db, Some(snap.seq()));
         for (start, end) in ranges {

@@ -3,6 +3,9 @@
 //! ```text
 //!   take the write buffer (state: Committing)   a write arriving from now on is refused
 //!   SERIALIZABLE scans: range locks, check      may wait: another transaction's lock
+//!   small enough: one-phase commit, done        may wait: a live lock, a range lock;
+//!     (refused by the leader: go on below)      an unknown outcome is settled by a
+//!                                               rollback record on the primary
 //!   prewrite every key, the first as primary    may wait: a live lock, a range lock
 //!   commit_ts from the TSO, commit the primary  the commit point; range locks released
 //!   commit the secondaries
@@ -265,6 +268,18 @@ impl Exec<'_> {
                 .map_err(before_commit_point)?;
             Some(hold)
         };
+        if manager.one_pc_fits(&plan.mutations) {
+            let mutations = Arc::clone(&plan.mutations);
+            let range_lock_term = range_locks.as_ref().map(|h| h.term);
+            let done = self
+                .drive(move |m, held| m.one_pc_attempt(&mutations, start_ts, range_lock_term, held))
+                .await?;
+            if let Some(commit_ts) = done {
+                drop(range_locks);
+                return Ok(Some(commit_ts));
+            }
+            // Refused by the leader: nothing was written; two phases.
+        }
         let mutations = Arc::clone(&plan.mutations);
         self.drive(move |m, held| m.prewrite_attempt(&mutations, start_ts, held))
             .await
@@ -526,6 +541,156 @@ impl TxnManager {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Whether a commit of `mutations` is small enough for one phase.
+    fn one_pc_fits(&self, mutations: &[Mutation]) -> bool {
+        let bytes: usize = mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(k, v) => k.len() + v.len(),
+                Mutation::Delete(k) | Mutation::Lock(k) => k.len(),
+            })
+            .sum();
+        self.config.one_pc_max_bytes > 0
+            && bytes <= self.config.one_pc_max_bytes
+            && mutations.len() <= self.config.one_pc_max_keys
+    }
+
+    /// Commits `mutations` in one phase (the first key is the primary), resolving the locks
+    /// met as a prewrite does. `Done(Some(commit_ts))` once committed, `Done(None)` if the
+    /// leader refused one phase (nothing written: commit in two). An unknown outcome is
+    /// settled before answering ([`settle_one_pc`](Self::settle_one_pc)).
+    fn one_pc_attempt(
+        &self,
+        mutations: &[Mutation],
+        start_ts: Timestamp,
+        range_lock_term: Option<u64>,
+        mut held: Option<LockWait>,
+    ) -> Result<Attempt<Option<Timestamp>>> {
+        let Some(primary) = mutations.first().map(|m| m.key().to_vec()) else {
+            return Err(TxnError::InvalidArgument("a commit with no keys".into()));
+        };
+        loop {
+            match self.shards.one_pc(mutations, start_ts, range_lock_term) {
+                Ok(commit_ts) => {
+                    // Committed, no lock left behind: the key's next waiter may go (it
+                    // would otherwise wait for a release that never comes).
+                    drop(held);
+                    return Ok(Attempt::Done(Some(commit_ts)));
+                }
+                Err(MvccError::OnePcRefused(reason)) => {
+                    tracing::debug!(start_ts, %reason, "one-phase commit refused; two phases");
+                    return Ok(Attempt::Done(None));
+                }
+                Err(e @ MvccError::OutcomeUnknown(_)) => {
+                    return self
+                        .settle_one_pc(&primary, start_ts, e)
+                        .map(|ts| Attempt::Done(Some(ts)));
+                }
+                Err(MvccError::WriteConflict {
+                    key,
+                    conflict_start_ts,
+                    conflict_commit_ts,
+                    ..
+                }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::WriteConflict,
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: Some(conflict_start_ts),
+                        reason: format!(
+                            "write conflict with a transaction committed at {conflict_commit_ts}"
+                        ),
+                    });
+                }
+                Err(MvccError::AlreadyRolledBack { key, .. }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::RolledBack,
+                        start_ts,
+                        key: Some(key),
+                        conflicting_start_ts: None,
+                        reason: "rolled back by another transaction".into(),
+                    });
+                }
+                Err(MvccError::RangeLocksLost { .. }) => {
+                    return Err(TxnError::Conflict {
+                        kind: ConflictKind::RangeLocked,
+                        start_ts,
+                        key: Some(primary),
+                        conflicting_start_ts: None,
+                        reason: "the range locks of this transaction's scans were lost with a \
+                                 leader change before its commit; nothing was committed"
+                            .into(),
+                    });
+                }
+                Err(MvccError::RangeLocked { key, owner }) => {
+                    drop(held.take());
+                    let Some((waiter, lapses)) = self.shards.wait_for_range_locks(owner) else {
+                        continue;
+                    };
+                    return Ok(Attempt::Blocked(Blocked {
+                        waiter,
+                        retry_at: lapses,
+                        on_timeout: TxnError::Conflict {
+                            kind: ConflictKind::RangeLocked,
+                            start_ts,
+                            key: Some(key),
+                            conflicting_start_ts: Some(owner),
+                            reason: "the key is in a range read by a committing serializable transaction".into(),
+                        },
+                    }));
+                }
+                Err(MvccError::KeyIsLocked(info)) => {
+                    if let Some(b) =
+                        self.blocked_by_lock(info, start_ts, &mut held, TxnError::Locked)?
+                    {
+                        return Ok(Attempt::Blocked(b));
+                    }
+                }
+                Err(e) => return Err(before_commit_point(e.into())),
+            }
+        }
+    }
+
+    /// Settles a one-phase commit whose outcome is unknown (`first`): its commit records
+    /// exist, or they never will once a rollback record is on the primary. Rolling back the
+    /// primary at a leader that has applied every earlier entry does both at once: it
+    /// answers `Committed` (the commit timestamp) if the batch was applied, and otherwise
+    /// writes the rollback record that makes any late attempt fail (`AlreadyRolledBack`), so
+    /// "not committed" is then certain. Asked until `outcome_resolve_timeout`, then
+    /// `OutcomeUnknown`.
+    fn settle_one_pc(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        first: MvccError,
+    ) -> Result<Timestamp> {
+        fail::fail_point!("txn::one_pc::settle");
+        let deadline = Instant::now() + self.config.outcome_resolve_timeout;
+        let mut backoff = Duration::from_millis(10);
+        let keys = [primary.to_vec()];
+        loop {
+            match self.shards.rollback(&keys, start_ts) {
+                Ok(()) => {
+                    return Err(TxnError::NotCommitted(format!(
+                        "a one-phase commit's outcome was unknown ({first}); it is now rolled \
+                         back for good, nothing was committed"
+                    )));
+                }
+                Err(MvccError::Committed { commit_ts, .. }) => return Ok(commit_ts),
+                Err(MvccError::OutcomeUnknown(_))
+                | Err(MvccError::NotLeader { .. })
+                | Err(MvccError::Unavailable(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(start_ts, error = %first, "one-phase commit outcome unknown");
+                return Err(first.into());
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 
