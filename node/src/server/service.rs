@@ -640,7 +640,13 @@ impl pb::admin_server::Admin for AdminService {
         let state = Arc::clone(&self.state);
         self.state
             .call("admin.Status", async move {
-                let stats = blocking(move || Ok(state.manager.storage().db().stats())).await?;
+                let (stats, counters) = blocking(move || {
+                    Ok((
+                        state.manager.storage().db().stats(),
+                        state.node_counters().to_proto(),
+                    ))
+                })
+                .await?;
                 Ok(pb::StatusResponse {
                     node_id: self.state.config.node_id,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -654,6 +660,8 @@ impl pb::admin_server::Admin for AdminService {
                     replicas: self.state.replica_rows(),
                     raft_addr: self.state.cluster.advertise_raft_addr.to_string(),
                     grpc_addr: self.state.cluster.advertise_grpc_addr.to_string(),
+                    counters: Some(counters),
+                    recovery: Some(self.state.recovery_info()),
                 })
             })
             .await
