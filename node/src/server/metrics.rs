@@ -455,16 +455,33 @@ mod tests {
         };
         let mut text = String::new();
         c.render(&mut text);
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n"), "{text}");
-        assert!(text.contains("\nstrata_raft_log_syncs_total 40\n"), "{text}");
-        assert!(text.contains("\nstrata_raft_proposals_total 90\n"), "{text}");
-        assert!(text.contains("\nstrata_raft_proposal_readies_total 30\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_log_syncs_total 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_proposals_total 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_proposal_readies_total 30\n"),
+            "{text}"
+        );
         assert!(text.contains("\nstrata_raft_log_bytes 4096\n"), "{text}");
         // Without /proc the CPU counter is left out rather than reported as 0.
         let mut text = String::new();
         NodeCounters::default().render(&mut text);
         assert!(!text.contains("process_cpu"), "{text}");
         let p = c.to_proto();
-        assert_eq!((p.cpu_seconds, p.raft_log_syncs, p.raft_proposals), (12.5, 40, 90));
+        assert_eq!(
+            (p.cpu_seconds, p.raft_log_syncs, p.raft_proposals),
+            (12.5, 40, 90)
+        );
     }
 }

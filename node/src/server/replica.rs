@@ -184,11 +184,12 @@ impl Replica {
         let counters = transport.counters();
         let opts = options.clone();
         let began = std::time::Instant::now();
-        let (store, state, lone_voter, mut recovery, log) = tokio::task::spawn_blocking(move || {
-            open_store(&dir.join("raft"), db, transport, &opts)
-        })
-        .await
-        .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
+        let (store, state, lone_voter, mut recovery, log) =
+            tokio::task::spawn_blocking(move || {
+                open_store(&dir.join("raft"), db, transport, &opts)
+            })
+            .await
+            .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
         recovery.open_duration = began.elapsed();
         tracing::info!(
             applied = recovery.applied_index,
