@@ -369,7 +369,7 @@ pub struct ClusterReport {
     pub server: ServerCost,
 }
 
-fn is_retryable(status: &tonic::Status) -> bool {
+pub(crate) fn is_retryable(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Aborted
         || ErrorDetail::from_status(status).is_some_and(|d| d.retryable)
 }
