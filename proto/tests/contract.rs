@@ -274,6 +274,23 @@ fn admin_messages_roundtrip() {
         raft_addr: "strata-1.strata-peers.ns.svc:20170".into(),
         grpc_addr: "strata-1.strata-peers.ns.svc:7379".into(),
         incarnation: "9f00".into(),
+        counters: Some(NodeCounters {
+            cpu_seconds: 12.34,
+            raft_log_writes: 1200,
+            raft_log_syncs: 1100,
+            engine_wal_syncs: 3,
+            raft_proposals: 4000,
+            raft_proposal_readies: 1000,
+            raft_readies: 1300,
+            raft_messages_stepped: 2600,
+            raft_log_bytes: 1 << 26,
+        }),
+        recovery: Some(RecoveryInfo {
+            applied_index_at_open: 28_017,
+            last_index_at_open: 32_778,
+            raft_log_bytes_at_open: 1 << 28,
+            open_seconds: 0.15,
+        }),
     });
     roundtrip(AddNodeRequest {
         node_id: 4,

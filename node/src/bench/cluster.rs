@@ -9,6 +9,8 @@
 //!          ycsb-b  95% read /  5% update      get   single-key Kv gets
 //!          ycsb-c 100% read                   bank  transfers in interactive transactions
 //!   report: per operation type ops, ops/s, p50/p95/p99, errors, abort rate ─► text or JSON
+//!           and what the servers spent: CPU µs and fsyncs per operation over all nodes of
+//!           the cluster, proposals per Raft ready (see [`server_cost`](super::server_cost))
 //! ```
 //!
 //! Keys are chosen uniformly or by a scrambled Zipfian distribution (YCSB's
@@ -31,6 +33,7 @@ use strata_proto::v1::{self, ErrorDetail};
 use super::engine::OutputFormat;
 use super::generator::{SplitMix64, ValueGen};
 use super::histogram::Histogram;
+use super::server_cost::{server_cost, ClusterNodes, ServerCost};
 use crate::cli::{ClientOptions, Clients};
 
 /// The workload of a run.
@@ -362,9 +365,11 @@ pub struct ClusterReport {
     pub total: OpResult,
     /// The bank invariant, for `bank`.
     pub bank: Option<BankCheck>,
+    /// What the run cost the servers (all nodes found), per completed operation.
+    pub server: ServerCost,
 }
 
-fn is_retryable(status: &tonic::Status) -> bool {
+pub(crate) fn is_retryable(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Aborted
         || ErrorDetail::from_status(status).is_some_and(|d| d.retryable)
 }
@@ -390,6 +395,8 @@ pub async fn run(
         servers.push(Clients::connect_one(endpoint, options.timeout()).await?);
     }
     let clients = servers[0].clone();
+    let named: Vec<(String, Clients)> = endpoints.iter().cloned().zip(servers.clone()).collect();
+    let cluster = ClusterNodes::discover(&named, options.timeout()).await;
     let mut rng = SplitMix64::for_stream(config.seed, config.workload.name());
     let values = ValueGen::new(config.value_size.max(1), &mut rng);
 
@@ -404,6 +411,7 @@ pub async fn run(
 
     let chooser = KeyChooser::new(items, config.distribution);
     let deadline_in = Duration::from_secs(config.duration);
+    let samples_before = cluster.sample().await;
     let start = Instant::now();
     let deadline = start + deadline_in;
     let mut tasks = Vec::with_capacity(config.clients);
@@ -430,6 +438,7 @@ pub async fn run(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let samples_after = cluster.sample().await;
 
     let bank_check = match sum_before {
         Some(sum_before) => Some(BankCheck {
@@ -448,12 +457,20 @@ pub async fn run(
             ops.push(OpResult::new(config, kind.name(), s, seconds));
         }
     }
+    let total = OpResult::new(config, "all", &total, seconds);
+    let server = server_cost(
+        &samples_before,
+        &samples_after,
+        total.ops,
+        &cluster.unreachable,
+    );
     let report = ClusterReport {
         endpoints,
         seconds,
         ops,
-        total: OpResult::new(config, "all", &total, seconds),
+        total,
         bank: bank_check,
+        server,
     };
     write_report(config, &report, out)?;
     Ok(report)
@@ -716,6 +733,16 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
             total["seconds"] = json!(r.seconds);
             total["distribution"] = json!(config.distribution);
             total["endpoints"] = json!(r.endpoints);
+            let s = &r.server;
+            total["server_nodes"] = json!(s.nodes.len());
+            total["server_cpu_seconds"] = json!(s.cpu_seconds);
+            total["server_cpu_us_per_op"] = json!(s.cpu_us_per_op);
+            total["raft_log_syncs"] = json!(s.raft_log_syncs);
+            total["engine_wal_syncs"] = json!(s.engine_wal_syncs);
+            total["fsyncs_per_op"] = json!(s.fsyncs_per_op);
+            total["proposals_per_ready"] = json!(s.proposals_per_ready);
+            total["server_per_node"] = json!(s.nodes);
+            total["server_unmeasured"] = json!(s.unmeasured);
             if let Some(b) = r.bank {
                 total["balance_sum_before"] = json!(b.sum_before);
                 total["balance_sum_after"] = json!(b.sum_after);
@@ -763,6 +790,7 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
                     op.errors
                 )?;
             }
+            write_server_cost(&r.server, out)?;
             if let Some(b) = r.bank {
                 writeln!(
                     out,
@@ -773,6 +801,42 @@ fn write_report(config: &ClusterBenchConfig, r: &ClusterReport, out: &mut dyn Wr
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The text lines of the servers' cost.
+fn write_server_cost(s: &ServerCost, out: &mut dyn Write) -> Result<()> {
+    if s.nodes.is_empty() {
+        writeln!(out, "  servers: not measured (no node sent counters)")?;
+    } else {
+        writeln!(
+            out,
+            "  servers ({} nodes): CPU {:.1} µs/op ({:.2} s), fsyncs {:.3}/op \
+             (raft log {}, engine WAL {}), proposals/ready {:.2}",
+            s.nodes.len(),
+            s.cpu_us_per_op,
+            s.cpu_seconds,
+            s.fsyncs_per_op,
+            s.raft_log_syncs,
+            s.engine_wal_syncs,
+            s.proposals_per_ready,
+        )?;
+        for n in &s.nodes {
+            writeln!(
+                out,
+                "    node {}: CPU {:.2} s, raft log fsyncs {}, WAL fsyncs {}, proposals {} in {} readies",
+                n.node_id,
+                n.cpu_seconds,
+                n.raft_log_syncs,
+                n.engine_wal_syncs,
+                n.raft_proposals,
+                n.raft_proposal_readies,
+            )?;
+        }
+    }
+    if !s.unmeasured.is_empty() {
+        writeln!(out, "  not measured: {}", s.unmeasured.join(", "))?;
     }
     Ok(())
 }
@@ -803,6 +867,43 @@ mod tests {
         for _ in 0..10_000 {
             assert!(z.next_scrambled(&mut rng) < 1000);
         }
+    }
+
+    #[test]
+    fn renders_the_servers_cost() {
+        let node = |id: u64| super::super::server_cost::NodeSample {
+            node_id: id,
+            cpu_seconds: 1.5,
+            raft_log_syncs: 300,
+            engine_wal_syncs: 0,
+            raft_proposals: 900,
+            raft_proposal_readies: 300,
+        };
+        let cost = ServerCost {
+            nodes: vec![node(1), node(2)],
+            unmeasured: vec!["node 3".into()],
+            cpu_seconds: 3.0,
+            cpu_us_per_op: 250.0,
+            raft_log_syncs: 600,
+            engine_wal_syncs: 0,
+            fsyncs_per_op: 0.05,
+            proposals_per_ready: 3.0,
+        };
+        let mut out = Vec::new();
+        write_server_cost(&cost, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  servers (2 nodes): CPU 250.0 µs/op (3.00 s), fsyncs 0.050/op (raft log 600, \
+             engine WAL 0), proposals/ready 3.00\n\
+             \x20   node 1: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
+             \x20   node 2: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
+             \x20 not measured: node 3\n"
+        );
+        let mut out = Vec::new();
+        write_server_cost(&ServerCost::default(), &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("not measured (no node sent"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -850,6 +951,30 @@ mod tests {
                 }
                 assert_eq!(l["errors"], 0, "{l}");
             }
+            // The servers' cost is on the total line: one node measured, and every write
+            // paid a raft log fsync (some shared one).
+            let last = lines.last().unwrap();
+            assert_eq!(last["server_nodes"], 1, "{last}");
+            assert!(report.server.unmeasured.is_empty(), "{:?}", report.server);
+            for f in [
+                "server_cpu_seconds",
+                "server_cpu_us_per_op",
+                "fsyncs_per_op",
+                "proposals_per_ready",
+            ] {
+                assert!(last[f].as_f64().is_some(), "{f} in {last}");
+            }
+            assert!(report.server.cpu_seconds > 0.0, "{:?}", report.server);
+            if workload.read_fraction() < 1.0 {
+                let s = &report.server;
+                assert!(s.raft_log_syncs > 0, "{s:?}");
+                assert!(
+                    s.fsyncs_per_op > 0.0 && s.proposals_per_ready >= 1.0,
+                    "{s:?}"
+                );
+                // A write is one proposal, so a ready carries no more than every client's.
+                assert!(s.proposals_per_ready <= 4.0 + 1.0, "{s:?}");
+            }
             if workload == ClusterWorkload::Bank {
                 let b = report.bank.expect("bank check");
                 assert!(b.holds(), "{b:?}");
@@ -867,7 +992,9 @@ mod tests {
                 &report,
                 &mut text,
             )?;
-            assert!(String::from_utf8(text)?.contains("all"));
+            let text = String::from_utf8(text)?;
+            assert!(text.contains("all"));
+            assert!(text.contains("servers (1 nodes): CPU "), "{text}");
         }
         handle.shutdown().await?;
         Ok(())
@@ -894,6 +1021,8 @@ mod tests {
         let mut out = Vec::new();
         let report = run(&config, &options, &mut out).await?;
         assert_eq!(report.endpoints.len(), 2);
+        // Both nodes are measured though both are node 1: they are told apart by address.
+        assert_eq!(report.server.nodes.len(), 2, "{:?}", report.server);
         assert!(String::from_utf8(out)?.contains("spread round-robin over"));
         // Each server took writes: the two nodes share no data, so each one's engine saw
         // its own client's puts.

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `strata bench run` ──► [`cluster::run`]: a YCSB-style client benchmark against a running
-//! node over gRPC (see [`cluster`]).
+//! node over gRPC (see [`cluster`]), with what it cost the servers ([`server_cost`]).
+//!
+//! `strata bench recovery` ──► [`recovery::run`]: load a node, `kill -9` it, time its restart.
 //!
 //! The pieces are one idea per file: [`generator`] (deterministic keys, values and PRNG),
 //! [`histogram`] (log-bucketed latencies), [`procfs`] (bytes written and peak RSS as the
@@ -23,3 +25,5 @@ pub mod engine;
 pub mod generator;
 pub mod histogram;
 pub mod procfs;
+pub mod recovery;
+pub mod server_cost;

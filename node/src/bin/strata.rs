@@ -6,6 +6,7 @@
 //!   strata get | put | delete | scan | txn | status   client commands (see strata::cli)
 //!   strata bench engine [options]                     storage-engine macro-benchmark
 //!   strata bench run [options]                        YCSB-style benchmark of running nodes
+//!   strata bench recovery [options]                   restart time of a node after kill -9
 //!   strata playground [--nodes N]                     local strata-node processes
 //! ```
 //!
@@ -19,6 +20,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use strata::bench::cluster::{self, ClusterBenchConfig};
 use strata::bench::engine::{self, EngineBenchConfig};
+use strata::bench::recovery::{self, RecoveryBenchConfig};
 use strata::cli::playground::{self, PlaygroundArgs};
 use strata::cli::{self, ClientOptions, Clients, CommandError, ExitStatus, ScanArgs};
 
@@ -81,6 +83,8 @@ enum BenchCommand {
     Engine(EngineBenchConfig),
     /// YCSB-style benchmark of a running node at --endpoint: ycsb-a/b/c, put, get, bank.
     Run(ClusterBenchConfig),
+    /// Load a node, kill -9 it, restart it: time until it serves, raft log replayed.
+    Recovery(RecoveryBenchConfig),
 }
 
 fn init_tracing() {
@@ -127,6 +131,15 @@ fn run(cli: Cli) -> Result<ExitStatus, CommandError> {
             )
             .into());
         }
+        return Ok(ExitStatus::Ok);
+    }
+    if let Command::Bench(BenchCommand::Recovery(config)) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)?;
+        let mut stdout = std::io::stdout().lock();
+        runtime.block_on(recovery::run(config, &mut stdout))?;
         return Ok(ExitStatus::Ok);
     }
     if let Command::Playground(args) = &cli.command {

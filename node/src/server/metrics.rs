@@ -3,6 +3,11 @@
 //! Per RPC: a request counter and a latency histogram with fixed buckets; per error reason:
 //! a counter. Engine and transaction gauges are rendered from the live [`Stats`] at scrape
 //! time, so nothing has to be copied in the background.
+//!
+//! [`NodeCounters`] are the process and write-path counters a benchmark divides by the
+//! operations it ran (CPU seconds, raft log and WAL fsyncs, proposals per ready): rendered
+//! here as `process_cpu_seconds_total` (the name Prometheus client libraries use) and
+//! `strata_raft_*`, and sent in `Admin.Status` as `counters`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +29,102 @@ struct RpcStats {
     /// Cumulative counts per bucket of `BUCKETS`.
     buckets: [u64; BUCKETS.len()],
     sum_seconds: f64,
+}
+
+/// The process and write-path counters of a node, cumulative since it started (see the
+/// module comment).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeCounters {
+    /// CPU time of the process (user + system, all threads); `None` where `/proc` is hidden.
+    pub cpu_seconds: Option<f64>,
+    /// Raft log writes.
+    pub raft_log_writes: u64,
+    /// Raft log writes fsynced.
+    pub raft_log_syncs: u64,
+    /// Storage engine WAL fsyncs.
+    pub engine_wal_syncs: u64,
+    /// Proposals handed to Raft.
+    pub raft_proposals: u64,
+    /// Readies that carried at least one proposal.
+    pub raft_proposal_readies: u64,
+    /// Ready-loop iterations with work.
+    pub raft_readies: u64,
+    /// Raft messages stepped.
+    pub raft_messages_stepped: u64,
+    /// Bytes of the raft log on disk (a gauge).
+    pub raft_log_bytes: u64,
+}
+
+impl NodeCounters {
+    /// The wire form for `Admin.Status`.
+    pub fn to_proto(&self) -> strata_proto::v1::NodeCounters {
+        strata_proto::v1::NodeCounters {
+            cpu_seconds: self.cpu_seconds.unwrap_or(0.0),
+            raft_log_writes: self.raft_log_writes,
+            raft_log_syncs: self.raft_log_syncs,
+            engine_wal_syncs: self.engine_wal_syncs,
+            raft_proposals: self.raft_proposals,
+            raft_proposal_readies: self.raft_proposal_readies,
+            raft_readies: self.raft_readies,
+            raft_messages_stepped: self.raft_messages_stepped,
+            raft_log_bytes: self.raft_log_bytes,
+        }
+    }
+
+    /// Appends the Prometheus text of these counters to `out`.
+    pub fn render(&self, out: &mut String) {
+        if let Some(cpu) = self.cpu_seconds {
+            header(
+                out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+            );
+            let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "strata_raft_log_writes_total",
+                "Raft log (raft-engine) writes.",
+                self.raft_log_writes,
+            ),
+            (
+                "strata_raft_log_syncs_total",
+                "Raft log writes fsynced.",
+                self.raft_log_syncs,
+            ),
+            (
+                "strata_raft_proposals_total",
+                "Proposals handed to Raft.",
+                self.raft_proposals,
+            ),
+            (
+                "strata_raft_proposal_readies_total",
+                "Raft readies (log writes) that carried at least one proposal.",
+                self.raft_proposal_readies,
+            ),
+            (
+                "strata_raft_readies_total",
+                "Raft ready-loop iterations that had work.",
+                self.raft_readies,
+            ),
+            (
+                "strata_raft_messages_stepped_total",
+                "Raft messages received from peers and stepped.",
+                self.raft_messages_stepped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        gauge(
+            out,
+            "strata_raft_log_bytes",
+            "Bytes of the raft log on disk.",
+            self.raft_log_bytes as f64,
+        );
+    }
 }
 
 /// Counters of the gRPC API.
@@ -340,5 +441,47 @@ mod tests {
             text.contains("strata_rpc_errors_total{code=\"Aborted\",reason=\"WRITE_CONFLICT\"} 1")
         );
         assert!(text.contains("strata_active_transactions 3"));
+    }
+
+    #[test]
+    fn renders_node_counters() {
+        let c = NodeCounters {
+            cpu_seconds: Some(12.5),
+            raft_log_syncs: 40,
+            raft_proposals: 90,
+            raft_proposal_readies: 30,
+            raft_log_bytes: 4096,
+            ..NodeCounters::default()
+        };
+        let mut text = String::new();
+        c.render(&mut text);
+        assert!(
+            text.contains(
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_log_syncs_total 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_proposals_total 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_raft_proposal_readies_total 30\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nstrata_raft_log_bytes 4096\n"), "{text}");
+        // Without /proc the CPU counter is left out rather than reported as 0.
+        let mut text = String::new();
+        NodeCounters::default().render(&mut text);
+        assert!(!text.contains("process_cpu"), "{text}");
+        let p = c.to_proto();
+        assert_eq!(
+            (p.cpu_seconds, p.raft_log_syncs, p.raft_proposals),
+            (12.5, 40, 90)
+        );
     }
 }

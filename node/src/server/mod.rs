@@ -216,6 +216,7 @@ impl http::Endpoints for State {
             self.stale_locks_resolved.load(Ordering::Relaxed),
             self.run.run_id,
         );
+        self.node_counters().render(&mut out);
         out
     }
 
@@ -814,6 +815,33 @@ impl State {
 
     /// The replica rows of Admin.Status: this node's replica of each shard, and on a leader
     /// the other replicas as it sees them (their match index gives their lag).
+    /// The process and write-path counters of this node (`/metrics` and `Admin.Status`).
+    pub(crate) fn node_counters(&self) -> metrics::NodeCounters {
+        let driver = self.replica.handle().stats();
+        metrics::NodeCounters {
+            cpu_seconds: crate::bench::procfs::process_cpu_seconds(),
+            raft_log_writes: driver.log_writes,
+            raft_log_syncs: driver.log_syncs,
+            engine_wal_syncs: self.manager.storage().db().stats().wal_syncs,
+            raft_proposals: driver.proposals,
+            raft_proposal_readies: driver.proposal_readies,
+            raft_readies: driver.readies,
+            raft_messages_stepped: driver.messages_stepped,
+            raft_log_bytes: self.replica.raft_log_bytes(),
+        }
+    }
+
+    /// What opening the data shard's replica found, for `Admin.Status`.
+    pub(crate) fn recovery_info(&self) -> strata_proto::v1::RecoveryInfo {
+        let r = self.replica.recovery();
+        strata_proto::v1::RecoveryInfo {
+            applied_index_at_open: r.applied_index,
+            last_index_at_open: r.last_index,
+            raft_log_bytes_at_open: r.raft_log_bytes,
+            open_seconds: r.open_duration.as_secs_f64(),
+        }
+    }
+
     fn replica_rows(&self) -> Vec<strata_proto::v1::ReplicaStatus> {
         use strata_proto::v1::{ReplicaRole, ReplicaStatus as Row};
         let Some(s) = self.replica.status() else {

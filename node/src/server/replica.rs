@@ -131,6 +131,32 @@ pub struct Replica {
     faults: NetFaults,
     /// The replica has no log and no membership: it was never added to a group.
     never_joined: bool,
+    /// What opening the replica found.
+    recovery: RecoveryInfo,
+    /// The raft log (shared with the driver's store), for its size.
+    log: LogStore,
+}
+
+/// The data shard's replica as [`Replica::open`] found it: how much raft log lay beyond the
+/// state machine's durable applied index, to be replayed, and how long opening took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecoveryInfo {
+    /// The applied index the state machine held durably at open.
+    pub applied_index: u64,
+    /// The raft log's last index at open (0 on fresh data).
+    pub last_index: u64,
+    /// Bytes of the raft log on disk at open.
+    pub raft_log_bytes: u64,
+    /// Time spent opening the log store and the state machine.
+    pub open_duration: Duration,
+}
+
+impl RecoveryInfo {
+    /// Entries beyond the durable applied index: what the replica replays (at most; the
+    /// uncommitted tail of a former leader may be replaced instead).
+    pub fn entries_to_replay(&self) -> u64 {
+        self.last_index.saturating_sub(self.applied_index)
+    }
 }
 
 impl Replica {
@@ -169,11 +195,22 @@ impl Replica {
         let counters = transport.counters();
         let opts = options.clone();
         let store_book = book.clone();
-        let (store, state, lone_voter, never_joined) = tokio::task::spawn_blocking(move || {
-            open_store(&dir.join("raft"), db, transport, store_book, &opts)
-        })
-        .await
-        .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
+        let began = std::time::Instant::now();
+        let (store, state, lone_voter, never_joined, mut recovery, log) =
+            tokio::task::spawn_blocking(move || {
+                open_store(&dir.join("raft"), db, transport, store_book, &opts)
+            })
+            .await
+            .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
+        recovery.open_duration = began.elapsed();
+        tracing::info!(
+            applied = recovery.applied_index,
+            last_index = recovery.last_index,
+            to_replay = recovery.entries_to_replay(),
+            log_bytes = recovery.raft_log_bytes,
+            secs = recovery.open_duration.as_secs_f64(),
+            "opened the data shard's replica"
+        );
         let handle = driver.start(store)?;
         Ok(Replica {
             handle,
@@ -186,6 +223,8 @@ impl Replica {
             lone_voter,
             faults,
             never_joined,
+            recovery,
+            log,
         })
     }
 
@@ -201,6 +240,16 @@ impl Replica {
     /// group (a joining node that must still ask to be added).
     pub fn never_joined(&self) -> bool {
         self.never_joined
+    }
+
+    /// What opening the replica found (raft log to replay, time taken).
+    pub fn recovery(&self) -> RecoveryInfo {
+        self.recovery
+    }
+
+    /// Bytes of the raft log on disk now.
+    pub fn raft_log_bytes(&self) -> u64 {
+        u64::try_from(self.log.used_bytes()).unwrap_or(u64::MAX)
     }
 
     /// True when this node is the group's only voter (it elects itself at start).
@@ -350,15 +399,30 @@ impl Replica {
     }
 }
 
+/// What [`open_store`] returns: the store, the applied state, whether this node is the lone
+/// voter, whether it was never added to a group, what it found, and a handle on the raft log.
+type Opened = (
+    RaftStore<GrpcTransport>,
+    Arc<ShardState>,
+    bool,
+    bool,
+    RecoveryInfo,
+    LogStore,
+);
+
 fn open_store(
     dir: &std::path::Path,
     db: Db,
     transport: GrpcTransport,
     book: AddressBook,
     options: &ReplicaOptions,
-) -> Result<(RaftStore<GrpcTransport>, Arc<ShardState>, bool, bool), RaftStoreError> {
+) -> Result<Opened, RaftStoreError> {
     std::fs::create_dir_all(dir)?;
     let log = LogStore::open(dir)?;
+    let mut recovery = RecoveryInfo {
+        raft_log_bytes: u64::try_from(log.used_bytes()).unwrap_or(u64::MAX),
+        ..RecoveryInfo::default()
+    };
     let apply = KvApply::open(
         db,
         DATA_SHARD,
@@ -368,7 +432,8 @@ fn open_store(
     )?
     .with_address_book(book, NodeId(options.node_id));
     let state = apply.state();
-    let mut store = RaftStore::new(log, transport, PeerConfig::default());
+    recovery.applied_index = state.applied_index();
+    let mut store = RaftStore::new(log.clone(), transport, PeerConfig::default());
     let meta = ReplicaMeta {
         shard: DATA_SHARD,
         peer: PeerId(options.node_id),
@@ -381,7 +446,10 @@ fn open_store(
                 found.peer, meta.peer
             )));
         }
-        Some(_) => store.open_replica(DATA_SHARD, Box::new(apply))?,
+        Some(_) => {
+            recovery.last_index = store.log_store().load(DATA_SHARD)?.last_index;
+            store.open_replica(DATA_SHARD, Box::new(apply))?
+        }
         None => match &options.membership {
             Membership::Bootstrap(members) => {
                 let mut voters: Vec<PeerId> = members.keys().map(|id| PeerId(*id)).collect();
@@ -405,7 +473,7 @@ fn open_store(
     }
     let cs = peer.conf_state();
     let never_joined = peer.last_index() == 0 && cs.voters.is_empty() && cs.learners.is_empty();
-    Ok((store, state, lone_voter, never_joined))
+    Ok((store, state, lone_voter, never_joined, recovery, log))
 }
 
 /// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every

@@ -641,7 +641,13 @@ impl pb::admin_server::Admin for AdminService {
         let state = Arc::clone(&self.state);
         self.state
             .call("admin.Status", async move {
-                let stats = blocking(move || Ok(state.manager.storage().db().stats())).await?;
+                let (stats, counters) = blocking(move || {
+                    Ok((
+                        state.manager.storage().db().stats(),
+                        state.node_counters().to_proto(),
+                    ))
+                })
+                .await?;
                 Ok(pb::StatusResponse {
                     node_id: self.state.config.node_id,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -656,6 +662,8 @@ impl pb::admin_server::Admin for AdminService {
                     raft_addr: self.state.cluster.advertise_raft_addr.to_string(),
                     grpc_addr: self.state.cluster.advertise_grpc_addr.to_string(),
                     incarnation: self.state.identity.incarnation.clone(),
+                    counters: Some(counters),
+                    recovery: Some(self.state.recovery_info()),
                 })
             })
             .await
