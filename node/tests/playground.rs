@@ -59,6 +59,7 @@ fn playground_serves_the_cli_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the playground");
+    let _guard = KillOnDrop(node.id());
     // The second line names node 1's gRPC address.
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("readable");
@@ -151,6 +152,23 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Kills a playground (by pid) when a test ends early: its nodes then stop by themselves
+/// (their stdin pipe closes), so a failing test leaves no processes behind.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Only while that pid is still a playground: a reaped one's pid may be reused.
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains("playground");
+        if ours && alive(self.0) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 /// A playground of `nodes` on free ports; returns it, its banner, each node's (pid, gRPC).
 fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
     let mut child = Command::new(STRATA)
@@ -197,6 +215,7 @@ fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
 #[test]
 fn a_three_node_playground_prints_working_commands_survives_a_kill_and_stops_every_node() {
     let (mut playground, banner, nodes) = start_playground("3");
+    let _guard = KillOnDrop(playground.id());
     let text = banner.join("\n");
     assert_eq!(nodes.len(), 3, "{text}");
     assert!(text.contains("3 nodes"), "{text}");
@@ -278,6 +297,7 @@ fn a_three_node_playground_prints_working_commands_survives_a_kill_and_stops_eve
 #[test]
 fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
     let (mut playground, _, nodes) = start_playground("2");
+    let _guard = KillOnDrop(playground.id());
     let status = Command::new("kill")
         .args(["-TERM", &playground.id().to_string()])
         .status()
@@ -296,6 +316,7 @@ fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
 
     // Ctrl-C (SIGINT) likewise; the nodes, in their own process group, are stopped by it.
     let (mut playground, _, nodes) = start_playground("2");
+    let _guard = KillOnDrop(playground.id());
     let status = Command::new("kill")
         .args(["-INT", &playground.id().to_string()])
         .status()
@@ -314,6 +335,7 @@ fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
 
     // kill -9 the playground itself: its nodes see their stdin close and stop.
     let (mut playground, _, nodes) = start_playground("2");
+    let _guard = KillOnDrop(playground.id());
     let temporary = std::env::temp_dir().join(format!("strata-playground-{}", playground.id()));
     playground.kill().expect("kill -9");
     let _ = playground.wait();
