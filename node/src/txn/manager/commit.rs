@@ -59,6 +59,34 @@ fn before_commit_point(e: TxnError) -> TxnError {
     }
 }
 
+/// The conflict a prewrite or a one-phase commit reports as the transaction's abort: a newer
+/// commit of one of its keys, or a rollback of it by another transaction. Any other error is
+/// passed on as it is.
+fn abort(start_ts: Timestamp, e: MvccError) -> TxnError {
+    match e {
+        MvccError::WriteConflict {
+            key,
+            conflict_start_ts,
+            conflict_commit_ts,
+            ..
+        } => TxnError::Conflict {
+            kind: ConflictKind::WriteConflict,
+            start_ts,
+            key: Some(key),
+            conflicting_start_ts: Some(conflict_start_ts),
+            reason: format!("write conflict with a transaction committed at {conflict_commit_ts}"),
+        },
+        MvccError::AlreadyRolledBack { key, .. } => TxnError::Conflict {
+            kind: ConflictKind::RolledBack,
+            start_ts,
+            key: Some(key),
+            conflicting_start_ts: None,
+            reason: "rolled back by another transaction".into(),
+        },
+        e => TxnError::Mvcc(e),
+    }
+}
+
 /// What is left of an `execute` attempt once its reads and writes are done.
 pub(super) enum Prepared {
     /// Nothing to commit (a precondition failed): the response as it is.
@@ -489,30 +517,10 @@ impl TxnManager {
                     }
                     return Ok(Attempt::Done(()));
                 }
-                Err(MvccError::WriteConflict {
-                    key,
-                    conflict_start_ts,
-                    conflict_commit_ts,
-                    ..
-                }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::WriteConflict,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: Some(conflict_start_ts),
-                        reason: format!(
-                            "write conflict with a transaction committed at {conflict_commit_ts}"
-                        ),
-                    });
-                }
-                Err(MvccError::AlreadyRolledBack { key, .. }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::RolledBack,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: None,
-                        reason: "rolled back by another transaction".into(),
-                    });
+                Err(
+                    e @ (MvccError::WriteConflict { .. } | MvccError::AlreadyRolledBack { .. }),
+                ) => {
+                    return Err(abort(start_ts, e));
                 }
                 Err(MvccError::RangeLocked { key, owner }) => {
                     // A committing SERIALIZABLE transaction scanned this range: wait for it.
@@ -589,30 +597,10 @@ impl TxnManager {
                         .settle_one_pc(&primary, start_ts, e)
                         .map(|ts| Attempt::Done(Some(ts)));
                 }
-                Err(MvccError::WriteConflict {
-                    key,
-                    conflict_start_ts,
-                    conflict_commit_ts,
-                    ..
-                }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::WriteConflict,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: Some(conflict_start_ts),
-                        reason: format!(
-                            "write conflict with a transaction committed at {conflict_commit_ts}"
-                        ),
-                    });
-                }
-                Err(MvccError::AlreadyRolledBack { key, .. }) => {
-                    return Err(TxnError::Conflict {
-                        kind: ConflictKind::RolledBack,
-                        start_ts,
-                        key: Some(key),
-                        conflicting_start_ts: None,
-                        reason: "rolled back by another transaction".into(),
-                    });
+                Err(
+                    e @ (MvccError::WriteConflict { .. } | MvccError::AlreadyRolledBack { .. }),
+                ) => {
+                    return Err(abort(start_ts, e));
                 }
                 Err(MvccError::RangeLocksLost { .. }) => {
                     return Err(TxnError::Conflict {
