@@ -208,6 +208,9 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("strata.dev", "strataclusters", "watch"),
     ("strata.dev", "strataclusters", "patch"),
     ("strata.dev", "strataclusters/status", "patch"),
+    // The owned objects' owner references set blockOwnerDeletion (names.rs), which the
+    // OwnerReferencesPermissionEnforcement admission plugin refuses without this.
+    ("strata.dev", "strataclusters/finalizers", "update"),
     ("strata.dev", "stratabackups", "list"),
     ("strata.dev", "stratabackups", "watch"),
     ("strata.dev", "stratabackups/status", "patch"),
