@@ -6,12 +6,15 @@
 //!
 //! - `Available`: enough nodes serve for a shard's quorum (a majority of
 //!   `replicationFactor`): ready pods whose node answers `Admin.Status` with its own id.
-//! - `Progressing`: the StatefulSet is being created, rolled out or resized.
+//! - `Progressing`: the StatefulSet is being created, rolled out or resized, or a scale-in
+//!   drains nodes (reason `Draining`, naming them, then `ScalingIn` once they are drained).
 //! - `Degraded`: part of the spec is refused (the reason says which), or a node failed
 //!   (including a node that reports another node's id).
 //!
-//! Shard and leader counts need the cluster's `Admin` status over gRPC and join the status
-//! with replication.
+//! Shard and leader counts, each node's incarnation and the data shard's members come from
+//! the nodes' `Admin.Status` answers; the members are the leader's view (else the first
+//! reachable node's), so a member left without a pod, or a node re-added under a new
+//! incarnation, shows in `status.members`.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -22,7 +25,10 @@ use std::collections::BTreeMap;
 use super::names::{node_id, ordinal_of, ClusterNames};
 use super::plan::{Plan, Refusal};
 use super::probe::NodeReport;
-use crate::crd::{ClusterPhase, NodeState, NodeStatus, StrataCluster, StrataClusterStatus};
+use crate::crd::{
+    ClusterPhase, DrainNodeState, DrainStatus, MemberStatus, NodeState, NodeStatus, StrataCluster,
+    StrataClusterStatus,
+};
 
 /// Condition types.
 pub const AVAILABLE: &str = "Available";
@@ -34,16 +40,35 @@ pub const DEGRADED: &str = "Degraded";
 /// The nodes' `Admin.Status` answers, by pod ordinal.
 pub type Reports = BTreeMap<i32, Result<NodeReport, String>>;
 
-/// The status to write for `cluster` after applying `plan`.
+/// What the reconcile saw and did, for [`build`].
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The plan applied.
+    pub plan: &'a Plan,
+    /// The drain in progress after this reconcile.
+    pub drain: Option<&'a DrainStatus>,
+    /// The StatefulSet the apply returned (or the one read).
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The cluster's pods.
+    pub pods: &'a [Pod],
+    /// The nodes' own reports.
+    pub reports: &'a Reports,
+}
+
+/// The status to write for `cluster` after applying `seen.plan`.
 pub fn build(
     cluster: &StrataCluster,
     names: &ClusterNames,
-    plan: &Plan,
-    statefulset: Option<&StatefulSet>,
-    pods: &[Pod],
-    reports: &Reports,
+    seen: Observed<'_>,
     now: &Time,
 ) -> StrataClusterStatus {
+    let Observed {
+        plan,
+        drain,
+        statefulset,
+        pods,
+        reports,
+    } = seen;
     let generation = cluster.metadata.generation;
     let sts_status = statefulset
         .and_then(|s| s.status.clone())
@@ -82,7 +107,10 @@ pub fn build(
         ),
         _ => (false, "NotEnoughReadyNodes", count),
     };
-    let progressing = progressing(statefulset, target, ready);
+    let progressing = match drain {
+        Some(d) => draining(d, cluster.spec.replicas),
+        None => progressing(statefulset, target, ready),
+    };
     let degraded = match (refusal, failed) {
         (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
         (None, n) if n > 0 => {
@@ -143,6 +171,73 @@ pub fn build(
         shards: shard_count(reports, |_| true),
         led_shards: shard_count(reports, |r| r.leader),
         nodes,
+        members: members(reports),
+        drain: drain.cloned(),
+    }
+}
+
+/// The data shard's members as the leader reports them, else as the first reachable node.
+pub fn members(reports: &Reports) -> Vec<MemberStatus> {
+    let answers: Vec<&NodeReport> = reports.values().filter_map(|r| r.as_ref().ok()).collect();
+    let source = answers
+        .iter()
+        .find(|r| r.replicas.iter().any(|x| x.leader))
+        .or_else(|| answers.iter().find(|r| !r.members.is_empty()));
+    let mut members: Vec<MemberStatus> = source
+        .map(|r| {
+            r.members
+                .iter()
+                .filter_map(|m| {
+                    Some(MemberStatus {
+                        id: i64::try_from(m.node_id).ok()?,
+                        voter: m.voter,
+                        incarnation: Some(m.incarnation.clone()).filter(|i| !i.is_empty()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort_by_key(|m| m.id);
+    members
+}
+
+/// `Progressing` during a drain: which nodes, and what comes after.
+fn draining(drain: &DrainStatus, asked: i32) -> (bool, &'static str, String) {
+    let list = |state: DrainNodeState| {
+        drain
+            .nodes
+            .iter()
+            .filter(|n| n.state == state)
+            .map(|n| format!("node {} ({})", n.id, n.pod))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let after = if asked != drain.to {
+        format!("; spec.replicas {asked} is applied once the drain completes")
+    } else {
+        String::new()
+    };
+    let waiting = list(DrainNodeState::Draining);
+    if waiting.is_empty() {
+        (
+            true,
+            "ScalingIn",
+            format!(
+                "{} drained; the StatefulSet shrinks from {} to {}, then their volume claims are deleted{after}",
+                list(DrainNodeState::Drained),
+                drain.from,
+                drain.to
+            ),
+        )
+    } else {
+        (
+            true,
+            "Draining",
+            format!(
+                "draining {waiting} through Admin.Decommission before the StatefulSet shrinks from {} to {}{after}",
+                drain.from, drain.to
+            ),
+        )
     }
 }
 
@@ -223,11 +318,14 @@ pub fn node_states(pods: &[Pod], reports: &Reports) -> Vec<NodeStatus> {
                 message: None,
                 replicas: None,
                 leader_of: None,
+                incarnation: None,
             };
             if node.state == NodeState::Ready {
                 match reports.get(&ordinal) {
                     Some(Ok(report)) if i64::try_from(report.node_id) == Ok(id) => {
                         node.version = Some(report.version.clone());
+                        node.incarnation =
+                            Some(report.incarnation.clone()).filter(|i| !i.is_empty());
                         node.replicas = i64::try_from(report.replicas.len()).ok();
                         node.leader_of =
                             i64::try_from(report.replicas.iter().filter(|r| r.leader).count()).ok();
@@ -309,6 +407,7 @@ mod tests {
                     node_id: 1,
                     version: "0.1.0".into(),
                     replicas: vec![replica(1, true), replica(2, false)],
+                    ..NodeReport::default()
                 }),
             ),
             (
@@ -317,6 +416,7 @@ mod tests {
                     node_id: 2,
                     version: "0.1.0".into(),
                     replicas: vec![replica(1, false), replica(2, false), replica(3, false)],
+                    ..NodeReport::default()
                 }),
             ),
             (2, Err("cannot connect".to_owned())),
