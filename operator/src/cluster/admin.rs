@@ -1,5 +1,5 @@
-//! The cluster's membership calls the operator makes: `Admin.Decommission` and
-//! `Admin.DecommissionStatus`, over gRPC.
+//! The cluster's calls the operator makes: `Admin.Decommission` and
+//! `Admin.DecommissionStatus`, over gRPC, and `Admin.Backup`.
 //!
 //! A membership call may go to any node: one that does not lead the data shard passes it to
 //! the leader. The reconcile sends each call to the reachable pods in turn (the ones that
@@ -8,6 +8,11 @@
 //! timeout; `Decommission` returns only once the node holds no replica, so the reconcile
 //! never awaits it: it runs on a task of its own (see `drain.rs`), and the reconcile polls
 //! `DecommissionStatus`.
+//!
+//! `Admin.Backup` is not in strata-node's API yet. The operator asks for it anyway, by its
+//! method path with an empty request (no message type of its own), so that a node that
+//! answers `UNIMPLEMENTED` is reported as exactly that, and one that answers anything else
+//! is reported as a node this operator version cannot drive yet.
 //!
 //! The [`ClusterAdmin`] trait lets the scenario tests answer for a model of the cluster;
 //! [`GrpcAdmin`] is the real one, tested against in-process nodes on loopback.
@@ -43,7 +48,21 @@ pub enum Drain {
     Drained,
 }
 
-/// The membership calls, each sent to one node at `endpoint` (`host:port`).
+/// What a node answered to `Admin.Backup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupAnswer {
+    /// `UNIMPLEMENTED`, with the node's message.
+    Unimplemented(String),
+    /// Anything else: the node serves the call.
+    Served {
+        /// The gRPC code.
+        code: String,
+        /// The node's message.
+        message: String,
+    },
+}
+
+/// The calls, each sent to one node at `endpoint` (`host:port`).
 pub trait ClusterAdmin: Send + Sync {
     /// `Admin.Decommission` of `node_id`, keeping `replication_factor` voters; the summary
     /// of what it did. Returns once the node is drained (or the call failed).
@@ -60,7 +79,13 @@ pub trait ClusterAdmin: Send + Sync {
         endpoint: String,
         node_id: u64,
     ) -> BoxFuture<'static, Result<Drain, AdminError>>;
+
+    /// `Admin.Backup`, with an empty request: whether the node serves it.
+    fn backup(&self, endpoint: String) -> BoxFuture<'static, Result<BackupAnswer, AdminError>>;
 }
+
+/// The method path of `Admin.Backup`.
+pub const BACKUP_METHOD: &str = "/strata.v1.Admin/Backup";
 
 /// The calls over a fresh gRPC connection each.
 #[derive(Debug, Clone)]
@@ -188,6 +213,70 @@ impl ClusterAdmin for GrpcAdmin {
             .await
         })
     }
+
+    fn backup(&self, endpoint: String) -> BoxFuture<'static, Result<BackupAnswer, AdminError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let timeout = this.timeout;
+            let at = endpoint.clone();
+            bounded(
+                "Admin.Backup",
+                &at,
+                timeout,
+                true,
+                this.backup_call(endpoint),
+            )
+            .await
+        })
+    }
+}
+
+impl GrpcAdmin {
+    async fn backup_call(&self, endpoint: String) -> Result<BackupAnswer, AdminError> {
+        let timeout = self.timeout;
+        let unreachable = |message: String| AdminError {
+            try_another: true,
+            message,
+        };
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| unreachable(format!("bad endpoint {endpoint}: {e}")))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| unreachable(format!("cannot connect to {endpoint}: {e}")))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| unreachable(format!("{endpoint} is not ready: {e}")))?;
+        // An empty message: StatusRequest has no field, and encodes to nothing.
+        let answer = grpc
+            .unary::<_, strata_proto::v1::StatusRequest, _>(
+                tonic::Request::new(strata_proto::v1::StatusRequest {}),
+                http::uri::PathAndQuery::from_static(BACKUP_METHOD),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        Ok(match answer {
+            Err(s) if s.code() == Code::Unimplemented => {
+                BackupAnswer::Unimplemented(s.message().to_owned())
+            }
+            Err(s) if s.code() == Code::Unavailable => {
+                return Err(unreachable(format!(
+                    "Admin.Backup at {endpoint}: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )))
+            }
+            Err(s) => BackupAnswer::Served {
+                code: format!("{:?}", s.code()),
+                message: s.message().to_owned(),
+            },
+            Ok(_) => BackupAnswer::Served {
+                code: "Ok".to_owned(),
+                message: String::new(),
+            },
+        })
+    }
 }
 
 /// Sends `call` to each of `endpoints` in turn until one answers (or refuses): the first
@@ -208,4 +297,35 @@ where
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata::server::config::NodeConfig;
+    use strata::server::Server;
+
+    /// A real node has no Admin.Backup yet: the probe says UNIMPLEMENTED, not an error; a
+    /// node that is down is unreachable.
+    #[tokio::test]
+    async fn a_real_node_answers_unimplemented_to_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(NodeConfig::on_free_ports(dir.path()))
+            .await
+            .unwrap();
+        let admin = GrpcAdmin::default();
+        let answer = admin.backup(server.grpc_addr().to_string()).await.unwrap();
+        assert!(
+            matches!(answer, BackupAnswer::Unimplemented(_)),
+            "{answer:?}"
+        );
+        let down = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let error = admin.backup(down).await.unwrap_err();
+        assert!(error.try_another, "{error:?}");
+        assert!(error.message.contains("cannot connect"), "{error:?}");
+        server.shutdown().await.unwrap();
+    }
 }

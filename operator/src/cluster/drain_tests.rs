@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::admin::{AdminError, ClusterAdmin, Drain};
+use super::admin::{AdminError, BackupAnswer, ClusterAdmin, Drain};
 use super::names::ordinal_of;
 use super::probe::{MemberReport, NodeProbe, NodeReport, ReplicaReport};
 use super::reconcile::WHILE_DRAINING;
@@ -202,6 +202,11 @@ impl ClusterAdmin for FakeCluster {
             Ok(Drain::Drained)
         };
         Box::pin(async move { answer })
+    }
+
+    fn backup(&self, _endpoint: String) -> BoxFuture<'static, Result<BackupAnswer, AdminError>> {
+        self.model.lock().calls.push("Backup".to_owned());
+        Box::pin(async { Ok(BackupAnswer::Unimplemented("no Admin.Backup".into())) })
     }
 }
 
@@ -616,6 +621,10 @@ impl<T: ClusterAdmin> ClusterAdmin for Loopback<T> {
     ) -> BoxFuture<'static, Result<Drain, AdminError>> {
         self.inner.drain_state(self.map(&endpoint), node_id)
     }
+
+    fn backup(&self, endpoint: String) -> BoxFuture<'static, Result<BackupAnswer, AdminError>> {
+        self.inner.backup(self.map(&endpoint))
+    }
 }
 
 fn free_port() -> u16 {
@@ -745,4 +754,33 @@ async fn a_real_cluster_is_drained_through_the_admin_api() {
     for server in servers {
         server.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_member_no_pod_runs_is_reported_not_removed() {
+    let mut h = Harness::new(3);
+    h.s.create().await;
+    h.run_pods();
+    h.step().await;
+    // A member added behind the operator's back (or left by a scale-in that bypassed it).
+    h.cluster
+        .model
+        .lock()
+        .members
+        .insert(7, (true, "inc-elsewhere".into()));
+    h.step().await;
+    assert_eq!(
+        h.s.condition("Degraded"),
+        ("True".into(), "StaleMember".into())
+    );
+    let message = h.s.cluster().status.unwrap().conditions[2].message.clone();
+    assert!(message.contains("node 7"), "{message}");
+    assert_eq!(
+        h.cluster.calls(),
+        Vec::<String>::new(),
+        "nothing is removed"
+    );
+    h.cluster.model.lock().members.remove(&7);
+    h.step().await;
+    assert_eq!(h.s.condition("Degraded").0, "False");
 }

@@ -41,6 +41,7 @@ use super::names::{ClusterNames, DATA_VOLUME, FIELD_MANAGER, GRPC_PORT};
 use super::plan::Plan;
 use super::status::{AVAILABLE, DEGRADED};
 use super::{config_map, drain, pdb, plan, probe, service, statefulset, status};
+use crate::backup;
 use crate::controller::{instrumented, Context};
 use crate::crd::{DrainStatus, ReclaimPolicy, StrataCluster, StrataClusterStatus};
 use crate::error::{Error, Result};
@@ -182,7 +183,15 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
         pods: &pods,
         reports: &reports,
     };
-    let new_status = status::build(cluster, &names, seen, &now);
+    let mut new_status = status::build(cluster, &names, seen, &now);
+    let mut wait_for_backup = None;
+    // A refused spec schedules nothing (the status keeps what it had).
+    if !matches!(plan, Plan::Invalid(_)) {
+        if let Some((schedule, wait)) = backup::run_schedule(cluster, ctx, now.0).await? {
+            new_status.backup_schedule = Some(schedule);
+            wait_for_backup = wait;
+        }
+    }
     publish_events(cluster, ctx, &plan, cluster.status.as_ref(), &new_status).await;
     if let Some(d) = &drain {
         for id in newly_drained {
@@ -217,13 +226,16 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
     if cluster.status.as_ref() != Some(&new_status) {
         write_status(ctx, &names, &new_status).await?;
     }
-    Ok(Action::requeue(if new_status.drain.is_some() {
+    let wait = if new_status.drain.is_some() {
         WHILE_DRAINING
     } else if progressing {
         WHILE_PROGRESSING
     } else {
         RESYNC
-    }))
+    };
+    Ok(Action::requeue(
+        wait_for_backup.map_or(wait, |b| b.min(wait)),
+    ))
 }
 
 /// The prefix of this cluster's keys in the table of drain calls.
@@ -416,7 +428,7 @@ async fn publish_events(
 }
 
 /// Publishes one event; a failure is logged, never fatal (events are best effort).
-async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     cluster: &StrataCluster,
     type_: EventType,

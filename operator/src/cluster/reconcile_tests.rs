@@ -567,3 +567,39 @@ async fn an_unreachable_cluster_is_a_condition_not_an_error() {
         ("False".into(), "NotEnoughReadyNodes".into())
     );
 }
+
+#[tokio::test]
+async fn a_backup_schedule_creates_strata_backups() {
+    let mut spec = spec();
+    spec["backup"] = json!({"schedule": "0 3 * * *",
+                            "destination": {"volume": {"claimName": "b", "path": "/"}}});
+    let s = Scenario::new(spec);
+    // Created long ago: a scheduled time has passed.
+    s.fake.edit(CLUSTER, |c| {
+        c["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z")
+    });
+    let action = s.create().await;
+    let status = s.cluster().status.unwrap();
+    let schedule = status.backup_schedule.unwrap();
+    let name = schedule.last_backup.unwrap();
+    assert!(
+        name.starts_with("demo-") && name.ends_with("0300"),
+        "{name}"
+    );
+    assert!(schedule.next_schedule_time.is_some());
+    let backup: crate::crd::StrataBackup = s.fake.get_as(&format!(
+        "/apis/strata.dev/v1alpha1/namespaces/db/stratabackups/{name}"
+    ));
+    assert_eq!(backup.spec.cluster, "demo");
+    assert!(s.event_reasons().iter().any(|r| r == "BackupScheduled"));
+    assert_ne!(action, Action::await_change(), "requeued for the next time");
+    // Once recorded, the next reconcile creates no other.
+    s.reconcile().await.unwrap();
+    let backups = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.contains("/stratabackups/"))
+        .count();
+    assert_eq!(backups, 1);
+}

@@ -9,7 +9,8 @@
 //! - `Progressing`: the StatefulSet is being created, rolled out or resized, or a scale-in
 //!   drains nodes (reason `Draining`, naming them, then `ScalingIn` once they are drained).
 //! - `Degraded`: part of the spec is refused (the reason says which), or a node failed
-//!   (including a node that reports another node's id).
+//!   (including a node that reports another node's id), or the cluster has a member that
+//!   no pod runs (`StaleMember`; the operator never removes one it did not drain).
 //!
 //! Shard and leader counts, each node's incarnation and the data shard's members come from
 //! the nodes' `Admin.Status` answers; the members are the leader's view (else the first
@@ -111,8 +112,22 @@ pub fn build(
         Some(d) => draining(d, cluster.spec.replicas),
         None => progressing(statefulset, target, ready),
     };
+    let members = members(reports);
+    let stale = stale_members(&members, &nodes);
     let degraded = match (refusal, failed) {
         (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
+        (None, 0) if !stale.is_empty() => (
+            true,
+            "StaleMember",
+            format!(
+                "the cluster has member(s) {} that no pod runs; if they are gone for good, remove them with Admin.RemoveNode",
+                stale
+                    .iter()
+                    .map(|id| format!("node {id}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         (None, n) if n > 0 => {
             let first = nodes.iter().find(|n| n.state == NodeState::Failed);
             let why = first
@@ -171,8 +186,12 @@ pub fn build(
         shards: shard_count(reports, |_| true),
         led_shards: shard_count(reports, |r| r.leader),
         nodes,
-        members: members(reports),
+        members,
         drain: drain.cloned(),
+        backup_schedule: cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.backup_schedule.clone()),
     }
 }
 
@@ -199,6 +218,16 @@ pub fn members(reports: &Reports) -> Vec<MemberStatus> {
         .unwrap_or_default();
     members.sort_by_key(|m| m.id);
     members
+}
+
+/// Members of the data shard that no pod runs (a scale-in that bypassed the operator, a
+/// node removed by hand from the StatefulSet): the operator reports them and removes none.
+pub fn stale_members(members: &[MemberStatus], nodes: &[NodeStatus]) -> Vec<i64> {
+    members
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| !nodes.iter().any(|n| n.id == *id))
+        .collect()
 }
 
 /// `Progressing` during a drain: which nodes, and what comes after.
