@@ -394,6 +394,20 @@ async fn scale_in_drains_the_highest_ordinals_then_shrinks_and_deletes_their_cla
     assert_eq!(h.s.sts_replicas(), 3);
     assert_eq!(h.s.condition("Progressing").1, "ScalingIn");
     assert!(h.s.fake.exists(&format!("{PVCS}/data-demo-4")));
+    // Their pods terminate: expected, not a failed node.
+    for ordinal in [3, 4] {
+        h.s.fake.edit(&format!("{PODS}/demo-{ordinal}"), |p| {
+            p["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z")
+        });
+    }
+    h.s.reconcile().await.unwrap();
+    assert_eq!(h.s.condition("Degraded").0, "False");
+    let status = h.s.cluster().status.unwrap();
+    let node = status.nodes.iter().find(|n| n.id == 5).unwrap();
+    assert!(
+        node.message.as_deref().unwrap().starts_with("drained"),
+        "{node:?}"
+    );
     // The pods go; then their claims; then the drain is over.
     h.run_pods();
     h.step().await;

@@ -75,10 +75,20 @@ pub fn build(
         .and_then(|s| s.status.clone())
         .unwrap_or_default();
     let ready = sts_status.ready_replicas.unwrap_or(0);
-    let nodes = node_states(pods, reports);
+    let mut nodes = node_states(pods, reports);
+    // A drained node's pod goes away with the StatefulSet's shrink: expected, not a failure.
+    let drained: Vec<i64> = drain
+        .iter()
+        .flat_map(|d| d.nodes.iter())
+        .filter(|n| n.state == DrainNodeState::Drained)
+        .map(|n| n.id)
+        .collect();
+    for node in nodes.iter_mut().filter(|n| drained.contains(&n.id)) {
+        node.message = Some("drained: it holds no replica, and its pod is removed".to_owned());
+    }
     let failed = nodes
         .iter()
-        .filter(|n| n.state == NodeState::Failed)
+        .filter(|n| n.state == NodeState::Failed && !drained.contains(&n.id))
         .count();
     let serving = i32::try_from(nodes.iter().filter(|n| n.state == NodeState::Ready).count())
         .unwrap_or(i32::MAX);
@@ -113,7 +123,11 @@ pub fn build(
         None => progressing(statefulset, target, ready),
     };
     let members = members(reports);
-    let stale = stale_members(&members, &nodes);
+    let size = statefulset
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let stale = stale_members(&members, &nodes, size);
     let degraded = match (refusal, failed) {
         (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
         (None, 0) if !stale.is_empty() => (
@@ -220,13 +234,14 @@ pub fn members(reports: &Reports) -> Vec<MemberStatus> {
     members
 }
 
-/// Members of the data shard that no pod runs (a scale-in that bypassed the operator, a
-/// node removed by hand from the StatefulSet): the operator reports them and removes none.
-pub fn stale_members(members: &[MemberStatus], nodes: &[NodeStatus]) -> Vec<i64> {
+/// Members of the data shard that no pod runs nor will (their ordinal is beyond the
+/// StatefulSet's `size`: a scale-in that bypassed the operator, a member added by hand);
+/// a pod being recreated is not one. The operator reports them and removes none.
+pub fn stale_members(members: &[MemberStatus], nodes: &[NodeStatus], size: i32) -> Vec<i64> {
     members
         .iter()
         .map(|m| m.id)
-        .filter(|id| !nodes.iter().any(|n| n.id == *id))
+        .filter(|id| *id > i64::from(size) && !nodes.iter().any(|n| n.id == *id))
         .collect()
 }
 
