@@ -105,16 +105,31 @@ pub async fn advance(
     endpoints: &[String],
 ) -> Vec<i64> {
     let mut drained = Vec::new();
+    // Every node's state at once: a reconcile waits at most one call's timeout per endpoint.
+    let asks = drain
+        .nodes
+        .iter()
+        .filter(|n| n.state == DrainNodeState::Draining)
+        .filter_map(|n| u64::try_from(n.id).ok())
+        .map(|id| async move {
+            (
+                id,
+                first_answer(endpoints, |e| admin.drain_state(e, id)).await,
+            )
+        });
+    let states: HashMap<u64, _> = futures::future::join_all(asks).await.into_iter().collect();
     for node in drain
         .nodes
         .iter_mut()
         .filter(|n| n.state == DrainNodeState::Draining)
     {
-        let Ok(id) = u64::try_from(node.id) else {
+        let Some((id, state)) = u64::try_from(node.id)
+            .ok()
+            .and_then(|id| Some((id, states.get(&id)?.clone())))
+        else {
             node.message = Some(format!("node id {} is not a valid id", node.id));
             continue;
         };
-        let state = first_answer(endpoints, |e| admin.drain_state(e, id)).await;
         node.message = Some(match state {
             Ok(Drain::Drained) => {
                 node.state = DrainNodeState::Drained;

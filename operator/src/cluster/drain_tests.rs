@@ -765,6 +765,16 @@ async fn a_real_cluster_is_drained_through_the_admin_api() {
         .unwrap();
     assert_eq!(state, Drain::Drained);
 
+    // The Decommission call may still be on its way back (the leader applied the removal
+    // first): wait for it, so no call is in flight when the nodes shut down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.ctx.drains.running("db/demo/4") {
+        assert!(
+            Instant::now() < deadline,
+            "the Decommission call never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for server in servers {
         server.shutdown().await.unwrap();
     }
