@@ -338,6 +338,8 @@ where
 
 async fn cleanup(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::of(cluster)?;
+    // A drain of a deleted cluster has nothing left to finish.
+    ctx.drains.forget(&drain_prefix(&names));
     let mut note = "owned objects are deleted by the garbage collector".to_owned();
     if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let claims: Api<PersistentVolumeClaim> =

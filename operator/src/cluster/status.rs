@@ -123,6 +123,7 @@ pub fn build(
         None => progressing(statefulset, target, ready),
     };
     let members = members(reports);
+    annotate_membership(&mut nodes, &members, &drained);
     let size = statefulset
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas)
@@ -232,6 +233,38 @@ pub fn members(reports: &Reports) -> Vec<MemberStatus> {
         .unwrap_or_default();
     members.sort_by_key(|m| m.id);
     members
+}
+
+/// Notes, on each serving node, how the cluster's membership sees it: not a member (yet),
+/// or a member recorded under another incarnation (a pod back on a new volume, which the
+/// node and its leader re-add). Nothing when no node reported the members.
+pub fn annotate_membership(nodes: &mut [NodeStatus], members: &[MemberStatus], drained: &[i64]) {
+    if members.is_empty() {
+        return;
+    }
+    for node in nodes
+        .iter_mut()
+        .filter(|n| n.state == NodeState::Ready && !drained.contains(&n.id))
+    {
+        match members.iter().find(|m| m.id == node.id) {
+            None => {
+                node.message = Some(
+                    "not a member of the cluster: joining, or removed and left on its old volume"
+                        .to_owned(),
+                )
+            }
+            Some(m) => {
+                if let (Some(recorded), Some(runs)) = (&m.incarnation, &node.incarnation) {
+                    if recorded != runs {
+                        node.message = Some(format!(
+                            "the cluster records node {} under incarnation {recorded}, the node runs {runs} (a new volume): it is being re-added",
+                            node.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Members of the data shard that no pod runs nor will (their ordinal is beyond the
@@ -474,6 +507,40 @@ mod tests {
         let nodes = node_states(&pods, &reports);
         assert_eq!((nodes[0].replicas, nodes[0].leader_of), (Some(2), Some(1)));
         assert_eq!((nodes[1].replicas, nodes[1].leader_of), (Some(3), Some(0)));
+    }
+
+    #[test]
+    fn membership_is_noted_on_the_nodes() {
+        let node = |id: i64, incarnation: &str| NodeStatus {
+            id,
+            pod: format!("demo-{}", id - 1),
+            state: NodeState::Ready,
+            version: None,
+            message: None,
+            replicas: None,
+            leader_of: None,
+            incarnation: Some(incarnation.to_owned()),
+        };
+        let member = |id: i64, incarnation: &str| MemberStatus {
+            id,
+            voter: true,
+            incarnation: Some(incarnation.to_owned()),
+        };
+        let mut nodes = vec![node(1, "a"), node(2, "b-new"), node(3, "c"), node(4, "d")];
+        let members = [member(1, "a"), member(2, "b-old"), member(4, "d")];
+        annotate_membership(&mut nodes, &members, &[4]);
+        assert_eq!(nodes[0].message, None);
+        let rejoining = nodes[1].message.clone().unwrap();
+        assert!(
+            rejoining.contains("b-old") && rejoining.contains("b-new"),
+            "{rejoining}"
+        );
+        assert!(nodes[2].message.clone().unwrap().contains("not a member"));
+        assert_eq!(nodes[3].message, None, "a drained node is not annotated");
+        // No report of the members: nothing is said.
+        let mut nodes = vec![node(1, "a")];
+        annotate_membership(&mut nodes, &[], &[]);
+        assert_eq!(nodes[0].message, None);
     }
 
     #[test]
