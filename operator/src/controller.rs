@@ -23,6 +23,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
+use crate::cluster::admin::{ClusterAdmin, GrpcAdmin};
+use crate::cluster::drain::DrainTasks;
 use crate::cluster::probe::{GrpcProbe, NodeProbe};
 use crate::crd::{StrataBackup, StrataCluster};
 use crate::error::Error;
@@ -41,6 +43,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Asks nodes for their `Admin.Status`.
     pub probe: Arc<dyn NodeProbe>,
+    /// Makes the clusters' membership calls (`Admin.Decommission`).
+    pub admin: Arc<dyn ClusterAdmin>,
+    /// The `Admin.Decommission` calls in flight.
+    pub drains: DrainTasks,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -63,6 +69,18 @@ impl Context {
         metrics: Arc<Metrics>,
         probe: Arc<dyn NodeProbe>,
     ) -> Context {
+        let admin = Arc::new(GrpcAdmin::default());
+        Context::with_cluster(client, instance, metrics, probe, admin)
+    }
+
+    /// A context whose node status calls go to `probe` and membership calls to `admin`.
+    pub fn with_cluster(
+        client: Client,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+        probe: Arc<dyn NodeProbe>,
+        admin: Arc<dyn ClusterAdmin>,
+    ) -> Context {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_owned(),
             instance,
@@ -72,6 +90,8 @@ impl Context {
             client,
             metrics,
             probe,
+            admin,
+            drains: DrainTasks::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

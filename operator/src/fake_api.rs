@@ -106,6 +106,11 @@ impl FakeApi {
         change(object);
     }
 
+    /// Deletes the object at `path` (another controller's delete, or a lost volume).
+    pub fn delete(&self, path: &str) {
+        self.state.lock().objects.remove(path);
+    }
+
     /// Whether an object exists at `path`.
     pub fn exists(&self, path: &str) -> bool {
         self.state.lock().objects.contains_key(path)

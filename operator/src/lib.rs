@@ -27,3 +27,4 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod runtime;
+pub mod schedule;

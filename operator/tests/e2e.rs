@@ -6,7 +6,7 @@
 //! is tested), and in a fresh namespace that enforces Pod Security `restricted`: applies a
 //! `StrataCluster`, checks the objects and the status conditions, scales out, sees a hand
 //! edit of the StatefulSet put back, has the API server refuse two unsafe edits (CEL),
-//! checks the refused scale-in, that every write the operator made is filed under its one
+//! checks that a scale-in drains before it shrinks, that every write the operator made is filed under its one
 //! field manager, a `StrataBackup`'s status and its immutable spec, that the StatefulSet
 //! controller admits the pods and makes their claims, and deletes the cluster through the
 //! finalizer: the cleanup deletes the claims (`reclaimPolicy: Delete`), the garbage
@@ -284,8 +284,10 @@ async fn against_a_real_api_server() {
         }
     }
 
-    // A backup: the operator says plainly that the node side does not exist yet, and the
-    // API server keeps its spec immutable.
+    // A backup: no node runs here (no kubelet), so the operator says plainly that it cannot
+    // reach the cluster's Admin.Backup (a real node would answer UNIMPLEMENTED: phase
+    // NotSupported, tested against a node on loopback), and the API server keeps its spec
+    // immutable.
     let backups: Api<StrataBackup> = Api::namespaced(admin.clone(), &ns);
     let backup = json!({
         "apiVersion": "strata.dev/v1alpha1", "kind": "StrataBackup",
@@ -304,7 +306,8 @@ async fn against_a_real_api_server() {
         let backups = backups.clone();
         async move {
             let status = backups.get("first").await.ok()?.status?;
-            (status.phase == Some(BackupPhase::NotSupported)
+            (status.phase == Some(BackupPhase::Pending)
+                && status.conditions.first()?.reason == "ClusterUnreachable"
                 && status.observed_generation == Some(1))
             .then_some(())
         }
@@ -367,7 +370,8 @@ async fn against_a_real_api_server() {
     )
     .await;
 
-    // A scale-in is refused by the operator: the StatefulSet stays at 5.
+    // A scale-in starts a drain: recorded in the status, nodes 5 and 4 draining. No node
+    // runs here to decommission them, so the drain waits and the StatefulSet stays at 5.
     clusters
         .patch(
             "demo",
@@ -376,23 +380,23 @@ async fn against_a_real_api_server() {
         )
         .await
         .unwrap();
-    eventually("the scale-in is refused", || {
+    eventually("the scale-in drains first", || {
         let clusters = clusters.clone();
         async move {
             let status = clusters.get("demo").await.ok()?.status?;
-            status
+            let drain = status.drain?;
+            let ids: Vec<i64> = drain.nodes.iter().map(|n| n.id).collect();
+            let draining = status
                 .conditions
                 .iter()
-                .any(|c| {
-                    c.type_ == "Degraded" && c.status == "True" && c.reason == "ScaleInNotSupported"
-                })
-                .then_some(())
+                .any(|c| c.type_ == "Progressing" && c.status == "True" && c.reason == "Draining");
+            (draining && (drain.from, drain.to) == (5, 3) && ids == [5, 4]).then_some(())
         }
     })
     .await;
     replicas(5)
         .await
-        .expect("the StatefulSet was lowered without a drain");
+        .expect("the StatefulSet was lowered before its nodes were drained");
 
     // The StatefulSet controller made a claim for each of the 5 pods (which never run).
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);

@@ -10,7 +10,9 @@
 //! to one Kubernetes object each, with owner references so that deleting the cluster
 //! deletes them; they use no client and are tested from golden YAML.
 
+pub mod admin;
 pub mod config_map;
+pub mod drain;
 pub mod names;
 pub mod pdb;
 pub mod plan;
@@ -20,6 +22,8 @@ pub mod service;
 pub mod statefulset;
 pub mod status;
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod golden_tests;
 #[cfg(test)]

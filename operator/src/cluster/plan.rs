@@ -1,19 +1,28 @@
-//! Validate and plan: what size the StatefulSet should have, and what the operator refuses.
+//! Validate and plan: what size the StatefulSet should have, which nodes a scale-in drains,
+//! and what the operator refuses.
 //!
-//! A pure function of the spec and the running StatefulSet's size:
+//! A pure function of the spec, the running StatefulSet's size and the drain recorded in
+//! the status (`status.drain`):
 //!
-//! | spec asks for | running | plan |
-//! |---|---|---|
-//! | an invalid spec (CEL off or bypassed) | any | apply nothing; `Degraded`, reason `InvalidSpec` |
-//! | `replicas >= running` | n | apply `replicas` (create or scale out) |
-//! | `replicas < replicationFactor` | n | keep n; `Degraded`, reason `BelowReplicationFactor` |
-//! | `replicationFactor <= replicas < running` | n | keep n; `Degraded`, reason `ScaleInNotSupported` |
+//! | spec asks for | running | drain recorded | plan |
+//! |---|---|---|---|
+//! | an invalid spec (CEL off or bypassed) | any | any | apply nothing; `Degraded`, reason `InvalidSpec` |
+//! | any valid size | any | some node still draining | keep `from`; go on draining |
+//! | any valid size | any | every node drained | shrink to `to`; then delete the drained pods' claims |
+//! | `replicas >= running` | n | none | apply `replicas` (create or scale out) |
+//! | `replicas < replicationFactor` | n | none | keep n; `Degraded`, reason `BelowReplicationFactor` |
+//! | `replicationFactor <= replicas < running` | n | none | keep n; start a drain of ordinals `replicas..n` |
 //!
-//! Scale-in must drain the highest ordinals through `Admin.Decommission` before the
-//! StatefulSet shrinks, or their replicas are lost; the node does not implement that call
-//! yet, so the operator never lowers the StatefulSet and says so in the status.
+//! A drain, once recorded, is finished before any other size change (decision D110): a
+//! scale-out or a further scale-in asked for meanwhile waits for it and is applied by the
+//! reconcile after it, from a StatefulSet of `to` pods. So a node is never left half
+//! removed: every node of a drain ends decommissioned, its pod gone and its volume claim
+//! deleted, and a later scale-out starts those ordinals on fresh volumes, as new members.
+//! A spec below the replication factor is refused during a drain too, and the drain goes
+//! on (it never goes below the replication factor itself: it began from a valid spec).
 
 use crate::crd::StrataClusterSpec;
+use crate::crd::{DrainNode, DrainNodeState, DrainStatus};
 
 /// Why the operator does not do what the spec asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +47,45 @@ pub enum Plan {
         running: Option<i32>,
         /// A part of the spec not applied.
         refused: Option<Refusal>,
+        /// The drain in progress (new, when this plan starts it).
+        drain: Option<DrainStatus>,
     },
+}
+
+impl Plan {
+    /// The drain this plan carries on, if any.
+    pub fn drain(&self) -> Option<&DrainStatus> {
+        match self {
+            Plan::Apply { drain, .. } => drain.as_ref(),
+            Plan::Invalid(_) => None,
+        }
+    }
+}
+
+/// Whether every node of `drain` is drained (the StatefulSet may shrink).
+pub fn all_drained(drain: &DrainStatus) -> bool {
+    drain
+        .nodes
+        .iter()
+        .all(|n| n.state == DrainNodeState::Drained)
+}
+
+/// A new drain from `from` pods of StatefulSet `statefulset` to `to`: the highest ordinals
+/// first.
+pub fn start_drain(statefulset: &str, from: i32, to: i32) -> DrainStatus {
+    DrainStatus {
+        from,
+        to,
+        nodes: (to..from)
+            .rev()
+            .map(|ordinal| DrainNode {
+                id: super::names::node_id(ordinal),
+                pod: format!("{statefulset}-{ordinal}"),
+                state: DrainNodeState::Draining,
+                message: None,
+            })
+            .collect(),
+    }
 }
 
 /// The largest replication factor a cluster may ask for.
@@ -86,35 +133,52 @@ pub fn validate_name(name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The plan for `spec` when the StatefulSet runs `running` pods (`None`: none exists yet).
-pub fn plan(spec: &StrataClusterSpec, running: Option<i32>) -> Plan {
+/// The plan for `spec` when StatefulSet `statefulset` runs `running` pods (`None`: none
+/// exists yet) and `drain` is the drain recorded in the status.
+pub fn plan(
+    spec: &StrataClusterSpec,
+    statefulset: &str,
+    running: Option<i32>,
+    drain: Option<&DrainStatus>,
+) -> Plan {
     if let Err(refusal) = validate(spec) {
         return Plan::Invalid(refusal);
     }
     let rf = spec.replication_factor;
     let want = spec.replicas;
+    if let Some(drain) = drain {
+        let replicas = if all_drained(drain) {
+            drain.to
+        } else {
+            drain.from
+        };
+        return Plan::Apply {
+            replicas,
+            running,
+            refused: (want < rf).then(|| below_rf(want, rf, Some(replicas))),
+            drain: Some(drain.clone()),
+        };
+    }
     match running {
         None if want < rf => Plan::Invalid(below_rf(want, rf, None)),
         Some(n) if want < n && want < rf => Plan::Apply {
             replicas: n,
             running,
             refused: Some(below_rf(want, rf, Some(n))),
+            drain: None,
         },
         Some(n) if want < n => Plan::Apply {
             replicas: n,
             running,
-            refused: Some(Refusal {
-                reason: "ScaleInNotSupported",
-                message: format!(
-                    "scale-in from {n} to {want} nodes is not supported yet: it needs a drain of the highest ordinals through Admin.Decommission, which strata-node does not implement; the StatefulSet stays at {n}"
-                ),
-            }),
+            refused: None,
+            drain: Some(start_drain(statefulset, n, want)),
         },
         _ if want < rf => Plan::Invalid(below_rf(want, rf, running)),
         _ => Plan::Apply {
             replicas: want,
             running,
             refused: None,
+            drain: None,
         },
     }
 }
@@ -153,7 +217,12 @@ mod tests {
             replicas,
             running,
             refused: None,
+            drain: None,
         }
+    }
+
+    fn plan(spec: &StrataClusterSpec, running: Option<i32>) -> Plan {
+        super::plan(spec, "demo", running, None)
     }
 
     #[test]
@@ -165,21 +234,65 @@ mod tests {
     }
 
     #[test]
-    fn scale_in_keeps_the_running_size() {
+    fn scale_in_starts_a_drain_of_the_highest_ordinals() {
         let Plan::Apply {
-            replicas, refused, ..
+            replicas,
+            refused,
+            drain,
+            ..
         } = plan(&spec(3, 3), Some(5))
         else {
             panic!("expected a plan")
         };
-        assert_eq!(replicas, 5);
-        let refused = refused.unwrap();
-        assert_eq!(refused.reason, "ScaleInNotSupported");
-        assert!(
-            refused.message.contains("Admin.Decommission"),
-            "{}",
-            refused.message
+        assert_eq!((replicas, refused), (5, None));
+        let drain = drain.unwrap();
+        assert_eq!((drain.from, drain.to), (5, 3));
+        let nodes: Vec<_> = drain
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.pod.as_str(), n.state))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                (5, "demo-4", DrainNodeState::Draining),
+                (4, "demo-3", DrainNodeState::Draining)
+            ]
         );
+    }
+
+    #[test]
+    fn a_recorded_drain_is_finished_before_any_other_size() {
+        let mut drain = start_drain("demo", 5, 3);
+        // Whatever the spec asks for now (a scale-out, a further scale-in), the StatefulSet
+        // stays at `from` while a node drains...
+        for want in [3, 4, 5, 7] {
+            let p = super::plan(&spec(want, 3), "demo", Some(5), Some(&drain));
+            assert_eq!(p.drain(), Some(&drain));
+            assert!(matches!(
+                p,
+                Plan::Apply {
+                    replicas: 5,
+                    refused: None,
+                    ..
+                }
+            ));
+        }
+        // ...and shrinks to `to` once every one is drained.
+        drain.nodes[0].state = DrainNodeState::Drained;
+        let p = super::plan(&spec(5, 3), "demo", Some(5), Some(&drain));
+        assert!(matches!(p, Plan::Apply { replicas: 5, .. }));
+        drain.nodes[1].state = DrainNodeState::Drained;
+        let p = super::plan(&spec(5, 3), "demo", Some(5), Some(&drain));
+        assert!(matches!(p, Plan::Apply { replicas: 3, .. }));
+        // Below the replication factor: refused, and the drain goes on.
+        let p = super::plan(&spec(1, 3), "demo", Some(5), Some(&drain));
+        assert!(
+            matches!(&p, Plan::Apply { replicas: 3, refused: Some(r), .. } if r.reason == "BelowReplicationFactor")
+        );
+        // An invalid spec applies nothing, drain or not.
+        let p = super::plan(&spec(4, 2), "demo", Some(5), Some(&drain));
+        assert!(matches!(p, Plan::Invalid(_)));
     }
 
     #[test]

@@ -27,6 +27,21 @@ pub struct NodeReport {
     pub version: String,
     /// The shards it holds a replica of, each with whether this node leads it.
     pub replicas: Vec<ReplicaReport>,
+    /// The incarnation of its data directory.
+    pub incarnation: String,
+    /// The data shard's members as this node last applied them.
+    pub members: Vec<MemberReport>,
+}
+
+/// One member of the data shard, as a node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberReport {
+    /// The member's id.
+    pub node_id: u64,
+    /// A voter (false: a learner).
+    pub voter: bool,
+    /// The incarnation it was added with; empty when unknown.
+    pub incarnation: String,
 }
 
 /// One replica a node holds, as it reports it.
@@ -95,10 +110,21 @@ impl NodeProbe for GrpcProbe {
                         leader_node_id: r.leader_node_id,
                     })
                     .collect();
+                let members = response
+                    .members
+                    .iter()
+                    .map(|m| MemberReport {
+                        node_id: m.node_id,
+                        voter: m.voter,
+                        incarnation: m.incarnation.clone(),
+                    })
+                    .collect();
                 Ok(NodeReport {
                     node_id,
                     version: response.version,
                     replicas,
+                    incarnation: response.incarnation,
+                    members,
                 })
             };
             tokio::time::timeout(timeout, call)
@@ -149,6 +175,12 @@ mod tests {
         let report = reports[&3].clone().unwrap();
         assert_eq!(report.node_id, 4);
         assert!(!report.version.is_empty());
+        assert!(!report.incarnation.is_empty());
+        assert_eq!(report.members.len(), 1);
+        assert_eq!(
+            (report.members[0].node_id, report.members[0].voter),
+            (4, true)
+        );
         // A lone node leads its one data shard.
         assert_eq!(
             report.replicas,

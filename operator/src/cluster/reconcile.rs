@@ -2,9 +2,13 @@
 //!
 //! ```text
 //!   finalizer absent         add `strata.dev/cleanup`, wait for the next event
-//!   apply                    read StatefulSet -> plan -> server-side apply ConfigMap,
-//!                            Services, StatefulSet, PDB (one field manager, forced)
-//!                            -> list pods -> Admin.Status of the ready ones
+//!   apply                    read StatefulSet, list pods -> plan
+//!                            -> drain step (a scale-in: Admin.DecommissionStatus, and
+//!                               Decommission on a task; see drain.rs) -> plan again
+//!                            -> server-side apply ConfigMap, Services, StatefulSet, PDB
+//!                               (one field manager, forced)
+//!                            -> a drain whose pods are gone: delete their volume claims
+//!                            -> Admin.Status of the ready pods
 //!                            -> status (subresource) -> events
 //!   deleting                 cleanup (PVCs when reclaimPolicy: Delete) -> drop finalizer;
 //!                            owner references delete the rest
@@ -14,7 +18,8 @@
 //! the operator owns exactly the fields its builders set and a `kubectl edit` of one of them
 //! is put back. The status is applied with the same manager to the status subresource, and
 //! only when it changed. Events mark the changes a person cares about: created, scaling
-//! out, spec updated, became available, a refusal (once per reason), cleanup.
+//! out, draining (which nodes), a node drained, scaling in, scaled in, spec updated, became
+//! available, a refusal (once per reason), cleanup.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +40,10 @@ use serde_json::json;
 use super::names::{ClusterNames, DATA_VOLUME, FIELD_MANAGER, GRPC_PORT};
 use super::plan::Plan;
 use super::status::{AVAILABLE, DEGRADED};
-use super::{config_map, pdb, plan, probe, service, statefulset, status};
+use super::{config_map, drain, pdb, plan, probe, service, statefulset, status};
+use crate::backup;
 use crate::controller::{instrumented, Context};
-use crate::crd::{ReclaimPolicy, StrataCluster, StrataClusterStatus};
+use crate::crd::{DrainStatus, ReclaimPolicy, StrataCluster, StrataClusterStatus};
 use crate::error::{Error, Result};
 
 /// The finalizer the operator puts on every `StrataCluster`.
@@ -47,6 +53,8 @@ pub const FINALIZER: &str = "strata.dev/cleanup";
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a cluster that is changing is looked at again.
 pub const WHILE_PROGRESSING: Duration = Duration::from_secs(15);
+/// How often a cluster that drains nodes is looked at again.
+pub const WHILE_DRAINING: Duration = Duration::from_secs(5);
 
 /// Reconciles one `StrataCluster`.
 pub async fn reconcile(cluster: Arc<StrataCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -77,9 +85,63 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
         .as_ref()
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas);
-    let plan = match plan::validate_name(&names.cluster) {
-        Ok(()) => plan::plan(&cluster.spec, running),
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods = pods
+        .list(&ListParams::default().labels(&names.selector_string()))
+        .await?
+        .items;
+    let ready = status::ready_ordinals(&pods);
+
+    let recorded = cluster.status.as_ref().and_then(|s| s.drain.clone());
+    let plan_for = |drain: Option<&DrainStatus>| match plan::validate_name(&names.cluster) {
+        Ok(()) => plan::plan(&cluster.spec, &names.statefulset(), running, drain),
         Err(refusal) => Plan::Invalid(refusal),
+    };
+    let first = plan_for(recorded.as_ref());
+    let mut drain = match &first {
+        // Nothing is applied, and the drain recorded stays recorded.
+        Plan::Invalid(_) => recorded.clone(),
+        Plan::Apply { drain, .. } => drain.clone(),
+    };
+    if let (None, Some(new)) = (&recorded, &drain) {
+        // Recorded before any call is made, so that whatever happens next (an operator
+        // restart, a spec edit) finds the drain and finishes it.
+        let mut with_drain = cluster.status.clone().unwrap_or_default();
+        with_drain.drain = Some(new.clone());
+        write_status(ctx, &names, &with_drain).await?;
+        let note = format!(
+            "scale-in from {} to {} nodes: draining {} through Admin.Decommission first",
+            new.from,
+            new.to,
+            node_list(new.nodes.iter().map(|n| (n.id, n.pod.as_str())))
+        );
+        publish(ctx, cluster, EventType::Normal, "Draining", "Scale", note).await;
+    }
+    let mut newly_drained = Vec::new();
+    if let (Plan::Apply { .. }, Some(d)) = (&first, drain.as_mut()) {
+        if !plan::all_drained(d) {
+            // The pods that stay first: a drained node may already be gone.
+            let mut order = ready.clone();
+            order.sort_by_key(|o| (*o >= d.to, *o));
+            let endpoints: Vec<String> = order
+                .into_iter()
+                .map(|o| format!("{}:{GRPC_PORT}", names.peer_dns(o)))
+                .collect();
+            let rf = u32::try_from(cluster.spec.replication_factor).unwrap_or(0);
+            newly_drained = drain::advance(
+                &ctx.admin,
+                &ctx.drains,
+                &drain_prefix(&names),
+                rf,
+                d,
+                &endpoints,
+            )
+            .await;
+        }
+    }
+    let plan = match &first {
+        Plan::Invalid(_) => first,
+        Plan::Apply { .. } => plan_for(drain.as_ref()),
     };
 
     let statefulset = match &plan {
@@ -94,52 +156,155 @@ async fn apply(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
             Some(sts)
         }
     };
+    let mut scaled_in = None;
+    if let (Plan::Apply { replicas, .. }, Some(d)) = (&plan, &drain) {
+        if plan::all_drained(d) && *replicas == d.to && finish_shrink(ctx, &names, d, &pods).await?
+        {
+            ctx.drains.forget(&drain_prefix(&names));
+            scaled_in = drain.take();
+        }
+    }
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pods = pods
-        .list(&ListParams::default().labels(&names.selector_string()))
-        .await?
-        .items;
-    let targets = status::ready_ordinals(&pods)
-        .into_iter()
-        .map(|ordinal| (ordinal, format!("{}:{GRPC_PORT}", names.peer_dns(ordinal))))
+    let targets = ready
+        .iter()
+        .map(|ordinal| {
+            (
+                *ordinal,
+                format!("{}:{GRPC_PORT}", names.peer_dns(*ordinal)),
+            )
+        })
         .collect();
     let reports = probe::probe_all(ctx.probe.as_ref(), targets).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::build(
-        cluster,
-        &names,
-        &plan,
-        statefulset.as_ref(),
-        &pods,
-        &reports,
-        &now,
-    );
+    let seen = status::Observed {
+        plan: &plan,
+        drain: drain.as_ref(),
+        statefulset: statefulset.as_ref(),
+        pods: &pods,
+        reports: &reports,
+    };
+    let mut new_status = status::build(cluster, &names, seen, &now);
+    let mut wait_for_backup = None;
+    // A refused spec schedules nothing (the status keeps what it had).
+    if !matches!(plan, Plan::Invalid(_)) {
+        if let Some((schedule, wait)) = backup::run_schedule(cluster, ctx, now.0).await? {
+            new_status.backup_schedule = Some(schedule);
+            wait_for_backup = wait;
+        }
+    }
     publish_events(cluster, ctx, &plan, cluster.status.as_ref(), &new_status).await;
+    if let Some(d) = &drain {
+        for id in newly_drained {
+            if let Some(node) = d.nodes.iter().find(|n| n.id == id) {
+                let note = format!("node {id} ({}) is drained: it holds no replica", node.pod);
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Normal,
+                    "NodeDrained",
+                    "Scale",
+                    note,
+                )
+                .await;
+            }
+        }
+    }
+    if let Some(d) = scaled_in {
+        let note = format!(
+            "scaled in from {} to {} nodes: {} drained, their pods and volume claims deleted",
+            d.from,
+            d.to,
+            node_list(d.nodes.iter().map(|n| (n.id, n.pod.as_str())))
+        );
+        publish(ctx, cluster, EventType::Normal, "ScaledIn", "Scale", note).await;
+    }
 
     let progressing = new_status
         .conditions
         .iter()
         .any(|c| c.type_ == status::PROGRESSING && c.status == "True");
     if cluster.status.as_ref() != Some(&new_status) {
-        let api: Api<StrataCluster> = Api::namespaced(client.clone(), ns);
-        let patch = json!({
-            "apiVersion": StrataCluster::api_version(&()),
-            "kind": StrataCluster::kind(&()),
-            "status": new_status,
-        });
-        api.patch_status(
-            &names.cluster,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        write_status(ctx, &names, &new_status).await?;
     }
-    Ok(Action::requeue(if progressing {
+    let wait = if new_status.drain.is_some() {
+        WHILE_DRAINING
+    } else if progressing {
         WHILE_PROGRESSING
     } else {
         RESYNC
-    }))
+    };
+    Ok(Action::requeue(
+        wait_for_backup.map_or(wait, |b| b.min(wait)),
+    ))
+}
+
+/// The prefix of this cluster's keys in the table of drain calls.
+fn drain_prefix(names: &ClusterNames) -> String {
+    format!("{}/{}/", names.namespace, names.cluster)
+}
+
+fn node_list<'a>(nodes: impl Iterator<Item = (i64, &'a str)>) -> String {
+    nodes
+        .map(|(id, pod)| format!("node {id} ({pod})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// After the StatefulSet shrank to `drain.to`: once the drained pods are gone, deletes
+/// their volume claims; true once none is left (the drain is complete).
+async fn finish_shrink(
+    ctx: &Context,
+    names: &ClusterNames,
+    drain: &DrainStatus,
+    pods: &[Pod],
+) -> Result<bool> {
+    let left = pods
+        .iter()
+        .filter_map(|p| super::names::ordinal_of(p.metadata.name.as_deref()?))
+        .any(|o| o >= drain.to);
+    if left {
+        return Ok(false);
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let drained: Vec<String> = (drain.to..drain.from)
+        .map(|ordinal| format!("{DATA_VOLUME}-{}-{ordinal}", names.statefulset()))
+        .collect();
+    // Listed by the cluster's labels (the claim template carries them), as the cleanup.
+    let listed = claims
+        .list(&ListParams::default().labels(&names.selector_string()))
+        .await?;
+    let mut remaining = false;
+    for claim in listed.items {
+        let name = claim.name_any();
+        if drained.contains(&name) {
+            remaining = true;
+            if claim.metadata.deletion_timestamp.is_none() {
+                claims.delete(&name, &DeleteParams::default()).await?;
+            }
+        }
+    }
+    Ok(!remaining)
+}
+
+/// Applies `status` to the cluster's status subresource.
+async fn write_status(
+    ctx: &Context,
+    names: &ClusterNames,
+    status: &StrataClusterStatus,
+) -> Result<()> {
+    let api: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let patch = json!({
+        "apiVersion": StrataCluster::api_version(&()),
+        "kind": StrataCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &names.cluster,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Server-side applies `object` (forced, one field manager) and returns what the API server
@@ -173,6 +338,8 @@ where
 
 async fn cleanup(cluster: &StrataCluster, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::of(cluster)?;
+    // A drain of a deleted cluster has nothing left to finish.
+    ctx.drains.forget(&drain_prefix(&names));
     let mut note = "owned objects are deleted by the garbage collector".to_owned();
     if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let claims: Api<PersistentVolumeClaim> =
@@ -233,6 +400,12 @@ async fn publish_events(
                 let note = format!("scaling out from {n} to {replicas} node(s)");
                 publish(ctx, cluster, EventType::Normal, "ScalingOut", "Scale", note).await;
             }
+            Some(n) if replicas < n => {
+                let note = format!(
+                    "scaling in from {n} to {replicas} node(s): the nodes above are drained"
+                );
+                publish(ctx, cluster, EventType::Normal, "ScalingIn", "Scale", note).await;
+            }
             Some(_) if old.and_then(|s| s.observed_generation) != cluster.metadata.generation => {
                 let note = "applied the updated spec".to_owned();
                 publish(ctx, cluster, EventType::Normal, "Updated", "Apply", note).await;
@@ -257,7 +430,7 @@ async fn publish_events(
 }
 
 /// Publishes one event; a failure is logged, never fatal (events are best effort).
-async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     cluster: &StrataCluster,
     type_: EventType,

@@ -1,6 +1,7 @@
 //! Reconcile scenarios against the fake API server: create, status update, spec update,
-//! scale-out, refused scale-in, refused scale below the replication factor, an invalid
-//! spec, API errors with backoff, and deletion through the finalizer.
+//! scale-out, refused scale below the replication factor, an invalid spec, API errors with
+//! backoff, and deletion through the finalizer. The scale-in drain's scenarios are in
+//! `drain_tests.rs`, on the same [`Scenario`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +23,10 @@ use crate::crd::{ClusterPhase, NodeState, StrataCluster};
 use crate::fake_api::FakeApi;
 use crate::metrics::Metrics;
 
-const CLUSTER: &str = "/apis/strata.dev/v1alpha1/namespaces/db/strataclusters/demo";
-const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets/demo";
-const PODS: &str = "/api/v1/namespaces/db/pods";
-const PVCS: &str = "/api/v1/namespaces/db/persistentvolumeclaims";
+pub(super) const CLUSTER: &str = "/apis/strata.dev/v1alpha1/namespaces/db/strataclusters/demo";
+pub(super) const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets/demo";
+pub(super) const PODS: &str = "/api/v1/namespaces/db/pods";
+pub(super) const PVCS: &str = "/api/v1/namespaces/db/persistentvolumeclaims";
 
 /// Answers `Admin.Status` for the nodes: each as its ordinal's id, unless told otherwise.
 #[derive(Default)]
@@ -56,14 +57,30 @@ impl NodeProbe for FakeProbe {
     }
 }
 
-struct Scenario {
-    fake: FakeApi,
+pub(super) struct Scenario {
+    pub(super) fake: FakeApi,
     probe: Arc<FakeProbe>,
-    ctx: Arc<Context>,
+    pub(super) ctx: Arc<Context>,
 }
 
 impl Scenario {
     fn new(spec: Value) -> Scenario {
+        let probe = Arc::new(FakeProbe::default());
+        let mut s = Scenario::with(
+            spec,
+            Arc::clone(&probe) as Arc<dyn NodeProbe>,
+            Arc::new(crate::cluster::admin::GrpcAdmin::default()),
+        );
+        s.probe = probe;
+        s
+    }
+
+    /// A scenario whose nodes answer through `probe` and `admin`.
+    pub(super) fn with(
+        spec: Value,
+        probe: Arc<dyn NodeProbe>,
+        admin: Arc<dyn crate::cluster::admin::ClusterAdmin>,
+    ) -> Scenario {
         let (client, fake) = FakeApi::start();
         fake.insert(
             CLUSTER,
@@ -73,27 +90,47 @@ impl Scenario {
                 "spec": spec,
             }),
         );
-        let probe = Arc::new(FakeProbe::default());
-        let ctx = Arc::new(Context::with_probe(
+        let ctx = Arc::new(Context::with_cluster(
             client,
             Some("operator-0".into()),
             Arc::new(Metrics::default()),
-            Arc::clone(&probe) as Arc<dyn NodeProbe>,
+            probe,
+            admin,
         ));
-        Scenario { fake, probe, ctx }
+        Scenario {
+            fake,
+            probe: Arc::new(FakeProbe::default()),
+            ctx,
+        }
+    }
+
+    /// A fresh operator process on the same API server: nothing of the old one's memory
+    /// (calls in flight, backoff) survives, only what is stored in the API server.
+    pub(super) fn restart_operator(
+        &mut self,
+        probe: Arc<dyn NodeProbe>,
+        admin: Arc<dyn crate::cluster::admin::ClusterAdmin>,
+    ) {
+        self.ctx = Arc::new(Context::with_cluster(
+            self.ctx.client.clone(),
+            Some("operator-1".into()),
+            Arc::new(Metrics::default()),
+            probe,
+            admin,
+        ));
     }
 
     /// The cluster as the watch would deliver it now.
-    fn cluster(&self) -> StrataCluster {
+    pub(super) fn cluster(&self) -> StrataCluster {
         self.fake.get_as(CLUSTER)
     }
 
-    async fn reconcile(&self) -> crate::error::Result<Action> {
+    pub(super) async fn reconcile(&self) -> crate::error::Result<Action> {
         reconcile(Arc::new(self.cluster()), Arc::clone(&self.ctx)).await
     }
 
     /// Adds the finalizer (first reconcile) and applies (second).
-    async fn create(&self) -> Action {
+    pub(super) async fn create(&self) -> Action {
         assert_eq!(self.reconcile().await.unwrap(), Action::await_change());
         assert_eq!(
             self.cluster().metadata.finalizers,
@@ -102,7 +139,7 @@ impl Scenario {
         self.reconcile().await.unwrap()
     }
 
-    fn edit_spec(&self, change: impl FnOnce(&mut Value)) {
+    pub(super) fn edit_spec(&self, change: impl FnOnce(&mut Value)) {
         self.fake.edit(CLUSTER, |c| {
             change(&mut c["spec"]);
             let generation = c["metadata"]["generation"].as_i64().unwrap();
@@ -110,11 +147,11 @@ impl Scenario {
         });
     }
 
-    fn statefulset(&self) -> StatefulSet {
+    pub(super) fn statefulset(&self) -> StatefulSet {
         self.fake.get_as(STS)
     }
 
-    fn sts_replicas(&self) -> i32 {
+    pub(super) fn sts_replicas(&self) -> i32 {
         self.statefulset().spec.unwrap().replicas.unwrap()
     }
 
@@ -145,13 +182,13 @@ impl Scenario {
         }
     }
 
-    fn condition(&self, ty: &str) -> (String, String) {
+    pub(super) fn condition(&self, ty: &str) -> (String, String) {
         let status = self.cluster().status.unwrap();
         let c = status.conditions.iter().find(|c| c.type_ == ty).unwrap();
         (c.status.clone(), c.reason.clone())
     }
 
-    fn event_reasons(&self) -> Vec<String> {
+    pub(super) fn event_reasons(&self) -> Vec<String> {
         self.fake
             .events()
             .iter()
@@ -160,7 +197,7 @@ impl Scenario {
     }
 }
 
-fn spec() -> Value {
+pub(super) fn spec() -> Value {
     json!({"image": "strata-node:0.1.0", "replicas": 3, "replicationFactor": 3,
            "storage": {"size": "10Gi", "reclaimPolicy": "Retain"}})
 }
@@ -335,58 +372,6 @@ async fn scale_out_raises_the_statefulset() {
     assert_eq!(
         s.cluster().status.unwrap().phase,
         Some(ClusterPhase::Running)
-    );
-}
-
-#[tokio::test]
-async fn scale_in_is_refused_until_the_drain_exists() {
-    let s = Scenario::new(json!({"image": "strata-node:0.1.0", "replicas": 5}));
-    s.create().await;
-    s.run_pods(5);
-    s.reconcile().await.unwrap();
-    s.edit_spec(|spec| spec["replicas"] = json!(3));
-    s.reconcile().await.unwrap();
-    assert_eq!(
-        s.sts_replicas(),
-        5,
-        "the StatefulSet is never lowered without a drain"
-    );
-    assert_eq!(
-        s.condition("Degraded"),
-        ("True".into(), "ScaleInNotSupported".into())
-    );
-    assert_eq!(
-        s.cluster().status.unwrap().phase,
-        Some(ClusterPhase::Degraded)
-    );
-    let warnings: Vec<_> = s
-        .fake
-        .events()
-        .into_iter()
-        .filter(|e| e["reason"] == "ScaleInNotSupported")
-        .collect();
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0]["type"], "Warning");
-    assert!(warnings[0]["note"]
-        .as_str()
-        .unwrap()
-        .contains("Admin.Decommission"));
-    // The refusal is reported once, not on every reconcile.
-    s.reconcile().await.unwrap();
-    let count = s
-        .fake
-        .events()
-        .iter()
-        .filter(|e| e["reason"] == "ScaleInNotSupported")
-        .count();
-    assert_eq!(count, 1);
-
-    // Going back to the running size clears it.
-    s.edit_spec(|spec| spec["replicas"] = json!(5));
-    s.reconcile().await.unwrap();
-    assert_eq!(
-        s.condition("Degraded"),
-        ("False".into(), "AsExpected".into())
     );
 }
 
@@ -581,4 +566,40 @@ async fn an_unreachable_cluster_is_a_condition_not_an_error() {
         s.condition("Available"),
         ("False".into(), "NotEnoughReadyNodes".into())
     );
+}
+
+#[tokio::test]
+async fn a_backup_schedule_creates_strata_backups() {
+    let mut spec = spec();
+    spec["backup"] = json!({"schedule": "0 3 * * *",
+                            "destination": {"volume": {"claimName": "b", "path": "/"}}});
+    let s = Scenario::new(spec);
+    // Created long ago: a scheduled time has passed.
+    s.fake.edit(CLUSTER, |c| {
+        c["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z")
+    });
+    let action = s.create().await;
+    let status = s.cluster().status.unwrap();
+    let schedule = status.backup_schedule.unwrap();
+    let name = schedule.last_backup.unwrap();
+    assert!(
+        name.starts_with("demo-") && name.ends_with("0300"),
+        "{name}"
+    );
+    assert!(schedule.next_schedule_time.is_some());
+    let backup: crate::crd::StrataBackup = s.fake.get_as(&format!(
+        "/apis/strata.dev/v1alpha1/namespaces/db/stratabackups/{name}"
+    ));
+    assert_eq!(backup.spec.cluster, "demo");
+    assert!(s.event_reasons().iter().any(|r| r == "BackupScheduled"));
+    assert_ne!(action, Action::await_change(), "requeued for the next time");
+    // Once recorded, the next reconcile creates no other.
+    s.reconcile().await.unwrap();
+    let backups = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.contains("/stratabackups/"))
+        .count();
+    assert_eq!(backups, 1);
 }

@@ -25,7 +25,7 @@
 //! - Pods start in parallel (`podManagementPolicy: Parallel`): the initial members must all
 //!   be up to form a quorum, which ordered start-up would deadlock on.
 //! - `replicas` is an argument, not `spec.replicas`: the reconcile's plan decides it (a
-//!   refused scale-in keeps the running size).
+//!   scale-in keeps the running size until its drain is done).
 //! - Pods prefer distinct Kubernetes nodes (soft anti-affinity: a one-node test cluster still
 //!   schedules), run as a non-root user with a read-only root file system and no
 //!   capabilities, and get 60 s to shut down (the node drains its listeners on SIGTERM).

@@ -6,12 +6,16 @@
 //!
 //! - `Available`: enough nodes serve for a shard's quorum (a majority of
 //!   `replicationFactor`): ready pods whose node answers `Admin.Status` with its own id.
-//! - `Progressing`: the StatefulSet is being created, rolled out or resized.
+//! - `Progressing`: the StatefulSet is being created, rolled out or resized, or a scale-in
+//!   drains nodes (reason `Draining`, naming them, then `ScalingIn` once they are drained).
 //! - `Degraded`: part of the spec is refused (the reason says which), or a node failed
-//!   (including a node that reports another node's id).
+//!   (including a node that reports another node's id), or the cluster has a member that
+//!   no pod runs (`StaleMember`; the operator never removes one it did not drain).
 //!
-//! Shard and leader counts need the cluster's `Admin` status over gRPC and join the status
-//! with replication.
+//! Shard and leader counts, each node's incarnation and the data shard's members come from
+//! the nodes' `Admin.Status` answers; the members are the leader's view (else the first
+//! reachable node's), so a member left without a pod, or a node re-added under a new
+//! incarnation, shows in `status.members`.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -22,7 +26,10 @@ use std::collections::BTreeMap;
 use super::names::{node_id, ordinal_of, ClusterNames};
 use super::plan::{Plan, Refusal};
 use super::probe::NodeReport;
-use crate::crd::{ClusterPhase, NodeState, NodeStatus, StrataCluster, StrataClusterStatus};
+use crate::crd::{
+    ClusterPhase, DrainNodeState, DrainStatus, MemberStatus, NodeState, NodeStatus, StrataCluster,
+    StrataClusterStatus,
+};
 
 /// Condition types.
 pub const AVAILABLE: &str = "Available";
@@ -34,25 +41,54 @@ pub const DEGRADED: &str = "Degraded";
 /// The nodes' `Admin.Status` answers, by pod ordinal.
 pub type Reports = BTreeMap<i32, Result<NodeReport, String>>;
 
-/// The status to write for `cluster` after applying `plan`.
+/// What the reconcile saw and did, for [`build`].
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The plan applied.
+    pub plan: &'a Plan,
+    /// The drain in progress after this reconcile.
+    pub drain: Option<&'a DrainStatus>,
+    /// The StatefulSet the apply returned (or the one read).
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The cluster's pods.
+    pub pods: &'a [Pod],
+    /// The nodes' own reports.
+    pub reports: &'a Reports,
+}
+
+/// The status to write for `cluster` after applying `seen.plan`.
 pub fn build(
     cluster: &StrataCluster,
     names: &ClusterNames,
-    plan: &Plan,
-    statefulset: Option<&StatefulSet>,
-    pods: &[Pod],
-    reports: &Reports,
+    seen: Observed<'_>,
     now: &Time,
 ) -> StrataClusterStatus {
+    let Observed {
+        plan,
+        drain,
+        statefulset,
+        pods,
+        reports,
+    } = seen;
     let generation = cluster.metadata.generation;
     let sts_status = statefulset
         .and_then(|s| s.status.clone())
         .unwrap_or_default();
     let ready = sts_status.ready_replicas.unwrap_or(0);
-    let nodes = node_states(pods, reports);
+    let mut nodes = node_states(pods, reports);
+    // A drained node's pod goes away with the StatefulSet's shrink: expected, not a failure.
+    let drained: Vec<i64> = drain
+        .iter()
+        .flat_map(|d| d.nodes.iter())
+        .filter(|n| n.state == DrainNodeState::Drained)
+        .map(|n| n.id)
+        .collect();
+    for node in nodes.iter_mut().filter(|n| drained.contains(&n.id)) {
+        node.message = Some("drained: it holds no replica, and its pod is removed".to_owned());
+    }
     let failed = nodes
         .iter()
-        .filter(|n| n.state == NodeState::Failed)
+        .filter(|n| n.state == NodeState::Failed && !drained.contains(&n.id))
         .count();
     let serving = i32::try_from(nodes.iter().filter(|n| n.state == NodeState::Ready).count())
         .unwrap_or(i32::MAX);
@@ -82,9 +118,31 @@ pub fn build(
         ),
         _ => (false, "NotEnoughReadyNodes", count),
     };
-    let progressing = progressing(statefulset, target, ready);
+    let progressing = match drain {
+        Some(d) => draining(d, cluster.spec.replicas),
+        None => progressing(statefulset, target, ready),
+    };
+    let members = members(reports);
+    annotate_membership(&mut nodes, &members, &drained);
+    let size = statefulset
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let stale = stale_members(&members, &nodes, size);
     let degraded = match (refusal, failed) {
         (Some(Refusal { reason, message }), _) => (true, *reason, message.clone()),
+        (None, 0) if !stale.is_empty() => (
+            true,
+            "StaleMember",
+            format!(
+                "the cluster has member(s) {} that no pod runs; if they are gone for good, remove them with Admin.RemoveNode",
+                stale
+                    .iter()
+                    .map(|id| format!("node {id}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         (None, n) if n > 0 => {
             let first = nodes.iter().find(|n| n.state == NodeState::Failed);
             let why = first
@@ -143,6 +201,120 @@ pub fn build(
         shards: shard_count(reports, |_| true),
         led_shards: shard_count(reports, |r| r.leader),
         nodes,
+        members,
+        drain: drain.cloned(),
+        backup_schedule: cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.backup_schedule.clone()),
+    }
+}
+
+/// The data shard's members as the leader reports them, else as the first reachable node.
+pub fn members(reports: &Reports) -> Vec<MemberStatus> {
+    let answers: Vec<&NodeReport> = reports.values().filter_map(|r| r.as_ref().ok()).collect();
+    let source = answers
+        .iter()
+        .find(|r| r.replicas.iter().any(|x| x.leader))
+        .or_else(|| answers.iter().find(|r| !r.members.is_empty()));
+    let mut members: Vec<MemberStatus> = source
+        .map(|r| {
+            r.members
+                .iter()
+                .filter_map(|m| {
+                    Some(MemberStatus {
+                        id: i64::try_from(m.node_id).ok()?,
+                        voter: m.voter,
+                        incarnation: Some(m.incarnation.clone()).filter(|i| !i.is_empty()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort_by_key(|m| m.id);
+    members
+}
+
+/// Notes, on each serving node, how the cluster's membership sees it: not a member (yet),
+/// or a member recorded under another incarnation (a pod back on a new volume, which the
+/// node and its leader re-add). Nothing when no node reported the members.
+pub fn annotate_membership(nodes: &mut [NodeStatus], members: &[MemberStatus], drained: &[i64]) {
+    if members.is_empty() {
+        return;
+    }
+    for node in nodes
+        .iter_mut()
+        .filter(|n| n.state == NodeState::Ready && !drained.contains(&n.id))
+    {
+        match members.iter().find(|m| m.id == node.id) {
+            None => {
+                node.message = Some(
+                    "not a member of the cluster: joining, or removed and left on its old volume"
+                        .to_owned(),
+                )
+            }
+            Some(m) => {
+                if let (Some(recorded), Some(runs)) = (&m.incarnation, &node.incarnation) {
+                    if recorded != runs {
+                        node.message = Some(format!(
+                            "the cluster records node {} under incarnation {recorded}, the node runs {runs} (a new volume): it is being re-added",
+                            node.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Members of the data shard that no pod runs nor will (their ordinal is beyond the
+/// StatefulSet's `size`: a scale-in that bypassed the operator, a member added by hand);
+/// a pod being recreated is not one. The operator reports them and removes none.
+pub fn stale_members(members: &[MemberStatus], nodes: &[NodeStatus], size: i32) -> Vec<i64> {
+    members
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id > i64::from(size) && !nodes.iter().any(|n| n.id == *id))
+        .collect()
+}
+
+/// `Progressing` during a drain: which nodes, and what comes after.
+fn draining(drain: &DrainStatus, asked: i32) -> (bool, &'static str, String) {
+    let list = |state: DrainNodeState| {
+        drain
+            .nodes
+            .iter()
+            .filter(|n| n.state == state)
+            .map(|n| format!("node {} ({})", n.id, n.pod))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let after = if asked != drain.to {
+        format!("; spec.replicas {asked} is applied once the drain completes")
+    } else {
+        String::new()
+    };
+    let waiting = list(DrainNodeState::Draining);
+    if waiting.is_empty() {
+        (
+            true,
+            "ScalingIn",
+            format!(
+                "{} drained; the StatefulSet shrinks from {} to {}, then their volume claims are deleted{after}",
+                list(DrainNodeState::Drained),
+                drain.from,
+                drain.to
+            ),
+        )
+    } else {
+        (
+            true,
+            "Draining",
+            format!(
+                "draining {waiting} through Admin.Decommission before the StatefulSet shrinks from {} to {}{after}",
+                drain.from, drain.to
+            ),
+        )
     }
 }
 
@@ -223,11 +395,14 @@ pub fn node_states(pods: &[Pod], reports: &Reports) -> Vec<NodeStatus> {
                 message: None,
                 replicas: None,
                 leader_of: None,
+                incarnation: None,
             };
             if node.state == NodeState::Ready {
                 match reports.get(&ordinal) {
                     Some(Ok(report)) if i64::try_from(report.node_id) == Ok(id) => {
                         node.version = Some(report.version.clone());
+                        node.incarnation =
+                            Some(report.incarnation.clone()).filter(|i| !i.is_empty());
                         node.replicas = i64::try_from(report.replicas.len()).ok();
                         node.leader_of =
                             i64::try_from(report.replicas.iter().filter(|r| r.leader).count()).ok();
@@ -309,6 +484,7 @@ mod tests {
                     node_id: 1,
                     version: "0.1.0".into(),
                     replicas: vec![replica(1, true), replica(2, false)],
+                    ..NodeReport::default()
                 }),
             ),
             (
@@ -317,6 +493,7 @@ mod tests {
                     node_id: 2,
                     version: "0.1.0".into(),
                     replicas: vec![replica(1, false), replica(2, false), replica(3, false)],
+                    ..NodeReport::default()
                 }),
             ),
             (2, Err("cannot connect".to_owned())),
@@ -330,6 +507,40 @@ mod tests {
         let nodes = node_states(&pods, &reports);
         assert_eq!((nodes[0].replicas, nodes[0].leader_of), (Some(2), Some(1)));
         assert_eq!((nodes[1].replicas, nodes[1].leader_of), (Some(3), Some(0)));
+    }
+
+    #[test]
+    fn membership_is_noted_on_the_nodes() {
+        let node = |id: i64, incarnation: &str| NodeStatus {
+            id,
+            pod: format!("demo-{}", id - 1),
+            state: NodeState::Ready,
+            version: None,
+            message: None,
+            replicas: None,
+            leader_of: None,
+            incarnation: Some(incarnation.to_owned()),
+        };
+        let member = |id: i64, incarnation: &str| MemberStatus {
+            id,
+            voter: true,
+            incarnation: Some(incarnation.to_owned()),
+        };
+        let mut nodes = vec![node(1, "a"), node(2, "b-new"), node(3, "c"), node(4, "d")];
+        let members = [member(1, "a"), member(2, "b-old"), member(4, "d")];
+        annotate_membership(&mut nodes, &members, &[4]);
+        assert_eq!(nodes[0].message, None);
+        let rejoining = nodes[1].message.clone().unwrap();
+        assert!(
+            rejoining.contains("b-old") && rejoining.contains("b-new"),
+            "{rejoining}"
+        );
+        assert!(nodes[2].message.clone().unwrap().contains("not a member"));
+        assert_eq!(nodes[3].message, None, "a drained node is not annotated");
+        // No report of the members: nothing is said.
+        let mut nodes = vec![node(1, "a")];
+        annotate_membership(&mut nodes, &[], &[]);
+        assert_eq!(nodes[0].message, None);
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub struct StrataClusterSpec {
     /// Settings written into each node's configuration file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_config: Option<NodeConfigSpec>,
-    /// Periodic backups. Recorded for the backup milestone: the operator does not create
-    /// scheduled backups yet.
+    /// Periodic backups: the operator creates a `StrataBackup` at each time the schedule
+    /// names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupScheduleSpec>,
 }
@@ -318,6 +318,88 @@ pub struct StrataClusterStatus {
     /// or the leader is unreachable).
     #[serde(default)]
     pub led_shards: i32,
+    /// The data shard's members (voters and learners) as its leader reports them (else as
+    /// the first reachable node does), with the incarnation each was added under.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+    /// The scale-in in progress, if any: the nodes drained before the StatefulSet shrinks.
+    /// Kept here so that an operator restarted mid-drain resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+    /// The backup schedule (`spec.backup`): the last backup it created and the next time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<BackupScheduleStatus>,
+}
+
+/// Where a cluster's backup schedule is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// The scheduled time of the last `StrataBackup` created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The name of that `StrataBackup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    /// The next time a backup is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why no backup is scheduled (an invalid schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One member of the data shard's Raft group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// The member's node id.
+    pub id: i64,
+    /// A voter (false: a learner being added).
+    pub voter: bool,
+    /// The incarnation of the data directory it was added with; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+}
+
+/// A scale-in in progress: `Admin.Decommission` of the highest ordinals, then a smaller
+/// StatefulSet, then the drained pods' volume claims deleted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// The StatefulSet's size when the drain began.
+    #[schemars(range(min = 1))]
+    pub from: i32,
+    /// The size it shrinks to once every node below is drained.
+    #[schemars(range(min = 1))]
+    pub to: i32,
+    /// The nodes drained: the pods of ordinals `to` to `from - 1`, highest first.
+    #[serde(default)]
+    pub nodes: Vec<DrainNode>,
+}
+
+/// One node of a drain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainNode {
+    /// The node's id.
+    pub id: i64,
+    /// The pod that runs it.
+    pub pod: String,
+    /// Where it is in the drain.
+    pub state: DrainNodeState,
+    /// What the last call about it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a node is in a drain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainNodeState {
+    /// It still holds a replica; `Admin.Decommission` is moving it off.
+    Draining,
+    /// It holds no replica and is no member of the cluster: its pod may go.
+    Drained,
 }
 
 /// A one-word summary of a cluster's conditions, for `kubectl get`.
@@ -355,6 +437,10 @@ pub struct NodeStatus {
     /// Of those, the ones it leads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_of: Option<i64>,
+    /// The incarnation of its data directory, from its own report: a pod that came back
+    /// with an empty volume reports a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 /// A node's state, from its pod and its own `Admin.Status`.

@@ -14,9 +14,10 @@ pub use backup::{
     StrataBackupStatus, VolumeDestination,
 };
 pub use cluster::{
-    BackupScheduleSpec, ClusterPhase, Compression, EngineSpec, LogFormat, LogSpec, NodeConfigSpec,
-    NodeState, NodeStatus, PullPolicy, ReclaimPolicy, StorageSpec, StrataCluster,
-    StrataClusterSpec, StrataClusterStatus, TxnSpec,
+    BackupScheduleSpec, BackupScheduleStatus, ClusterPhase, Compression, DrainNode, DrainNodeState,
+    DrainStatus, EngineSpec, LogFormat, LogSpec, MemberStatus, NodeConfigSpec, NodeState,
+    NodeStatus, PullPolicy, ReclaimPolicy, StorageSpec, StrataCluster, StrataClusterSpec,
+    StrataClusterStatus, TxnSpec,
 };
 
 use std::path::{Path, PathBuf};

@@ -358,3 +358,58 @@ fn the_examples_are_valid() {
     }
     assert!(seen >= 4, "only {seen} examples in {}", dir.display());
 }
+
+/// The status the operator writes during a drain, with members and a backup schedule, is
+/// valid against the schema (an API server would reject or prune what it does not admit).
+#[test]
+fn a_status_with_a_drain_members_and_a_schedule_is_valid() {
+    use super::{
+        BackupScheduleStatus, DrainNode, DrainNodeState, DrainStatus, MemberStatus,
+        StrataClusterStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let at = Time("2026-12-01T03:00:00Z".parse().unwrap());
+    let status = StrataClusterStatus {
+        members: vec![MemberStatus {
+            id: 1,
+            voter: true,
+            incarnation: Some("8c1f".into()),
+        }],
+        drain: Some(DrainStatus {
+            from: 5,
+            to: 3,
+            nodes: vec![
+                DrainNode {
+                    id: 5,
+                    pod: "demo-4".into(),
+                    state: DrainNodeState::Drained,
+                    message: Some("holds no replica".into()),
+                },
+                DrainNode {
+                    id: 4,
+                    pod: "demo-3".into(),
+                    state: DrainNodeState::Draining,
+                    message: None,
+                },
+            ],
+        }),
+        backup_schedule: Some(BackupScheduleStatus {
+            last_schedule_time: Some(at.clone()),
+            last_backup: Some("demo-202612010300".into()),
+            next_schedule_time: Some(at),
+            message: None,
+        }),
+        ..StrataClusterStatus::default()
+    };
+    let mut object = full_cluster();
+    object["status"] = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        problems::<StrataCluster>(&object, None),
+        Vec::<String>::new()
+    );
+    let typed: StrataCluster = serde_json::from_value(object.clone()).unwrap();
+    assert_eq!(typed.status, Some(status));
+    // An unknown drain state is refused.
+    object["status"]["drain"]["nodes"][0]["state"] = json!("Cancelled");
+    assert_refused(problems::<StrataCluster>(&object, None), "state");
+}
