@@ -288,14 +288,7 @@ async fn transaction_histories_keep_their_isolation_level_across_leader_kills() 
             .collect();
         let log = transactions_under_kills(&mut cluster, isolation, keys, seed).await;
         let history = log.history();
-        eprintln!(
-            "{isolation:?}: {} committed, {} aborted, of {} recorded; unknown commits \
-             resolved (committed, aborted): {:?}",
-            log.committed,
-            log.aborted,
-            log.records().len(),
-            log.resolved
-        );
+        eprintln!("{isolation:?}: {log}");
         assert!(log.unexpected.is_empty(), "{:?}", log.unexpected);
         assert!(
             log.committed > 20,

@@ -39,6 +39,7 @@
 //! records transactions.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
@@ -118,6 +119,18 @@ impl TxnLog {
         self
     }
 
+    /// Records `rec`, whose Commit's outcome is unknown, to be settled by
+    /// [`TxnLog::resolve`] through `marker`: a key only this transaction writes (once), and
+    /// nobody reads in the history.
+    pub fn record_unknown(&mut self, rec: TxnRecord, marker: Key) {
+        self.unresolved.push(Unresolved {
+            index: self.records.len(),
+            marker,
+            start_ts: rec.start_ts,
+        });
+        self.records.push(rec);
+    }
+
     /// The recorded transactions as a history over an empty initial state.
     pub fn history(&self) -> History {
         let mut h = History::new(BTreeMap::new());
@@ -166,6 +179,22 @@ impl TxnLog {
             self.unresolved.pop();
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for TxnLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} committed, {} aborted, {} not begun, of {} recorded; unknown Commits settled \
+             (committed, not committed) {:?}, still unknown {}",
+            self.committed,
+            self.aborted,
+            self.not_begun,
+            self.records.len(),
+            self.resolved,
+            self.unresolved.len()
+        )
     }
 }
 
@@ -340,12 +369,7 @@ impl TxnWorkload {
                         if class == ErrorClass::Unexpected {
                             log.unexpected.push(status.to_string());
                         }
-                        log.unresolved.push(Unresolved {
-                            index: log.records.len(),
-                            marker,
-                            start_ts: begin.start_ts,
-                        });
-                        log.records.push(rec);
+                        log.record_unknown(rec, marker);
                     }
                 }
                 false
@@ -576,5 +600,76 @@ pub fn judge(history: &History, isolation: pb::Isolation) -> Result<(), String> 
             ..
         }) => Ok(()),
         other => Err(format!("an injected write skew {ids:?}: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// x and y written in turn by three serial transactions, each reading both first.
+    fn serial() -> History {
+        let mut h = History::new(BTreeMap::new());
+        h.push(
+            TxnRecord::new(1, 1)
+                .read_absent(b"x".to_vec())
+                .read_absent(b"y".to_vec())
+                .write(b"x".to_vec(), b"x1".to_vec())
+                .committed(Some(2)),
+        );
+        h.push(
+            TxnRecord::new(2, 3)
+                .read(b"x".to_vec(), b"x1".to_vec())
+                .read_absent(b"y".to_vec())
+                .write(b"x".to_vec(), b"x2".to_vec())
+                .write(b"y".to_vec(), b"y2".to_vec())
+                .committed(Some(4)),
+        );
+        h.push(
+            TxnRecord::new(3, 5)
+                .read(b"x".to_vec(), b"x2".to_vec())
+                .read(b"y".to_vec(), b"y2".to_vec())
+                .write(b"y".to_vec(), b"y3".to_vec())
+                .committed(Some(6)),
+        );
+        h
+    }
+
+    #[test]
+    fn a_serial_history_passes_and_every_injected_anomaly_is_rejected() {
+        let h = serial();
+        assert_eq!(judge(&h, pb::Isolation::Serializable), Ok(()));
+        assert_eq!(judge(&h, pb::Isolation::Snapshot), Ok(()));
+        // The lost update: T2 moved back to T1's snapshot, reading x absent.
+        let (lost, ids) = inject_lost_update(&h).expect("two writers of x");
+        assert_eq!(ids, (1, 2));
+        assert_eq!(lost.txns[1].start_ts, 1);
+        assert_eq!(
+            lost.txns[1].ops[0],
+            Op::Read {
+                key: b"x".to_vec(),
+                observed: None
+            }
+        );
+        let (skew, ids) = inject_write_skew(&h).expect("two keys");
+        assert_eq!(ids, (4, 5));
+        assert_eq!(skew.txns.len(), 5);
+        assert!(inject_stale_txn_read(&h).is_some());
+    }
+
+    #[test]
+    fn judge_rejects_a_recorded_anomaly_and_a_history_too_small_to_prove_anything() {
+        // A lost update in the recording itself: T2 read x1's predecessor concurrently.
+        let (lost, _) = inject_lost_update(&serial()).expect("two writers of x");
+        assert!(judge(&lost, pb::Isolation::Snapshot).is_err());
+        assert!(judge(&lost, pb::Isolation::Serializable).is_err());
+        // One transaction: no injection can be built, so no verdict is claimed.
+        let mut one = History::new(BTreeMap::new());
+        one.push(
+            TxnRecord::new(1, 1)
+                .write(b"x".to_vec(), b"x1".to_vec())
+                .committed(Some(2)),
+        );
+        assert!(judge(&one, pb::Isolation::Serializable).is_err());
     }
 }

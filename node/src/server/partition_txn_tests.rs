@@ -8,7 +8,7 @@
 //! skew injected must be rejected (`txn_client::judge`), so a pass is not vacuous. Commits
 //! with an unknown outcome are settled afterwards through each transaction's marker key.
 //!
-//! - The leader isolated from the other two (its Raft traffic cut), then healed: the
+//! - The leader isolated from the other two (its Raft messages cut), then healed: the
 //!   majority elects a leader and the clients of every node keep committing through it; the
 //!   judged histories hold commits from before, under and after the cut (by commit_ts
 //!   against fresh timestamps taken at the cut and at the heal).
@@ -23,7 +23,7 @@ use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::txn_client::TxnClient;
 
 use super::partition_tests::Nodes;
-use crate::check::history::Outcome;
+use crate::check::history::{Outcome, TxnRecord};
 use crate::check::txn_client::{judge, TxnLog, TxnWorkload};
 
 /// One client call's bound; past it the outcome is unknown.
@@ -154,7 +154,6 @@ async fn settle_and_judge(
             .iter()
             .filter(|l| l.isolation == isolation)
             .fold(TxnLog::new(), |acc, l| acc.merged(l.log.clone()));
-        let unknown = log.unresolved();
         log.resolve(
             &mut kv,
             CALL_TIMEOUT,
@@ -162,15 +161,7 @@ async fn settle_and_judge(
         )
         .await
         .expect("every unknown Commit settled");
-        eprintln!(
-            "{what}, {isolation:?}: {} committed, {} aborted, {} not begun, of {} recorded; \
-             {unknown} unknown commits resolved (committed, aborted): {:?}",
-            log.committed,
-            log.aborted,
-            log.not_begun,
-            log.records().len(),
-            log.resolved
-        );
+        eprintln!("{what}, {isolation:?}: {log}");
         assert!(log.unexpected.is_empty(), "{:?}", log.unexpected);
         assert!(
             log.committed >= min_committed,
@@ -199,7 +190,7 @@ async fn transactions_keep_their_isolation_level_while_the_leader_is_isolated_an
     let new = nodes.isolate(old).await;
     let cut = fresh_ts(&nodes, new).await;
     // Under the cut: the clients keep committing through the majority (every node is
-    // still a gateway: only Raft traffic is cut).
+    // still a gateway: only Raft messages are cut).
     clients.wait_commits(5, Duration::from_secs(10)).await;
     let healed = fresh_ts(&nodes, new).await;
     nodes.heal_and_catch_up(old, new).await;
@@ -236,4 +227,53 @@ async fn transactions_keep_their_isolation_level_over_lossy_links() {
     );
     settle_and_judge(&nodes, logs, 12, "lossy links").await;
     nodes.shutdown().await;
+}
+
+/// The settlement of unknown Commits on its own, on one node: a marker written at a known
+/// commit_ts is found committed at exactly that timestamp, an absent one not committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_commits_are_settled_through_their_marker_at_the_exact_commit_ts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = super::Server::start(super::tests::test_config(dir.path()))
+        .await
+        .expect("a node starts");
+    let mut kv = KvClient::new(super::tests::channel(&server).await);
+    let start = kv
+        .get(pb::GetRequest {
+            key: b"probe".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect("a read")
+        .into_inner()
+        .read_ts;
+    let commit_ts = kv
+        .put(pb::PutRequest {
+            key: b"marker/1".to_vec(),
+            value: b"1".to_vec(),
+        })
+        .await
+        .expect("a put")
+        .into_inner()
+        .commit_ts;
+    assert!(commit_ts > start + 1, "{start} {commit_ts}");
+    let mut log = TxnLog::new();
+    let written = TxnRecord::new(1, start).write(b"marker/1".to_vec(), b"1".to_vec());
+    log.record_unknown(written.clone(), b"marker/1".to_vec());
+    let never = TxnRecord::new(2, start).write(b"marker/2".to_vec(), b"1".to_vec());
+    log.record_unknown(never.clone(), b"marker/2".to_vec());
+    log.resolve(
+        &mut kv,
+        CALL_TIMEOUT,
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await
+    .expect("settled");
+    assert_eq!(
+        log.records(),
+        [written.committed(Some(commit_ts)), never.aborted()]
+    );
+    assert_eq!((log.committed, log.aborted, log.resolved), (1, 1, (1, 1)));
+    assert_eq!(log.unresolved(), 0);
+    server.shutdown().await.expect("shutdown");
 }
