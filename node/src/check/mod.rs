@@ -27,8 +27,13 @@
 //! return times and outcomes possibly unknown, are linearizable (Wing and Gong's search with
 //! Lowe's memoization, one key at a time). [`client`] records register histories from real
 //! clients of the public gRPC API (any node a gateway), classifying each error as a
-//! refusal or an unknown outcome.
+//! refusal or an unknown outcome. [`txn_client`] records transaction histories from real
+//! clients the same way (interactive Begin, Get, Put, Commit), settles unknown Commits
+//! afterwards through a marker key per transaction, and builds the anomalies (stale read,
+//! lost update, write skew) tests inject into a recorded history to show a verdict is not
+//! vacuous.
 
 pub mod client;
 pub mod history;
 pub mod linearizability;
+pub mod txn_client;

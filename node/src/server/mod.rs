@@ -72,6 +72,8 @@ mod membership_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]
+mod partition_txn_tests;
+#[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -33,14 +33,15 @@ const KEYS: [&str; 4] = ["r0", "r1", "r2", "r3"];
 /// One client call's bound; past it the outcome is unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Nodes {
-    handles: Vec<ServerHandle>,
+/// Three in-process servers of one group (shared with `partition_txn_tests`).
+pub(super) struct Nodes {
+    pub(super) handles: Vec<ServerHandle>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Nodes {
     /// Three servers, initial members of one group, each on free ports.
-    async fn start() -> Nodes {
+    pub(super) async fn start() -> Nodes {
         let ports = reserve_loopback_ports(3).expect("free ports");
         let members: Vec<Member> = ports
             .iter()
@@ -93,7 +94,7 @@ impl Nodes {
     }
 
     /// The index of the node that leads among `among`, polled until `deadline`.
-    async fn wait_leader(&self, among: &[usize], within: Duration) -> usize {
+    pub(super) async fn wait_leader(&self, among: &[usize], within: Duration) -> usize {
         let deadline = Instant::now() + within;
         loop {
             if let Some(&i) = among.iter().find(|&&i| self.leads(i)) {
@@ -104,7 +105,7 @@ impl Nodes {
         }
     }
 
-    async fn channel(&self, i: usize) -> Channel {
+    pub(super) async fn channel(&self, i: usize) -> Channel {
         super::tests::channel(&self.handles[i]).await
     }
 
@@ -114,7 +115,67 @@ impl Nodes {
         }
     }
 
-    async fn shutdown(self) {
+    /// Cuts node `old` off (every sender drops what goes to or comes from it), waits for
+    /// a leader among the other two and for `old` to step down (check_quorum: no split
+    /// brain); returns the new leader.
+    pub(super) async fn isolate(&self, old: usize) -> usize {
+        let rest: Vec<usize> = (0..self.handles.len()).filter(|&i| i != old).collect();
+        let old_id = crate::raftstore::types::NodeId(old as u64 + 1);
+        self.faults_on_every_node(|f| f.isolate(old_id));
+        let new = self.wait_leader(&rest, Duration::from_secs(10)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.leads(old) {
+            assert!(
+                Instant::now() < deadline,
+                "the isolated leader kept leading"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        new
+    }
+
+    /// Heals every link and waits until node `old` has applied what `new` had committed.
+    pub(super) async fn heal_and_catch_up(&self, old: usize, new: usize) {
+        self.faults_on_every_node(|f| f.heal());
+        let target = self.commit(new);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.applied(old) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the healed node does not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// 15% loss, 15% duplication and 0-15 ms delay on every link, node `i`'s rules seeded
+    /// with `seed + i`.
+    pub(super) fn degrade_links(&self, seed: u64) {
+        for (i, h) in self.handles.iter().enumerate() {
+            h.net_faults().reseed(seed + i as u64);
+        }
+        self.faults_on_every_node(|f| {
+            f.set_all(LinkFaults {
+                drop_percent: 15,
+                duplicate_percent: 15,
+                min_delay_ms: 0,
+                max_delay_ms: 15,
+            })
+        });
+    }
+
+    /// Heals every link; returns the messages (dropped, duplicated, delayed) on all nodes.
+    pub(super) fn heal_links(&self) -> (u64, u64, u64) {
+        self.faults_on_every_node(|f| f.heal());
+        self.handles
+            .iter()
+            .map(|h| h.net_faults().stats())
+            .fold((0, 0, 0), |(d, u, l), s| {
+                (d + s.dropped, u + s.duplicated, l + s.delayed)
+            })
+    }
+
+    pub(super) async fn shutdown(self) {
         for h in self.handles {
             h.shutdown().await.expect("shutdown");
         }
@@ -226,24 +287,11 @@ async fn an_isolated_leader_commits_nothing_serves_no_read_and_the_history_is_li
     let nodes = Nodes::start().await;
     let all = [0, 1, 2];
     let old = nodes.wait_leader(&all, Duration::from_secs(10)).await;
-    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
     let rec = Arc::new(RegisterRecorder::new());
     let clients = Clients::start(&nodes, &rec, 3, 7, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    // Cut the leader off: every sender drops what goes to or comes from it.
-    let old_id = crate::raftstore::types::NodeId(old as u64 + 1);
-    nodes.faults_on_every_node(|f| f.isolate(old_id));
-    let new = nodes.wait_leader(&rest, Duration::from_secs(10)).await;
-    // No split brain: the cut-off leader steps down (check_quorum) once it hears no quorum.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nodes.leads(old) {
-        assert!(
-            Instant::now() < deadline,
-            "the isolated leader kept leading"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let new = nodes.isolate(old).await;
     let frozen = (nodes.commit(old), nodes.applied(old));
 
     // A write through the majority, then a read through the isolated node: an error, never
@@ -286,16 +334,7 @@ async fn an_isolated_leader_commits_nothing_serves_no_read_and_the_history_is_li
     );
 
     // Heal: the old leader catches up with the majority's log.
-    nodes.faults_on_every_node(|f| f.heal());
-    let target = nodes.commit(new);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nodes.applied(old) < target {
-        assert!(
-            Instant::now() < deadline,
-            "the healed node does not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    nodes.heal_and_catch_up(old, new).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let counts = clients.stop().await;
     let leader = nodes.wait_leader(&all, Duration::from_secs(10)).await;
@@ -320,29 +359,12 @@ async fn message_loss_duplication_and_delay_keep_the_history_linearizable() {
     let nodes = Nodes::start().await;
     nodes.wait_leader(&[0, 1, 2], Duration::from_secs(10)).await;
     let seed = 0x5eed;
-    for (i, h) in nodes.handles.iter().enumerate() {
-        h.net_faults().reseed(seed + i as u64);
-    }
-    nodes.faults_on_every_node(|f| {
-        f.set_all(LinkFaults {
-            drop_percent: 15,
-            duplicate_percent: 15,
-            min_delay_ms: 0,
-            max_delay_ms: 15,
-        })
-    });
+    nodes.degrade_links(seed);
     let rec = Arc::new(RegisterRecorder::new());
     let clients = Clients::start(&nodes, &rec, 3, seed, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    nodes.faults_on_every_node(|f| f.heal());
+    let stats = nodes.heal_links();
     let counts = clients.stop().await;
-    let stats = nodes
-        .handles
-        .iter()
-        .map(|h| h.net_faults().stats())
-        .fold((0, 0, 0), |(d, u, l), s| {
-            (d + s.dropped, u + s.duplicated, l + s.delayed)
-        });
     assert!(
         stats.0 > 0 && stats.1 > 0 && stats.2 > 0,
         "faults were injected: {stats:?}"
