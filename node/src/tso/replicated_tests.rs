@@ -232,6 +232,8 @@ fn batching_coalesces_concurrent_requests_into_fewer_rounds() {
     // Every request got its own two timestamps: `last` values at least 2 apart.
     assert!(got.windows(2).all(|w| w[1] >= w[0] + 2), "{got:?}");
     assert!(tso.rounds() <= 3, "{} rounds for 16 requests", tso.rounds());
+    // Each round's end woke the callers it served and the next runner, nobody else.
+    assert_eq!(tso.idle_wakes(), 0);
 }
 
 #[test]
