@@ -157,4 +157,9 @@ impl<T: Tso> Tso for BatchingTso<T> {
     fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
         self.request(count)
     }
+
+    /// Not batched: without a confirmation round it costs the inner oracle no round trip.
+    fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
+        self.inner.get_timestamp_in_term(term)
+    }
 }
