@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Beside them, [`tso`] is the timestamp oracle that transactions take their timestamps from,
-//! and [`check`] holds the checkers tests hold recorded histories against (no layer uses it).
+//! and [`check`] holds the checkers tests hold recorded histories against (no layer uses it);
+//! [`park`] is how the synchronous layers wait for a future without a thread hand-off.
 //!
 //! This crate is both the library those layers live in and the home of the `strata` CLI.
 
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod gateway;
 pub mod lsm;
 pub mod mvcc;
+pub mod park;
 pub mod raftstore;
 pub mod server;
 pub mod tso;

@@ -6,10 +6,11 @@
 //! the routed oracle alike.
 //!
 //! **Blocking callers.** The coordinator is synchronous and runs on tokio's blocking pool
-//! (or a thread of its own, in tests). A remote call from there is spawned as a task on the
-//! runtime the connections were made with, and the calling thread waits for its result on
-//! a channel, with the call's own timeout plus a margin as a backstop. The task runs on the
-//! runtime's worker threads, which the transaction layer never blocks (the server hands
+//! (or a thread of its own, in tests). A remote call from there is polled on the calling
+//! thread with the runtime the connections were made with entered ([`crate::park`]): the
+//! connection's tasks run there and wake the caller directly when the answer arrives, with
+//! the call's own timeout plus a margin as a backstop. Those tasks run on the runtime's
+//! worker threads, which the transaction layer never blocks (the server hands
 //! every synchronous call to the blocking pool), and the service at the other end never
 //! calls another node while it serves (it answers `NotLeader` instead of forwarding), so
 //! no cycle of waits can form: the call completes or times out. Calling the synchronous API
@@ -19,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use strata_proto::internal::v1::shard_client::ShardClient as ShardStub;
@@ -35,6 +36,9 @@ pub const INTERNAL_MESSAGE_BYTES: usize = 160 << 20;
 /// How long past a call's own timeout a blocked caller waits before it gives up on the
 /// task that runs the call.
 const BLOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// How often a blocked caller looks at its backstop deadline.
+const BLOCK_POLL: Duration = Duration::from_millis(100);
 
 /// Channels to other nodes' internal ports, by address; see the module documentation.
 #[derive(Debug)]
@@ -87,23 +91,20 @@ impl Connections {
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES))
     }
 
-    /// Runs `fut` on the runtime and blocks the calling thread (never an async task's)
-    /// until it ends, or `limit` plus a margin passes.
+    /// Runs `fut` on the calling thread (never an async task's) with the runtime entered,
+    /// parked until it ends or `limit` plus a margin passes: the connection's I/O wakes
+    /// this thread directly, no task is spawned per call ([`crate::park`], D135).
     pub(crate) fn block<T, F>(&self, limit: Duration, fut: F) -> Result<T, CallError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, CallError>> + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        match rx.recv_timeout(limit.saturating_add(BLOCK_MARGIN)) {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Lost(
-                "the call's task did not finish in time".into(),
-            )),
-        }
+        let _entered = self.runtime.enter();
+        let deadline = Instant::now() + limit.saturating_add(BLOCK_MARGIN);
+        crate::park::block_on(fut, BLOCK_POLL, || {
+            (Instant::now() >= deadline)
+                .then(|| Err(CallError::Lost("the call did not finish in time".into())))
+        })
     }
 
     /// Runs `fut` on the runtime in the background.

@@ -19,8 +19,9 @@
 //! the member directory the membership changes carry (`raftstore::members`, applied and
 //! persisted by `KvApply`); `server/membership.rs` drives the changes. A single node is a one-voter group on the same path: it campaigns at start, so
 //! it leads at once. Every blocking call here runs on the calling thread (the server calls
-//! the transaction layer from tokio's blocking pool): the future is spawned on the runtime
-//! and its answer awaited on a channel, so nothing here needs to run inside the runtime.
+//! the transaction layer from tokio's blocking pool): the driver's answer is awaited on that
+//! thread itself ([`crate::park`]), woken directly by the driver, so nothing here needs to
+//! run inside the runtime and no task is spawned per request (D135).
 //!
 //! **The write path** (D67). `begin_write` waits, bounded, until this replica leads and is
 //! ready (it has applied its term's first entry) and returns the term as the ticket; `write`
@@ -40,7 +41,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,7 +294,6 @@ impl Replica {
     pub fn writer(&self) -> RaftShardWriter {
         RaftShardWriter {
             handle: self.handle.clone(),
-            runtime: self.runtime.clone(),
             shard: DATA_SHARD,
             ready_timeout: DriverConfig::default().leader_ready_timeout,
         }
@@ -476,29 +475,11 @@ fn open_store(
     Ok((store, state, lone_voter, never_joined, recovery, log))
 }
 
-/// Runs `fut` on `runtime` and waits for it on this thread, polling `watch` every
-/// [`WATCH_INTERVAL`]; `watch` returning `Some` gives up with that value. `None` if the task
-/// was dropped unfinished (the runtime is shutting down).
-fn wait_on<T: Send + 'static>(
-    runtime: &tokio::runtime::Handle,
-    fut: impl Future<Output = T> + Send + 'static,
-    mut watch: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    runtime.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    loop {
-        match rx.recv_timeout(WATCH_INTERVAL) {
-            Ok(v) => return Some(v),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(v) = watch() {
-                    return Some(v);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-        }
-    }
+/// Waits for `fut` on this thread (polled here, woken directly by the driver's reply: no
+/// task hand-off, see [`crate::park`]), asking `watch` every [`WATCH_INTERVAL`]; `watch`
+/// returning `Some` gives up with that value.
+fn wait_on<T>(fut: impl Future<Output = T>, watch: impl FnMut() -> Option<T>) -> T {
+    crate::park::block_on(fut, WATCH_INTERVAL, watch)
 }
 
 /// Maps a raftstore error met before or instead of applying (nothing applied).
@@ -525,7 +506,6 @@ fn not_applied(shard: ShardId, e: RaftStoreError) -> MvccError {
 #[derive(Debug, Clone)]
 pub struct RaftShardWriter {
     handle: RaftHandle,
-    runtime: tokio::runtime::Handle,
     shard: ShardId,
     ready_timeout: Duration,
 }
@@ -575,7 +555,6 @@ impl RaftShardWriter {
         let data = cmd.encode();
         let watcher = self.clone();
         let outcome = wait_on(
-            &self.runtime,
             async move { handle.propose(shard, data).await },
             move || {
                 let lost = match watcher.status() {
@@ -590,15 +569,12 @@ impl RaftShardWriter {
             },
         );
         match outcome {
-            None => Err(MvccError::OutcomeUnknown(format!(
-                "{shard}: the node is shutting down"
-            ))),
-            Some(Ok(index)) => Ok(index),
+            Ok(index) => Ok(index),
             // The watcher gave up: the entry may still commit under another leader.
-            Some(Err(RaftStoreError::Timeout(reason))) => {
+            Err(RaftStoreError::Timeout(reason)) => {
                 Err(MvccError::OutcomeUnknown(format!("{shard}: {reason}")))
             }
-            Some(Err(e)) => Err(not_applied(shard, e)),
+            Err(e) => Err(not_applied(shard, e)),
         }
     }
 
@@ -625,14 +601,9 @@ impl ShardWriter for RaftShardWriter {
         let handle = self.handle.clone();
         let shard = self.shard;
         // The driver bounds reads by its own read timeout; nothing to watch here.
-        match wait_on(
-            &self.runtime,
-            async move { handle.read_index(shard).await },
-            || None,
-        ) {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(not_applied(shard, e)),
-            None => Err(MvccError::Unavailable("the node is shutting down".into())),
+        match wait_on(async move { handle.read_index(shard).await }, || None) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(not_applied(shard, e)),
         }
     }
 }

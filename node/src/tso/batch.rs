@@ -9,6 +9,11 @@
 //! one ends; no caller serves rounds for others after its own answer. Each caller gets a
 //! timestamp at least as fresh as its call: the round that serves it starts after it queued.
 //!
+//! Each caller sleeps on a condition variable of its own: a round's end wakes the callers
+//! it served and the first one queued after it (the next round's runner), no one else
+//! (D137; one shared condition variable woke every queued caller at every round's end, and
+//! each of those wake-ups is a context switch).
+//!
 //! ```text
 //!   caller A ─► queue [A]      ─► A runs get_timestamps(1) ─► A gets t1
 //!   caller B ─► queue [B]    ┐     (a round is in flight)
@@ -24,13 +29,22 @@ use super::{Timestamp, Tso, TsoError};
 /// Largest batch one round asks for.
 const MAX_BATCH: usize = 4096;
 
-type Slot = Arc<Mutex<Option<Result<Timestamp, TsoError>>>>;
+/// One caller's place: its answer once a round filled it, and what it sleeps on (always
+/// with the queue's lock).
+#[derive(Debug, Default)]
+struct SlotState {
+    answer: Mutex<Option<Result<Timestamp, TsoError>>>,
+    wake: Condvar,
+}
+
+type Slot = Arc<SlotState>;
 
 #[derive(Debug, Default)]
 struct Queue {
     waiting: Vec<(u32, Slot)>,
     fetching: bool,
     rounds: u64,
+    idle_wakes: u64,
 }
 
 /// Coalesces concurrent requests to `inner`; see the module documentation.
@@ -38,8 +52,6 @@ struct Queue {
 pub struct BatchingTso<T> {
     inner: T,
     queue: Mutex<Queue>,
-    /// Signalled when a round ends (its answers are filled, nobody fetches).
-    round_done: Condvar,
 }
 
 impl<T: Tso> BatchingTso<T> {
@@ -48,7 +60,6 @@ impl<T: Tso> BatchingTso<T> {
         Self {
             inner,
             queue: Mutex::new(Queue::default()),
-            round_done: Condvar::new(),
         }
     }
 
@@ -62,6 +73,12 @@ impl<T: Tso> BatchingTso<T> {
         self.queue.lock().rounds
     }
 
+    /// Wake-ups that neither answered a caller nor let it run a round (tests: none is
+    /// expected when nobody else arrives meanwhile).
+    pub fn idle_wakes(&self) -> u64 {
+        self.queue.lock().idle_wakes
+    }
+
     /// Requests waiting for a round (tests).
     pub fn queued(&self) -> usize {
         self.queue.lock().waiting.len()
@@ -73,15 +90,19 @@ impl<T: Tso> BatchingTso<T> {
                 "timestamp batch count must be at least 1".to_string(),
             ));
         }
-        let slot: Slot = Arc::new(Mutex::new(None));
+        let slot: Slot = Arc::new(SlotState::default());
         let mut q = self.queue.lock();
         q.waiting.push((count, Arc::clone(&slot)));
         loop {
-            if let Some(answer) = slot.lock().take() {
+            if let Some(answer) = slot.answer.lock().take() {
                 return answer;
             }
             if q.fetching {
-                self.round_done.wait(&mut q);
+                // Woken by the round that answers it, or to run the next round.
+                slot.wake.wait(&mut q);
+                if q.fetching && slot.answer.lock().is_none() {
+                    q.idle_wakes += 1;
+                }
                 continue;
             }
             // Nobody fetches: this caller runs one round for everyone queued (its own
@@ -90,9 +111,17 @@ impl<T: Tso> BatchingTso<T> {
             q.rounds += 1;
             let n = q.waiting.len().min(MAX_BATCH);
             let round: Vec<(u32, Slot)> = q.waiting.drain(..n).collect();
+            let served: Vec<Slot> = round.iter().map(|(_, s)| Arc::clone(s)).collect();
             MutexGuard::unlocked(&mut q, || self.run_round(round));
             q.fetching = false;
-            self.round_done.notify_all();
+            // Under the queue's lock, which every sleeper checks and waits with: no wake-up
+            // is lost. The next runner is the first caller still queued.
+            for s in served.iter().filter(|s| !Arc::ptr_eq(s, &slot)) {
+                s.wake.notify_one();
+            }
+            if let Some((_, next)) = q.waiting.first() {
+                next.wake.notify_one();
+            }
         }
     }
 
@@ -107,13 +136,13 @@ impl<T: Tso> BatchingTso<T> {
             Ok(last) => {
                 let mut end = last;
                 for (count, slot) in round.into_iter().rev() {
-                    *slot.lock() = Some(Ok(end));
+                    *slot.answer.lock() = Some(Ok(end));
                     end = end.saturating_sub(u64::from(count));
                 }
             }
             Err(e) => {
                 for (_, slot) in round {
-                    *slot.lock() = Some(Err(e.clone()));
+                    *slot.answer.lock() = Some(Err(e.clone()));
                 }
             }
         }
@@ -127,5 +156,10 @@ impl<T: Tso> Tso for BatchingTso<T> {
 
     fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
         self.request(count)
+    }
+
+    /// Not batched: without a confirmation round it costs the inner oracle no round trip.
+    fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
+        self.inner.get_timestamp_in_term(term)
     }
 }

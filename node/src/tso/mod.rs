@@ -122,6 +122,16 @@ pub trait Tso: Send + Sync + Debug {
     /// Allocates `count` contiguous timestamps, `last - count + 1 ..= last`, all larger than
     /// every timestamp issued before, and returns `last`. `count` must be at least 1.
     fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError>;
+
+    /// A timestamp for a write that becomes visible only by committing through the oracle's
+    /// own Raft group in `term` (a one-phase commit on the group's leader): allocated as
+    /// [`get_timestamp`](Tso::get_timestamp) does, but a replicated oracle need not confirm
+    /// its leadership for it, since that commit confirms it (D138). `NotLeader` if the
+    /// oracle does not lead in `term`. By default, a confirmed timestamp.
+    fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
+        let _ = term;
+        self.get_timestamp()
+    }
 }
 
 /// An error from the timestamp oracle.

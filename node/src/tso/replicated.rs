@@ -26,6 +26,19 @@
 //! this allocation. Its timestamps are larger (above the applied mark), and real-time
 //! order holds. An unconfirmed batch is thrown away (timestamps are never reused).
 //!
+//! **Commit timestamps of writes that commit through the group** (D138) are not confirmed
+//! ([`Tso::get_timestamp_in_term`]): a one-phase commit on the group's leader takes its
+//! commit timestamp in the term its write is proposed in, and the write becomes visible
+//! only if that entry commits. A committed entry of term t is in the log of every later
+//! leader, which applies it before it serves (leader readiness), so every read a later
+//! leader serves sees it, and every timestamp a later leader issues is above it (above the
+//! applied mark). Nothing needs the timestamp to be fresh in real time: a transaction
+//! that starts after the write was acknowledged takes a confirmed start timestamp, issued
+//! after this one by this leader or above it by a later one. A read served by this leader
+//! at a timestamp above this one (one a later leader issued) is caught by the one-phase
+//! commit's `max_ts` check, which refuses the commit. The entry of a leader already cut off
+//! cannot commit, and its caller settles the outcome as for any lost write.
+//!
 //! The wall clock is injected ([`Clock`]), and the group is a trait, so the window logic is
 //! tested without a cluster; the server implements [`TsoGroup`] over its Raft driver.
 
@@ -89,13 +102,18 @@ impl ReplicatedTso {
         self.state.lock().persists
     }
 
-    fn allocate(&self, count: u64) -> Result<Timestamp, TsoError> {
+    /// Allocates `count` timestamps; confirmed unless `in_term` names the term the
+    /// caller's write must commit in (see [`Tso::get_timestamp_in_term`]).
+    fn allocate(&self, count: u64, in_term: Option<u64>) -> Result<Timestamp, TsoError> {
         if count == 0 {
             return Err(TsoError::InvalidArgument(
                 "timestamp batch count must be at least 1".to_string(),
             ));
         }
         let term = self.group.leader_term()?;
+        if in_term.is_some_and(|t| t != term) {
+            return Err(TsoError::NotLeader { leader: None });
+        }
         let now = self.clock.now_ms();
         if now >= MAX_PHYSICAL_MS {
             return Err(TsoError::ClockOverflow);
@@ -132,18 +150,25 @@ impl ReplicatedTso {
             last
         };
         // Confirmed after the allocation, outside the lock (concurrent batches share the
-        // group's confirmation rounds).
-        self.group.confirm_leadership(term)?;
+        // group's confirmation rounds). A timestamp for a write that must commit in `term`
+        // is not: see the module documentation.
+        if in_term.is_none() {
+            self.group.confirm_leadership(term)?;
+        }
         Ok(last)
     }
 }
 
 impl Tso for ReplicatedTso {
     fn get_timestamp(&self) -> Result<Timestamp, TsoError> {
-        self.allocate(1)
+        self.allocate(1, None)
     }
 
     fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
-        self.allocate(u64::from(count))
+        self.allocate(u64::from(count), None)
+    }
+
+    fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
+        self.allocate(1, Some(term))
     }
 }

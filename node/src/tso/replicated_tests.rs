@@ -232,6 +232,8 @@ fn batching_coalesces_concurrent_requests_into_fewer_rounds() {
     // Every request got its own two timestamps: `last` values at least 2 apart.
     assert!(got.windows(2).all(|w| w[1] >= w[0] + 2), "{got:?}");
     assert!(tso.rounds() <= 3, "{} rounds for 16 requests", tso.rounds());
+    // Each round's end woke the callers it served and the next runner, nobody else.
+    assert_eq!(tso.idle_wakes(), 0);
 }
 
 #[test]
@@ -244,4 +246,31 @@ fn batching_passes_errors_to_every_waiter_of_the_round() {
         Err(TsoError::NotLeader { .. })
     ));
     assert!(tso.get_timestamps(0).is_err());
+}
+
+#[test]
+fn a_timestamp_in_the_leaders_term_skips_the_confirmation_and_no_other_term_gets_one() {
+    let clock = ManualClock::new(1_000_000);
+    let g = Group::leader(4);
+    let tso = BatchingTso::new(oracle(&g, &clock));
+    let start = tso.get_timestamp().unwrap();
+    // A confirmation would fail now (a quorum moved on): a commit timestamp for a write that
+    // must commit in term 4 is still issued, above everything before, while a start
+    // timestamp is not.
+    g.fail_confirm.store(true, Ordering::SeqCst);
+    let commit = tso.get_timestamp_in_term(4).unwrap();
+    assert!(commit > start, "{commit} <= {start}");
+    assert!(tso.get_timestamp().is_err());
+    // Not for a term this node does not lead in.
+    assert!(matches!(
+        tso.get_timestamp_in_term(3),
+        Err(TsoError::NotLeader { .. })
+    ));
+    g.fail_confirm.store(false, Ordering::SeqCst);
+    g.term.store(5, Ordering::SeqCst);
+    g.quorum_term.store(5, Ordering::SeqCst);
+    assert!(tso.get_timestamp_in_term(4).is_err());
+    // Whatever was issued, in term or not, the next timestamp is above it.
+    let next = tso.get_timestamp().unwrap();
+    assert!(next > commit, "{next} <= {commit}");
 }

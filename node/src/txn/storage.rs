@@ -381,10 +381,12 @@ impl Storage {
         // raised max_ts), and never issued again, so no later transaction's start_ts equals
         // it (an equal start_ts would make its rollback record overwrite this commit record,
         // both living at `(key, ts)`). `max_ts + 1` alone is only used by this module's
-        // tests, which take the floor by hand and exercise the max_ts rule by itself.
+        // tests, which take the floor by hand and exercise the max_ts rule by itself. It
+        // needs no leadership confirmation of its own: the write commits in the ticket's
+        // term or not at all (D138, `tso::replicated`).
         let commit_ts = match self.ts_source.get() {
             Some(tso) => {
-                let now = tso.get_timestamp().map_err(|e| {
+                let now = tso.get_timestamp_in_term(ticket.term).map_err(|e| {
                     MvccError::OnePcRefused(format!("taking the commit timestamp: {e}"))
                 })?;
                 if now < memory.commit_ts {

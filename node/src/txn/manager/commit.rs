@@ -29,9 +29,17 @@
 //! - `Pool` runs each step on tokio's blocking pool and waits with futures that hold no
 //!   thread ([`TxnManager::commit_async`], [`TxnManager::execute_async`]): any number of
 //!   blocked commits costs no blocking threads, so they cannot starve other requests.
+//!
+//! **One hand-off, not one per step** (D136). A `Pool` operation starts as a whole on one
+//! blocking-pool thread ([`first_leg`]): its steps run there one after the other, inline,
+//! until it completes or must sleep in a lock wait. Only a sleeping operation moves to the
+//! runtime, where it sleeps as a future and runs its later steps on the pool one by one.
+//! An uncontended `Kv.Put` (prepare, then a one-phase commit) thus costs one trip to the
+//! pool instead of two, each trip a wake-up of a pool thread and one of the runtime.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -176,6 +184,50 @@ pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+thread_local! {
+    /// Set while this (blocking-pool) thread polls the first leg of a `Pool` operation.
+    static ON_FIRST_LEG: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A `Pool` operation, movable between the blocking pool and the runtime.
+type PoolOp<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// Polls `op` once on this thread with its steps inline (see the module documentation):
+/// its output if it completed, `None` if it sleeps in a lock wait. The waker is a no-op:
+/// whoever polls `op` next registers its own, and every wait checks its condition when
+/// polled, so nothing that happens in between is missed.
+fn first_leg<T>(op: &mut PoolOp<T>) -> Option<Result<T>> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ON_FIRST_LEG.with(|f| f.set(false));
+        }
+    }
+    ON_FIRST_LEG.with(|f| f.set(true));
+    let _reset = Reset;
+    let mut cx = Context::from_waker(Waker::noop());
+    match op.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+/// Runs a `Pool` operation: its first leg on the blocking pool, the rest (if it had to
+/// sleep) here, on the runtime.
+async fn on_pool<T: Send + 'static>(op: PoolOp<T>) -> Result<T> {
+    let (op, out) = tokio::task::spawn_blocking(move || {
+        let mut op = op;
+        let out = first_leg(&mut op);
+        (op, out)
+    })
+    .await
+    .map_err(|e| TxnError::TaskFailed(e.to_string()))?;
+    match out {
+        Some(out) => out,
+        None => op.await,
+    }
+}
+
 /// A time far enough ahead to stand for "no deadline".
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
@@ -197,7 +249,8 @@ impl Exec<'_> {
         }
     }
 
-    /// Runs one synchronous step.
+    /// Runs one synchronous step: on this thread if it is inline or already on the pool
+    /// (the first leg of a `Pool` operation), else on the blocking pool.
     async fn run<T, F>(&self, step: F) -> Result<T>
     where
         T: Send + 'static,
@@ -205,6 +258,7 @@ impl Exec<'_> {
     {
         match self {
             Exec::Inline(m) => step(m),
+            Exec::Pool(m) if ON_FIRST_LEG.with(Cell::get) => step(m),
             Exec::Pool(m) => {
                 let m = Arc::clone(m);
                 tokio::task::spawn_blocking(move || step(&m))
@@ -369,7 +423,7 @@ impl TxnManager {
     /// transaction as a crashed coordinator would (its locks are resolved by others after
     /// their TTL): spawn it as a task to let it finish whatever its caller does.
     pub async fn commit_async(self: Arc<Self>, id: TxnId) -> Result<Option<Timestamp>> {
-        Exec::Pool(self).commit(id).await
+        on_pool(Box::pin(async move { Exec::Pool(self).commit(id).await })).await
     }
 
     /// Runs a one-shot transaction: checks `request.preconditions` at the transaction's
@@ -389,7 +443,10 @@ impl TxnManager {
         request: ExecuteRequest,
         attempts: usize,
     ) -> Result<ExecuteResponse> {
-        Exec::Pool(self).execute(Arc::new(request), attempts).await
+        on_pool(Box::pin(async move {
+            Exec::Pool(self).execute(Arc::new(request), attempts).await
+        }))
+        .await
     }
 
     /// Moves transaction `id` to `Committing` and takes its buffered work; the plan is
