@@ -67,9 +67,11 @@ impl ErrorReason {
                 Code::FailedPrecondition
             }
             R::ServerBusy | R::TooManyTxns | R::ResponseTooLarge => Code::ResourceExhausted,
-            R::TimestampUnavailable | R::NotLeader | R::OutcomeUnknown | R::CatchUpTimeout => {
-                Code::Unavailable
-            }
+            R::TimestampUnavailable
+            | R::NotLeader
+            | R::OutcomeUnknown
+            | R::CatchUpTimeout
+            | R::NodeRemoved => Code::Unavailable,
             R::StorageError => Code::Internal,
             R::DataCorrupted => Code::DataLoss,
             R::Unspecified => Code::Unknown,
@@ -90,6 +92,7 @@ impl ErrorReason {
                 | R::TimestampUnavailable
                 | R::NotLeader
                 | R::CatchUpTimeout
+                | R::NodeRemoved
         )
     }
 }

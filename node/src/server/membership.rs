@@ -84,6 +84,7 @@ const DEFAULT_REPLICATION_FACTOR: usize = 3;
 #[derive(Debug, Clone)]
 pub(crate) enum Call {
     Add(pb::AddNodeRequest),
+    Register(pb::AddNodeRequest),
     Remove(pb::RemoveNodeRequest),
     Transfer(pb::TransferLeaderRequest),
     Decommission(pb::DecommissionRequest),
@@ -293,6 +294,7 @@ impl Membership {
         }
         Ok(match call {
             Call::Add(m) => Reply::Add(client.add_node(req(m)).await?.into_inner()),
+            Call::Register(m) => Reply::Add(client.register(req(m)).await?.into_inner()),
             Call::Remove(m) => Reply::Remove(client.remove_node(req(m)).await?.into_inner()),
             Call::Transfer(m) => {
                 Reply::Transfer(client.transfer_leader(req(m)).await?.into_inner())
@@ -325,6 +327,7 @@ impl Membership {
         let _one_at_a_time = self.lock.lock().await;
         match call {
             Call::Add(m) => self.add(m).await.map(Reply::Add),
+            Call::Register(m) => self.register(m).await.map(Reply::Add),
             Call::Remove(m) => {
                 let was_member = self.remove(m.node_id).await?;
                 Ok(Reply::Remove(pb::RemoveNodeResponse {
@@ -405,10 +408,42 @@ impl Membership {
         let s = self.leader_status()?;
         let dir = self.directory_of(&s);
         if s.voters.contains(&id) {
-            let recorded = dir.0.get(&m.node_id).map(|r| r.incarnation.as_str());
-            if m.incarnation.is_empty() || recorded == Some(m.incarnation.as_str()) {
+            let recorded = dir
+                .0
+                .get(&m.node_id)
+                .map(|r| r.incarnation.clone())
+                .unwrap_or_default();
+            if m.incarnation.is_empty() || recorded == m.incarnation {
                 return Ok(pb::AddNodeResponse {
                     members: self.rows(&s, &dir),
+                    already_member: true,
+                });
+            }
+            let matched = s
+                .progress
+                .iter()
+                .find(|p| p.peer == id)
+                .map_or(0, |p| p.matched);
+            if recorded.is_empty() && matched == 0 {
+                // An initial member that never registered an incarnation and that this leader
+                // never heard hold any entry: its first start, after the others formed the
+                // group without it (D126). It stays the voter it is: record its incarnation
+                // and let it catch up.
+                tracing::info!(
+                    node = m.node_id,
+                    "an initial member starts for the first time: recording its incarnation"
+                );
+                let mut dir = dir;
+                dir.0.insert(m.node_id, Self::addr_of(&m));
+                self.propose(ConfChangeType::AddNode, m.node_id, &dir)
+                    .await?;
+                let timeout = match m.catch_up_timeout_ms {
+                    0 => DEFAULT_CATCH_UP,
+                    ms => Duration::from_millis(ms),
+                };
+                self.wait_caught_up(id, timeout).await?;
+                return Ok(pb::AddNodeResponse {
+                    members: self.members_now()?,
                     already_member: true,
                 });
             }
@@ -421,14 +456,7 @@ impl Membership {
         }
         let s = self.leader_status()?;
         let mut dir = self.directory_of(&s);
-        dir.0.insert(
-            m.node_id,
-            MemberAddr {
-                raft: m.raft_addr.clone(),
-                grpc: m.grpc_addr.clone(),
-                incarnation: m.incarnation.clone(),
-            },
-        );
+        dir.0.insert(m.node_id, Self::addr_of(&m));
         if !s.learners.contains(&id) {
             tracing::info!(node = m.node_id, raft = %m.raft_addr, "adding a learner");
             self.propose(ConfChangeType::AddLearnerNode, m.node_id, &dir)
@@ -445,6 +473,59 @@ impl Membership {
         Ok(pb::AddNodeResponse {
             members: self.members_now()?,
             already_member: false,
+        })
+    }
+
+    fn addr_of(m: &pb::AddNodeRequest) -> MemberAddr {
+        MemberAddr {
+            raft: m.raft_addr.clone(),
+            grpc: m.grpc_addr.clone(),
+            incarnation: m.incarnation.clone(),
+        }
+    }
+
+    /// Records the incarnation of a voter that holds its log (it says so by calling
+    /// `Register`, which only a node whose replica opened with a log does): a membership
+    /// change that changes no member (raft-rs's AddNode of a voter) carrying the directory.
+    async fn register(&self, m: pb::AddNodeRequest) -> Result<pb::AddNodeResponse, Status> {
+        if m.incarnation.is_empty() {
+            return Err(invalid_field("incarnation", "a registration names one"));
+        }
+        check_addr("raft_addr", &m.raft_addr, true)?;
+        check_addr("grpc_addr", &m.grpc_addr, false)?;
+        let s = self.leader_status()?;
+        let mut dir = self.directory_of(&s);
+        if !s.voters.contains(&PeerId(m.node_id)) {
+            return Err(refused(format!(
+                "node {} is not a voter of the data shard",
+                m.node_id
+            )));
+        }
+        let recorded = dir
+            .0
+            .get(&m.node_id)
+            .map(|r| r.incarnation.clone())
+            .unwrap_or_default();
+        if recorded == m.incarnation {
+            return Ok(pb::AddNodeResponse {
+                members: self.rows(&s, &dir),
+                already_member: true,
+            });
+        }
+        if !recorded.is_empty() {
+            return Err(refused(format!(
+                "node {} is recorded with incarnation {recorded}, not {}: its data directory \
+                 is not the member's",
+                m.node_id, m.incarnation
+            )));
+        }
+        tracing::info!(node = m.node_id, incarnation = %m.incarnation, "recording a member's incarnation");
+        dir.0.insert(m.node_id, Self::addr_of(&m));
+        self.propose(ConfChangeType::AddNode, m.node_id, &dir)
+            .await?;
+        Ok(pb::AddNodeResponse {
+            members: self.members_now()?,
+            already_member: true,
         })
     }
 
@@ -737,6 +818,18 @@ impl ipb::membership_server::Membership for MembershipService {
         .await
     }
 
+    async fn register(
+        &self,
+        r: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let f = is_forwarded(&r);
+        self.run(Call::Register(r.into_inner()), f, |r| match r {
+            Reply::Add(m) => Some(m),
+            _ => None,
+        })
+        .await
+    }
+
     async fn members(
         &self,
         _r: Request<ipb::MembersRequest>,
@@ -758,7 +851,11 @@ pub async fn join(
     loop {
         let seed = &seeds[attempt % seeds.len().max(1)];
         attempt += 1;
-        match join_once(seed, &me, &book).await {
+        let attempt_result = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = join_once(seed, &me, &book) => r,
+        };
+        match attempt_result {
             Ok(()) => {
                 tracing::info!(node = me.node_id, %seed, "joined the cluster");
                 return;
@@ -792,4 +889,182 @@ async fn join_once(seed: &str, me: &pb::AddNodeRequest, book: &AddressBook) -> R
         .await
         .map(|_| ())
         .map_err(|s| s.message().to_owned())
+}
+
+/// How long a fresh initial member waits for each initial peer's answer before it counts
+/// the peer as knowing nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a fresh initial member learnt from its initial peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// No peer answered with a cluster that remembers this node (by an incarnation it
+    /// registered, or by having removed it): its first start (bootstrap as an initial
+    /// member), even if the others elected already.
+    NoCluster,
+    /// A cluster exists (why, in words): join it.
+    Cluster(String),
+}
+
+/// Asks every initial peer (`peers`: id -> Raft address, this node excluded) at once,
+/// each bounded by [`PROBE_TIMEOUT`], whether a cluster exists that this fresh node
+/// (`node_id`, new `incarnation`) must join rather than bootstrap (D125).
+pub async fn probe_cluster(
+    node_id: u64,
+    incarnation: &str,
+    peers: &BTreeMap<u64, String>,
+) -> Probe {
+    let mut found = None;
+    for (peer, answer) in ask_members(peers).await {
+        let members = match answer {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(peer, error = %e, "initial peer did not answer the probe");
+                continue;
+            }
+        };
+        if let Some(why) = cluster_in(node_id, incarnation, peer, &members) {
+            found.get_or_insert(why);
+        }
+    }
+    match found {
+        Some(why) => Probe::Cluster(why),
+        None => Probe::NoCluster,
+    }
+}
+
+/// Asks `peers` (id -> Raft address) at once, each bounded by [`PROBE_TIMEOUT`], whether
+/// they still count `node_id` a member: why not, when one answers with a membership (it
+/// applied a configuration) that lists members without it (its removal was committed).
+pub async fn removed_per_peers(node_id: u64, peers: &BTreeMap<u64, String>) -> Option<String> {
+    for (peer, answer) in ask_members(peers).await {
+        if let Ok(m) = answer {
+            if m.members.iter().any(|r| r.voter) && !m.members.iter().any(|r| r.node_id == node_id)
+            {
+                return Some(format!("node {peer} lists members without this node"));
+            }
+        }
+    }
+    None
+}
+
+/// Every peer's `Members` answer, asked at once, each bounded by [`PROBE_TIMEOUT`].
+async fn ask_members(
+    peers: &BTreeMap<u64, String>,
+) -> Vec<(u64, Result<ipb::MembersResponse, String>)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, addr) in peers {
+        let (id, addr) = (*id, addr.clone());
+        asks.spawn(async move {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+                let mut client = connect(&addr).await.map_err(|e| e.to_string())?;
+                client
+                    .members(ipb::MembersRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| s.message().to_owned())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()));
+            (id, answer)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(a) = joined {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Whether `peer`'s answer shows a cluster this fresh node must join, and why.
+fn cluster_in(
+    node_id: u64,
+    incarnation: &str,
+    peer: u64,
+    m: &ipb::MembersResponse,
+) -> Option<String> {
+    // A peer without a membership (its replica waits to be added) knows no cluster.
+    if !m.members.iter().any(|r| r.voter) {
+        return None;
+    }
+    match m.members.iter().find(|r| r.node_id == node_id) {
+        None => Some(format!(
+            "node {peer} lists members without this node: it was removed"
+        )),
+        Some(r) if !r.incarnation.is_empty() && r.incarnation != incarnation => Some(format!(
+            "node {peer} records this node with incarnation {}, an earlier data directory",
+            r.incarnation
+        )),
+        // Listed without an incarnation: it never registered one, so it never ran with a
+        // leader long enough to (D126): its first start, whatever the others did already.
+        _ => None,
+    }
+}
+
+/// Until it succeeds or `shutdown` is set: once this node (`me`), an initial member whose
+/// replica holds a log, is a voter that knows a leader and has committed beyond the
+/// `bootstrap_entries` (so a leader extended its log: it is not a fresh log the leader
+/// believes longer), records its incarnation in the member directory through the leader
+/// (`Register`), so that a later start of its id on fresh data is told apart from it.
+/// A replica that finds it lost acknowledged entries (`lost_log`: an earlier incarnation
+/// acknowledged them before it could register) asks to be added again instead
+/// (`AddNode`), which removes the old member and adds it back as a new one (D126).
+/// Does nothing once the directory has its incarnation.
+pub async fn register(
+    membership: Arc<Membership>,
+    me: pb::AddNodeRequest,
+    bootstrap_entries: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let s = membership.handle.status(DATA_SHARD);
+        let recorded = membership
+            .state
+            .members()
+            .0
+            .get(&me.node_id)
+            .map(|m| m.incarnation.clone());
+        if recorded.as_deref() == Some(me.incarnation.as_str())
+            || s.as_ref().is_some_and(|s| s.retired)
+        {
+            return;
+        }
+        let lost = s.as_ref().is_some_and(|s| s.lost_log);
+        let voter = s.as_ref().is_some_and(|s| {
+            s.voters.contains(&PeerId(me.node_id))
+                && s.leader.is_some()
+                && s.commit > bootstrap_entries
+        });
+        if lost || voter {
+            let call = if lost {
+                tracing::warn!(
+                    node = me.node_id,
+                    "this replica lost entries it had acknowledged: asking to be added again"
+                );
+                Call::Add(me.clone())
+            } else {
+                Call::Register(me.clone())
+            };
+            // A call may wait on a change that cannot commit now: shutdown does not wait.
+            let result = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                r = membership.route(call, false) => r,
+            };
+            match result {
+                Ok(_) => {
+                    tracing::info!(node = me.node_id, "incarnation recorded");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "registration failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
 }
