@@ -804,3 +804,50 @@ async fn a_removed_node_stops_refuses_clients_stays_out_and_comes_back_only_wipe
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_member_that_never_registered_finds_its_lost_log_and_rejoins() {
+    // The window registration cannot close: a member acknowledged entries and lost them
+    // (wiped) before its incarnation was recorded. Forced: no node of this cluster
+    // registers (so the new incarnation below is recorded only by its AddNode).
+    let (mut c, ports) = TestCluster::plan(3);
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    super::membership::SKIP_REGISTRATION
+        .lock()
+        .expect("hook")
+        .extend(addrs.iter().cloned());
+    c.start_some(&ports, &[1, 2, 3]).await;
+    let leader = c.leader(1).await;
+    let wiped = (1..=3).find(|id| *id != leader).expect("a follower");
+    put(&mut c.kv(leader).await, "k", "acknowledged").await;
+    wait_caught_up(&c, wiped, leader).await;
+    let old = c.node(wiped).identity().incarnation.clone();
+    let s = c.status(leader).await;
+    assert!(
+        s.members
+            .iter()
+            .any(|m| m.node_id == wiped && m.incarnation != old),
+        "its incarnation is not recorded: {:?}",
+        s.members
+    );
+    c.stop_and_wipe(wiped).await;
+    // Listed without an incarnation, it bootstraps (it cannot tell this from a first
+    // start); the leader's first heartbeat says more is committed there than its log holds,
+    // and it asks to be added again: the old member is removed, the new one added.
+    c.restart(wiped).await;
+    assert!(c.node(wiped).state.replica.found_cluster().is_none());
+    let new = c.node(wiped).identity().incarnation.clone();
+    for id in 1..=3 {
+        wait_voter_with(&c, id, wiped, &new).await;
+    }
+    wait_caught_up(&c, wiped, c.leader(leader).await).await;
+    assert_eq!(
+        get(&mut c.kv(wiped).await, "k").await.as_deref(),
+        Some(&b"acknowledged"[..])
+    );
+    c.shutdown().await;
+    let mut skip = super::membership::SKIP_REGISTRATION.lock().expect("hook");
+    for a in &addrs {
+        skip.remove(a);
+    }
+}
