@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn reason_table_matches_the_proto_comments() {
         let reasons = documented_reasons();
-        assert_eq!(reasons.len(), 27, "ErrorReason values: {reasons:?}");
+        assert_eq!(reasons.len(), 28, "ErrorReason values: {reasons:?}");
         for (name, doc) in reasons {
             let reason = ErrorReason::from_str_name(&name).expect("a generated value");
             if reason == ErrorReason::Unspecified {

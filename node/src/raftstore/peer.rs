@@ -23,6 +23,11 @@
 //! a snapshot (raft-rs's `request_snapshot`) until one is restored, and hands leadership away
 //! if it wins an election.
 //!
+//! A replica whose node was removed from its group is *retired* ([`Peer::retire`]): it no
+//! longer ticks, steps or sends anything, and takes no proposal. One that refuses a heartbeat
+//! because it lost acknowledged entries remembers it ([`Peer::lost_log`]) so that its node
+//! can ask to be added again as a new member.
+//!
 //! A new leader is *ready* ([`Peer::is_leader_ready`]) once it has applied the first entry of
 //! its own term (the empty entry raft-rs appends on election): only then does its state
 //! machine hold every write an earlier leader acknowledged, and only then does raft-rs answer

@@ -17,6 +17,9 @@
 //! A data directory written before identity files existed (an engine but no identity file) is
 //! adopted with the id it is started with.
 //!
+//! `<data_dir>/removed` marks a node removed from the cluster (written once it sees its own
+//! removal): later starts keep its replica retired, until the directory is wiped.
+//!
 //! Both files are written atomically: a temporary file, fsynced, renamed over the old one,
 //! and the directory fsynced, so a reader sees the old file or the new one, never a part.
 

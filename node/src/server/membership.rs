@@ -31,8 +31,27 @@
 //!
 //! **Wiped nodes.** A node whose data directory was recreated has a new incarnation
 //! (`identity.json`). When it joins under an id that is still a voter recorded with another
-//! incarnation (or with none), the leader removes the old member first, under the removal
-//! checks, then adds it as a new member, so the group never counts a voter that lost its log.
+//! incarnation, the leader removes the old member first, under the removal checks, then adds
+//! it as a new member, so the group never counts a voter that lost its log. A voter recorded
+//! without an incarnation is removed too when the leader has matched entries with it; one it
+//! never matched is a first start (D126): its incarnation is recorded, and it catches up.
+//!
+//! **Wiped initial members** (D125, D126). An initial member on fresh data asks the other
+//! initial members ([`probe_cluster`]) whether one records its id under another incarnation
+//! or lists members without it; then it joins through them as above, else it bootstraps.
+//! Initial members record their own incarnation ([`register`], internal `Register`: a
+//! membership change that changes no member, carrying the directory) once a leader extended
+//! their log; one whose heartbeat shows a lost log asks to be added again instead.
+//!
+//! ```text
+//!   fresh initial member ─► Members of each initial peer ─► other incarnation / not listed ─► join
+//!                                                         └► otherwise ─► bootstrap
+//!   voter, leader known, commit > bootstrap ─► Register ─► leader: AddNode(self) + directory
+//!   lost_log (heartbeat commit > last index) ─► AddNode ─► leader: remove old, add new
+//! ```
+//!
+//! A removed node finds out through [`removed_per_peers`] when its removal's commit never
+//! reached it (see `server/replica.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -926,7 +945,7 @@ pub enum Probe {
 }
 
 /// Asks every initial peer (`peers`: id -> Raft address, this node excluded) at once,
-/// each bounded by [`PROBE_TIMEOUT`], whether a cluster exists that this fresh node
+/// each bounded by one second, whether a cluster exists that this fresh node
 /// (`node_id`, new `incarnation`) must join rather than bootstrap (D125).
 pub async fn probe_cluster(
     node_id: u64,
@@ -952,7 +971,7 @@ pub async fn probe_cluster(
     }
 }
 
-/// Asks `peers` (id -> Raft address) at once, each bounded by [`PROBE_TIMEOUT`], whether
+/// Asks `peers` (id -> Raft address) at once, each bounded by one second, whether
 /// they still count `node_id` a member: why not, when one answers with a membership (it
 /// applied a configuration) that lists members without it (its removal was committed).
 pub async fn removed_per_peers(node_id: u64, peers: &BTreeMap<u64, String>) -> Option<String> {

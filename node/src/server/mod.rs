@@ -20,7 +20,10 @@
 //! the data, see [`identity`]), opens the engine, binds the gRPC, HTTP and Raft listeners
 //! (port 0 picks a free port; [`ServerHandle::addresses`] tells which, and so does
 //! `<data_dir>/addresses.json`, written last), opens the data shard's replica (bootstrapping
-//! it from the cluster configuration, [`ClusterConfig`], on fresh data) and spawns the tasks.
+//! it from the cluster configuration, [`ClusterConfig`], on fresh data, unless the other
+//! initial members remember this node: it then joins as a new member) and spawns the tasks
+//! (an initial member also registers its incarnation; a removed node serves no client and
+//! answers `NODE_REMOVED`).
 //! A single node is a one-voter group on the same path: it elects itself before `start`
 //! returns. Every write is a Raft proposal acknowledged once applied on this node, the
 //! leader; a node that does not lead answers `NOT_LEADER` with the leader's id (forwarding

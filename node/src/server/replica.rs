@@ -33,6 +33,16 @@
 //! **Reads** pass `read_barrier` first: a ReadIndex (or lease) confirmation through the
 //! driver, which resolves once this replica has applied up to the read index.
 //!
+//! **Removal** (D127). [`Replica::check_removal`], run every 100 ms, retires the replica
+//! (`RaftHandle::retire`: no ticks, no messages, no proposals) once its configuration drops
+//! this node after a directory listed it with this data directory's incarnation, or, while it
+//! is a member in its own view but knows no leader for a second, once a peer lists members
+//! without it; it writes `<data_dir>/removed`, so a restart opens the replica retired. A wiped
+//! node replaying its predecessor's removal, or a joiner replaying the log before its own
+//! addition, never counts as removed. On fresh data an initial member first asks the other
+//! initial members whether the cluster remembers it, and joins instead of bootstrapping when
+//! it does (D125, [`Replica::found_cluster`]).
+//!
 //! **The GC safe point** is replicated (`Op::SetGcSafePoint`): the leader's GC task saves a
 //! new one through [`RaftSafePointStore`] before it takes effect; every replica's compaction
 //! filter follows the value its own state machine applied ([`Replica::sync_safe_point`]), so
@@ -335,7 +345,7 @@ impl Replica {
                 return false;
             }
             let n = self.leaderless_checks.fetch_add(1, Ordering::AcqRel) + 1;
-            if n % LEADERLESS_CHECKS != 0 {
+            if !n.is_multiple_of(LEADERLESS_CHECKS) {
                 return false;
             }
             let peers: BTreeMap<u64, String> = s
