@@ -84,6 +84,9 @@ const MAX_HOPS: usize = 5;
 /// How long a call waits for a leader to be known (an election) before `NOT_LEADER`.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a membership change may take to be applied before the call gives up on it.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long an added learner may take to catch up, unless the request says.
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(20);
 
@@ -394,10 +397,26 @@ impl Membership {
             .encode()
             .map_err(|e| invalid_field("raft_addr", e.to_string()))?
             .into();
-        self.handle
-            .propose_conf_change(DATA_SHARD, cc)
+        // The driver never gives up on a proposal; this call does, so that a change that
+        // cannot commit (its quorum went down meanwhile) does not hold `lock` forever.
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.handle.propose_conf_change(DATA_SHARD, cc))
             .await
-            .map_err(raft_status)?;
+        {
+            Ok(r) => {
+                r.map_err(raft_status)?;
+            }
+            Err(_) => {
+                return Err(status(
+                    ErrorReason::OutcomeUnknown,
+                    format!(
+                        "the membership change of node {node} was proposed but not applied within \
+                         {PROPOSE_TIMEOUT:?} (is a quorum up?): it may still take effect; check the \
+                         members and call again"
+                    ),
+                    |_| {},
+                ))
+            }
+        }
         // Applied; the published status follows at the end of the driver's iteration.
         let peer = PeerId(node);
         let deadline = Instant::now() + LEADER_WAIT;
@@ -537,6 +556,19 @@ impl Membership {
                  is not the member's",
                 m.node_id, m.incarnation
             )));
+        }
+        // Bookkeeping only: not worth a change that may not commit.
+        let live = s
+            .voters
+            .iter()
+            .filter(|v| {
+                v.0 == self.node_id || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
+            })
+            .count();
+        if live < s.voters.len() / 2 + 1 {
+            return Err(refused(
+                "no live majority of voters to record an incarnation with",
+            ));
         }
         tracing::info!(node = m.node_id, incarnation = %m.incarnation, "recording a member's incarnation");
         dir.0.insert(m.node_id, Self::addr_of(&m));
@@ -972,14 +1004,19 @@ pub async fn probe_cluster(
 }
 
 /// Asks `peers` (id -> Raft address) at once, each bounded by one second, whether
-/// they still count `node_id` a member: why not, when one answers with a membership (it
-/// applied a configuration) that lists members without it (its removal was committed).
+/// they still count `node_id` a member: why not, when the leader (a peer that names itself
+/// the leader) answers with members without it, so its removal was committed. Only the
+/// leader is believed: a joiner replaying old log may hold a configuration that lacks it.
 pub async fn removed_per_peers(node_id: u64, peers: &BTreeMap<u64, String>) -> Option<String> {
     for (peer, answer) in ask_members(peers).await {
         if let Ok(m) = answer {
-            if m.members.iter().any(|r| r.voter) && !m.members.iter().any(|r| r.node_id == node_id)
+            if m.leader_node_id == peer
+                && m.members.iter().any(|r| r.voter)
+                && !m.members.iter().any(|r| r.node_id == node_id)
             {
-                return Some(format!("node {peer} lists members without this node"));
+                return Some(format!(
+                    "the leader, node {peer}, lists members without this node"
+                ));
             }
         }
     }
