@@ -345,6 +345,9 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removal_is_idempotent_and_refused_when_unsafe() {
     let mut c = TestCluster::start(3).await;
+    // The members' registrations are membership changes too: let them finish first, so
+    // that none is in flight when a node is stopped below.
+    wait_registered(&c).await;
     let leader = c.leader(1).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let other = (1..=3)
