@@ -14,6 +14,9 @@
 //!        ▼ applied on every replica (KvApply): directory stored, AddressBook updated
 //! ```
 //!
+//! A change not applied within 10 s is given up with `OUTCOME_UNKNOWN` (D128): the lock is
+//! released, and the caller checks the members and calls again.
+//!
 //! **Add** proposes the node as a learner, waits (bounded) until the leader sees its match
 //! index reach the commit index of the moment it was added, then promotes it; a call that
 //! timed out leaves a learner (harmless: it does not vote) and a repeated call resumes the
