@@ -67,9 +67,11 @@ impl ErrorReason {
                 Code::FailedPrecondition
             }
             R::ServerBusy | R::TooManyTxns | R::ResponseTooLarge => Code::ResourceExhausted,
-            R::TimestampUnavailable | R::NotLeader | R::OutcomeUnknown | R::CatchUpTimeout => {
-                Code::Unavailable
-            }
+            R::TimestampUnavailable
+            | R::NotLeader
+            | R::OutcomeUnknown
+            | R::CatchUpTimeout
+            | R::NodeRemoved => Code::Unavailable,
             R::StorageError => Code::Internal,
             R::DataCorrupted => Code::DataLoss,
             R::Unspecified => Code::Unknown,
@@ -90,6 +92,7 @@ impl ErrorReason {
                 | R::TimestampUnavailable
                 | R::NotLeader
                 | R::CatchUpTimeout
+                | R::NodeRemoved
         )
     }
 }
@@ -173,7 +176,7 @@ mod tests {
     #[test]
     fn reason_table_matches_the_proto_comments() {
         let reasons = documented_reasons();
-        assert_eq!(reasons.len(), 27, "ErrorReason values: {reasons:?}");
+        assert_eq!(reasons.len(), 28, "ErrorReason values: {reasons:?}");
         for (name, doc) in reasons {
             let reason = ErrorReason::from_str_name(&name).expect("a generated value");
             if reason == ErrorReason::Unspecified {

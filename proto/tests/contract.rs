@@ -291,6 +291,7 @@ fn admin_messages_roundtrip() {
             raft_log_bytes_at_open: 1 << 28,
             open_seconds: 0.15,
         }),
+        removed: true,
     });
     roundtrip(AddNodeRequest {
         node_id: 4,
@@ -357,6 +358,7 @@ const ALL_REASONS: &[ErrorReason] = &[
     ErrorReason::TxnNotActive,
     ErrorReason::NotLeader,
     ErrorReason::OutcomeUnknown,
+    ErrorReason::NodeRemoved,
 ];
 
 #[test]

@@ -240,6 +240,12 @@ pub struct ReplicaStatus {
     pub learners: Vec<PeerId>,
     /// On a leader, every other replica's progress; empty elsewhere.
     pub progress: Vec<PeerProgress>,
+    /// The replica was retired ([`RaftHandle::retire`]): removed from its group, it takes
+    /// no part any more.
+    pub retired: bool,
+    /// A leader's heartbeat showed that this replica lost entries it had acknowledged
+    /// ([`Peer::lost_log`]).
+    pub lost_log: bool,
 }
 
 impl ReplicaStatus {
@@ -280,6 +286,8 @@ impl ReplicaStatus {
             voters: cs.voters.iter().copied().map(PeerId).collect(),
             learners: cs.learners.iter().copied().map(PeerId).collect(),
             progress,
+            retired: peer.is_retired(),
+            lost_log: peer.lost_log(),
         }
     }
 }
@@ -359,6 +367,10 @@ enum Input {
         shard: ShardId,
         peer: PeerId,
         delivered: bool,
+    },
+    Retire {
+        shard: ShardId,
+        reply: Reply<()>,
     },
     Shutdown,
 }
@@ -550,6 +562,12 @@ impl RaftHandle {
             peer,
             delivered,
         });
+    }
+
+    /// Retires `shard`'s replica (see [`Peer::retire`]): its node was removed from the
+    /// group. Resolves once the driver has done it.
+    pub async fn retire(&self, shard: ShardId) -> Result<()> {
+        self.request(|reply| Input::Retire { shard, reply }).await
     }
 
     /// `shard`'s replica as the loop last published it; None if it is not hosted here or

@@ -118,9 +118,30 @@ pub struct ShardState {
     tso_high_water: AtomicU64,
     gc_safe_point: AtomicU64,
     members: parking_lot::RwLock<MemberDirectory>,
+    /// Every (node id, incarnation) an applied directory listed since the state opened.
+    seen: parking_lot::RwLock<std::collections::BTreeSet<(u64, String)>>,
 }
 
 impl ShardState {
+    fn set_members(&self, dir: MemberDirectory) {
+        {
+            let mut seen = self.seen.write();
+            for (id, m) in &dir.0 {
+                if !m.incarnation.is_empty() && !seen.contains(&(*id, m.incarnation.clone())) {
+                    seen.insert((*id, m.incarnation.clone()));
+                }
+            }
+        }
+        *self.members.write() = dir;
+    }
+
+    /// Whether a directory applied since this state opened (the stored one included) listed
+    /// `node` with `incarnation`: how a node tells that it was a member under its own
+    /// incarnation, not only under an earlier one whose history it replays.
+    pub fn has_listed(&self, node: u64, incarnation: &str) -> bool {
+        !incarnation.is_empty() && self.seen.read().contains(&(node, incarnation.to_owned()))
+    }
+
     /// The member directory as last applied (empty before the first membership change that
     /// carried one).
     pub fn members(&self) -> MemberDirectory {
@@ -345,7 +366,7 @@ impl KvApply {
             .unwrap_or(0);
         let stored = self.read_members()?;
         let old = std::mem::replace(&mut self.members, stored);
-        *self.state.members.write() = self.members.clone();
+        self.state.set_members(self.members.clone());
         self.sync_book(&old);
         self.unflushed.clear();
         // Read right after open (or a flush): nothing unflushed is in the LSM.
@@ -534,7 +555,7 @@ impl KvApply {
         self.gc_safe_point = gc;
         if let Some(dir) = members {
             let old = std::mem::replace(&mut self.members, dir);
-            *self.state.members.write() = self.members.clone();
+            self.state.set_members(self.members.clone());
             self.sync_book(&old);
         }
         self.publish();

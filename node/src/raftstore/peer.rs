@@ -23,6 +23,11 @@
 //! a snapshot (raft-rs's `request_snapshot`) until one is restored, and hands leadership away
 //! if it wins an election.
 //!
+//! A replica whose node was removed from its group is *retired* ([`Peer::retire`]): it no
+//! longer ticks, steps or sends anything, and takes no proposal. One that refuses a heartbeat
+//! because it lost acknowledged entries remembers it ([`Peer::lost_log`]) so that its node
+//! can ask to be added again as a new member.
+//!
 //! A new leader is *ready* ([`Peer::is_leader_ready`]) once it has applied the first entry of
 //! its own term (the empty entry raft-rs appends on election): only then does its state
 //! machine hold every write an earlier leader acknowledged, and only then does raft-rs answer
@@ -113,6 +118,12 @@ pub struct Peer {
     term_start: Option<(u64, u64)>,
     /// ReadIndex answers taken from readies, for the driver.
     read_states: Vec<ReadState>,
+    /// The replica was removed from its group and stopped taking part (see
+    /// [`Peer::retire`]).
+    retired: bool,
+    /// A leader's heartbeat said more is committed here than this log holds (see
+    /// [`Peer::step`]): the replica lost entries it had acknowledged.
+    lost_log: bool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -231,6 +242,8 @@ impl Peer {
             snapshot_error: None,
             term_start: None,
             read_states: Vec::new(),
+            retired: false,
+            lost_log: false,
         })
     }
 
@@ -358,8 +371,39 @@ impl Peer {
         }
     }
 
+    /// Stops this replica taking part in its group, for good: it no longer ticks (so it
+    /// never campaigns nor, were it to lead, sends heartbeats), refuses every message and
+    /// sends none, and takes no proposal. For a replica whose node was removed from the
+    /// group: raft-rs already stops a replica that applied its own removal from
+    /// campaigning, but one that missed the commit of its removal (or restarted with a log
+    /// that ends before it) would go on asking for (pre-)votes.
+    pub fn retire(&mut self) {
+        if !self.retired {
+            tracing::info!(
+                shard = self.meta.shard.0,
+                peer = self.meta.peer.0,
+                "replica retired: it was removed from its group"
+            );
+        }
+        self.retired = true;
+    }
+
+    /// True once a leader's heartbeat showed that this replica lost acknowledged entries
+    /// (it stays true for the life of the process).
+    pub fn lost_log(&self) -> bool {
+        self.lost_log
+    }
+
+    /// True once [`Peer::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        if self.retired {
+            return;
+        }
         self.raw.tick();
         if self.awaiting_snapshot {
             self.chase_snapshot();
@@ -407,10 +451,17 @@ impl Peer {
     /// with an error saying the replica must leave the group and join again as a new member;
     /// until then it takes no part (it cannot vote a log it lost back in).
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        if self.retired {
+            return Err(RaftStoreError::Invalid(format!(
+                "{} {}: this replica was removed from its group",
+                self.meta.shard, self.meta.peer
+            )));
+        }
         if msg.get_msg_type() == MessageType::MsgHeartbeat
             && msg.term >= self.term()
             && msg.commit > self.last_index()
         {
+            self.lost_log = true;
             return Err(RaftStoreError::Corruption(format!(
                 "{} {}: the leader says index {} is committed here, but this replica's log \
                  ends at {}: it lost acknowledged entries (wiped data under the same id?); \
@@ -434,7 +485,7 @@ impl Peer {
 
     /// Proposes a command; its outcome arrives through the store's outcomes once applied.
     pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<()> {
-        if self.awaiting_snapshot {
+        if self.awaiting_snapshot || self.retired {
             return Err(self.awaiting_not_leader());
         }
         if !self.is_leader() {
@@ -450,7 +501,7 @@ impl Peer {
 
     /// Proposes a membership change (joint consensus when it changes more than one voter).
     pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<()> {
-        if self.awaiting_snapshot {
+        if self.awaiting_snapshot || self.retired {
             return Err(self.awaiting_not_leader());
         }
         if !self.is_leader() {
@@ -689,6 +740,9 @@ impl Peer {
     }
 
     fn send(&self, msgs: Vec<Message>, transport: &mut dyn Transport) {
+        if self.retired {
+            return;
+        }
         for msg in msgs {
             transport.send(RaftMessage {
                 shard: self.meta.shard,

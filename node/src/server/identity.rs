@@ -17,6 +17,9 @@
 //! A data directory written before identity files existed (an engine but no identity file) is
 //! adopted with the id it is started with.
 //!
+//! `<data_dir>/removed` marks a node removed from the cluster (written once it sees its own
+//! removal): later starts keep its replica retired, until the directory is wiped.
+//!
 //! Both files are written atomically: a temporary file, fsynced, renamed over the old one,
 //! and the directory fsynced, so a reader sees the old file or the new one, never a part.
 
@@ -33,6 +36,8 @@ use serde::{Deserialize, Serialize};
 pub const IDENTITY_FILE: &str = "identity.json";
 /// The address file's name inside the data directory.
 pub const ADDRESS_FILE: &str = "addresses.json";
+/// The marker a node writes in its data directory once it was removed from the cluster.
+pub const REMOVED_FILE: &str = "removed";
 /// The identity file's format version.
 const IDENTITY_FORMAT: u32 = 1;
 
@@ -222,6 +227,24 @@ impl BoundAddresses {
             _ => Ok(()),
         }
     }
+}
+
+/// Records in `data_dir` that this node was removed from the cluster: its replica stays
+/// retired on later starts, until the directory is wiped (D128).
+pub fn mark_removed(data_dir: &Path) -> std::io::Result<()> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    write_atomically(
+        &data_dir.join(REMOVED_FILE),
+        format!("removed from the cluster at {secs} (seconds since the Unix epoch)\n").as_bytes(),
+    )
+}
+
+/// Whether `data_dir` holds the removal marker.
+pub fn is_marked_removed(data_dir: &Path) -> bool {
+    data_dir.join(REMOVED_FILE).exists()
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old content or the new, never part.

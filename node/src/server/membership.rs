@@ -14,6 +14,9 @@
 //!        ▼ applied on every replica (KvApply): directory stored, AddressBook updated
 //! ```
 //!
+//! A change not applied within 10 s is given up with `OUTCOME_UNKNOWN` (D128): the lock is
+//! released, and the caller checks the members and calls again.
+//!
 //! **Add** proposes the node as a learner, waits (bounded) until the leader sees its match
 //! index reach the commit index of the moment it was added, then promotes it; a call that
 //! timed out leaves a learner (harmless: it does not vote) and a repeated call resumes the
@@ -31,8 +34,27 @@
 //!
 //! **Wiped nodes.** A node whose data directory was recreated has a new incarnation
 //! (`identity.json`). When it joins under an id that is still a voter recorded with another
-//! incarnation (or with none), the leader removes the old member first, under the removal
-//! checks, then adds it as a new member, so the group never counts a voter that lost its log.
+//! incarnation, the leader removes the old member first, under the removal checks, then adds
+//! it as a new member, so the group never counts a voter that lost its log. A voter recorded
+//! without an incarnation is removed too when the leader has matched entries with it; one it
+//! never matched is a first start (D126): its incarnation is recorded, and it catches up.
+//!
+//! **Wiped initial members** (D125, D126). An initial member on fresh data asks the other
+//! initial members ([`probe_cluster`]) whether one records its id under another incarnation
+//! or lists members without it; then it joins through them as above, else it bootstraps.
+//! Initial members record their own incarnation ([`register`], internal `Register`: a
+//! membership change that changes no member, carrying the directory) once a leader extended
+//! their log; one whose heartbeat shows a lost log asks to be added again instead.
+//!
+//! ```text
+//!   fresh initial member ─► Members of each initial peer ─► other incarnation / not listed ─► join
+//!                                                         └► otherwise ─► bootstrap
+//!   voter, leader known, commit > bootstrap ─► Register ─► leader: AddNode(self) + directory
+//!   lost_log (heartbeat commit > last index) ─► AddNode ─► leader: remove old, add new
+//! ```
+//!
+//! A removed node finds out through [`removed_per_peers`] when its removal's commit never
+//! reached it (see `server/replica.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +87,9 @@ const MAX_HOPS: usize = 5;
 /// How long a call waits for a leader to be known (an election) before `NOT_LEADER`.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a membership change may take to be applied before the call gives up on it.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long an added learner may take to catch up, unless the request says.
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(20);
 
@@ -84,6 +109,7 @@ const DEFAULT_REPLICATION_FACTOR: usize = 3;
 #[derive(Debug, Clone)]
 pub(crate) enum Call {
     Add(pb::AddNodeRequest),
+    Register(pb::AddNodeRequest),
     Remove(pb::RemoveNodeRequest),
     Transfer(pb::TransferLeaderRequest),
     Decommission(pb::DecommissionRequest),
@@ -293,6 +319,7 @@ impl Membership {
         }
         Ok(match call {
             Call::Add(m) => Reply::Add(client.add_node(req(m)).await?.into_inner()),
+            Call::Register(m) => Reply::Add(client.register(req(m)).await?.into_inner()),
             Call::Remove(m) => Reply::Remove(client.remove_node(req(m)).await?.into_inner()),
             Call::Transfer(m) => {
                 Reply::Transfer(client.transfer_leader(req(m)).await?.into_inner())
@@ -325,6 +352,7 @@ impl Membership {
         let _one_at_a_time = self.lock.lock().await;
         match call {
             Call::Add(m) => self.add(m).await.map(Reply::Add),
+            Call::Register(m) => self.register(m).await.map(Reply::Add),
             Call::Remove(m) => {
                 let was_member = self.remove(m.node_id).await?;
                 Ok(Reply::Remove(pb::RemoveNodeResponse {
@@ -372,10 +400,26 @@ impl Membership {
             .encode()
             .map_err(|e| invalid_field("raft_addr", e.to_string()))?
             .into();
-        self.handle
-            .propose_conf_change(DATA_SHARD, cc)
+        // The driver never gives up on a proposal; this call does, so that a change that
+        // cannot commit (its quorum went down meanwhile) does not hold `lock` forever.
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.handle.propose_conf_change(DATA_SHARD, cc))
             .await
-            .map_err(raft_status)?;
+        {
+            Ok(r) => {
+                r.map_err(raft_status)?;
+            }
+            Err(_) => {
+                return Err(status(
+                    ErrorReason::OutcomeUnknown,
+                    format!(
+                        "the membership change of node {node} was proposed but not applied within \
+                         {PROPOSE_TIMEOUT:?} (is a quorum up?): it may still take effect; check the \
+                         members and call again"
+                    ),
+                    |_| {},
+                ))
+            }
+        }
         // Applied; the published status follows at the end of the driver's iteration.
         let peer = PeerId(node);
         let deadline = Instant::now() + LEADER_WAIT;
@@ -405,10 +449,42 @@ impl Membership {
         let s = self.leader_status()?;
         let dir = self.directory_of(&s);
         if s.voters.contains(&id) {
-            let recorded = dir.0.get(&m.node_id).map(|r| r.incarnation.as_str());
-            if m.incarnation.is_empty() || recorded == Some(m.incarnation.as_str()) {
+            let recorded = dir
+                .0
+                .get(&m.node_id)
+                .map(|r| r.incarnation.clone())
+                .unwrap_or_default();
+            if m.incarnation.is_empty() || recorded == m.incarnation {
                 return Ok(pb::AddNodeResponse {
                     members: self.rows(&s, &dir),
+                    already_member: true,
+                });
+            }
+            let matched = s
+                .progress
+                .iter()
+                .find(|p| p.peer == id)
+                .map_or(0, |p| p.matched);
+            if recorded.is_empty() && matched == 0 {
+                // An initial member that never registered an incarnation and that this leader
+                // never heard hold any entry: its first start, after the others formed the
+                // group without it (D126). It stays the voter it is: record its incarnation
+                // and let it catch up.
+                tracing::info!(
+                    node = m.node_id,
+                    "an initial member starts for the first time: recording its incarnation"
+                );
+                let mut dir = dir;
+                dir.0.insert(m.node_id, Self::addr_of(&m));
+                self.propose(ConfChangeType::AddNode, m.node_id, &dir)
+                    .await?;
+                let timeout = match m.catch_up_timeout_ms {
+                    0 => DEFAULT_CATCH_UP,
+                    ms => Duration::from_millis(ms),
+                };
+                self.wait_caught_up(id, timeout).await?;
+                return Ok(pb::AddNodeResponse {
+                    members: self.members_now()?,
                     already_member: true,
                 });
             }
@@ -421,14 +497,7 @@ impl Membership {
         }
         let s = self.leader_status()?;
         let mut dir = self.directory_of(&s);
-        dir.0.insert(
-            m.node_id,
-            MemberAddr {
-                raft: m.raft_addr.clone(),
-                grpc: m.grpc_addr.clone(),
-                incarnation: m.incarnation.clone(),
-            },
-        );
+        dir.0.insert(m.node_id, Self::addr_of(&m));
         if !s.learners.contains(&id) {
             tracing::info!(node = m.node_id, raft = %m.raft_addr, "adding a learner");
             self.propose(ConfChangeType::AddLearnerNode, m.node_id, &dir)
@@ -445,6 +514,72 @@ impl Membership {
         Ok(pb::AddNodeResponse {
             members: self.members_now()?,
             already_member: false,
+        })
+    }
+
+    fn addr_of(m: &pb::AddNodeRequest) -> MemberAddr {
+        MemberAddr {
+            raft: m.raft_addr.clone(),
+            grpc: m.grpc_addr.clone(),
+            incarnation: m.incarnation.clone(),
+        }
+    }
+
+    /// Records the incarnation of a voter that holds its log (it says so by calling
+    /// `Register`, which only a node whose replica opened with a log does): a membership
+    /// change that changes no member (raft-rs's AddNode of a voter) carrying the directory.
+    async fn register(&self, m: pb::AddNodeRequest) -> Result<pb::AddNodeResponse, Status> {
+        if m.incarnation.is_empty() {
+            return Err(invalid_field("incarnation", "a registration names one"));
+        }
+        check_addr("raft_addr", &m.raft_addr, true)?;
+        check_addr("grpc_addr", &m.grpc_addr, false)?;
+        let s = self.leader_status()?;
+        let mut dir = self.directory_of(&s);
+        if !s.voters.contains(&PeerId(m.node_id)) {
+            return Err(refused(format!(
+                "node {} is not a voter of the data shard",
+                m.node_id
+            )));
+        }
+        let recorded = dir
+            .0
+            .get(&m.node_id)
+            .map(|r| r.incarnation.clone())
+            .unwrap_or_default();
+        if recorded == m.incarnation {
+            return Ok(pb::AddNodeResponse {
+                members: self.rows(&s, &dir),
+                already_member: true,
+            });
+        }
+        if !recorded.is_empty() {
+            return Err(refused(format!(
+                "node {} is recorded with incarnation {recorded}, not {}: its data directory \
+                 is not the member's",
+                m.node_id, m.incarnation
+            )));
+        }
+        // Bookkeeping only: not worth a change that may not commit.
+        let live = s
+            .voters
+            .iter()
+            .filter(|v| {
+                v.0 == self.node_id || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
+            })
+            .count();
+        if live < s.voters.len() / 2 + 1 {
+            return Err(refused(
+                "no live majority of voters to record an incarnation with",
+            ));
+        }
+        tracing::info!(node = m.node_id, incarnation = %m.incarnation, "recording a member's incarnation");
+        dir.0.insert(m.node_id, Self::addr_of(&m));
+        self.propose(ConfChangeType::AddNode, m.node_id, &dir)
+            .await?;
+        Ok(pb::AddNodeResponse {
+            members: self.members_now()?,
+            already_member: true,
         })
     }
 
@@ -737,6 +872,18 @@ impl ipb::membership_server::Membership for MembershipService {
         .await
     }
 
+    async fn register(
+        &self,
+        r: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let f = is_forwarded(&r);
+        self.run(Call::Register(r.into_inner()), f, |r| match r {
+            Reply::Add(m) => Some(m),
+            _ => None,
+        })
+        .await
+    }
+
     async fn members(
         &self,
         _r: Request<ipb::MembersRequest>,
@@ -758,7 +905,11 @@ pub async fn join(
     loop {
         let seed = &seeds[attempt % seeds.len().max(1)];
         attempt += 1;
-        match join_once(seed, &me, &book).await {
+        let attempt_result = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = join_once(seed, &me, &book) => r,
+        };
+        match attempt_result {
             Ok(()) => {
                 tracing::info!(node = me.node_id, %seed, "joined the cluster");
                 return;
@@ -792,4 +943,206 @@ async fn join_once(seed: &str, me: &pb::AddNodeRequest, book: &AddressBook) -> R
         .await
         .map(|_| ())
         .map_err(|s| s.message().to_owned())
+}
+
+/// Raft addresses of in-process test nodes that never register their incarnation (a hook
+/// that forces the window between a first acknowledgment and the registration).
+#[cfg(test)]
+pub(crate) static SKIP_REGISTRATION: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+#[cfg(test)]
+fn registration_skipped(raft_addr: &str) -> bool {
+    SKIP_REGISTRATION
+        .lock()
+        .map(|s| s.contains(raft_addr))
+        .unwrap_or(false)
+}
+
+#[cfg(not(test))]
+fn registration_skipped(_raft_addr: &str) -> bool {
+    false
+}
+
+/// How long a fresh initial member waits for each initial peer's answer before it counts
+/// the peer as knowing nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a fresh initial member learnt from its initial peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// No peer answered with a cluster that remembers this node (by an incarnation it
+    /// registered, or by having removed it): its first start (bootstrap as an initial
+    /// member), even if the others elected already.
+    NoCluster,
+    /// A cluster exists (why, in words): join it.
+    Cluster(String),
+}
+
+/// Asks every initial peer (`peers`: id -> Raft address, this node excluded) at once,
+/// each bounded by one second, whether a cluster exists that this fresh node
+/// (`node_id`, new `incarnation`) must join rather than bootstrap (D125).
+pub async fn probe_cluster(
+    node_id: u64,
+    incarnation: &str,
+    peers: &BTreeMap<u64, String>,
+) -> Probe {
+    let mut found = None;
+    for (peer, answer) in ask_members(peers).await {
+        let members = match answer {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(peer, error = %e, "initial peer did not answer the probe");
+                continue;
+            }
+        };
+        if let Some(why) = cluster_in(node_id, incarnation, peer, &members) {
+            found.get_or_insert(why);
+        }
+    }
+    match found {
+        Some(why) => Probe::Cluster(why),
+        None => Probe::NoCluster,
+    }
+}
+
+/// Asks `peers` (id -> Raft address) at once, each bounded by one second, whether
+/// they still count `node_id` a member: why not, when the leader (a peer that names itself
+/// the leader) answers with members without it, so its removal was committed. Only the
+/// leader is believed: a joiner replaying old log may hold a configuration that lacks it.
+pub async fn removed_per_peers(node_id: u64, peers: &BTreeMap<u64, String>) -> Option<String> {
+    for (peer, answer) in ask_members(peers).await {
+        if let Ok(m) = answer {
+            if m.leader_node_id == peer
+                && m.members.iter().any(|r| r.voter)
+                && !m.members.iter().any(|r| r.node_id == node_id)
+            {
+                return Some(format!(
+                    "the leader, node {peer}, lists members without this node"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Every peer's `Members` answer, asked at once, each bounded by [`PROBE_TIMEOUT`].
+async fn ask_members(
+    peers: &BTreeMap<u64, String>,
+) -> Vec<(u64, Result<ipb::MembersResponse, String>)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, addr) in peers {
+        let (id, addr) = (*id, addr.clone());
+        asks.spawn(async move {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+                let mut client = connect(&addr).await.map_err(|e| e.to_string())?;
+                client
+                    .members(ipb::MembersRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| s.message().to_owned())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()));
+            (id, answer)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(a) = joined {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Whether `peer`'s answer shows a cluster this fresh node must join, and why.
+fn cluster_in(
+    node_id: u64,
+    incarnation: &str,
+    peer: u64,
+    m: &ipb::MembersResponse,
+) -> Option<String> {
+    // A peer without a membership (its replica waits to be added) knows no cluster.
+    if !m.members.iter().any(|r| r.voter) {
+        return None;
+    }
+    match m.members.iter().find(|r| r.node_id == node_id) {
+        None => Some(format!(
+            "node {peer} lists members without this node: it was removed"
+        )),
+        Some(r) if !r.incarnation.is_empty() && r.incarnation != incarnation => Some(format!(
+            "node {peer} records this node with incarnation {}, an earlier data directory",
+            r.incarnation
+        )),
+        // Listed without an incarnation: it never registered one, so it never ran with a
+        // leader long enough to (D126): its first start, whatever the others did already.
+        _ => None,
+    }
+}
+
+/// Until it succeeds or `shutdown` is set: once this node (`me`), an initial member whose
+/// replica holds a log, is a voter that knows a leader and has committed beyond the
+/// `bootstrap_entries` (so a leader extended its log: it is not a fresh log the leader
+/// believes longer), records its incarnation in the member directory through the leader
+/// (`Register`), so that a later start of its id on fresh data is told apart from it.
+/// A replica that finds it lost acknowledged entries (`lost_log`: an earlier incarnation
+/// acknowledged them before it could register) asks to be added again instead
+/// (`AddNode`), which removes the old member and adds it back as a new one (D126).
+/// Does nothing once the directory has its incarnation.
+pub async fn register(
+    membership: Arc<Membership>,
+    me: pb::AddNodeRequest,
+    bootstrap_entries: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let s = membership.handle.status(DATA_SHARD);
+        let recorded = membership
+            .state
+            .members()
+            .0
+            .get(&me.node_id)
+            .map(|m| m.incarnation.clone());
+        if recorded.as_deref() == Some(me.incarnation.as_str())
+            || s.as_ref().is_some_and(|s| s.retired)
+        {
+            return;
+        }
+        let lost = s.as_ref().is_some_and(|s| s.lost_log);
+        let voter = s.as_ref().is_some_and(|s| {
+            s.voters.contains(&PeerId(me.node_id))
+                && s.leader.is_some()
+                && s.commit > bootstrap_entries
+        });
+        if lost || (voter && !registration_skipped(&me.raft_addr)) {
+            let call = if lost {
+                tracing::warn!(
+                    node = me.node_id,
+                    "this replica lost entries it had acknowledged: asking to be added again"
+                );
+                Call::Add(me.clone())
+            } else {
+                Call::Register(me.clone())
+            };
+            // A call may wait on a change that cannot commit now: shutdown does not wait.
+            let result = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                r = membership.route(call, false) => r,
+            };
+            match result {
+                Ok(_) => {
+                    tracing::info!(node = me.node_id, "incarnation recorded");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "registration failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
 }

@@ -20,7 +20,10 @@
 //! the data, see [`identity`]), opens the engine, binds the gRPC, HTTP and Raft listeners
 //! (port 0 picks a free port; [`ServerHandle::addresses`] tells which, and so does
 //! `<data_dir>/addresses.json`, written last), opens the data shard's replica (bootstrapping
-//! it from the cluster configuration, [`ClusterConfig`], on fresh data) and spawns the tasks.
+//! it from the cluster configuration, [`ClusterConfig`], on fresh data, unless the other
+//! initial members remember this node: it then joins as a new member) and spawns the tasks
+//! (an initial member also registers its incarnation; a removed node serves no client and
+//! answers `NODE_REMOVED`).
 //! A single node is a one-voter group on the same path: it elects itself before `start`
 //! returns. Every write is a Raft proposal acknowledged once applied on this node, the
 //! leader; a node that does not lead answers `NOT_LEADER` with the leader's id (forwarding
@@ -344,7 +347,10 @@ impl Server {
         let replica = Replica::open(
             config.data_dir.clone(),
             db.clone(),
-            replica_options(&config, &cluster),
+            ReplicaOptions {
+                incarnation: identity.incarnation.clone(),
+                ..replica_options(&config, &cluster)
+            },
             tso_floor_ms,
         )
         .await
@@ -405,12 +411,27 @@ impl Server {
             .context("serving the internal port")?;
         // A node that joins and has never received any log asks its seeds to add it; one
         // with a log (added before, or removed since) ignores `--join`.
+        // So does an initial member that found the cluster formed when it started on fresh
+        // data (D125), through the other initial members.
         let join_seeds = match &cluster.bootstrap {
             Bootstrap::Join { seeds } if replica.never_joined() => {
                 Some(seeds.iter().map(ToString::to_string).collect::<Vec<_>>())
             }
+            Bootstrap::Initial { members } if replica.never_joined() && !replica.is_removed() => {
+                Some(
+                    members
+                        .iter()
+                        .filter(|(id, _)| **id != cluster.node_id)
+                        .map(|(_, a)| a.to_string())
+                        .collect::<Vec<_>>(),
+                )
+            }
             _ => None,
         };
+        // An initial member with its log records its incarnation in the directory (D126).
+        let registers = matches!(cluster.bootstrap, Bootstrap::Initial { .. })
+            && !replica.never_joined()
+            && !replica.is_removed();
         // A lone voter elects itself at once: serve only once it leads, so that a client
         // that connects as soon as this returns is not told to go elsewhere.
         if replica.is_lone_voter() {
@@ -498,14 +519,26 @@ impl Server {
         let reaper_task = tokio::spawn(reap_idle(Arc::clone(&state), shutdown_rx.clone()));
         let gc_task = tokio::spawn(run_gc(Arc::clone(&state), shutdown_rx.clone()));
         let mut tasks = vec![http_task, readiness_task, reaper_task, gc_task];
-        if let Some(seeds) = join_seeds {
-            let me = strata_proto::v1::AddNodeRequest {
-                node_id: state.cluster.node_id,
-                raft_addr: state.cluster.advertise_raft_addr.to_string(),
-                grpc_addr: state.cluster.advertise_grpc_addr.to_string(),
-                incarnation: state.identity.incarnation.clone(),
-                catch_up_timeout_ms: 0,
+        let me = strata_proto::v1::AddNodeRequest {
+            node_id: state.cluster.node_id,
+            raft_addr: state.cluster.advertise_raft_addr.to_string(),
+            grpc_addr: state.cluster.advertise_grpc_addr.to_string(),
+            incarnation: state.identity.incarnation.clone(),
+            catch_up_timeout_ms: 0,
+        };
+        if registers {
+            let bootstrap_entries = match &state.cluster.bootstrap {
+                Bootstrap::Initial { members } => members.len() as u64,
+                _ => 0,
             };
+            tasks.push(tokio::spawn(membership::register(
+                Arc::clone(&state.membership),
+                me.clone(),
+                bootstrap_entries,
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(seeds) = join_seeds {
             tasks.push(tokio::spawn(membership::join(
                 seeds,
                 me,
@@ -603,7 +636,9 @@ async fn track_readiness(state: Arc<State>, mut shutdown: watch::Receiver<bool>)
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {
-                let ready = state.replica.handle().stop_reason().is_none()
+                let removed = state.replica.check_removal().await;
+                let ready = !removed
+                    && state.replica.handle().stop_reason().is_none()
                     && state.replica.status().is_some_and(|s| s.leader.is_some());
                 if last != Some(ready) {
                     state.readiness.set(ready).await;
@@ -681,6 +716,7 @@ fn replica_options(config: &NodeConfig, cluster: &ClusterConfig) -> ReplicaOptio
         peers,
         membership,
         tick: Duration::from_millis(config.raft_tick_ms()),
+        incarnation: String::new(),
     }
 }
 

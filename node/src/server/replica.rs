@@ -34,6 +34,16 @@
 //! **Reads** pass `read_barrier` first: a ReadIndex (or lease) confirmation through the
 //! driver, which resolves once this replica has applied up to the read index.
 //!
+//! **Removal** (D127). [`Replica::check_removal`], run every 100 ms, retires the replica
+//! (`RaftHandle::retire`: no ticks, no messages, no proposals) once its configuration drops
+//! this node after a directory listed it with this data directory's incarnation, or, while it
+//! is a member in its own view but knows no leader for a second, once a peer lists members
+//! without it; it writes `<data_dir>/removed`, so a restart opens the replica retired. A wiped
+//! node replaying its predecessor's removal, or a joiner replaying the log before its own
+//! addition, never counts as removed. On fresh data an initial member first asks the other
+//! initial members whether the cluster remembers it, and joins instead of bootstrapping when
+//! it does (D125, [`Replica::found_cluster`]).
+//!
 //! **The GC safe point** is replicated (`Op::SetGcSafePoint`): the leader's GC task saves a
 //! new one through [`RaftSafePointStore`] before it takes effect; every replica's compaction
 //! filter follows the value its own state machine applied ([`Replica::sync_safe_point`]), so
@@ -41,6 +51,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,7 +75,9 @@ use crate::txn::{ShardWriter, WriteTicket};
 use strata_proto::internal::v1::membership_server::MembershipServer;
 use strata_proto::internal::v1::shard_server::ShardServer;
 
-use super::membership::{Membership as MembershipOps, MembershipService};
+use super::membership::{
+    probe_cluster, removed_per_peers, Membership as MembershipOps, MembershipService, Probe,
+};
 use crate::raftstore::MemberAddr;
 
 /// The shard that holds every key (until the sharding milestone splits it).
@@ -72,6 +85,10 @@ pub const DATA_SHARD: ShardId = ShardId(1);
 
 /// The transport's cluster id until the meta shard names clusters.
 pub const CLUSTER_ID: u64 = 1;
+
+/// Removal checks (one per 100 ms) without a known leader before a member asks its peers
+/// whether it was removed.
+const LEADERLESS_CHECKS: u64 = 10;
 
 /// How often a pending write checks that its replica still leads in the ticket's term.
 const WATCH_INTERVAL: Duration = Duration::from_millis(10);
@@ -96,6 +113,10 @@ pub struct ReplicaOptions {
     pub membership: Membership,
     /// One raft tick.
     pub tick: Duration,
+    /// This data directory's incarnation. A fresh initial member (no raft log, bootstrap
+    /// membership with other members) first asks those members whether a cluster already
+    /// exists and joins it instead of bootstrapping when one does (D125); empty: never asks.
+    pub incarnation: String,
 }
 
 /// The internal port's server: configured until [`Replica::serve`] starts it.
@@ -135,6 +156,18 @@ pub struct Replica {
     recovery: RecoveryInfo,
     /// The raft log (shared with the driver's store), for its size.
     log: LogStore,
+    /// The data directory (for the removal marker).
+    data_dir: std::path::PathBuf,
+    /// This data directory's incarnation.
+    incarnation: String,
+    /// Consecutive removal checks that found no leader known.
+    leaderless_checks: AtomicU64,
+    /// This node was removed from the group: its replica is retired (D128).
+    removed: AtomicBool,
+    /// Why a fresh initial member joins instead of bootstrapping, when it does.
+    found_cluster: Option<String>,
+    /// The transport's counters.
+    counters: Arc<TransportCounters>,
 }
 
 /// The data shard's replica as [`Replica::open`] found it: how much raft log lay beyond the
@@ -193,12 +226,44 @@ impl Replica {
             runtime.clone(),
         );
         let counters = transport.counters();
-        let opts = options.clone();
+        let mut opts = options.clone();
         let store_book = book.clone();
         let began = std::time::Instant::now();
+        let log_dir = dir.join("raft");
+        let log = tokio::task::spawn_blocking(move || -> Result<LogStore, RaftStoreError> {
+            std::fs::create_dir_all(&log_dir)?;
+            LogStore::open(&log_dir)
+        })
+        .await
+        .map_err(|e| RaftStoreError::Invalid(format!("opening the raft log: {e}")))??;
+        let mut found_cluster = None;
+        if log.replica(DATA_SHARD)?.is_none() && !opts.incarnation.is_empty() {
+            if let Membership::Bootstrap(members) = &opts.membership {
+                let others: BTreeMap<u64, String> = members
+                    .iter()
+                    .filter(|(id, _)| **id != options.node_id)
+                    .map(|(id, a)| (*id, a.clone()))
+                    .collect();
+                if !others.is_empty() {
+                    match probe_cluster(options.node_id, &opts.incarnation, &others).await {
+                        Probe::Cluster(why) => {
+                            tracing::warn!(%why, "fresh data directory, but the cluster exists: \
+                                joining it as a new member instead of bootstrapping");
+                            opts.membership = Membership::Join;
+                            found_cluster = Some(why);
+                        }
+                        Probe::NoCluster => tracing::info!(
+                            "fresh data directory and no initial member knows a cluster: bootstrapping"
+                        ),
+                    }
+                }
+            }
+        }
+        let removed = super::identity::is_marked_removed(&dir);
+        let data_dir = dir.clone();
         let (store, state, lone_voter, never_joined, mut recovery, log) =
             tokio::task::spawn_blocking(move || {
-                open_store(&dir.join("raft"), db, transport, store_book, &opts)
+                open_store(log, db, transport, store_book, &opts, removed)
             })
             .await
             .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
@@ -216,7 +281,10 @@ impl Replica {
             handle,
             state,
             book,
-            internal: parking_lot::Mutex::new(Internal::Configured { cfg, counters }),
+            internal: parking_lot::Mutex::new(Internal::Configured {
+                cfg,
+                counters: Arc::clone(&counters),
+            }),
             runtime,
             node_id: options.node_id,
             tso_floor_ms,
@@ -225,7 +293,92 @@ impl Replica {
             never_joined,
             recovery,
             log,
+            data_dir,
+            incarnation: options.incarnation,
+            leaderless_checks: AtomicU64::new(0),
+            removed: AtomicBool::new(removed),
+            found_cluster,
+            counters,
         })
+    }
+
+    /// Why this fresh initial member joins the existing cluster instead of bootstrapping
+    /// (None when it bootstrapped, or its replica existed).
+    pub fn found_cluster(&self) -> Option<&str> {
+        self.found_cluster.as_deref()
+    }
+
+    /// The transport's counters now (messages sent and received...).
+    pub fn transport_stats(&self) -> crate::raftstore::transport::TransportStats {
+        self.counters.stats()
+    }
+
+    /// True once this node was removed from the group (this run or an earlier one).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Checks whether this node has been removed from the group (D128); called
+    /// periodically. A replica counts as removed once its configuration no longer lists
+    /// it after it was seen a member *under this incarnation* (the member directory names
+    /// it with this data directory's incarnation): a wiped node replaying its earlier
+    /// incarnation's removal, or a joiner catching up on the log before its own addition,
+    /// is not removed. Then the replica is retired (it stops campaigning and sending), a
+    /// marker is written (`<data_dir>/removed`: a restart stays retired) and true is
+    /// returned, as it is from then on.
+    pub async fn check_removal(&self) -> bool {
+        if self.is_removed() {
+            return true;
+        }
+        let Some(s) = self.status() else {
+            return false;
+        };
+        if !self.state.has_listed(self.node_id, &self.incarnation) {
+            return false;
+        }
+        let me = PeerId(self.node_id);
+        let why = if s.voters.contains(&me) || s.learners.contains(&me) {
+            // A member in its own view: unless it knows no leader for a while (a removed
+            // node whose removal's commit never reached it), it is one.
+            if s.leader.is_some() {
+                self.leaderless_checks.store(0, Ordering::Release);
+                return false;
+            }
+            let n = self.leaderless_checks.fetch_add(1, Ordering::AcqRel) + 1;
+            if !n.is_multiple_of(LEADERLESS_CHECKS) {
+                return false;
+            }
+            let peers: BTreeMap<u64, String> = s
+                .voters
+                .iter()
+                .chain(&s.learners)
+                .filter(|p| **p != me)
+                .filter_map(|p| self.book.get(NodeId(p.0)).map(|a| (p.0, a)))
+                .collect();
+            match removed_per_peers(self.node_id, &peers).await {
+                Some(why) => why,
+                None => return false,
+            }
+        } else {
+            "it applied its own removal".to_owned()
+        };
+        tracing::warn!(
+            node = self.node_id,
+            %why,
+            "this node was removed from the cluster: its replica stops; wipe its data \
+             directory to bring it back as a new member"
+        );
+        self.removed.store(true, Ordering::Release);
+        let dir = self.data_dir.clone();
+        match tokio::task::spawn_blocking(move || super::identity::mark_removed(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the removal marker failed"),
+            Err(e) => tracing::warn!(error = %e, "writing the removal marker failed"),
+        }
+        if let Err(e) = self.handle.retire(DATA_SHARD).await {
+            tracing::warn!(error = %e, "retiring the replica failed");
+        }
+        true
     }
 
     /// The fault rules of this node's outgoing Raft messages: a test hook (partition,
@@ -410,14 +563,13 @@ type Opened = (
 );
 
 fn open_store(
-    dir: &std::path::Path,
+    log: LogStore,
     db: Db,
     transport: GrpcTransport,
     book: AddressBook,
     options: &ReplicaOptions,
+    removed: bool,
 ) -> Result<Opened, RaftStoreError> {
-    std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(dir)?;
     let mut recovery = RecoveryInfo {
         raft_log_bytes: u64::try_from(log.used_bytes()).unwrap_or(u64::MAX),
         ..RecoveryInfo::default()
@@ -466,7 +618,11 @@ fn open_store(
     }
     // A lone voter need not wait out an election timeout.
     let peer = store.peer_mut(DATA_SHARD)?;
-    let lone_voter = peer.conf_state().voters == [meta.peer.0];
+    if removed {
+        // Removed in an earlier run (D128): it stays out.
+        peer.retire();
+    }
+    let lone_voter = peer.conf_state().voters == [meta.peer.0] && !removed;
     if lone_voter {
         peer.campaign()?;
     }

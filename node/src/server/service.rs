@@ -82,7 +82,18 @@ impl State {
         fut: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let start = Instant::now();
-        let result = fut.await;
+        let result = if self.replica.is_removed() && !method.starts_with("admin.") {
+            Err(super::error::status(
+                strata_proto::v1::ErrorReason::NodeRemoved,
+                format!(
+                    "node {} was removed from the cluster and serves no requests: use another node",
+                    self.config.node_id
+                ),
+                |_| {},
+            ))
+        } else {
+            fut.await
+        };
         let error = result.as_ref().err().map(|s| {
             let reason = ErrorDetail::from_status(s).map(|d| d.reason).unwrap_or_default();
             tracing::debug!(method, code = ?s.code(), %reason, message = s.message(), "request failed");
@@ -664,6 +675,7 @@ impl pb::admin_server::Admin for AdminService {
                     incarnation: self.state.identity.incarnation.clone(),
                     counters: Some(counters),
                     recovery: Some(self.state.recovery_info()),
+                    removed: self.state.replica.is_removed(),
                 })
             })
             .await

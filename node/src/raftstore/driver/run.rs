@@ -262,6 +262,9 @@ impl<T: Transport> Driver<T> {
                     );
                 }
             }
+            Input::Retire { shard, reply } => {
+                let _ = reply.send(self.store.peer_mut(shard).map(|p| p.retire()));
+            }
             Input::Shutdown => return true,
         }
         false
@@ -517,7 +520,9 @@ impl<T: Transport> Driver<T> {
                 | Input::Read { reply, .. } => {
                     let _ = reply.send(Err(err()));
                 }
-                Input::Transfer { reply, .. } | Input::Compact { reply, .. } => {
+                Input::Transfer { reply, .. }
+                | Input::Compact { reply, .. }
+                | Input::Retire { reply, .. } => {
                     let _ = reply.send(Err(err()));
                 }
                 Input::Step(_) => {
