@@ -51,7 +51,7 @@
 //! attached ([`KvApply::with_address_book`]), the transport's [`AddressBook`] follow it, so a
 //! member added on another node becomes dialable here as soon as this replica applies it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -118,17 +118,19 @@ pub struct ShardState {
     tso_high_water: AtomicU64,
     gc_safe_point: AtomicU64,
     members: parking_lot::RwLock<MemberDirectory>,
-    /// Every (node id, incarnation) an applied directory listed since the state opened.
-    seen: parking_lot::RwLock<std::collections::BTreeSet<(u64, String)>>,
+    /// Every (node id, incarnation) an applied directory listed since the state opened, with
+    /// the index of the first entry (or of the opened state) that listed it.
+    seen: parking_lot::RwLock<BTreeMap<(u64, String), u64>>,
 }
 
 impl ShardState {
-    fn set_members(&self, dir: MemberDirectory) {
+    /// Installs the directory applied at `index`.
+    fn set_members(&self, dir: MemberDirectory, index: u64) {
         {
             let mut seen = self.seen.write();
             for (id, m) in &dir.0 {
-                if !m.incarnation.is_empty() && !seen.contains(&(*id, m.incarnation.clone())) {
-                    seen.insert((*id, m.incarnation.clone()));
+                if !m.incarnation.is_empty() {
+                    seen.entry((*id, m.incarnation.clone())).or_insert(index);
                 }
             }
         }
@@ -139,7 +141,21 @@ impl ShardState {
     /// `node` with `incarnation`: how a node tells that it was a member under its own
     /// incarnation, not only under an earlier one whose history it replays.
     pub fn has_listed(&self, node: u64, incarnation: &str) -> bool {
-        !incarnation.is_empty() && self.seen.read().contains(&(node, incarnation.to_owned()))
+        self.listed_at(node, incarnation).is_some()
+    }
+
+    /// The index of the first applied entry (or opened state) whose directory listed `node`
+    /// with `incarnation`. A configuration is evidence about that incarnation only when it
+    /// was read at or after this index: the replica's published status can lag the state
+    /// machine by one apply batch.
+    pub fn listed_at(&self, node: u64, incarnation: &str) -> Option<u64> {
+        if incarnation.is_empty() {
+            return None;
+        }
+        self.seen
+            .read()
+            .get(&(node, incarnation.to_owned()))
+            .copied()
     }
 
     /// The member directory as last applied (empty before the first membership change that
@@ -366,7 +382,7 @@ impl KvApply {
             .unwrap_or(0);
         let stored = self.read_members()?;
         let old = std::mem::replace(&mut self.members, stored);
-        self.state.set_members(self.members.clone());
+        self.state.set_members(self.members.clone(), self.applied);
         self.sync_book(&old);
         self.unflushed.clear();
         // Read right after open (or a flush): nothing unflushed is in the LSM.
@@ -555,7 +571,7 @@ impl KvApply {
         self.gc_safe_point = gc;
         if let Some(dir) = members {
             let old = std::mem::replace(&mut self.members, dir);
-            self.state.set_members(self.members.clone());
+            self.state.set_members(self.members.clone(), self.applied);
             self.sync_book(&old);
         }
         self.publish();

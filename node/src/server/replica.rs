@@ -330,14 +330,20 @@ impl Replica {
         if self.is_removed() {
             return true;
         }
+        // The listing is read before the status: the status is published after each apply
+        // batch, so it may still show a configuration from before the entry that listed this
+        // incarnation (a wiped node replaying its predecessor's removal, then its own add).
+        let Some(listed_at) = self.state.listed_at(self.node_id, &self.incarnation) else {
+            return false;
+        };
         let Some(s) = self.status() else {
             return false;
         };
-        if !self.state.has_listed(self.node_id, &self.incarnation) {
-            return false;
-        }
         let me = PeerId(self.node_id);
-        let why = if s.voters.contains(&me) || s.learners.contains(&me) {
+        let member = s.voters.contains(&me) || s.learners.contains(&me);
+        let why = if !judges_this_incarnation(listed_at, s.applied) {
+            return false;
+        } else if member {
             // A member in its own view: unless it knows no leader for a while (a removed
             // node whose removal's commit never reached it), it is one.
             if s.leader.is_some() {
@@ -862,5 +868,27 @@ impl SafePointStore for RaftSafePointStore {
         let mut cmd = self.writer.command()?;
         cmd.push(Op::SetGcSafePoint(safe_point));
         self.writer.propose(cmd, None).map(|_| ())
+    }
+}
+
+/// Whether a replica status applied through `status_applied` says anything about the
+/// incarnation first listed at `listed_at`: only a configuration at or after the listing
+/// entry can show that incarnation's removal (an earlier one may be its predecessor's).
+fn judges_this_incarnation(listed_at: u64, status_applied: u64) -> bool {
+    status_applied >= listed_at
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::judges_this_incarnation;
+
+    #[test]
+    fn a_configuration_from_before_the_listing_is_no_evidence_of_removal() {
+        // A wiped node applies, in one batch, its predecessor's removal (index 30) and its
+        // own add as a learner (index 31, listing the new incarnation); a status published
+        // after index 30 must not retire it.
+        assert!(!judges_this_incarnation(31, 30));
+        assert!(judges_this_incarnation(31, 31));
+        assert!(judges_this_incarnation(31, 40));
     }
 }
