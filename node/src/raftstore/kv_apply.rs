@@ -205,6 +205,26 @@ pub struct KvApply {
     members: MemberDirectory,
     /// The transport's book to keep in step with `members`, and this node (never in it).
     book: Option<(AddressBook, NodeId)>,
+    /// Called when an applied directory drops this node after listing it under its own
+    /// incarnation, before the entry's batch is written ([`KvApply::on_own_removal`]).
+    removal: Option<RemovalHook>,
+}
+
+/// What [`KvApply::on_own_removal`] watches for: this node, its incarnation, and what to do
+/// (durably) before its own removal is applied.
+pub struct RemovalHook {
+    node: u64,
+    incarnation: String,
+    hook: Box<dyn FnMut() -> std::io::Result<()> + Send>,
+}
+
+impl std::fmt::Debug for RemovalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemovalHook")
+            .field("node", &self.node)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
 }
 
 fn shard_prefix(shard: ShardId) -> Vec<u8> {
@@ -273,6 +293,7 @@ impl KvApply {
             state: Arc::default(),
             members: MemberDirectory::default(),
             book: None,
+            removal: None,
         };
         if let Some(index) = me.read_u64(&restoring_key(shard), None)? {
             tracing::warn!(
@@ -299,14 +320,55 @@ impl KvApply {
         self
     }
 
+    /// Runs `hook` when an entry's member directory drops `node` after the directory in force
+    /// listed it with `incarnation` (its own removal, not an earlier incarnation's), before
+    /// that entry's batch is written: neither the state machine nor the raft log's apply
+    /// state can then record the removal as applied before `hook` returned (D155). A failing
+    /// hook fails the apply, so the entry is applied again after a restart.
+    pub fn on_own_removal(
+        mut self,
+        node: NodeId,
+        incarnation: String,
+        hook: Box<dyn FnMut() -> std::io::Result<()> + Send>,
+    ) -> KvApply {
+        self.removal = Some(RemovalHook {
+            node: node.0,
+            incarnation,
+            hook,
+        });
+        self
+    }
+
+    /// Whether `new` drops the node of the removal hook after the directory in force listed
+    /// it under the hook's incarnation.
+    fn removes_own(&self, new: &MemberDirectory) -> bool {
+        let Some(r) = &self.removal else {
+            return false;
+        };
+        !r.incarnation.is_empty()
+            && self
+                .members
+                .0
+                .get(&r.node)
+                .is_some_and(|m| m.incarnation == r.incarnation)
+            && !new.0.contains_key(&r.node)
+    }
+
     /// Sets every member's address in the book and forgets those `old` had and the
     /// directory no longer has.
     fn sync_book(&self, old: &MemberDirectory) {
         let Some((book, own)) = &self.book else {
             return;
         };
+        // A test keeps the addresses of removed members here (the failpoint's argument names
+        // this node's incarnation), so that the commit of a removal reliably reaches the node
+        // removed, which then applies its own removal.
+        let own_incarnation = self.removal.as_ref().map(|r| r.incarnation.clone());
+        let keep = fail::eval("raftstore::kv_apply::keep_removed_addresses", |arg| {
+            arg.is_some() && arg == own_incarnation
+        }) == Some(true);
         for id in old.0.keys() {
-            if !self.members.0.contains_key(id) && NodeId(*id) != *own {
+            if !keep && !self.members.0.contains_key(id) && NodeId(*id) != *own {
                 book.remove(NodeId(*id));
             }
         }
@@ -542,6 +604,16 @@ impl KvApply {
                     &shard_key(self.shard, MEMBERS),
                     &cc.context,
                 );
+                if self.removes_own(&dir) {
+                    if let Some(r) = self.removal.as_mut() {
+                        (r.hook)().map_err(|err| {
+                            RaftStoreError::Apply(format!(
+                                "{}: entry {}: recording this node's removal: {err}",
+                                self.shard, e.index
+                            ))
+                        })?;
+                    }
+                }
                 members = Some(dir);
             }
         }

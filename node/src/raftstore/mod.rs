@@ -82,7 +82,7 @@ pub use driver::{
     DriverConfig, DriverStats, PeerProgress, RaftDriver, RaftHandle, ReadMode, ReplicaStatus, Role,
 };
 pub use error::{RaftStoreError, Result};
-pub use kv_apply::{KvApply, KvApplyConfig, ShardState};
+pub use kv_apply::{KvApply, KvApplyConfig, RemovalHook, ShardState};
 pub use log_store::{LogState, LogStore, LogWriteBatch};
 pub use members::{MemberAddr, MemberDirectory};
 pub use peer::{Peer, PeerConfig};

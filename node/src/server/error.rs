@@ -23,6 +23,28 @@ pub(crate) fn status(
     detail.into_status(message)
 }
 
+/// The answer to a call cut short because this node shuts down (D156): `OUTCOME_UNKNOWN`
+/// when the call may change state (`changes_state`: it may or may not have taken effect),
+/// else `NOT_LEADER` with no leader hint (nothing was done: call another node).
+pub(crate) fn shutting_down(node: u64, method: &str, changes_state: bool) -> Status {
+    if changes_state {
+        status(
+            ErrorReason::OutcomeUnknown,
+            format!(
+                "node {node} is shutting down: {method} was cut short and may or may not have \
+                 taken effect; check before calling again (another node)"
+            ),
+            |_| {},
+        )
+    } else {
+        status(
+            ErrorReason::NotLeader,
+            format!("node {node} is shutting down: {method} did nothing; call another node"),
+            |_| {},
+        )
+    }
+}
+
 fn limit_status(
     reason: ErrorReason,
     name: &str,

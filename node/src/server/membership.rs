@@ -136,6 +136,8 @@ pub struct Membership {
     own: MemberAddr,
     /// One change at a time on this node (raft-rs takes one pending change at a time).
     lock: tokio::sync::Mutex<()>,
+    /// Set once the node shuts down: calls in flight on the internal port are answered.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn not_leader(leader: Option<u64>, message: impl Into<String>) -> Status {
@@ -193,7 +195,14 @@ impl Membership {
             node_id,
             own,
             lock: tokio::sync::Mutex::new(()),
+            closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Answers the calls in flight on the internal port at once, and those that come
+    /// later: the node shuts down (D156).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     fn status(&self) -> Result<ReplicaStatus, Status> {
@@ -799,7 +808,18 @@ impl MembershipService {
         forwarded: bool,
         pick: fn(Reply) -> Option<T>,
     ) -> Result<Response<T>, Status> {
-        let reply = self.membership.route(call, forwarded).await?;
+        let changes = !matches!(call, Call::DrainStatus(_));
+        let closing = self.membership.closing.subscribe();
+        let reply = tokio::select! {
+            r = self.membership.route(call, forwarded) => r?,
+            () = super::service::closed(closing) => {
+                return Err(super::error::shutting_down(
+                    self.membership.node_id,
+                    "a membership call",
+                    changes,
+                ))
+            }
+        };
         pick(reply)
             .map(Response::new)
             .ok_or_else(|| Status::internal("mismatched membership reply"))

@@ -854,3 +854,92 @@ async fn a_wiped_member_that_never_registered_finds_its_lost_log_and_rejoins() {
         skip.remove(a);
     }
 }
+
+/// D155: the crash window between applying its own removal and the periodic check that
+/// retires the node (and wrote the marker). Forced: the check never runs on the removed
+/// node (as if it was killed first), which then stops with its removal applied and flushed
+/// (its stored directory no longer lists it, so nothing on restart could tell it had been
+/// a member). The marker written as the removal was applied brings it up retired.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_before_its_removal_check_comes_back_retired() {
+    let scenario = fail::FailScenario::setup();
+    let mut c = TestCluster::start(3).await;
+    wait_registered(&c).await;
+    put(&mut c.kv(1).await, "k", "v").await;
+    let leader = c.leader(1).await;
+    let gone = (1..=3).find(|id| *id != leader).expect("a follower");
+    let incarnation = c.node(gone).identity().incarnation.clone();
+    fail::cfg(
+        "server::replica::check_removal",
+        &format!("return({incarnation})"),
+    )
+    .expect("failpoint");
+    // The leader keeps its address, so the removal's commit reaches it.
+    let leader_incarnation = c.node(leader).identity().incarnation.clone();
+    fail::cfg(
+        "raftstore::kv_apply::keep_removed_addresses",
+        &format!("return({leader_incarnation})"),
+    )
+    .expect("failpoint");
+    let r = c
+        .admin(leader)
+        .await
+        .remove_node(pb::RemoveNodeRequest { node_id: gone })
+        .await
+        .expect("remove")
+        .into_inner();
+    assert!(r.was_member);
+    // It applies its removal: its own configuration no longer lists it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c
+            .node(gone)
+            .state
+            .replica
+            .status()
+            .expect("the replica's status");
+        let me = crate::raftstore::PeerId(gone);
+        if !s.voters.contains(&me) && !s.learners.contains(&me) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {gone} does not apply its removal: {s:?}, removed {}",
+            c.node(gone).state.replica.is_removed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = c.node(gone).state.config.data_dir.clone();
+    assert!(
+        dir.join(super::identity::REMOVED_FILE).exists(),
+        "the marker is written as the removal is applied"
+    );
+    c.stop(gone).await;
+    fail::remove("server::replica::check_removal");
+    c.restart(gone).await;
+    assert!(c.status(gone).await.removed, "retired after a restart");
+    let err = c
+        .kv(gone)
+        .await
+        .get(pb::GetRequest {
+            key: b"k".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect_err("a removed node serves no client");
+    assert_eq!(reason(&err), Some(ErrorReason::NodeRemoved), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let sent = c.node(gone).state.replica.transport_stats().messages_sent;
+    let until = Instant::now() + Duration::from_millis(1_000);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        c.node(gone).state.replica.transport_stats().messages_sent,
+        sent,
+        "the restarted removed node sends Raft messages"
+    );
+    c.shutdown().await;
+    scenario.teardown();
+}

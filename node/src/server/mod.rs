@@ -147,6 +147,11 @@ pub(crate) struct State {
     started: Instant,
     /// What `/readyz` and the gRPC health service answer.
     readiness: grpc::Readiness,
+    /// Set once the node shuts down: calls in flight are answered at once (D156).
+    closing: watch::Receiver<bool>,
+    /// Calls a test holds in flight.
+    #[cfg(test)]
+    test_hold: tests::CallHold,
 }
 
 impl State {
@@ -443,6 +448,7 @@ impl Server {
                 .with_shards(Arc::new(router)),
         );
 
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = Arc::new(State {
             config,
             cluster,
@@ -457,8 +463,10 @@ impl Server {
             metrics: Metrics::default(),
             started: Instant::now(),
             readiness: grpc::Readiness::new().await,
+            closing: shutdown_rx.clone(),
+            #[cfg(test)]
+            test_hold: tests::CallHold::default(),
         });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let max = usize::try_from(MAX_MESSAGE_BYTES).unwrap_or(usize::MAX);
         let kv = KvServer::new(KvService {
@@ -794,7 +802,9 @@ impl ServerHandle {
         tracing::info!("shutting down");
         // Probes and watchers see NOT_SERVING before the listener stops accepting.
         self.state.readiness.set(false).await;
+        // Calls in flight, here and on the internal port, are answered now (D156).
         let _ = self.shutdown_tx.send(true);
+        self.state.membership.close();
         if let Some(mut task) = self.grpc_task.take() {
             match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
                 Ok(Ok(Ok(()))) => {}

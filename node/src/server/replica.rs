@@ -38,7 +38,9 @@
 //! (`RaftHandle::retire`: no ticks, no messages, no proposals) once its configuration drops
 //! this node after a directory listed it with this data directory's incarnation, or, while it
 //! is a member in its own view but knows no leader for a second, once a peer lists members
-//! without it; it writes `<data_dir>/removed`, so a restart opens the replica retired. A wiped
+//! without it; it writes `<data_dir>/removed`, so a restart opens the replica retired. The
+//! state machine writes that marker itself before it applies the entry that removes this
+//! node (D155), so a crash cannot leave the removal applied and unmarked. A wiped
 //! node replaying its predecessor's removal, or a joiner replaying the log before its own
 //! addition, never counts as removed. On fresh data an initial member first asks the other
 //! initial members whether the cluster remembers it, and joins instead of bootstrapping when
@@ -162,8 +164,11 @@ pub struct Replica {
     incarnation: String,
     /// Consecutive removal checks that found no leader known.
     leaderless_checks: AtomicU64,
-    /// This node was removed from the group: its replica is retired (D128).
-    removed: AtomicBool,
+    /// This node was removed from the group (D127): set by the state machine as it applies
+    /// the removal, once the marker is written (D155), or by [`Replica::check_removal`].
+    removed: Arc<AtomicBool>,
+    /// The replica is retired (it was removed, and the driver was told).
+    retired: AtomicBool,
     /// Why a fresh initial member joins instead of bootstrapping, when it does.
     found_cluster: Option<String>,
     /// The transport's counters.
@@ -259,11 +264,13 @@ impl Replica {
                 }
             }
         }
-        let removed = super::identity::is_marked_removed(&dir);
+        let marked = super::identity::is_marked_removed(&dir);
+        let removed = Arc::new(AtomicBool::new(marked));
         let data_dir = dir.clone();
+        let on_removal = removal_hook(dir.clone(), Arc::clone(&removed));
         let (store, state, lone_voter, never_joined, mut recovery, log) =
             tokio::task::spawn_blocking(move || {
-                open_store(log, db, transport, store_book, &opts, removed)
+                open_store(log, db, transport, store_book, &opts, marked, on_removal)
             })
             .await
             .map_err(|e| RaftStoreError::Invalid(format!("opening the raft store: {e}")))??;
@@ -296,7 +303,8 @@ impl Replica {
             data_dir,
             incarnation: options.incarnation,
             leaderless_checks: AtomicU64::new(0),
-            removed: AtomicBool::new(removed),
+            removed,
+            retired: AtomicBool::new(marked),
             found_cluster,
             counters,
         })
@@ -325,48 +333,35 @@ impl Replica {
     /// incarnation's removal, or a joiner catching up on the log before its own addition,
     /// is not removed. Then the replica is retired (it stops campaigning and sending), a
     /// marker is written (`<data_dir>/removed`: a restart stays retired) and true is
-    /// returned, as it is from then on.
+    /// returned, as it is from then on. A removal this replica applies needs no check: the
+    /// state machine writes the marker before it applies it (D155), and this retires.
     pub async fn check_removal(&self) -> bool {
-        if self.is_removed() {
+        if self.retired.load(Ordering::Acquire) {
             return true;
         }
-        // The listing is read before the status: the status is published after each apply
-        // batch, so it may still show a configuration from before the entry that listed this
-        // incarnation (a wiped node replaying its predecessor's removal, then its own add).
-        let Some(listed_at) = self.state.listed_at(self.node_id, &self.incarnation) else {
+        // A test stops the check here (its argument names the incarnation): the node as if
+        // killed before it acted on its removal.
+        if fail::eval("server::replica::check_removal", |arg| {
+            arg.as_deref() == Some(self.incarnation.as_str())
+        }) == Some(true)
+        {
             return false;
-        };
-        let Some(s) = self.status() else {
-            return false;
-        };
-        let me = PeerId(self.node_id);
-        let member = s.voters.contains(&me) || s.learners.contains(&me);
-        let why = if !judges_this_incarnation(listed_at, s.applied) {
-            return false;
-        } else if member {
-            // A member in its own view: unless it knows no leader for a while (a removed
-            // node whose removal's commit never reached it), it is one.
-            if s.leader.is_some() {
-                self.leaderless_checks.store(0, Ordering::Release);
-                return false;
-            }
-            let n = self.leaderless_checks.fetch_add(1, Ordering::AcqRel) + 1;
-            if !n.is_multiple_of(LEADERLESS_CHECKS) {
-                return false;
-            }
-            let peers: BTreeMap<u64, String> = s
-                .voters
-                .iter()
-                .chain(&s.learners)
-                .filter(|p| **p != me)
-                .filter_map(|p| self.book.get(NodeId(p.0)).map(|a| (p.0, a)))
-                .collect();
-            match removed_per_peers(self.node_id, &peers).await {
-                Some(why) => why,
-                None => return false,
-            }
-        } else {
+        }
+        let why = if self.is_removed() {
+            // The state machine applied the removal and wrote the marker (D155).
             "it applied its own removal".to_owned()
+        } else {
+            let Some(why) = self.find_removal().await else {
+                return false;
+            };
+            self.removed.store(true, Ordering::Release);
+            let dir = self.data_dir.clone();
+            match tokio::task::spawn_blocking(move || super::identity::mark_removed(&dir)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "writing the removal marker failed"),
+                Err(e) => tracing::warn!(error = %e, "writing the removal marker failed"),
+            }
+            why
         };
         tracing::warn!(
             node = self.node_id,
@@ -374,17 +369,45 @@ impl Replica {
             "this node was removed from the cluster: its replica stops; wipe its data \
              directory to bring it back as a new member"
         );
-        self.removed.store(true, Ordering::Release);
-        let dir = self.data_dir.clone();
-        match tokio::task::spawn_blocking(move || super::identity::mark_removed(&dir)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "writing the removal marker failed"),
-            Err(e) => tracing::warn!(error = %e, "writing the removal marker failed"),
-        }
         if let Err(e) = self.handle.retire(DATA_SHARD).await {
             tracing::warn!(error = %e, "retiring the replica failed");
         }
+        self.retired.store(true, Ordering::Release);
         true
+    }
+
+    /// Why this node counts as removed, when it does (see [`Replica::check_removal`]).
+    async fn find_removal(&self) -> Option<String> {
+        // The listing is read before the status: the status is published after each apply
+        // batch, so it may still show a configuration from before the entry that listed this
+        // incarnation (a wiped node replaying its predecessor's removal, then its own add).
+        let listed_at = self.state.listed_at(self.node_id, &self.incarnation)?;
+        let s = self.status()?;
+        if !judges_this_incarnation(listed_at, s.applied) {
+            return None;
+        }
+        let me = PeerId(self.node_id);
+        if !(s.voters.contains(&me) || s.learners.contains(&me)) {
+            return Some("it applied its own removal".to_owned());
+        }
+        // A member in its own view: unless it knows no leader for a while (a removed node
+        // whose removal's commit never reached it), it is one.
+        if s.leader.is_some() {
+            self.leaderless_checks.store(0, Ordering::Release);
+            return None;
+        }
+        let n = self.leaderless_checks.fetch_add(1, Ordering::AcqRel) + 1;
+        if !n.is_multiple_of(LEADERLESS_CHECKS) {
+            return None;
+        }
+        let peers: BTreeMap<u64, String> = s
+            .voters
+            .iter()
+            .chain(&s.learners)
+            .filter(|p| **p != me)
+            .filter_map(|p| self.book.get(NodeId(p.0)).map(|a| (p.0, a)))
+            .collect();
+        removed_per_peers(self.node_id, &peers).await
     }
 
     /// The fault rules of this node's outgoing Raft messages: a test hook (partition,
@@ -575,6 +598,7 @@ fn open_store(
     book: AddressBook,
     options: &ReplicaOptions,
     removed: bool,
+    on_removal: Box<dyn FnMut() -> std::io::Result<()> + Send>,
 ) -> Result<Opened, RaftStoreError> {
     let mut recovery = RecoveryInfo {
         raft_log_bytes: u64::try_from(log.used_bytes()).unwrap_or(u64::MAX),
@@ -587,7 +611,12 @@ fn open_store(
         ShardEpoch::default(),
         KvApplyConfig::default(),
     )?
-    .with_address_book(book, NodeId(options.node_id));
+    .with_address_book(book, NodeId(options.node_id))
+    .on_own_removal(
+        NodeId(options.node_id),
+        options.incarnation.clone(),
+        on_removal,
+    );
     let state = apply.state();
     recovery.applied_index = state.applied_index();
     let mut store = RaftStore::new(log.clone(), transport, PeerConfig::default());
@@ -635,6 +664,21 @@ fn open_store(
     let cs = peer.conf_state();
     let never_joined = peer.last_index() == 0 && cs.voters.is_empty() && cs.learners.is_empty();
     Ok((store, state, lone_voter, never_joined, recovery, log))
+}
+
+/// What the state machine runs as it applies this node's own removal, before the entry is
+/// applied (D155): the marker `<data_dir>/removed` is written durably and the node counts
+/// as removed from then on, so no crash can leave the removal applied and the node unaware.
+fn removal_hook(
+    data_dir: std::path::PathBuf,
+    removed: Arc<AtomicBool>,
+) -> Box<dyn FnMut() -> std::io::Result<()> + Send> {
+    Box::new(move || {
+        tracing::warn!("applying this node's own removal from the cluster: writing the marker");
+        super::identity::mark_removed(&data_dir)?;
+        removed.store(true, Ordering::Release);
+        Ok(())
+    })
 }
 
 /// Waits for `fut` on this thread (polled here, woken directly by the driver's reply: no

@@ -12,6 +12,9 @@
 //! starve other requests. They run as tasks of their own (`detached`), so a commit
 //! finishes even if its client goes away.
 //!
+//! A shutdown does not wait for calls in flight: each races the shutdown signal and, cut
+//! short, answers `OUTCOME_UNKNOWN` if it may change state, else `NOT_LEADER` (D156).
+//!
 //! Response budgets: a scan is read as one page of at most `limit` pairs and
 //! `scan_response_bytes` (`scan_limit_of`); the storage stops before loading a value past
 //! it and the response says `more`. Point-read batches (BatchGet, Execute) cannot be paged,
@@ -39,6 +42,30 @@ use crate::txn::{ExecuteRequest, Isolation, Precondition, TxnId, TxnManager};
 
 /// How many times a Kv call or Execute runs on retryable conflicts before giving up.
 pub const KV_ATTEMPTS: usize = 8;
+
+/// The calls that may change state: cut short by a shutdown, their outcome is unknown.
+const STATE_CHANGING: &[&str] = &[
+    "kv.Put",
+    "kv.Delete",
+    "txn.Commit",
+    "txn.Execute",
+    "admin.AddNode",
+    "admin.RemoveNode",
+    "admin.TransferLeader",
+    "admin.Decommission",
+];
+
+/// Resolves once `rx` says true (the node shuts down); never if its sender goes first.
+pub(crate) async fn closed(mut rx: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
 
 /// Runs `f` on the blocking pool.
 async fn blocking<T, F>(f: F) -> Result<T, Status>
@@ -92,7 +119,21 @@ impl State {
                 |_| {},
             ))
         } else {
-            fut.await
+            // A shutdown does not wait for calls in flight (D156): it answers them. What
+            // they started (a detached commit, a membership change) goes on without them.
+            #[cfg(test)]
+            let fut = async {
+                self.test_hold.hold(method).await;
+                fut.await
+            };
+            tokio::select! {
+                r = fut => r,
+                () = closed(self.closing.clone()) => Err(super::error::shutting_down(
+                    self.config.node_id,
+                    method,
+                    STATE_CHANGING.contains(&method),
+                )),
+            }
         };
         let error = result.as_ref().err().map(|s| {
             let reason = ErrorDetail::from_status(s).map(|d| d.reason).unwrap_or_default();

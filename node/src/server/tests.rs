@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::{
-    admin_client::AdminClient, kv_client::KvClient, txn_client::TxnClient, ErrorDetail,
+    admin_client::AdminClient, kv_client::KvClient, txn_client::TxnClient, ErrorDetail, ErrorReason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -640,4 +640,95 @@ async fn a_data_directory_refuses_another_node_id_and_records_the_addresses() {
     // The refused start opened nothing: the right id still starts.
     let handle = Server::start(test_config(dir.path())).await.expect("start");
     handle.shutdown().await.expect("shutdown");
+}
+
+/// Holds the calls of chosen methods in flight (a test hook in `State::call`): a held call
+/// never finishes on its own.
+#[derive(Debug, Default)]
+pub(crate) struct CallHold {
+    methods: parking_lot::Mutex<Vec<&'static str>>,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl CallHold {
+    /// Holds every later call of `method`.
+    pub(crate) fn set(&self, method: &'static str) {
+        self.methods.lock().push(method);
+    }
+
+    /// Calls held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Never returns for a held method.
+    pub(crate) async fn hold(&self, method: &str) {
+        let held = self.methods.lock().contains(&method);
+        if held {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// D156: a shutdown answers the calls in flight instead of waiting for them (it waited up
+/// to its drain timeout, 10 s, for a call that would not end: a membership change waiting
+/// out its quorum, say). A held write is answered OUTCOME_UNKNOWN, a held read NOT_LEADER
+/// (UNAVAILABLE both); the shutdown takes well under the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_calls_in_flight_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let mut kv = KvClient::new(channel(&handle).await);
+    kv.put(pb::PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    })
+    .await
+    .expect("a put before the hold");
+    handle.state.test_hold.set("kv.Put");
+    handle.state.test_hold.set("kv.Get");
+    let mut c = kv.clone();
+    let put = tokio::spawn(async move {
+        c.put(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+        })
+        .await
+    });
+    let mut c = kv.clone();
+    let get = tokio::spawn(async move {
+        c.get(pb::GetRequest {
+            key: b"k".to_vec(),
+            read_ts: 0,
+        })
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.state.test_hold.held() < 2 {
+        assert!(Instant::now() < deadline, "the calls were not held in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let began = Instant::now();
+    handle.shutdown().await.expect("shutdown");
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with calls in flight"
+    );
+    let put = put
+        .await
+        .expect("put task")
+        .expect_err("the held put is cut short");
+    assert_eq!(put.code(), Code::Unavailable, "{put:?}");
+    assert_eq!(
+        detail(&put).reason_enum(),
+        Some(ErrorReason::OutcomeUnknown)
+    );
+    let get = get
+        .await
+        .expect("get task")
+        .expect_err("the held get is cut short");
+    assert_eq!(get.code(), Code::Unavailable, "{get:?}");
+    assert_eq!(detail(&get).reason_enum(), Some(ErrorReason::NotLeader));
 }
