@@ -84,6 +84,10 @@ pub const FORWARDED: &str = "strata-forwarded";
 /// Leader changes a call follows before it gives up with `NOT_LEADER`.
 const MAX_HOPS: usize = 5;
 
+/// How long a leader re-reads its followers' liveness before it refuses a change for want
+/// of a live majority (see `Membership::live_among`).
+const LIVENESS_SETTLE: Duration = Duration::from_secs(2);
+
 /// How long a call waits for a leader to be known (an election) before `NOT_LEADER`.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -381,6 +385,49 @@ impl Membership {
     }
 
     /// This replica's status, which must be a ready leader's.
+    /// This leader's status and how many of `voters` are live (itself, or heard from within
+    /// the last election timeout). A short count with voters not heard from since this node
+    /// took over is re-read for up to [`LIVENESS_SETTLE`] before it is believed: raft-rs
+    /// starts a new leader's followers inactive at matched 0 until they answer, and a drain
+    /// of the old leader asks the new one right after the hand-over.
+    async fn live_among(&self, voters: &[PeerId]) -> Result<(ReplicaStatus, usize), Status> {
+        let deadline = Instant::now() + LIVENESS_SETTLE;
+        let count = |s: &ReplicaStatus| {
+            voters
+                .iter()
+                .filter(|v| {
+                    v.0 == self.node_id
+                        || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
+                })
+                .count()
+        };
+        // Not heard from since this node became leader (raft-rs starts every follower's
+        // progress at matched 0): unknown rather than down, worth waiting for.
+        let unheard = |s: &ReplicaStatus| {
+            voters.iter().any(|v| {
+                v.0 != self.node_id
+                    && s.progress
+                        .iter()
+                        .any(|p| p.peer == *v && p.matched == 0 && !p.recent_active)
+            })
+        };
+        let mut s = self.leader_status()?;
+        let mut live = count(&s);
+        while live <= voters.len() / 2 && unheard(&s) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A leader without a live majority may step down meanwhile (check_quorum): then
+            // the last count it made is the answer.
+            match self.leader_status() {
+                Ok(now) => {
+                    live = count(&now);
+                    s = now;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok((s, live))
+    }
+
     fn leader_status(&self) -> Result<ReplicaStatus, Status> {
         let s = self.status()?;
         if s.role == Role::Leader && s.leader_ready {
@@ -570,13 +617,7 @@ impl Membership {
             )));
         }
         // Bookkeeping only: not worth a change that may not commit.
-        let live = s
-            .voters
-            .iter()
-            .filter(|v| {
-                v.0 == self.node_id || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
-            })
-            .count();
+        let (_, live) = self.live_among(&s.voters).await?;
         if live < s.voters.len() / 2 + 1 {
             return Err(refused(
                 "no live majority of voters to record an incarnation with",
@@ -666,13 +707,7 @@ impl Membership {
                     "node {node} is the last voter: removing it would leave the data shard with no replica"
                 )));
             }
-            let live = remaining
-                .iter()
-                .filter(|v| {
-                    v.0 == self.node_id
-                        || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
-                })
-                .count();
+            let (s, live) = self.live_among(&remaining).await?;
             let majority = remaining.len() / 2 + 1;
             if live < majority {
                 return Err(refused(format!(
