@@ -54,8 +54,8 @@ use crate::mvcc::{MvccError, Result, ScanLimit, ScanPage, Timestamp};
 use crate::raftstore::{ShardEpoch, ShardId};
 use crate::txn::actions::{Mutation, PrewriteOptions, TxnStatus};
 use crate::txn::range_locks::KeyRange;
-use crate::txn::shard_client::{LockWait, RemoteWait, ShardClient, WaitFuture};
-use crate::txn::Storage;
+use crate::txn::shard_client::{BlindFuture, LockWait, RemoteWait, ShardClient, WaitFuture};
+use crate::txn::{BlindWrite, Storage};
 
 /// A wait that could not be made pauses this long before the command is retried.
 const FAILED_WAIT_PAUSE: Duration = Duration::from_millis(20);
@@ -206,79 +206,42 @@ impl Routing<'_> {
         resend: Resend,
         mut call: impl FnMut(Target) -> std::result::Result<T, CallError>,
     ) -> std::result::Result<T, CallError> {
-        let deadline = Instant::now() + self.config.retry_deadline;
-        let mut backoff = self.config.min_backoff;
-        let mut hint = None;
-        let mut lost = false;
-        let mut hops = 0;
+        let mut attempts = Attempts::new(self.config, resend);
         loop {
-            let mut tried = None;
-            let result = match self.target(hint.take()) {
-                Ok(target) => {
-                    match &target {
-                        Target::Local => {
-                            self.stats.local.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Target::Remote(r) => {
-                            tried = Some(r.node_id);
-                            self.stats.remote.fetch_add(1, Ordering::Relaxed);
-                            if lost {
-                                self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+            let result = attempts.target(self).and_then(&mut call);
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if let Some(pause) = attempts.failed(self, e)? {
+                        std::thread::sleep(pause);
                     }
-                    call(target)
                 }
+            }
+        }
+    }
+
+    /// [`route`](Self::route) for an asynchronous `call`, pausing without a thread.
+    pub(crate) async fn route_async<T, F>(
+        &self,
+        resend: Resend,
+        mut call: impl FnMut(Target) -> F,
+    ) -> std::result::Result<T, CallError>
+    where
+        F: Future<Output = std::result::Result<T, CallError>>,
+    {
+        let mut attempts = Attempts::new(self.config, resend);
+        loop {
+            let result = match attempts.target(self) {
+                Ok(target) => call(target).await,
                 Err(e) => Err(e),
             };
-            let err = match result {
+            match result {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let mut at_once = false;
-            match &err {
-                CallError::NotLeader { leader, .. } => {
-                    // Follow the hint at once, unless it names the node that just refused.
-                    if let Some(next) = leader.filter(|n| Some(*n) != tried) {
-                        self.stats.hints_followed.fetch_add(1, Ordering::Relaxed);
-                        hint = Some(next);
-                        hops += 1;
-                        at_once = hops <= MAX_HOPS;
+                Err(e) => {
+                    if let Some(pause) = attempts.failed(self, e)? {
+                        tokio::time::sleep(pause).await;
                     }
                 }
-                CallError::EpochNotMatch(current) => {
-                    let mut epoch = self.epoch.lock();
-                    at_once = *epoch != Some(*current);
-                    *epoch = Some(*current);
-                }
-                CallError::ShardNotFound | CallError::NotSent(_) => {}
-                CallError::Lost(_) => match resend {
-                    Resend::Never => return Err(err),
-                    Resend::Read | Resend::Write | Resend::Decisive => lost = true,
-                },
-                CallError::Mvcc(MvccError::OutcomeUnknown(_)) => return Err(err),
-                CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_)
-                    if lost && resend == Resend::Decisive =>
-                {
-                    return Err(CallError::Lost(format!(
-                        "an earlier attempt's answer was lost, and a later one answered: {}",
-                        describe(&err)
-                    )));
-                }
-                CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_) => return Err(err),
-            }
-            if Instant::now() >= deadline {
-                return Err(match (lost, resend) {
-                    (true, Resend::Write | Resend::Decisive) => CallError::Lost(format!(
-                        "an answer was lost and no later attempt settled it: {}",
-                        describe(&err)
-                    )),
-                    _ => err,
-                });
-            }
-            if !at_once {
-                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
-                backoff = (backoff * 2).min(self.config.max_backoff);
             }
         }
     }
@@ -290,6 +253,112 @@ impl Routing<'_> {
         F: Future<Output = std::result::Result<T, CallError>> + Send + 'static,
     {
         self.connections.block(self.config.rpc_timeout, fut)
+    }
+}
+
+/// The retry loop of one command (see the module documentation), shared by the blocking
+/// and the asynchronous routes: where the next attempt goes, and what a failed one means.
+struct Attempts {
+    resend: Resend,
+    deadline: Instant,
+    backoff: Duration,
+    max_backoff: Duration,
+    hint: Option<u64>,
+    lost: bool,
+    hops: u32,
+    tried: Option<u64>,
+}
+
+impl Attempts {
+    fn new(config: &RouterConfig, resend: Resend) -> Attempts {
+        Attempts {
+            resend,
+            deadline: Instant::now() + config.retry_deadline,
+            backoff: config.min_backoff,
+            max_backoff: config.max_backoff,
+            hint: None,
+            lost: false,
+            hops: 0,
+            tried: None,
+        }
+    }
+
+    /// The next attempt's target, counted.
+    fn target(&mut self, routing: &Routing<'_>) -> std::result::Result<Target, CallError> {
+        self.tried = None;
+        let target = routing.target(self.hint.take())?;
+        match &target {
+            Target::Local => {
+                routing.stats.local.fetch_add(1, Ordering::Relaxed);
+            }
+            Target::Remote(r) => {
+                self.tried = Some(r.node_id);
+                routing.stats.remote.fetch_add(1, Ordering::Relaxed);
+                if self.lost {
+                    routing.stats.resent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    /// After a failed attempt: the error to give up with, or the pause before the next
+    /// attempt (`None`: at once).
+    fn failed(
+        &mut self,
+        routing: &Routing<'_>,
+        err: CallError,
+    ) -> std::result::Result<Option<Duration>, CallError> {
+        let mut at_once = false;
+        match &err {
+            CallError::NotLeader { leader, .. } => {
+                // Follow the hint at once, unless it names the node that just refused.
+                if let Some(next) = leader.filter(|n| Some(*n) != self.tried) {
+                    routing.stats.hints_followed.fetch_add(1, Ordering::Relaxed);
+                    self.hint = Some(next);
+                    self.hops += 1;
+                    at_once = self.hops <= MAX_HOPS;
+                }
+            }
+            CallError::EpochNotMatch(current) => {
+                let mut epoch = routing.epoch.lock();
+                at_once = *epoch != Some(*current);
+                *epoch = Some(*current);
+            }
+            CallError::ShardNotFound | CallError::NotSent(_) => {}
+            CallError::Lost(_) => match self.resend {
+                Resend::Never => return Err(err),
+                Resend::Read | Resend::Write | Resend::Decisive => self.lost = true,
+            },
+            CallError::Mvcc(MvccError::OutcomeUnknown(_)) => return Err(err),
+            CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_)
+                if self.lost && self.resend == Resend::Decisive =>
+            {
+                return Err(CallError::Lost(format!(
+                    "an earlier attempt's answer was lost, and a later one answered: {}",
+                    describe(&err)
+                )));
+            }
+            CallError::Mvcc(_) | CallError::Tso(_) | CallError::Invalid(_) => return Err(err),
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(match (self.lost, self.resend) {
+                (true, Resend::Write | Resend::Decisive) => CallError::Lost(format!(
+                    "an answer was lost and no later attempt settled it: {}",
+                    describe(&err)
+                )),
+                _ => err,
+            });
+        }
+        if at_once {
+            return Ok(None);
+        }
+        let pause = self
+            .backoff
+            .min(self.deadline.saturating_duration_since(now));
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        Ok(Some(pause))
     }
 }
 
@@ -818,6 +887,69 @@ impl ShardClient for ShardRouter {
         self.locator
             .local_leader_ready(self.shard)
             .then_some(&*self.local)
+    }
+
+    /// On this replica when it leads (as a task of its own: once proposed, the write must
+    /// not be cut short, see the shard service's `blind_write`), else at the leader through
+    /// `BlindWrite`. Never re-sent: the leader chooses the timestamp, so a second attempt
+    /// would be a second write; a lost answer is `OutcomeUnknown` at once.
+    fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
+        Some(Box::pin(async move {
+            let shard = self.shard.0;
+            let timeout = self.config.rpc_timeout;
+            let request = codec::mutation_to_pb(&mutation);
+            let routing = self.routing();
+            routing
+                .route_async(Resend::Never, |target| {
+                    let local = Arc::clone(&self.local);
+                    let mutation = mutation.clone();
+                    let request = request.clone();
+                    async move {
+                        match target {
+                            Target::Local => {
+                                match tokio::spawn(local.blind_write(mutation)).await {
+                                    Ok(outcome) => outcome.map_err(CallError::from_mvcc),
+                                    Err(e) => Err(CallError::Mvcc(MvccError::Unavailable(
+                                        format!("blind write task failed: {e}"),
+                                    ))),
+                                }
+                            }
+                            Target::Remote(mut r) => {
+                                let req = pb::BlindWriteRequest {
+                                    header: Some(r.header),
+                                    mutation: Some(request),
+                                };
+                                let resp = unary(timeout, r.client.blind_write(req)).await?;
+                                blind_outcome(resp, shard)
+                            }
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| to_mvcc(e, self.shard, Resend::Never))
+        }))
+    }
+}
+
+/// A leader's answer to `BlindWrite`.
+fn blind_outcome(
+    resp: pb::BlindWriteResponse,
+    shard: u64,
+) -> std::result::Result<BlindWrite, CallError> {
+    let Some(error) = resp.error else {
+        return Ok(BlindWrite::Committed(resp.ts));
+    };
+    match codec::error_from_pb(error, shard) {
+        CallError::Mvcc(MvccError::OnePcRefused(_)) => {
+            Ok(BlindWrite::Declined("the leader declined"))
+        }
+        CallError::Mvcc(MvccError::OutcomeUnknown(reason)) if resp.ts != 0 => {
+            Ok(BlindWrite::Unknown {
+                ts: resp.ts,
+                reason,
+            })
+        }
+        other => Err(other),
     }
 }
 

@@ -36,10 +36,11 @@ use tonic::{Request, Response, Status};
 use super::codec;
 use super::remote::INTERNAL_MESSAGE_BYTES;
 use super::LeaderLocator;
+use crate::mvcc::MvccError;
 use crate::mvcc::ScanLimit;
 use crate::raftstore::ShardId;
 use crate::tso::Tso;
-use crate::txn::Storage;
+use crate::txn::{BlindWrite, Storage};
 
 /// The longest a wait request is held, whatever timeout it asks for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -121,6 +122,7 @@ replies!(
     pb::PrewriteResponse,
     pb::ShardCommitResponse,
     pb::OnePcResponse,
+    pb::BlindWriteResponse,
     pb::ShardRollbackResponse,
     pb::CheckTxnStatusResponse,
     pb::ShardHeartbeatResponse,
@@ -354,6 +356,56 @@ impl Shard for ShardService {
             })
         })
         .await
+    }
+
+    /// Not through [`serve`](ShardService::serve): the write runs on the runtime, holding no
+    /// thread while it commits (D157), as a task of its own, so that a caller giving up
+    /// cannot cut it short between its proposal and its apply (its latch and memory lock
+    /// are held until the apply).
+    async fn blind_write(
+        &self,
+        request: Request<pb::BlindWriteRequest>,
+    ) -> Result<Response<pb::BlindWriteResponse>, Status> {
+        const METHOD: &str = "blind_write";
+        let req = request.into_inner();
+        self.count(METHOD);
+        if let Err(e) = self.admit(req.header.as_ref()) {
+            return Ok(Response::new(pb::BlindWriteResponse::with_error(e)));
+        }
+        let hook = self.inner.hook.lock().clone();
+        if let Some(h) = hook.clone() {
+            tokio::task::spawn_blocking(move || h.before(METHOD))
+                .await
+                .map_err(|e| Status::internal(format!("shard command hook failed: {e}")))?;
+        }
+        let mutation = match req.mutation.map(codec::mutation_from_pb) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Ok(Response::new(pb::BlindWriteResponse::with_error(e))),
+            None => {
+                return Ok(Response::new(pb::BlindWriteResponse::with_error(
+                    codec::invalid_request("a blind write without a mutation"),
+                )))
+            }
+        };
+        let storage = Arc::clone(&self.inner.storage);
+        let outcome = tokio::spawn(storage.blind_write(mutation))
+            .await
+            .map_err(|e| Status::internal(format!("blind write task failed: {e}")))?;
+        let reply = match outcome {
+            Ok(BlindWrite::Committed(ts)) => pb::BlindWriteResponse { error: None, ts },
+            Ok(BlindWrite::Declined(why)) => pb::BlindWriteResponse::with_error(
+                codec::mvcc_error_to_pb(&MvccError::OnePcRefused(why.into())),
+            ),
+            Ok(BlindWrite::Unknown { ts, reason }) => pb::BlindWriteResponse {
+                error: Some(codec::mvcc_error_to_pb(&MvccError::OutcomeUnknown(reason))),
+                ts,
+            },
+            Err(e) => pb::BlindWriteResponse::with_error(codec::mvcc_error_to_pb(&e)),
+        };
+        if hook.is_some_and(|h| h.drop_reply(METHOD)) {
+            return Err(Status::unavailable("the reply was dropped (test hook)"));
+        }
+        Ok(Response::new(reply))
     }
 
     async fn commit(

@@ -134,4 +134,12 @@ impl Tso for RoutedTso {
             Err(e) => Err(e),
         }
     }
+
+    /// The local oracle's, when this node leads in `term`; never a remote call.
+    fn try_timestamp_in_term(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
+        match self.local.try_timestamp_in_term(term) {
+            Err(TsoError::NotLeader { .. }) => Ok(None),
+            other => other,
+        }
+    }
 }

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::lsm::{Db, IterOptions, Options};
+use crate::mvcc::record::SHORT_VALUE_MAX;
 use crate::tso::compose;
 use crate::txn::actions::{Mutation, PrewriteOptions};
 use crate::txn::Storage;
@@ -358,7 +359,7 @@ impl Env {
 }
 
 fn long(tag: u8) -> Vec<u8> {
-    vec![tag; 200]
+    vec![tag; SHORT_VALUE_MAX + 45]
 }
 
 #[test]
@@ -487,7 +488,7 @@ proptest! {
             match s {
                 Step::Flush => e.storage.db().flush().unwrap(),
                 Step::Put(k, is_long) => {
-                    let v = if *is_long { vec![i as u8; 100] } else { vec![i as u8; 3] };
+                    let v = if *is_long { vec![i as u8; SHORT_VALUE_MAX + 1] } else { vec![i as u8; 3] };
                     e.commit(&[*k], Some(&v), ts);
                     model.entry(*k).or_default().insert(ts + 1, Some(v));
                 }

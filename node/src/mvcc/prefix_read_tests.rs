@@ -84,7 +84,7 @@ fn batch_of(op: &Op) -> Option<WriteBatch> {
                 2 => WriteKind::Rollback,
                 _ => WriteKind::Lock,
             };
-            let value = format!("value of {start_ts}").repeat(if long { 20 } else { 1 });
+            let value = format!("value of {start_ts}").repeat(if long { 30 } else { 1 });
             let short_value = (kind == WriteKind::Put && value.len() <= SHORT_VALUE_MAX)
                 .then(|| value.clone().into_bytes());
             if kind == WriteKind::Put && short_value.is_none() {

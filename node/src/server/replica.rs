@@ -73,7 +73,7 @@ use crate::raftstore::{
     Role, ShardEpoch, ShardId, ShardState,
 };
 use crate::tso::{compose, physical, TsoError, TsoGroup};
-use crate::txn::{ShardWriter, WriteTicket};
+use crate::txn::{ShardWriter, WriteFuture, WriteTicket};
 use strata_proto::internal::v1::membership_server::MembershipServer;
 use strata_proto::internal::v1::shard_server::ShardServer;
 
@@ -708,6 +708,21 @@ fn not_applied(shard: ShardId, e: RaftStoreError) -> MvccError {
     }
 }
 
+/// What a proposal's outcome tells its writer.
+fn proposal_outcome(
+    shard: ShardId,
+    outcome: Result<u64, RaftStoreError>,
+) -> Result<u64, MvccError> {
+    match outcome {
+        Ok(index) => Ok(index),
+        // The watcher gave up: the entry may still commit under another leader.
+        Err(RaftStoreError::Timeout(reason)) => {
+            Err(MvccError::OutcomeUnknown(format!("{shard}: {reason}")))
+        }
+        Err(e) => Err(not_applied(shard, e)),
+    }
+}
+
 /// Proposes command batches to the data shard; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct RaftShardWriter {
@@ -753,6 +768,28 @@ impl RaftShardWriter {
         }
     }
 
+    /// [`ready_term`](Self::ready_term) without waiting: `Ok(None)` where it would wait.
+    fn ready_term_now(&self) -> Result<Option<u64>, MvccError> {
+        let s = self.status()?;
+        match (s.role, s.leader) {
+            (Role::Leader, _) if s.leader_ready => Ok(Some(s.term)),
+            (Role::Leader, _) | (_, None) => Ok(None),
+            (_, Some(leader)) => Err(MvccError::NotLeader {
+                shard: self.shard.0,
+                leader: Some(leader.0),
+            }),
+        }
+    }
+
+    /// Whether this replica stopped leading (in `term`, if given): a pending proposal's
+    /// outcome is then unknown.
+    fn lost_leadership(&self, term: Option<u64>) -> bool {
+        match self.status() {
+            Ok(s) => s.role != Role::Leader || term.is_some_and(|t| s.term != t),
+            Err(_) => true,
+        }
+    }
+
     /// Proposes `cmd` and waits until it is applied here. With `term`, gives up with
     /// `OutcomeUnknown` once this replica stops leading in that term.
     fn propose(&self, cmd: RaftCommand, term: Option<u64>) -> Result<u64, MvccError> {
@@ -763,25 +800,34 @@ impl RaftShardWriter {
         let outcome = wait_on(
             async move { handle.propose(shard, data).await },
             move || {
-                let lost = match watcher.status() {
-                    Ok(s) => s.role != Role::Leader || term.is_some_and(|t| s.term != t),
-                    Err(_) => true,
-                };
-                lost.then(|| {
+                watcher.lost_leadership(term).then(|| {
                     Err(RaftStoreError::Timeout(
                         "this replica stopped leading while the write was pending".into(),
                     ))
                 })
             },
         );
-        match outcome {
-            Ok(index) => Ok(index),
-            // The watcher gave up: the entry may still commit under another leader.
-            Err(RaftStoreError::Timeout(reason)) => {
-                Err(MvccError::OutcomeUnknown(format!("{shard}: {reason}")))
+        proposal_outcome(shard, outcome)
+    }
+
+    /// [`propose`](Self::propose) as a future that holds no thread: the write path of
+    /// single-key writes on the runtime (D157). The same watch, every [`WATCH_INTERVAL`].
+    async fn propose_async(&self, cmd: RaftCommand, term: Option<u64>) -> Result<u64, MvccError> {
+        let shard = self.shard;
+        let proposal = self.handle.propose(shard, cmd.encode());
+        tokio::pin!(proposal);
+        let outcome = loop {
+            match tokio::time::timeout(WATCH_INTERVAL, &mut proposal).await {
+                Ok(outcome) => break outcome,
+                Err(_) if self.lost_leadership(term) => {
+                    break Err(RaftStoreError::Timeout(
+                        "this replica stopped leading while the write was pending".into(),
+                    ))
+                }
+                Err(_) => {}
             }
-            Err(e) => Err(not_applied(shard, e)),
-        }
+        };
+        proposal_outcome(shard, outcome)
     }
 
     fn command(&self) -> Result<RaftCommand, MvccError> {
@@ -801,6 +847,22 @@ impl ShardWriter for RaftShardWriter {
         let mut cmd = self.command()?.in_term(ticket.term);
         cmd.push(Op::Write(batch));
         self.propose(cmd, Some(ticket.term)).map(|_| ())
+    }
+
+    fn begin_write_now(&self) -> Result<Option<WriteTicket>, MvccError> {
+        Ok(self.ready_term_now()?.map(|term| WriteTicket { term }))
+    }
+
+    fn write_async(&self, ticket: WriteTicket, batch: WriteBatch) -> WriteFuture {
+        let writer = self.clone();
+        Box::pin(async move {
+            let mut cmd = writer.command()?.in_term(ticket.term);
+            cmd.push(Op::Write(batch));
+            writer
+                .propose_async(cmd, Some(ticket.term))
+                .await
+                .map(|_| ())
+        })
     }
 
     fn read_barrier(&self) -> Result<(), MvccError> {
@@ -832,6 +894,10 @@ pub struct RaftTsoGroup {
 impl TsoGroup for RaftTsoGroup {
     fn leader_term(&self) -> Result<u64, TsoError> {
         self.writer.ready_term().map_err(tso_error)
+    }
+
+    fn leader_term_now(&self) -> Result<Option<u64>, TsoError> {
+        self.writer.ready_term_now().map_err(tso_error)
     }
 
     fn applied_mark_ms(&self) -> u64 {

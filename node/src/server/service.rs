@@ -10,7 +10,10 @@
 //! Delete) use the manager's asynchronous path: its engine steps run on the blocking pool,
 //! but its lock waits are futures, so blocked commits hold no blocking thread and cannot
 //! starve other requests. They run as tasks of their own (`detached`), so a commit
-//! finishes even if its client goes away.
+//! finishes even if its client goes away. Kv Put and Delete first try the asynchronous
+//! write path of single-key writes ([`TxnManager::write_one`], D157), which runs on the
+//! runtime with no blocking-pool trip, no timestamp round and no thread held while the
+//! write commits, and falls back to the one-shot transaction where it would wait.
 //!
 //! A shutdown does not wait for calls in flight: each races the shutdown signal and, cut
 //! short, answers `OUTCOME_UNKNOWN` if it may change state, else `NOT_LEADER` (D156).
@@ -250,6 +253,21 @@ async fn execute(
     .await
 }
 
+/// Writes one key on the asynchronous write path (D157), as its own task: once proposed, a
+/// write is not cut short by its caller going away.
+async fn write_one(
+    m: Arc<TxnManager>,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+) -> Result<crate::txn::ExecuteResponse, Status> {
+    detached(async move {
+        m.write_one(key, value, KV_ATTEMPTS)
+            .await
+            .map_err(|e| txn_status(&e, None))
+    })
+    .await
+}
+
 /// The `Kv` service.
 #[derive(Debug, Clone)]
 pub struct KvService {
@@ -302,11 +320,7 @@ impl pb::kv_server::Kv for KvService {
             .call("kv.Put", async move {
                 check_key("key", &req.key)?;
                 check_value("value", &req.key, &req.value)?;
-                let request = ExecuteRequest {
-                    writes: vec![(req.key, Some(req.value))],
-                    ..ExecuteRequest::default()
-                };
-                let r = execute(m, request).await?;
+                let r = write_one(m, req.key, Some(req.value)).await?;
                 Ok(pb::PutResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })
@@ -323,11 +337,7 @@ impl pb::kv_server::Kv for KvService {
         self.state
             .call("kv.Delete", async move {
                 check_key("key", &req.key)?;
-                let request = ExecuteRequest {
-                    writes: vec![(req.key, None)],
-                    ..ExecuteRequest::default()
-                };
-                let r = execute(m, request).await?;
+                let r = write_one(m, req.key, None).await?;
                 Ok(pb::DeleteResponse {
                     commit_ts: r.commit_ts.unwrap_or(0),
                 })

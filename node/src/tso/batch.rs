@@ -162,4 +162,8 @@ impl<T: Tso> Tso for BatchingTso<T> {
     fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
         self.inner.get_timestamp_in_term(term)
     }
+
+    fn try_timestamp_in_term(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
+        self.inner.try_timestamp_in_term(term)
+    }
 }

@@ -132,6 +132,15 @@ pub trait Tso: Send + Sync + Debug {
         let _ = term;
         self.get_timestamp()
     }
+
+    /// [`get_timestamp_in_term`](Tso::get_timestamp_in_term) if it can be answered at once,
+    /// from memory: `Ok(None)` when it would have to wait (persist a new high-water mark,
+    /// wait for another caller's allocation, learn who leads), so that the asynchronous
+    /// write path never blocks a runtime thread (D157). By default, never at once.
+    fn try_timestamp_in_term(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
+        let _ = term;
+        Ok(None)
+    }
 }
 
 /// An error from the timestamp oracle.
@@ -406,6 +415,12 @@ impl Tso for LocalTso {
 
     fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
         self.allocate(u64::from(count))
+    }
+
+    /// A local oracle has no term and waits for nothing but its own mark file, written on
+    /// the calling thread (it serves tests and single-process tools, not the server).
+    fn try_timestamp_in_term(&self, _term: u64) -> Result<Option<Timestamp>, TsoError> {
+        self.allocate(1).map(Some)
     }
 }
 

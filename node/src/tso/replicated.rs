@@ -64,6 +64,12 @@ pub trait TsoGroup: Send + Sync + std::fmt::Debug {
 
     /// Confirms that this node still leads in `term`, after everything issued so far.
     fn confirm_leadership(&self, term: u64) -> Result<(), TsoError>;
+
+    /// [`leader_term`](TsoGroup::leader_term) without waiting: `Ok(None)` where it would
+    /// wait (an election on, or this leader not ready yet). By default it may wait.
+    fn leader_term_now(&self) -> Result<Option<u64>, TsoError> {
+        self.leader_term().map(Some)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,12 +120,47 @@ impl ReplicatedTso {
         if in_term.is_some_and(|t| t != term) {
             return Err(TsoError::NotLeader { leader: None });
         }
+        let state = self.state.lock();
+        let last = self.issue(state, term, count, true)?;
+        let last = last.ok_or_else(|| TsoError::Unavailable("no timestamp issued".into()))?;
+        // Confirmed after the allocation, outside the lock (concurrent batches share the
+        // group's confirmation rounds). A timestamp for a write that must commit in `term`
+        // is not: see the module documentation.
+        if in_term.is_none() {
+            self.group.confirm_leadership(term)?;
+        }
+        Ok(last)
+    }
+
+    /// [`Tso::try_timestamp_in_term`]: one timestamp in `term` if nothing has to wait for
+    /// it (the group's leadership is known, no other allocation holds the state, the
+    /// window has room).
+    fn allocate_now(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
+        match self.group.leader_term_now()? {
+            Some(t) if t == term => {}
+            Some(_) => return Err(TsoError::NotLeader { leader: None }),
+            None => return Ok(None),
+        }
+        let Some(state) = self.state.try_lock() else {
+            return Ok(None);
+        };
+        self.issue(state, term, 1, false)
+    }
+
+    /// Issues `count` timestamps of `term` under the state lock, persisting a new mark
+    /// first when the window runs out (only if `may_persist`: `Ok(None)` otherwise).
+    fn issue(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        term: u64,
+        count: u64,
+        may_persist: bool,
+    ) -> Result<Option<Timestamp>, TsoError> {
         let now = self.clock.now_ms();
         if now >= MAX_PHYSICAL_MS {
             return Err(TsoError::ClockOverflow);
         }
-        let last = {
-            let mut state = self.state.lock();
+        {
             if state.term != term {
                 // A new term: whatever this node issued before, a leader in between may have
                 // issued up to the applied mark; start above it.
@@ -134,6 +175,9 @@ impl ReplicatedTso {
                 .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
                 .ok_or(TsoError::ClockOverflow)?;
             if physical(last) >= state.mark_ms {
+                if !may_persist {
+                    return Ok(None);
+                }
                 let mark = physical(last)
                     .saturating_add(self.save_interval_ms)
                     .min(MAX_PHYSICAL_MS);
@@ -147,15 +191,8 @@ impl ReplicatedTso {
                 state.persists += 1;
             }
             state.next = last + 1;
-            last
-        };
-        // Confirmed after the allocation, outside the lock (concurrent batches share the
-        // group's confirmation rounds). A timestamp for a write that must commit in `term`
-        // is not: see the module documentation.
-        if in_term.is_none() {
-            self.group.confirm_leadership(term)?;
+            Ok(Some(last))
         }
-        Ok(last)
     }
 }
 
@@ -170,5 +207,9 @@ impl Tso for ReplicatedTso {
 
     fn get_timestamp_in_term(&self, term: u64) -> Result<Timestamp, TsoError> {
         self.allocate(1, Some(term))
+    }
+
+    fn try_timestamp_in_term(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
+        self.allocate_now(term)
     }
 }

@@ -40,6 +40,6 @@ pub use manager::{
 };
 pub use node_meta::NodeMeta;
 pub use shard_client::{LockWait, RemoteWait, ShardClient};
-pub use shard_writer::{EngineWriter, ShardWriter, WriteTicket};
-pub use storage::Storage;
+pub use shard_writer::{EngineWriter, ShardWriter, WriteFuture, WriteTicket};
+pub use storage::{BlindWrite, Storage};
 pub use txn_id::TxnIds;

@@ -1,6 +1,8 @@
 //! One-phase commits: the command's checks and records, the max_ts rule under a forced
 //! interleaving (and what goes wrong without it), SERIALIZABLE with one phase, the fall
-//! back to two phases, and unknown outcomes settled.
+//! back to two phases, and unknown outcomes settled. Then blind writes (D157): one write at
+//! one timestamp, what they decline, a held latch, the max_ts rule for them, and
+//! `TxnManager::write_one` choosing between them and a transaction.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -13,7 +15,7 @@ use crate::tso::{LocalTso, LocalTsoOptions, Tso};
 
 use super::actions::{Mutation, PrewriteOptions};
 use super::shard_writer::{EngineWriter, ShardWriter, WriteTicket};
-use super::{Isolation, Storage, TxnConfig, TxnError, TxnManager};
+use super::{BlindWrite, Isolation, Storage, TxnConfig, TxnError, TxnManager};
 
 fn storage() -> (tempfile::TempDir, Arc<Storage>) {
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +45,7 @@ fn no_locks(s: &Storage) -> bool {
 #[test]
 fn one_pc_writes_commit_records_and_no_locks_and_answers_a_retry_alike() {
     let (_d, s) = storage();
-    let long = vec![7u8; 200];
+    let long = vec![7u8; crate::mvcc::record::SHORT_VALUE_MAX + 45];
     let ms = [
         put(b"a", b"1"),
         put(b"b", &long),
@@ -402,4 +404,226 @@ fn a_concurrent_reader_never_sees_a_snapshot_change_under_many_one_pc_commits() 
     for w in writers {
         w.join().unwrap();
     }
+}
+
+// The asynchronous write path of single-key writes (D157): `Storage::blind_write` and
+// `TxnManager::write_one` over it.
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn blind(s: &Arc<Storage>, m: Mutation) -> Result<BlindWrite> {
+    run(Arc::clone(s).blind_write(m))
+}
+
+fn committed(outcome: Result<BlindWrite>) -> Timestamp {
+    match outcome {
+        Ok(BlindWrite::Committed(ts)) => ts,
+        other => panic!("not committed: {other:?}"),
+    }
+}
+
+fn declined(outcome: &Result<BlindWrite>) -> bool {
+    matches!(outcome, Ok(BlindWrite::Declined(_)))
+}
+
+/// Commit records of `key`: (commit_ts, start_ts), newest first.
+fn records(s: &Storage, key: &[u8]) -> Vec<(Timestamp, Timestamp)> {
+    let mut seen = Vec::new();
+    MvccReader::new(s.db(), None)
+        .scan_writes(key, Timestamp::MAX, 0, |commit_ts, w| {
+            seen.push((commit_ts, w.start_ts));
+            true
+        })
+        .unwrap();
+    seen
+}
+
+#[test]
+fn a_blind_write_is_one_write_at_one_timestamp_above_every_issued_one() {
+    let e = env(true, TxnConfig::default());
+    // No max_ts floor in this term yet: declined, nothing written.
+    assert!(declined(&blind(&e.storage, put(b"k", b"v"))));
+    assert_eq!(e.writes(), 0);
+    e.transfer(&[b"warm-up"]).unwrap();
+    let before = e.writes();
+    let issued = e.tso.get_timestamp().unwrap();
+    let ts = committed(blind(&e.storage, put(b"k", b"v")));
+    assert!(ts > issued, "above every timestamp issued before");
+    assert_eq!(e.writes(), before + 1, "one write");
+    assert_eq!(
+        records(&e.storage, b"k"),
+        [(ts, ts)],
+        "start_ts = commit_ts"
+    );
+    assert!(no_locks(&e.storage));
+    assert_eq!(e.storage.get(b"k", ts, &[]).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(e.storage.get(b"k", ts - 1, &[]).unwrap(), None);
+    let del = committed(blind(&e.storage, Mutation::Delete(b"k".to_vec())));
+    assert!(del > ts);
+    assert!(e.tso.get_timestamp().unwrap() > del, "never issued again");
+    let (t, _) = e.mgr.begin(Isolation::Snapshot, true).unwrap();
+    assert_eq!(
+        e.mgr.get(t, b"k").unwrap(),
+        None,
+        "a later snapshot sees the delete"
+    );
+    assert!(blind(&e.storage, Mutation::Lock(b"k".to_vec())).is_err());
+}
+
+#[test]
+fn a_blind_write_declines_what_would_wait_and_writes_nothing() {
+    let e = env(true, TxnConfig::default());
+    e.transfer(&[b"warm-up"]).unwrap();
+    // A live lock on the key.
+    let lock_ts = e.tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: b"locked".to_vec(),
+        ttl_ms: 60_000,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    e.storage
+        .prewrite(&[put(b"locked", b"x")], &options, lock_ts)
+        .unwrap();
+    // A range locked by a committing SERIALIZABLE transaction.
+    e.storage
+        .lock_ranges(
+            e.tso.get_timestamp().unwrap(),
+            &[(b"r".to_vec(), Some(b"s".to_vec()))],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let before = e.writes();
+    assert!(declined(&blind(&e.storage, put(b"locked", b"w"))));
+    assert!(declined(&blind(&e.storage, put(b"r1", b"w"))));
+    assert_eq!(e.writes(), before, "nothing written");
+    assert_eq!(records(&e.storage, b"locked"), []);
+    // A read above the oracle's timestamps raised max_ts past them: the oracle's next
+    // timestamp would fall below it.
+    let ahead = crate::tso::compose(
+        crate::tso::physical(e.tso.get_timestamp().unwrap()) + 60_000,
+        0,
+    );
+    assert_eq!(e.storage.get(b"other", ahead, &[]).unwrap(), None);
+    assert!(declined(&blind(&e.storage, put(b"z", b"w"))));
+    assert_eq!(e.writes(), before);
+}
+
+#[test]
+fn a_blind_write_meeting_a_held_latch_declines_while_other_keys_go_on() {
+    let e = Arc::new(env(true, TxnConfig::default()));
+    e.transfer(&[b"warm-up"]).unwrap();
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = parking_lot::Mutex::new(go_rx);
+    let armed = std::sync::atomic::AtomicBool::new(true);
+    // Pauses the first one-phase commit after it chose its timestamp, latches held.
+    e.storage.set_one_pc_hook(Arc::new(move |_| {
+        if armed.swap(false, Ordering::SeqCst) {
+            paused_tx.send(()).unwrap();
+            let _ = go_rx.lock().recv_timeout(Duration::from_secs(10));
+        }
+    }));
+    let committer = {
+        let e = Arc::clone(&e);
+        std::thread::spawn(move || e.transfer(&[b"held"]))
+    };
+    paused_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(declined(&blind(&e.storage, put(b"held", b"w"))));
+    // "free" hashes to another latch slot than "held" (fixed hash, 2048 slots).
+    let free = committed(blind(&e.storage, put(b"free", b"w")));
+    go_tx.send(()).unwrap();
+    let first = committer.join().unwrap().unwrap().unwrap();
+    let later = committed(blind(&e.storage, put(b"held", b"w")));
+    assert!(later > first && free > 0);
+    assert_eq!(
+        e.storage.get(b"held", later, &[]).unwrap(),
+        Some(b"w".to_vec())
+    );
+}
+
+#[test]
+fn a_reader_meeting_a_blind_write_between_its_timestamp_and_apply_waits_for_it() {
+    let e = Arc::new(env(true, TxnConfig::default()));
+    e.transfer(&[b"warm-up"]).unwrap();
+    let (chosen_tx, chosen_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = parking_lot::Mutex::new(go_rx);
+    e.storage.set_one_pc_hook(Arc::new(move |ts| {
+        chosen_tx.send(ts).unwrap();
+        let _ = go_rx.lock().recv_timeout(Duration::from_secs(10));
+    }));
+    let writer = {
+        let s = Arc::clone(&e.storage);
+        std::thread::spawn(move || blind(&s, put(b"k", b"v")))
+    };
+    let chosen = chosen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // A snapshot taken after the write chose its timestamp must include it.
+    let read_ts = e.tso.get_timestamp().unwrap();
+    assert!(read_ts > chosen);
+    let reader = {
+        let s = Arc::clone(&e.storage);
+        std::thread::spawn(move || s.get(b"k", read_ts, &[]).unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !reader.is_finished(),
+        "the reader waits while the write it could miss is between choice and apply"
+    );
+    go_tx.send(()).unwrap();
+    assert_eq!(committed(writer.join().unwrap()), chosen);
+    assert_eq!(
+        reader.join().unwrap(),
+        Some(b"v".to_vec()),
+        "it waited and saw it"
+    );
+}
+
+#[test]
+fn write_one_is_blind_where_it_can_and_a_transaction_where_it_declines() {
+    let e = env(true, TxnConfig::default());
+    let mgr = Arc::new(TxnManager::new(
+        Arc::clone(&e.storage),
+        Arc::clone(&e.tso),
+        TxnConfig::default(),
+    ));
+    let once = |key: &[u8]| {
+        let r = run(Arc::clone(&mgr).write_one(key.to_vec(), Some(b"v".to_vec()), 3)).unwrap();
+        (r.start_ts, r.commit_ts.unwrap())
+    };
+    // The term's first write takes the max_ts floor: a transaction.
+    let (start, commit) = once(b"a");
+    assert!(start < commit);
+    // Then blind: one timestamp, one write.
+    let before = e.writes();
+    let (start, commit) = once(b"b");
+    assert_eq!(start, commit);
+    assert_eq!(e.writes(), before + 1);
+    // An expired lock of a crashed coordinator: declined, so the transaction resolves it.
+    let lock_ts = e.tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: b"c".to_vec(),
+        ttl_ms: 0,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    e.storage
+        .prewrite(&[put(b"c", b"old")], &options, lock_ts)
+        .unwrap();
+    let (start, commit) = once(b"c");
+    assert!(start < commit, "a transaction");
+    assert_eq!(
+        e.storage.get(b"c", commit, &[]).unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert!(no_locks(&e.storage));
 }

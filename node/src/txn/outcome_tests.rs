@@ -170,3 +170,77 @@ fn execute_never_runs_again_after_a_commit_whose_outcome_is_unknown() {
     assert_eq!(writes[..2], [Apply, LoseUnknown]);
     assert!(writes[2..].iter().all(|s| *s == NotLeader), "{writes:?}");
 }
+
+/// A manager whose storage may take its max_ts floor (one-phase commits and blind writes),
+/// with its first write (the floor's transaction) applied.
+fn blind_env(script: &[Step], then: Step) -> (Env, Arc<TxnManager>) {
+    // The warm-up transaction's one write, then the script.
+    let e = env(&[&[Apply], script].concat(), then);
+    let storage = Arc::clone(e.mgr.storage());
+    let tso: Arc<dyn crate::tso::Tso> =
+        Arc::new(LocalTso::open(LocalTsoOptions::new(e._dir.path().join("tso2"))).unwrap());
+    storage.set_ts_source(Arc::clone(&tso));
+    let config = TxnConfig {
+        outcome_resolve_timeout: Duration::from_millis(100),
+        ..TxnConfig::default()
+    };
+    let mgr = Arc::new(TxnManager::new(storage, tso, config));
+    run(Arc::clone(&mgr).write_one(b"warm-up".to_vec(), Some(b"v".to_vec()), 1)).unwrap();
+    assert_eq!(
+        *e.writer.writes.lock(),
+        [Apply],
+        "the warm-up is one transaction"
+    );
+    e.writer.writes.lock().clear();
+    (e, mgr)
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_blind_write_applied_with_its_reply_lost_is_settled_committed() {
+    // The blind write applies and its outcome is reported unknown; settling (a rollback of
+    // the key at its timestamp) finds the commit record and writes nothing.
+    let (e, mgr) = blind_env(&[ApplyThenUnknown], NotLeader);
+    let r = run(Arc::clone(&mgr).write_one(b"k".to_vec(), Some(b"v".to_vec()), 3)).unwrap();
+    assert_eq!(
+        r.commit_ts,
+        Some(r.start_ts),
+        "the blind write's own timestamp"
+    );
+    assert_eq!(*e.writer.writes.lock(), [ApplyThenUnknown]);
+    assert_eq!(e.read(b"k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_blind_write_lost_with_its_leader_is_rolled_back_then_written_once_as_a_transaction() {
+    // Lost: the settling rollback record makes "not committed" certain, so the write runs
+    // again as a transaction, exactly once.
+    let (e, mgr) = blind_env(&[LoseUnknown, Apply, Apply], NotLeader);
+    let r = run(Arc::clone(&mgr).write_one(b"k".to_vec(), Some(b"v".to_vec()), 3)).unwrap();
+    assert!(r.start_ts < r.commit_ts.unwrap(), "the transaction's");
+    assert_eq!(*e.writer.writes.lock(), [LoseUnknown, Apply, Apply]);
+    assert_eq!(e.read(b"k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_blind_write_whose_outcome_cannot_be_settled_is_reported_unknown() {
+    let (e, mgr) = blind_env(&[LoseUnknown], NotLeader);
+    let r = run(Arc::clone(&mgr).write_one(b"k".to_vec(), Some(b"v".to_vec()), 3));
+    assert!(
+        matches!(r, Err(TxnError::Mvcc(MvccError::OutcomeUnknown(_)))),
+        "{r:?}"
+    );
+    let writes = e.writer.writes.lock().clone();
+    assert_eq!(writes[0], LoseUnknown);
+    assert!(
+        writes[1..].iter().all(|s| *s == NotLeader),
+        "only settling attempts: {writes:?}"
+    );
+}

@@ -164,6 +164,12 @@ impl RangeLocks {
         self.gate.read()
     }
 
+    /// [`enter_prewrite`](Self::enter_prewrite) if no registration holds the gate or waits
+    /// for it; `None` otherwise (the asynchronous write path never waits for it).
+    pub fn try_enter_prewrite(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        self.gate.try_read()
+    }
+
     /// A transaction other than `writer` whose range lock covers `key`.
     pub fn conflicting(&self, key: &[u8], writer: Timestamp) -> Option<Timestamp> {
         self.conflicting_at(key, writer, Instant::now())

@@ -26,14 +26,15 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::mvcc::{Result, ScanLimit, ScanPage, Timestamp};
+use crate::mvcc::{MvccError, Result, ScanLimit, ScanPage, Timestamp};
 
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
 use super::lock_wait::Waiter;
 use super::range_locks::KeyRange;
-use super::storage::Storage;
+use super::storage::{BlindWrite, Storage};
 
 /// A future a remote wait returns.
 pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
@@ -186,7 +187,19 @@ pub trait ShardClient: Send + Sync + Debug {
     /// This node's replica, if it leads the shard now: leader work (GC, the stale-lock
     /// resolver) runs only there.
     fn local_leader(&self) -> Option<&Storage>;
+
+    /// [`Storage::blind_write`] at the shard's leader, as a future that holds no thread
+    /// (D157); `None` when this client has no such path (the caller runs the write as a
+    /// transaction). Besides `Storage::blind_write`'s outcomes: `OutcomeUnknown` when the
+    /// leader's answer was lost (the timestamp is then unknown: nothing to settle by).
+    fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
+        let _ = mutation;
+        None
+    }
 }
+
+/// What [`ShardClient::blind_write`] returns.
+pub type BlindFuture = Pin<Box<dyn Future<Output = Result<BlindWrite>> + Send + 'static>>;
 
 impl ShardClient for Storage {
     fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
@@ -290,5 +303,14 @@ impl ShardClient for Storage {
 
     fn local_leader(&self) -> Option<&Storage> {
         Some(self)
+    }
+
+    /// Here, as a task of its own: once proposed, a write is not cut short by its caller.
+    fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
+        Some(Box::pin(async move {
+            tokio::spawn(Storage::blind_write(self, mutation))
+                .await
+                .map_err(|e| MvccError::Unavailable(format!("blind write task failed: {e}")))?
+        }))
     }
 }

@@ -17,8 +17,14 @@
 //! the other leader's writes to the same keys), so the Raft writer carries the term in the
 //! command and the state machine refuses it under any other term.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::lsm::{Db, WriteBatch, WriteOptions};
 use crate::mvcc::Result;
+
+/// What [`ShardWriter::write_async`] returns.
+pub type WriteFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
 
 /// The state a command was computed from: the leader term (0 for [`EngineWriter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,21 @@ pub trait ShardWriter: Send + Sync + std::fmt::Debug {
     /// Makes `batch` part of the shard and returns once it is applied on this replica.
     /// `NotLeader` if it definitely was not applied; `OutcomeUnknown` if it may have been.
     fn write(&self, ticket: WriteTicket, batch: WriteBatch) -> Result<()>;
+
+    /// [`begin_write`](ShardWriter::begin_write) without waiting: `Ok(None)` where it
+    /// would wait (an election on, or this leader not ready yet). The asynchronous write
+    /// path (D157) then takes the blocking one. By default it may wait.
+    fn begin_write_now(&self) -> Result<Option<WriteTicket>> {
+        self.begin_write().map(Some)
+    }
+
+    /// [`write`](ShardWriter::write) as a future that holds no thread while the batch
+    /// commits: the same outcomes. By default the write is made at once, on the calling
+    /// thread (the engine writer of tests syncs its WAL there).
+    fn write_async(&self, ticket: WriteTicket, batch: WriteBatch) -> WriteFuture {
+        let outcome = self.write(ticket, batch);
+        Box::pin(std::future::ready(outcome))
+    }
 
     /// Returns once this replica's state includes every write acknowledged anywhere before
     /// the call (a confirmed leader that has applied up to the read index). `NotLeader`

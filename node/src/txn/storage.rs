@@ -72,6 +72,22 @@ pub struct Storage {
     one_pc_hook: parking_lot::Mutex<Option<OnePcHook>>,
 }
 
+/// What [`Storage::blind_write`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlindWrite {
+    /// Committed at this timestamp (the transaction's start_ts too).
+    Committed(Timestamp),
+    /// Nothing was written and nothing is pending: why. Run it as a transaction.
+    Declined(&'static str),
+    /// Proposed, but whether it commits is unknown: settle it through the key at `ts`.
+    Unknown {
+        /// The transaction's start_ts (and commit_ts, if it committed).
+        ts: Timestamp,
+        /// Why the outcome is unknown.
+        reason: String,
+    },
+}
+
 /// Tests: what [`Storage::set_one_pc_hook`] installs (called with the chosen commit_ts).
 #[cfg(test)]
 pub(crate) struct OnePcHook(pub Arc<dyn Fn(Timestamp) + Send + Sync>);
@@ -306,6 +322,104 @@ impl Storage {
                     .try_for_each(|m| actions::prewrite(txn, reader, m, options))
             },
         )
+    }
+
+    /// Commits the single-key write `mutation` (a put or a delete, nothing read) in one
+    /// phase at a timestamp this leader chooses, holding no thread while the batch commits:
+    /// the asynchronous write path of `Kv.Put` and `Kv.Delete` (D157, see
+    /// `docs/architecture/transactions.md`). The timestamp is both the transaction's
+    /// start_ts and its commit_ts: taken from the oracle in the ticket's term, under the
+    /// key's latch and memory lock, so it is above every read served so far and every
+    /// commit of the key, and no other transaction is ever given it.
+    ///
+    /// Whatever would wait is declined before anything is written or proposed
+    /// ([`BlindWrite::Declined`]): no ready leader or no `max_ts` floor in this term yet, a
+    /// held latch or range-lock gate, a lock on the key, a range lock over it, an oracle
+    /// window to extend. The caller then runs the write as an ordinary transaction, which
+    /// waits where this declines. Once proposed, the outcome is the writer's:
+    /// [`BlindWrite::Committed`], [`BlindWrite::Unknown`] (settle it through the key, the
+    /// transaction's primary, at that timestamp), `Declined` for a proposal refused
+    /// without effect (`NotLeader`), or another error (nothing applied).
+    // The gate, latch and memory lock are held across the proposal on purpose, as every
+    // write command holds them until its batch is applied. No runtime thread ever waits for
+    // them: this path only tries them, and the commands that wait for them run on blocking
+    // threads, which the proposal's completion does not need.
+    #[allow(clippy::await_holding_lock)]
+    pub async fn blind_write(self: Arc<Self>, mutation: Mutation) -> Result<BlindWrite> {
+        let this: &Storage = &self;
+        if matches!(mutation, Mutation::Lock(_)) {
+            return Err(MvccError::Engine(crate::lsm::Error::InvalidArgument(
+                "a blind write puts or deletes its key".into(),
+            )));
+        }
+        let key = mutation.key();
+        let Some(tso) = this.ts_source.get() else {
+            return Ok(BlindWrite::Declined("no oracle"));
+        };
+        let Some(ticket) = this.writer.begin_write_now()? else {
+            return Ok(BlindWrite::Declined("no ready leader here"));
+        };
+        if this.cm.synced_term() != Some(ticket.term) {
+            return Ok(BlindWrite::Declined("no max_ts floor in this term yet"));
+        }
+        let Some(_gate) = this.range_locks.try_enter_prewrite() else {
+            return Ok(BlindWrite::Declined("range locks are being registered"));
+        };
+        // 0 is no transaction's start_ts: every range lock over the key counts.
+        if this.range_locks.conflicting(key, 0).is_some() {
+            return Ok(BlindWrite::Declined("the key is in a locked range"));
+        }
+        let Some(_latches) = this.latches.try_acquire([key]) else {
+            return Ok(BlindWrite::Declined(
+                "another command holds the key's latch",
+            ));
+        };
+        let Some(memory) = this.cm.lock_for_one_pc([key.to_vec()], ticket.term, 0, 1) else {
+            return Ok(BlindWrite::Declined("the leader changed"));
+        };
+        let ts = match tso.try_timestamp_in_term(ticket.term) {
+            Ok(Some(ts)) => ts,
+            Ok(None) | Err(_) => return Ok(BlindWrite::Declined("no timestamp at once")),
+        };
+        if ts < memory.commit_ts {
+            return Ok(BlindWrite::Declined(
+                "a read above the oracle's timestamps was served",
+            ));
+        }
+        this.safe_point.check(ts)?;
+        let batch = {
+            let reader = MvccReader::new(&this.db, None);
+            match actions::one_pc_check(&reader, &mutation, ts) {
+                Ok(None) => {}
+                Ok(Some(_))
+                | Err(
+                    MvccError::KeyIsLocked(_)
+                    | MvccError::WriteConflict { .. }
+                    | MvccError::AlreadyRolledBack { .. }
+                    | MvccError::OnePcRefused(_),
+                ) => return Ok(BlindWrite::Declined("the key is locked or newer")),
+                Err(e) => return Err(e),
+            }
+            #[cfg(test)]
+            {
+                let hook = this.one_pc_hook.lock().as_ref().map(|h| Arc::clone(&h.0));
+                if let Some(hook) = hook {
+                    hook(ts);
+                }
+            }
+            let mut txn = MvccTxn::new(ts);
+            actions::one_pc_write(&mut txn, &mutation, ts);
+            txn.into_parts().0
+        };
+        let outcome = match this.writer.write_async(ticket, batch).await {
+            Ok(()) => BlindWrite::Committed(ts),
+            Err(MvccError::OutcomeUnknown(reason)) => BlindWrite::Unknown { ts, reason },
+            Err(MvccError::NotLeader { .. }) => BlindWrite::Declined("the proposal was refused"),
+            Err(e) => return Err(e),
+        };
+        // Applied (or not at all): readers waiting on the memory lock may go.
+        drop(memory);
+        Ok(outcome)
     }
 
     /// Commits all `mutations` of transaction `start_ts` in one phase (the first key is the

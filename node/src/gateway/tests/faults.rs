@@ -1,6 +1,6 @@
 //! Gateways under faults: leader changes around range locks, lost replies settled through
 //! the primary, refused and unreachable leaders, batched timestamps, GC placement and
-//! one-phase commits at a remote leader.
+//! one-phase commits and blind writes (D157) at a remote leader.
 
 use super::*;
 
@@ -427,4 +427,69 @@ fn one_phase_commits_run_at_a_remote_leader_and_settle_lost_replies() {
     a.mgr.write(t2, b"x", None).unwrap();
     assert!(b.mgr.commit(t1).unwrap().is_some());
     assert!(matches!(a.mgr.commit(t2), Err(TxnError::Conflict { .. })));
+}
+
+#[test]
+fn blind_writes_run_at_a_remote_leader_and_a_lost_reply_is_never_sent_again() {
+    let c = Cluster::start(
+        2,
+        TxnConfig {
+            outcome_resolve_timeout: Duration::from_millis(300),
+            ..TxnConfig::default()
+        },
+        RouterConfig {
+            retry_deadline: Duration::from_millis(200),
+            ..router_config()
+        },
+    );
+    let (a, b) = (c.node(1), c.node(2));
+    a.storage.set_ts_source(a.local_tso.clone());
+    let one = |n: &Node, key: &[u8]| {
+        c.rt()
+            .block_on(Arc::clone(&n.mgr).write_one(key.to_vec(), Some(b"v".to_vec()), 8))
+    };
+    // The term's first write takes the leader's max_ts floor, as a transaction.
+    let r = one(b, b"warm-up").unwrap();
+    assert!(r.start_ts < r.commit_ts.unwrap());
+    let one_pcs = a.service.calls("one_pc");
+    // Then from the follower: one BlindWrite at the leader, at one timestamp.
+    let r = one(b, b"k").unwrap();
+    assert_eq!(r.commit_ts, Some(r.start_ts));
+    assert_eq!(a.service.calls("blind_write"), 2);
+    assert_eq!(a.service.calls("one_pc"), one_pcs, "no transaction");
+    assert_eq!(a.stored(b"k"), Some(b"v".to_vec()));
+    // On the leader itself: no call at all.
+    let r = one(a, b"here").unwrap();
+    assert_eq!(r.commit_ts, Some(r.start_ts));
+    assert_eq!(a.service.calls("blind_write"), 2);
+    // Declined at the leader (a crashed coordinator's expired lock on the key): the
+    // follower runs it as a transaction, which resolves the lock.
+    let lock_ts = a.local_tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: b"locked".to_vec(),
+        ttl_ms: 0,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    a.storage
+        .prewrite(
+            &[Mutation::Put(b"locked".to_vec(), b"old".to_vec())],
+            &options,
+            lock_ts,
+        )
+        .unwrap();
+    let r = one(b, b"locked").unwrap();
+    assert!(r.start_ts < r.commit_ts.unwrap(), "a transaction");
+    assert_eq!(a.service.calls("blind_write"), 3);
+    assert_eq!(a.stored(b"locked"), Some(b"v".to_vec()));
+    // Carried out, its reply lost: the leader chose the timestamp, so a second attempt
+    // would be a second write. OutcomeUnknown at once, sent once.
+    a.hook.drop.lock().insert("blind_write", 1);
+    let r = one(b, b"lost");
+    assert!(
+        matches!(r, Err(TxnError::Mvcc(MvccError::OutcomeUnknown(_)))),
+        "{r:?}"
+    );
+    assert_eq!(a.service.calls("blind_write"), 4, "not sent again");
+    assert_eq!(a.stored(b"lost"), Some(b"v".to_vec()));
 }

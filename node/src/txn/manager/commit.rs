@@ -53,8 +53,10 @@ use super::{
 use crate::mvcc::{LockInfo, MvccError, Timestamp};
 use crate::tso::physical;
 use crate::txn::actions::{Mutation, PrewriteOptions};
+use crate::txn::limits::TxnFootprint;
 use crate::txn::range_locks::KeyRange;
 use crate::txn::shard_client::{LockWait, ShardClient};
+use crate::txn::BlindWrite;
 
 /// Errors before the commit point (the primary's commit) leave nothing committed: a
 /// prewrite whose outcome is unknown may have left locks, which expire and are resolved
@@ -447,6 +449,79 @@ impl TxnManager {
             Exec::Pool(self).execute(Arc::new(request), attempts).await
         }))
         .await
+    }
+
+    /// Writes one key (`Some(value)`: a put, `None`: a delete) without reading anything:
+    /// `Kv.Put` and `Kv.Delete`. First on the asynchronous write path (D157,
+    /// [`Storage::blind_write`](crate::txn::Storage::blind_write) at the shard's leader):
+    /// one proposal at a timestamp the leader chooses, no timestamp round and no thread
+    /// held while it commits. Where that path declines (it would wait, or the key is
+    /// locked), as a one-shot transaction ([`execute_async`](TxnManager::execute_async),
+    /// up to `attempts` times). An unknown outcome is settled through the key at the
+    /// proposal's timestamp before answering; if the timestamp is unknown too (the
+    /// leader's answer was lost), the answer is `OutcomeUnknown`.
+    pub async fn write_one(
+        self: Arc<Self>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        attempts: usize,
+    ) -> Result<ExecuteResponse> {
+        let mutation = match value.clone() {
+            Some(v) => Mutation::Put(key.clone(), v),
+            None => Mutation::Delete(key.clone()),
+        };
+        if self.one_pc_fits(std::slice::from_ref(&mutation)) {
+            // Counted against the node's memory for open transactions, as a transaction
+            // buffering the write would be.
+            let mut footprint = TxnFootprint::new(&self.memory)?;
+            footprint.replace(
+                0,
+                key.len() + value.as_ref().map_or(0, Vec::len),
+                &self.config,
+            )?;
+            if let Some(write) = Arc::clone(&self.shards).blind_write(mutation) {
+                let settled = match write.await {
+                    Ok(BlindWrite::Committed(ts)) => Some(ts),
+                    Ok(BlindWrite::Declined(why)) => {
+                        tracing::trace!(why, "blind write declined; as a transaction");
+                        None
+                    }
+                    Ok(BlindWrite::Unknown { ts, reason }) => {
+                        let m = Arc::clone(&self);
+                        let primary = key.clone();
+                        let first = MvccError::OutcomeUnknown(reason);
+                        let settled = tokio::task::spawn_blocking(move || {
+                            m.settle_one_pc(&primary, ts, first)
+                        })
+                        .await
+                        .map_err(|e| TxnError::TaskFailed(e.to_string()))?;
+                        match settled {
+                            Ok(ts) => Some(ts),
+                            // Rolled back for good: nothing was written; try again.
+                            Err(TxnError::NotCommitted(_)) => None,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    // Refused without effect: the transaction path routes and retries.
+                    Err(MvccError::NotLeader { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(ts) = settled {
+                    return Ok(ExecuteResponse {
+                        succeeded: true,
+                        failed_precondition: None,
+                        reads: Vec::new(),
+                        start_ts: ts,
+                        commit_ts: Some(ts),
+                    });
+                }
+            }
+        }
+        let request = ExecuteRequest {
+            writes: vec![(key, value)],
+            ..ExecuteRequest::default()
+        };
+        self.execute_async(request, attempts).await
     }
 
     /// Moves transaction `id` to `Committing` and takes its buffered work; the plan is
