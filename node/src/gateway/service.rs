@@ -358,7 +358,7 @@ impl Shard for ShardService {
         .await
     }
 
-    /// Not through [`serve`](ShardService::serve): the write runs on the runtime, holding no
+    /// Not through `serve`: the write runs on the runtime, holding no
     /// thread while it commits (D157), as a task of its own, so that a caller giving up
     /// cannot cut it short between its proposal and its apply (its latch and memory lock
     /// are held until the apply).

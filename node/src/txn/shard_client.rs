@@ -5,7 +5,7 @@
 //! the gateway's router (`crate::gateway::ShardRouter`), which runs each command on this
 //! node's replica when it leads the shard and sends it to the leader otherwise. The contract
 //! is `Storage`'s, error for error: a remote leader's `KeyIsLocked`, `WriteConflict`,
-//! `OutcomeUnknown`, ... arrive as the same [`MvccError`](crate::mvcc::MvccError) values, so the coordinator's
+//! `OutcomeUnknown`, ... arrive as the same [`MvccError`] values, so the coordinator's
 //! handling (lock resolution, waits, outcome settling in `manager/commit.rs`) is the same
 //! whether the shard is here or not.
 //!
