@@ -3,16 +3,19 @@
 //! them.
 //!
 //! ## Apply without the WAL
-//! Each entry becomes one LSM batch: the command's writes, the replicated values it raises
-//! and the shard's applied index, written without the LSM's WAL (the raft log already holds
-//! the entry). So the applied index on disk is always exactly the state beside it, and a
-//! crash loses a suffix of applies, never part of one:
+//! The entries of one apply call become LSM batches: the commands' writes, the replicated
+//! values they raise and the shard's applied index (the last entry's), written without the
+//! LSM's WAL (the raft log already holds the entries). Consecutive entries share one batch
+//! (D159), which ends after a membership change and before the engine's batch limit: one
+//! engine write and one applied-index record per run of entries, not per entry. So the
+//! applied index on disk is always exactly the state beside it, and a crash loses a suffix
+//! of applies, never part of one:
 //!
 //! ```text
-//!   entry i ──► one unlogged LSM batch { command's writes ; tso ; safe point ; applied = i }
-//!                 │ (memtable: visible at once)
-//!                 ▼ flush (Db::flushed_seq passes the batch's sequence number)
-//!               durable: durable_applied_index() = i   ──► the raft log may be compacted to i
+//!   entries i..=j ──► one unlogged LSM batch { their writes ; tso ; safe point ; applied = j }
+//!                   │ (memtable: visible at once)
+//!                   ▼ flush (Db::flushed_seq passes the batch's sequence number)
+//!                 durable: durable_applied_index() = j   ──► the raft log may be compacted to j
 //! ```
 //!
 //! At open the applied index is read from the LSM, which after a crash holds what the last
@@ -563,16 +566,16 @@ impl KvApply {
         None
     }
 
-    /// Applies one entry as one unlogged LSM batch; returns why it was refused, if it was.
-    fn apply_entry(&mut self, e: &Entry) -> Result<Option<RaftStoreError>> {
-        if e.index != self.applied + 1 {
+    /// Adds entry `e` to `group` (the entries of one LSM batch, see [`Apply::apply`]);
+    /// returns why it was refused, if it was (a refused entry only advances the index).
+    fn stage(&mut self, e: &Entry, group: &mut Group) -> Result<Option<RaftStoreError>> {
+        let after = group.last.unwrap_or(self.applied);
+        if e.index != after + 1 {
             return Err(RaftStoreError::Apply(format!(
-                "{}: entry {} after {}",
-                self.shard, e.index, self.applied
+                "{}: entry {} after {after}",
+                self.shard, e.index
             )));
         }
-        let mut batch = WriteBatch::new();
-        let (mut tso, mut gc) = (self.tso_high_water, self.gc_safe_point);
         let mut refused = None;
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
             let cmd = RaftCommand::decode(&e.data).map_err(|err| {
@@ -582,14 +585,13 @@ impl KvApply {
             if refused.is_none() {
                 for op in &cmd.ops {
                     match op {
-                        Op::Write(b) => batch.append(b),
-                        Op::SetTsoHighWater(t) => tso = tso.max(*t),
-                        Op::SetGcSafePoint(t) => gc = gc.max(*t),
+                        Op::Write(b) => group.batch.append(b),
+                        Op::SetTsoHighWater(t) => group.tso = group.tso.max(*t),
+                        Op::SetGcSafePoint(t) => group.gc = group.gc.max(*t),
                     }
                 }
             }
         }
-        let mut members = None;
         if e.get_entry_type() == EntryType::EntryConfChangeV2 {
             let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
             if !cc.context.is_empty() {
@@ -599,11 +601,8 @@ impl KvApply {
                         self.shard, e.index
                     ))
                 })?;
-                batch.put(
-                    ColumnFamily::RaftState,
-                    &shard_key(self.shard, MEMBERS),
-                    &cc.context,
-                );
+                // Before anything of the entry is staged: an error leaves the group as the
+                // entries before it left it.
                 if self.removes_own(&dir) {
                     if let Some(r) = self.removal.as_mut() {
                         (r.hook)().map_err(|err| {
@@ -614,9 +613,31 @@ impl KvApply {
                         })?;
                     }
                 }
-                members = Some(dir);
+                group.batch.put(
+                    ColumnFamily::RaftState,
+                    &shard_key(self.shard, MEMBERS),
+                    &cc.context,
+                );
+                group.members = Some(dir);
             }
         }
+        group.last = Some(e.index);
+        Ok(refused)
+    }
+
+    /// Writes `group` as one unlogged LSM batch with the applied index of its last entry,
+    /// then publishes what it changed.
+    fn write_group(&mut self, group: Group) -> Result<()> {
+        let Group {
+            mut batch,
+            last,
+            tso,
+            gc,
+            members,
+        } = group;
+        let Some(last) = last else {
+            return Ok(());
+        };
         if tso != self.tso_high_water {
             batch.put(
                 ColumnFamily::RaftState,
@@ -634,11 +655,11 @@ impl KvApply {
         batch.put(
             ColumnFamily::RaftState,
             &shard_key(self.shard, APPLIED),
-            &encode_u64(e.index),
+            &encode_u64(last),
         );
         let seq = self.db.write(batch, &WriteOptions::unlogged())?;
-        self.unflushed.push_back((seq, e.index));
-        self.applied = e.index;
+        self.unflushed.push_back((seq, last));
+        self.applied = last;
         self.tso_high_water = tso;
         self.gc_safe_point = gc;
         if let Some(dir) = members {
@@ -647,7 +668,27 @@ impl KvApply {
             self.sync_book(&old);
         }
         self.publish();
-        Ok(refused)
+        Ok(())
+    }
+
+    /// Writes `group` and starts the next one after it.
+    fn flush_group(&mut self, group: &mut Group) -> Result<()> {
+        let full = std::mem::replace(group, Group::placeholder());
+        self.write_group(full)?;
+        // Only now: the next group starts from the state this one left.
+        *group = self.group();
+        Ok(())
+    }
+
+    /// An empty group after the applied state.
+    fn group(&self) -> Group {
+        Group {
+            batch: WriteBatch::new(),
+            last: None,
+            tso: self.tso_high_water,
+            gc: self.gc_safe_point,
+            members: None,
+        }
     }
 
     /// Forgets the applies a flush now covers.
@@ -707,6 +748,29 @@ impl KvApply {
     }
 }
 
+/// Entries staged for one LSM batch: their writes, the last one's index, and the
+/// replicated state they leave.
+struct Group {
+    batch: WriteBatch,
+    last: Option<u64>,
+    tso: u64,
+    gc: u64,
+    members: Option<MemberDirectory>,
+}
+
+impl Group {
+    /// Stands in while a group is being written; never written itself.
+    fn placeholder() -> Group {
+        Group {
+            batch: WriteBatch::new(),
+            last: None,
+            tso: 0,
+            gc: 0,
+            members: None,
+        }
+    }
+}
+
 impl Apply for KvApply {
     fn apply(&mut self, shard: ShardId, entries: &[Entry]) -> Result<ApplyOutcome> {
         if shard != self.shard {
@@ -715,12 +779,30 @@ impl Apply for KvApply {
                 self.shard
             )));
         }
+        // Consecutive entries share one LSM batch (D159): one write and one applied-index
+        // record per group instead of per entry. A group ends after a membership change
+        // (the next entries' checks see its epoch and directory) and before it would pass
+        // the engine's batch limit.
         let mut rejected = Vec::new();
+        let mut group = self.group();
         for e in entries {
-            if let Some(why) = self.apply_entry(e)? {
-                rejected.push((e.index, why));
+            if group.last.is_some() && group.batch.encoded_len() + e.data.len() > MAX_BATCH_BYTES {
+                self.flush_group(&mut group)?;
+            }
+            match self.stage(e, &mut group) {
+                Ok(Some(why)) => rejected.push((e.index, why)),
+                Ok(None) => {}
+                Err(err) => {
+                    // The entries before the damaged one are applied, as one by one.
+                    self.write_group(group)?;
+                    return Err(err);
+                }
+            }
+            if e.get_entry_type() != EntryType::EntryNormal {
+                self.flush_group(&mut group)?;
             }
         }
+        self.write_group(group)?;
         self.note_flushed();
         Ok(ApplyOutcome {
             applied: self.applied,

@@ -600,3 +600,43 @@ fn a_restore_interrupted_half_way_is_reset_to_empty_at_open() {
     assert_eq!(shard_pairs(&db2), shard_pairs(&db1));
     scenario.teardown();
 }
+
+#[test]
+fn a_run_of_entries_is_one_engine_batch_and_a_membership_change_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let mut sm = open_apply(&db, KvApplyConfig::default());
+    let batches = || db.stats().batches_written;
+    let before = batches();
+    let run: Vec<Entry> = (1..=8)
+        .map(|i| normal(i, command(vec![puts(ColumnFamily::Default, &[("n", "v")])])))
+        .collect();
+    sm.apply(SHARD, &run).unwrap();
+    assert_eq!(batches() - before, 1, "eight entries, one batch");
+    assert_eq!(sm.applied_index(), 8);
+    // A TSO mark, then a membership change, then a write: the group after the change
+    // starts from the mark the first one left (it must not fall back).
+    let before = batches();
+    sm.apply(
+        SHARD,
+        &[
+            normal(9, command(vec![Op::SetTsoHighWater(2000)])),
+            conf_change(10),
+            normal(
+                11,
+                command(vec![puts(ColumnFamily::Default, &[("o", "w")])]),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(batches() - before, 2, "the change ends the first batch");
+    assert_eq!(sm.state().tso_high_water(), 2000);
+    assert_eq!(get(&db, ColumnFamily::Default, "o"), Some(b"w".to_vec()));
+    db.flush().unwrap();
+    drop(sm);
+    let sm = open_apply(&db, KvApplyConfig::default());
+    assert_eq!(
+        (sm.applied_index(), sm.state().tso_high_water()),
+        (11, 2000)
+    );
+}
