@@ -99,6 +99,10 @@ pub struct RouterStats {
     pub hints_followed: AtomicU64,
     /// Calls sent again after their answer was lost.
     pub resent: AtomicU64,
+    /// Blind writes queued to be forwarded to the leader (D160).
+    pub forwarded: AtomicU64,
+    /// Batches of them sent.
+    pub forward_batches: AtomicU64,
 }
 
 /// Whether a command may be sent again after its answer was lost.
@@ -415,6 +419,7 @@ pub struct ShardRouter {
     /// The shard's epoch as the leader last told it (`None`: this replica's).
     epoch: Mutex<Option<ShardEpoch>>,
     stats: RouterStats,
+    forwards: Forwards,
 }
 
 impl ShardRouter {
@@ -437,6 +442,7 @@ impl ShardRouter {
             config,
             epoch: Mutex::new(None),
             stats: RouterStats::default(),
+            forwards: Forwards::default(),
         }
     }
 
@@ -890,48 +896,185 @@ impl ShardClient for ShardRouter {
     }
 
     /// On this replica when it leads (as a task of its own: once proposed, the write must
-    /// not be cut short, see the shard service's `blind_write`), else at the leader through
-    /// `BlindWrite`. Never re-sent: the leader chooses the timestamp, so a second attempt
-    /// would be a second write; a lost answer is `OutcomeUnknown` at once.
+    /// not be cut short, see the shard service's `blind_writes`), else forwarded to the
+    /// leader with the other blind writes of this gateway in flight ([`Forwards`], D160).
+    /// Never re-sent: the leader chooses the timestamp, so a second attempt would be a
+    /// second write; a lost answer is `OutcomeUnknown` at once.
     fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
         Some(Box::pin(async move {
-            let shard = self.shard.0;
-            let timeout = self.config.rpc_timeout;
-            let request = codec::mutation_to_pb(&mutation);
-            let routing = self.routing();
-            routing
-                .route_async(Resend::Never, |target| {
-                    let local = Arc::clone(&self.local);
-                    let mutation = mutation.clone();
-                    let request = request.clone();
-                    async move {
-                        match target {
-                            Target::Local => {
-                                match tokio::spawn(local.blind_write(mutation)).await {
-                                    Ok(outcome) => outcome.map_err(CallError::from_mvcc),
-                                    Err(e) => Err(CallError::Mvcc(MvccError::Unavailable(
-                                        format!("blind write task failed: {e}"),
-                                    ))),
-                                }
-                            }
-                            Target::Remote(mut r) => {
-                                let req = pb::BlindWriteRequest {
-                                    header: Some(r.header),
-                                    mutation: Some(request),
-                                };
-                                let resp = unary(timeout, r.client.blind_write(req)).await?;
-                                blind_outcome(resp, shard)
-                            }
-                        }
-                    }
-                })
-                .await
-                .map_err(|e| to_mvcc(e, self.shard, Resend::Never))
+            if self.locator.local_leader_ready(self.shard) {
+                self.stats.local.fetch_add(1, Ordering::Relaxed);
+                return blind_here(Arc::clone(&self.local), mutation).await;
+            }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let start = self.forwards.push(Forward { mutation, reply });
+            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            if start {
+                tokio::spawn(Arc::clone(&self).send_forwards());
+            }
+            answer.await.unwrap_or_else(|_| {
+                Err(MvccError::OutcomeUnknown(
+                    "the task forwarding the write ended without its answer".into(),
+                ))
+            })
         }))
     }
 }
 
-/// A leader's answer to `BlindWrite`.
+/// A blind write on this replica, as a task of its own.
+async fn blind_here(local: Arc<Storage>, mutation: Mutation) -> Result<BlindWrite> {
+    tokio::spawn(local.blind_write(mutation))
+        .await
+        .map_err(|e| MvccError::Unavailable(format!("blind write task failed: {e}")))?
+}
+
+/// Batches of forwarded blind writes in flight at once, at most.
+const FORWARD_BATCHES: usize = 4;
+
+/// Blind writes in one forwarded batch, at most.
+const FORWARD_BATCH: usize = 256;
+
+/// One forwarded blind write and where its answer goes.
+struct Forward {
+    mutation: Mutation,
+    reply: tokio::sync::oneshot::Sender<Result<BlindWrite>>,
+}
+
+/// The blind writes this gateway forwards to the leader (D160): each waits in a queue, and
+/// up to [`FORWARD_BATCHES`] senders each take what is queued, send it as one `BlindWrites`
+/// call, hand out the answers, and go on while anything is queued. A write arriving while
+/// fewer senders run starts one, so an idle gateway forwards at once; under load the
+/// writes that arrive during a call ride in the next one.
+#[derive(Default)]
+struct Forwards {
+    queue: Mutex<ForwardQueue>,
+}
+
+#[derive(Default)]
+struct ForwardQueue {
+    waiting: Vec<Forward>,
+    senders: usize,
+}
+
+impl std::fmt::Debug for Forwards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.queue.lock();
+        f.debug_struct("Forwards")
+            .field("waiting", &q.waiting.len())
+            .field("senders", &q.senders)
+            .finish()
+    }
+}
+
+impl Forwards {
+    /// Queues `f`; `true` if the caller must start a sender.
+    fn push(&self, f: Forward) -> bool {
+        let mut q = self.queue.lock();
+        q.waiting.push(f);
+        let start = q.senders < FORWARD_BATCHES;
+        if start {
+            q.senders += 1;
+        }
+        start
+    }
+
+    /// The next batch of a sender; empty (and the sender gone) when nothing is queued.
+    fn take(&self) -> Vec<Forward> {
+        let mut q = self.queue.lock();
+        if q.waiting.is_empty() {
+            q.senders -= 1;
+            return Vec::new();
+        }
+        let n = q.waiting.len().min(FORWARD_BATCH);
+        q.waiting.drain(..n).collect()
+    }
+}
+
+impl ShardRouter {
+    /// A sender of forwarded blind writes (see [`Forwards`]).
+    async fn send_forwards(self: Arc<Self>) {
+        loop {
+            let batch = self.forwards.take();
+            if batch.is_empty() {
+                return;
+            }
+            let (mutations, replies): (Vec<Mutation>, Vec<_>) =
+                batch.into_iter().map(|f| (f.mutation, f.reply)).unzip();
+            self.stats.forward_batches.fetch_add(1, Ordering::Relaxed);
+            let answers = self.forward(mutations).await;
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Carries out `mutations` at the leader (or here, if this replica leads by now): one
+    /// answer per mutation, in order.
+    async fn forward(&self, mutations: Vec<Mutation>) -> Vec<Result<BlindWrite>> {
+        let n = mutations.len();
+        let shard = self.shard.0;
+        let timeout = self.config.rpc_timeout;
+        let request: Vec<pb::Mutation> = mutations.iter().map(codec::mutation_to_pb).collect();
+        let mutations = &mutations;
+        let request = &request;
+        let routing = self.routing();
+        let outcome = routing
+            .route_async(Resend::Never, |target| async move {
+                match target {
+                    Target::Local => {
+                        let writes: Vec<_> = mutations
+                            .iter()
+                            .map(|m| tokio::spawn(Arc::clone(&self.local).blind_write(m.clone())))
+                            .collect();
+                        let mut answers = Vec::with_capacity(n);
+                        for w in writes {
+                            answers.push(w.await.unwrap_or_else(|e| {
+                                Err(MvccError::OutcomeUnknown(format!(
+                                    "blind write task failed: {e}"
+                                )))
+                            }));
+                        }
+                        Ok(answers)
+                    }
+                    Target::Remote(mut r) => {
+                        let req = pb::BlindWritesRequest {
+                            header: Some(r.header),
+                            mutations: request.clone(),
+                        };
+                        let resp = unary(timeout, r.client.blind_writes(req)).await?;
+                        if let Some(e) = resp.error {
+                            return Err(codec::error_from_pb(e, shard));
+                        }
+                        if resp.results.len() != n {
+                            // Carried out or not, nobody can tell which.
+                            return Err(CallError::Lost(format!(
+                                "{} answers to {n} blind writes",
+                                resp.results.len()
+                            )));
+                        }
+                        Ok(resp
+                            .results
+                            .into_iter()
+                            .map(|r| {
+                                blind_outcome(r, shard)
+                                    .map_err(|e| to_mvcc(e, self.shard, Resend::Never))
+                            })
+                            .collect())
+                    }
+                }
+            })
+            .await;
+        match outcome {
+            Ok(answers) => answers,
+            Err(e) => {
+                let e = to_mvcc(e, self.shard, Resend::Never);
+                vec![Err(e); n]
+            }
+        }
+    }
+}
+
+/// A leader's answer to one blind write.
 fn blind_outcome(
     resp: pb::BlindWriteResponse,
     shard: u64,

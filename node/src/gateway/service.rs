@@ -247,6 +247,35 @@ impl ShardService {
         Ok(Response::new(reply))
     }
 
+    /// Admits a blind write request (counted as `method`) and runs the test hook's
+    /// `before` on the blocking pool; the inner error is the refusal to send.
+    async fn admit_blind(
+        &self,
+        method: &'static str,
+        header: Option<&pb::ShardHeader>,
+    ) -> Result<Outcome<()>, Status> {
+        self.count(method);
+        if let Err(e) = self.admit(header) {
+            return Ok(Err(e));
+        }
+        let hook = self.inner.hook.lock().clone();
+        if let Some(h) = hook {
+            tokio::task::spawn_blocking(move || h.before(method))
+                .await
+                .map_err(|e| Status::internal(format!("shard command hook failed: {e}")))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends `reply`, unless the test hook drops it.
+    fn reply_blind<R>(&self, method: &'static str, reply: R) -> Result<Response<R>, Status> {
+        let hook = self.inner.hook.lock().clone();
+        if hook.is_some_and(|h| h.drop_reply(method)) {
+            return Err(Status::unavailable("the reply was dropped (test hook)"));
+        }
+        Ok(Response::new(reply))
+    }
+
     /// Admits a wait request; `None` if admitted, else the refusal to send.
     fn admit_wait(
         &self,
@@ -257,6 +286,33 @@ impl ShardService {
         self.admit(header)
             .err()
             .map(|e| Response::new(pb::WaitResponse::with_error(e)))
+    }
+}
+
+/// One blind write at this leader and its answer (see `Shard::blind_writes`).
+async fn blind_write(
+    storage: Arc<Storage>,
+    mutation: Option<pb::Mutation>,
+) -> pb::BlindWriteResponse {
+    let mutation = match mutation.map(codec::mutation_from_pb) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return pb::BlindWriteResponse::with_error(e),
+        None => {
+            return pb::BlindWriteResponse::with_error(codec::invalid_request(
+                "a blind write without a mutation",
+            ))
+        }
+    };
+    match storage.blind_write(mutation).await {
+        Ok(BlindWrite::Committed(ts)) => pb::BlindWriteResponse { error: None, ts },
+        Ok(BlindWrite::Declined(why)) => pb::BlindWriteResponse::with_error(
+            codec::mvcc_error_to_pb(&MvccError::OnePcRefused(why.into())),
+        ),
+        Ok(BlindWrite::Unknown { ts, reason }) => pb::BlindWriteResponse {
+            error: Some(codec::mvcc_error_to_pb(&MvccError::OutcomeUnknown(reason))),
+            ts,
+        },
+        Err(e) => pb::BlindWriteResponse::with_error(codec::mvcc_error_to_pb(&e)),
     }
 }
 
@@ -358,54 +414,42 @@ impl Shard for ShardService {
         .await
     }
 
-    /// Not through `serve`: the write runs on the runtime, holding no
-    /// thread while it commits (D157), as a task of its own, so that a caller giving up
-    /// cannot cut it short between its proposal and its apply (its latch and memory lock
-    /// are held until the apply).
-    async fn blind_write(
+    /// Not through `serve`: each write runs on the runtime, holding no thread while it
+    /// commits (D157), as a task of its own, so that a caller giving up cannot cut it short
+    /// between its proposal and its apply (its latch and memory lock are held until the
+    /// apply). All of a batch's writes run at once (D160).
+    async fn blind_writes(
         &self,
-        request: Request<pb::BlindWriteRequest>,
-    ) -> Result<Response<pb::BlindWriteResponse>, Status> {
-        const METHOD: &str = "blind_write";
+        request: Request<pb::BlindWritesRequest>,
+    ) -> Result<Response<pb::BlindWritesResponse>, Status> {
+        const METHOD: &str = "blind_writes";
         let req = request.into_inner();
-        self.count(METHOD);
-        if let Err(e) = self.admit(req.header.as_ref()) {
-            return Ok(Response::new(pb::BlindWriteResponse::with_error(e)));
+        if let Err(e) = self.admit_blind(METHOD, req.header.as_ref()).await? {
+            return Ok(Response::new(pb::BlindWritesResponse {
+                error: Some(e),
+                results: Vec::new(),
+            }));
         }
-        let hook = self.inner.hook.lock().clone();
-        if let Some(h) = hook.clone() {
-            tokio::task::spawn_blocking(move || h.before(METHOD))
-                .await
-                .map_err(|e| Status::internal(format!("shard command hook failed: {e}")))?;
+        let writes: Vec<_> = req
+            .mutations
+            .into_iter()
+            .map(|m| tokio::spawn(blind_write(Arc::clone(&self.inner.storage), Some(m))))
+            .collect();
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            results.push(
+                write
+                    .await
+                    .map_err(|e| Status::internal(format!("blind write task failed: {e}")))?,
+            );
         }
-        let mutation = match req.mutation.map(codec::mutation_from_pb) {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return Ok(Response::new(pb::BlindWriteResponse::with_error(e))),
-            None => {
-                return Ok(Response::new(pb::BlindWriteResponse::with_error(
-                    codec::invalid_request("a blind write without a mutation"),
-                )))
-            }
-        };
-        let storage = Arc::clone(&self.inner.storage);
-        let outcome = tokio::spawn(storage.blind_write(mutation))
-            .await
-            .map_err(|e| Status::internal(format!("blind write task failed: {e}")))?;
-        let reply = match outcome {
-            Ok(BlindWrite::Committed(ts)) => pb::BlindWriteResponse { error: None, ts },
-            Ok(BlindWrite::Declined(why)) => pb::BlindWriteResponse::with_error(
-                codec::mvcc_error_to_pb(&MvccError::OnePcRefused(why.into())),
-            ),
-            Ok(BlindWrite::Unknown { ts, reason }) => pb::BlindWriteResponse {
-                error: Some(codec::mvcc_error_to_pb(&MvccError::OutcomeUnknown(reason))),
-                ts,
+        self.reply_blind(
+            METHOD,
+            pb::BlindWritesResponse {
+                error: None,
+                results,
             },
-            Err(e) => pb::BlindWriteResponse::with_error(codec::mvcc_error_to_pb(&e)),
-        };
-        if hook.is_some_and(|h| h.drop_reply(METHOD)) {
-            return Err(Status::unavailable("the reply was dropped (test hook)"));
-        }
-        Ok(Response::new(reply))
+        )
     }
 
     async fn commit(

@@ -452,16 +452,16 @@ fn blind_writes_run_at_a_remote_leader_and_a_lost_reply_is_never_sent_again() {
     let r = one(b, b"warm-up").unwrap();
     assert!(r.start_ts < r.commit_ts.unwrap());
     let one_pcs = a.service.calls("one_pc");
-    // Then from the follower: one BlindWrite at the leader, at one timestamp.
+    // Then from the follower: one BlindWrites call at the leader, at one timestamp.
     let r = one(b, b"k").unwrap();
     assert_eq!(r.commit_ts, Some(r.start_ts));
-    assert_eq!(a.service.calls("blind_write"), 2);
+    assert_eq!(a.service.calls("blind_writes"), 2);
     assert_eq!(a.service.calls("one_pc"), one_pcs, "no transaction");
     assert_eq!(a.stored(b"k"), Some(b"v".to_vec()));
     // On the leader itself: no call at all.
     let r = one(a, b"here").unwrap();
     assert_eq!(r.commit_ts, Some(r.start_ts));
-    assert_eq!(a.service.calls("blind_write"), 2);
+    assert_eq!(a.service.calls("blind_writes"), 2);
     // Declined at the leader (a crashed coordinator's expired lock on the key): the
     // follower runs it as a transaction, which resolves the lock.
     let lock_ts = a.local_tso.get_timestamp().unwrap();
@@ -480,16 +480,50 @@ fn blind_writes_run_at_a_remote_leader_and_a_lost_reply_is_never_sent_again() {
         .unwrap();
     let r = one(b, b"locked").unwrap();
     assert!(r.start_ts < r.commit_ts.unwrap(), "a transaction");
-    assert_eq!(a.service.calls("blind_write"), 3);
+    assert_eq!(a.service.calls("blind_writes"), 3);
     assert_eq!(a.stored(b"locked"), Some(b"v".to_vec()));
     // Carried out, its reply lost: the leader chose the timestamp, so a second attempt
     // would be a second write. OutcomeUnknown at once, sent once.
-    a.hook.drop.lock().insert("blind_write", 1);
+    a.hook.drop.lock().insert("blind_writes", 1);
     let r = one(b, b"lost");
     assert!(
         matches!(r, Err(TxnError::Mvcc(MvccError::OutcomeUnknown(_)))),
         "{r:?}"
     );
-    assert_eq!(a.service.calls("blind_write"), 4, "not sent again");
+    assert_eq!(a.service.calls("blind_writes"), 4, "not sent again");
     assert_eq!(a.stored(b"lost"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn blind_writes_arriving_while_others_are_forwarded_ride_in_one_batch() {
+    let c = Cluster::start(2, TxnConfig::default(), router_config());
+    let (a, b) = (c.node(1), c.node(2));
+    a.storage.set_ts_source(a.local_tso.clone());
+    let write = |key: Vec<u8>| Arc::clone(&b.mgr).write_one(key, Some(b"v".to_vec()), 8);
+    c.rt().block_on(write(b"warm-up".to_vec())).unwrap();
+    // Hold every call at the leader until all the writes are queued or in calls.
+    let gate = Arc::new(Gate::default());
+    a.hook.hold.lock().insert("blind_writes", Arc::clone(&gate));
+    let stats = b.router.stats();
+    let (calls, queued) = (
+        stats.forward_batches.load(Ordering::SeqCst),
+        stats.forwarded.load(Ordering::SeqCst),
+    );
+    let writes: Vec<_> = (0..14)
+        .map(|i| c.rt().spawn(write(format!("w{i}").into_bytes())))
+        .collect();
+    wait_until("all 14 writes are queued", || {
+        stats.forwarded.load(Ordering::SeqCst) == queued + 14
+    });
+    gate.open();
+    for w in writes {
+        let r = c.rt().block_on(w).unwrap().unwrap();
+        assert_eq!(r.commit_ts, Some(r.start_ts), "blind");
+    }
+    // At most one call per sender while the leader held them, then one for the rest.
+    let sent = stats.forward_batches.load(Ordering::SeqCst) - calls;
+    assert!(sent <= 5, "{sent} calls for 14 writes");
+    for i in 0..14 {
+        assert_eq!(a.stored(format!("w{i}").as_bytes()), Some(b"v".to_vec()));
+    }
 }
