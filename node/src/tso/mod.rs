@@ -135,8 +135,9 @@ pub trait Tso: Send + Sync + Debug {
 
     /// [`get_timestamp_in_term`](Tso::get_timestamp_in_term) if it can be answered at once,
     /// from memory: `Ok(None)` when it would have to wait (persist a new high-water mark,
-    /// wait for another caller's allocation, learn who leads), so that the asynchronous
-    /// write path never blocks a runtime thread (D157). By default, never at once.
+    /// wait more than a moment for another caller's allocation, learn who leads), so that
+    /// the asynchronous write path never blocks a runtime thread for long (D157). By
+    /// default, never at once.
     fn try_timestamp_in_term(&self, term: u64) -> Result<Option<Timestamp>, TsoError> {
         let _ = term;
         Ok(None)

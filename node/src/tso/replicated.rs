@@ -48,6 +48,10 @@ use parking_lot::Mutex;
 
 use super::{compose, physical, Clock, Timestamp, Tso, TsoError, MAX_PHYSICAL_MS};
 
+/// How long [`Tso::try_timestamp_in_term`] waits for another allocation to release the
+/// state before answering that it would have to wait.
+const STATE_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// What the oracle needs from the Raft group that holds it.
 pub trait TsoGroup: Send + Sync + std::fmt::Debug {
     /// The term this node leads in, once it is ready to serve (it has applied an entry of
@@ -141,7 +145,9 @@ impl ReplicatedTso {
             Some(_) => return Err(TsoError::NotLeader { leader: None }),
             None => return Ok(None),
         }
-        let Some(state) = self.state.try_lock() else {
+        // Another allocation holds the state for a moment (or, once per save interval, for
+        // a mark's Raft round): wait for the former, not the latter.
+        let Some(state) = self.state.try_lock_for(STATE_WAIT) else {
             return Ok(None);
         };
         self.issue(state, term, 1, false)

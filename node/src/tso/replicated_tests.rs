@@ -274,3 +274,31 @@ fn a_timestamp_in_the_leaders_term_skips_the_confirmation_and_no_other_term_gets
     let next = tso.get_timestamp().unwrap();
     assert!(next > commit, "{next} <= {commit}");
 }
+
+#[test]
+fn a_timestamp_at_once_is_issued_from_the_window_and_never_persists_or_confirms() {
+    let clock = ManualClock::new(1_000_000);
+    let g = Group::leader(2);
+    let tso = oracle(&g, &clock);
+    // No window yet in this term: it would have to persist a mark.
+    assert_eq!(tso.try_timestamp_in_term(2), Ok(None));
+    assert!(g.persisted.lock().is_empty());
+    let a = tso.get_timestamp().unwrap();
+    // Confirmation rounds fail from now on: the window is still there to issue from.
+    g.fail_confirm.store(true, Ordering::SeqCst);
+    let b = tso.try_timestamp_in_term(2).unwrap().unwrap();
+    assert!(b > a);
+    assert_eq!(tso.persist_count(), 1);
+    assert!(matches!(
+        tso.try_timestamp_in_term(3),
+        Err(TsoError::NotLeader { .. })
+    ));
+    // Past the mark: it would have to persist again, so nothing is issued.
+    clock.advance(5000);
+    assert_eq!(tso.try_timestamp_in_term(2), Ok(None));
+    assert_eq!(tso.persist_count(), 1);
+    g.fail_confirm.store(false, Ordering::SeqCst);
+    let c = tso.get_timestamp().unwrap();
+    assert!(c > b && tso.persist_count() == 2);
+    assert!(tso.try_timestamp_in_term(2).unwrap().unwrap() > c);
+}
