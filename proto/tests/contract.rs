@@ -284,6 +284,8 @@ fn admin_messages_roundtrip() {
             raft_readies: 1300,
             raft_messages_stepped: 2600,
             raft_log_bytes: 1 << 26,
+            blind_writes_committed: 3900,
+            blind_writes_declined: 100,
         }),
         recovery: Some(RecoveryInfo {
             applied_index_at_open: 28_017,

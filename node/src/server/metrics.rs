@@ -53,6 +53,10 @@ pub struct NodeCounters {
     pub raft_messages_stepped: u64,
     /// Bytes of the raft log on disk (a gauge).
     pub raft_log_bytes: u64,
+    /// Blind writes this replica committed as leader (D157).
+    pub blind_writes_committed: u64,
+    /// Blind writes it declined (run as transactions instead).
+    pub blind_writes_declined: u64,
 }
 
 impl NodeCounters {
@@ -68,6 +72,8 @@ impl NodeCounters {
             raft_readies: self.raft_readies,
             raft_messages_stepped: self.raft_messages_stepped,
             raft_log_bytes: self.raft_log_bytes,
+            blind_writes_committed: self.blind_writes_committed,
+            blind_writes_declined: self.blind_writes_declined,
         }
     }
 
@@ -82,7 +88,7 @@ impl NodeCounters {
             );
             let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "strata_raft_log_writes_total",
                 "Raft log (raft-engine) writes.",
@@ -112,6 +118,16 @@ impl NodeCounters {
                 "strata_raft_messages_stepped_total",
                 "Raft messages received from peers and stepped.",
                 self.raft_messages_stepped,
+            ),
+            (
+                "strata_blind_writes_committed_total",
+                "Single-key writes committed as blind writes by this leader.",
+                self.blind_writes_committed,
+            ),
+            (
+                "strata_blind_writes_declined_total",
+                "Blind writes this leader declined (run as transactions instead).",
+                self.blind_writes_declined,
             ),
         ];
         for (name, help, v) in counters {
@@ -451,6 +467,7 @@ mod tests {
             raft_proposals: 90,
             raft_proposal_readies: 30,
             raft_log_bytes: 4096,
+            blind_writes_declined: 7,
             ..NodeCounters::default()
         };
         let mut text = String::new();
@@ -474,6 +491,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nstrata_raft_log_bytes 4096\n"), "{text}");
+        assert!(
+            text.contains("\nstrata_blind_writes_declined_total 7\n"),
+            "{text}"
+        );
         // Without /proc the CPU counter is left out rather than reported as 0.
         let mut text = String::new();
         NodeCounters::default().render(&mut text);

@@ -866,6 +866,7 @@ impl State {
     /// The process and write-path counters of this node (`/metrics` and `Admin.Status`).
     pub(crate) fn node_counters(&self) -> metrics::NodeCounters {
         let driver = self.replica.handle().stats();
+        let blind = self.manager.storage().blind_write_counts();
         metrics::NodeCounters {
             cpu_seconds: crate::bench::procfs::process_cpu_seconds(),
             raft_log_writes: driver.log_writes,
@@ -876,6 +877,8 @@ impl State {
             raft_readies: driver.readies,
             raft_messages_stepped: driver.messages_stepped,
             raft_log_bytes: self.replica.raft_log_bytes(),
+            blind_writes_committed: blind.committed,
+            blind_writes_declined: blind.declined,
         }
     }
 

@@ -41,5 +41,5 @@ pub use manager::{
 pub use node_meta::NodeMeta;
 pub use shard_client::{LockWait, RemoteWait, ShardClient};
 pub use shard_writer::{EngineWriter, ShardWriter, WriteFuture, WriteTicket};
-pub use storage::{BlindWrite, Storage};
+pub use storage::{BlindWrite, BlindWriteCounts, Storage};
 pub use txn_id::TxnIds;

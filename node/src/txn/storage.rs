@@ -67,9 +67,29 @@ pub struct Storage {
     cm: Arc<ConcurrencyManager>,
     /// Where a new leader takes its `max_ts` floor from (the cluster's oracle).
     ts_source: OnceLock<Arc<dyn Tso>>,
+    /// What blind writes came to.
+    blind_counts: BlindCounters,
     /// Tests: called by a one-phase commit between its choice of commit_ts and its write.
     #[cfg(test)]
     one_pc_hook: parking_lot::Mutex<Option<OnePcHook>>,
+}
+
+/// What blind writes came to on a replica, counted since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlindWriteCounts {
+    /// Committed.
+    pub committed: u64,
+    /// Declined: run as transactions instead.
+    pub declined: u64,
+    /// Failed or of unknown outcome.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct BlindCounters {
+    committed: std::sync::atomic::AtomicU64,
+    declined: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
 }
 
 /// What [`Storage::blind_write`] did.
@@ -127,6 +147,7 @@ impl Storage {
             local_run: None,
             cm: ConcurrencyManager::new(),
             ts_source: OnceLock::new(),
+            blind_counts: BlindCounters::default(),
             #[cfg(test)]
             one_pc_hook: parking_lot::Mutex::new(None),
         }
@@ -344,9 +365,32 @@ impl Storage {
     // write command holds them until its batch is applied. No runtime thread ever waits for
     // them: this path only tries them, and the commands that wait for them run on blocking
     // threads, which the proposal's completion does not need.
-    #[allow(clippy::await_holding_lock)]
     pub async fn blind_write(self: Arc<Self>, mutation: Mutation) -> Result<BlindWrite> {
-        let this: &Storage = &self;
+        let outcome = self.blind_attempt(mutation).await;
+        let counter = match &outcome {
+            Ok(BlindWrite::Committed(_)) => &self.blind_counts.committed,
+            Ok(BlindWrite::Declined(_)) => &self.blind_counts.declined,
+            Ok(BlindWrite::Unknown { .. }) | Err(_) => &self.blind_counts.failed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome
+    }
+
+    /// What blind writes came to on this replica so far (metrics).
+    pub fn blind_write_counts(&self) -> BlindWriteCounts {
+        let c = &self.blind_counts;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        BlindWriteCounts {
+            committed: get(&c.committed),
+            declined: get(&c.declined),
+            failed: get(&c.failed),
+        }
+    }
+
+    /// [`blind_write`](Self::blind_write) itself.
+    #[allow(clippy::await_holding_lock)]
+    async fn blind_attempt(&self, mutation: Mutation) -> Result<BlindWrite> {
+        let this: &Storage = self;
         if matches!(mutation, Mutation::Lock(_)) {
             return Err(MvccError::Engine(crate::lsm::Error::InvalidArgument(
                 "a blind write puts or deletes its key".into(),
