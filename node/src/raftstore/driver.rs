@@ -209,6 +209,22 @@ pub struct PeerProgress {
     pub recent_active: bool,
 }
 
+/// Who leads a replica's group and in which term, as last published by the driver loop (a
+/// part of [`ReplicaStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The replica's role.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<PeerId>,
+    /// Leader that has applied its term's first entry.
+    pub leader_ready: bool,
+    /// The shard's epoch as this replica knows it.
+    pub epoch: ShardEpoch,
+}
+
 /// A replica's state as last published by the driver loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
@@ -574,6 +590,18 @@ impl RaftHandle {
     /// the driver stopped.
     pub fn status(&self, shard: ShardId) -> Option<ReplicaStatus> {
         self.shared.status.read().get(&shard).cloned()
+    }
+
+    /// [`status`](Self::status) without its member lists and progress: what the write path
+    /// reads on every command, with no allocation.
+    pub fn leader_view(&self, shard: ShardId) -> Option<LeaderView> {
+        self.shared.status.read().get(&shard).map(|s| LeaderView {
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            leader_ready: s.leader_ready,
+            epoch: s.epoch,
+        })
     }
 
     /// Every hosted replica's last published status.

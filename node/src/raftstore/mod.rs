@@ -79,7 +79,8 @@ pub use apply::{Apply, ApplyOutcome, ProposalResult, RaftMessage, Transport};
 pub use command::{Op, RaftCommand};
 pub use compaction::{LogCompactionPolicy, LogView};
 pub use driver::{
-    DriverConfig, DriverStats, PeerProgress, RaftDriver, RaftHandle, ReadMode, ReplicaStatus, Role,
+    DriverConfig, DriverStats, LeaderView, PeerProgress, RaftDriver, RaftHandle, ReadMode,
+    ReplicaStatus, Role,
 };
 pub use error::{RaftStoreError, Result};
 pub use kv_apply::{KvApply, KvApplyConfig, RemovalHook, ShardState};

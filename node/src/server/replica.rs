@@ -68,9 +68,9 @@ use crate::raftstore::transport::{
     TransportCounters,
 };
 use crate::raftstore::{
-    DriverConfig, KeyRange, KvApply, KvApplyConfig, LogStore, NodeId, Op, PeerConfig, PeerId,
-    RaftCommand, RaftDriver, RaftHandle, RaftStore, RaftStoreError, ReplicaMeta, ReplicaStatus,
-    Role, ShardEpoch, ShardId, ShardState,
+    DriverConfig, KeyRange, KvApply, KvApplyConfig, LeaderView, LogStore, NodeId, Op, PeerConfig,
+    PeerId, RaftCommand, RaftDriver, RaftHandle, RaftStore, RaftStoreError, ReplicaMeta,
+    ReplicaStatus, Role, ShardEpoch, ShardId, ShardState,
 };
 use crate::tso::{compose, physical, TsoError, TsoGroup};
 use crate::txn::{ShardWriter, WriteFuture, WriteTicket};
@@ -732,12 +732,12 @@ pub struct RaftShardWriter {
 }
 
 impl RaftShardWriter {
-    fn status(&self) -> Result<ReplicaStatus, MvccError> {
+    fn status(&self) -> Result<LeaderView, MvccError> {
         if let Some(reason) = self.handle.stop_reason() {
             return Err(MvccError::Unavailable(reason));
         }
         self.handle
-            .status(self.shard)
+            .leader_view(self.shard)
             .ok_or_else(|| MvccError::Unavailable(format!("{} is not open here", self.shard)))
     }
 
@@ -936,13 +936,13 @@ pub struct ReplicaLocator {
 impl LeaderLocator for ReplicaLocator {
     fn local_leader_ready(&self, shard: ShardId) -> bool {
         self.handle
-            .status(shard)
+            .leader_view(shard)
             .is_some_and(|s| s.role == Role::Leader && s.leader_ready)
     }
 
     fn leader(&self, shard: ShardId) -> Option<NodeAddr> {
         // Peer ids are node ids (`PeerIdIsNodeId`).
-        let leader = self.handle.status(shard)?.leader?.0;
+        let leader = self.handle.leader_view(shard)?.leader?.0;
         let addr = self.address(leader)?;
         Some(NodeAddr {
             node_id: leader,
@@ -958,7 +958,7 @@ impl LeaderLocator for ReplicaLocator {
     }
 
     fn local_epoch(&self, shard: ShardId) -> Option<ShardEpoch> {
-        self.handle.status(shard).map(|s| s.epoch)
+        self.handle.leader_view(shard).map(|s| s.epoch)
     }
 }
 
