@@ -943,3 +943,57 @@ async fn a_node_stopped_before_its_removal_check_comes_back_retired() {
     c.shutdown().await;
     scenario.teardown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_waits_for_a_follower_it_has_not_heard_from_before_refusing_a_removal() {
+    // The window: right after a hand-over, the new leader has heard nothing from one
+    // follower yet (raft-rs starts it at matched 0, inactive). Here that follower's
+    // messages to the new leader are held back 1.2 s, so the window is wide open when the
+    // old leader's removal is asked (the drain of a leader does exactly this); without the
+    // wait (LIVENESS_SETTLE, 2 s) the new leader would count one live voter of two and
+    // refuse.
+    use crate::raftstore::transport::LinkFaults;
+    use crate::raftstore::types::NodeId;
+    let mut c = TestCluster::start(3).await;
+    wait_registered(&c).await;
+    let old = c.leader(1).await;
+    let new = (1..=3).find(|id| *id != old).expect("a follower");
+    let slow = (1..=3)
+        .find(|id| *id != old && *id != new)
+        .expect("another");
+    c.node(slow).net_faults().set_link(
+        NodeId(slow),
+        NodeId(new),
+        LinkFaults {
+            min_delay_ms: 1200,
+            max_delay_ms: 1200,
+            ..LinkFaults::default()
+        },
+    );
+    let mut admin = c.admin(old).await;
+    admin
+        .transfer_leader(pb::TransferLeaderRequest { node_id: new })
+        .await
+        .expect("transfer");
+    let s = c.status(new).await;
+    assert!(
+        s.replicas
+            .iter()
+            .any(|r| r.node_id == slow && !r.recently_active),
+        "the window is open: the new leader has not heard from node {slow}: {:?}",
+        s.replicas
+    );
+    let r = c
+        .admin(new)
+        .await
+        .remove_node(pb::RemoveNodeRequest { node_id: old })
+        .await
+        .expect("the removal waits for the follower instead of refusing")
+        .into_inner();
+    assert!(r.was_member);
+    let mut want = vec![new, slow];
+    want.sort_unstable();
+    assert_eq!(voters(&r.members), want);
+    c.node(slow).net_faults().heal();
+    c.shutdown().await;
+}
