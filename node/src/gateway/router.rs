@@ -897,7 +897,7 @@ impl ShardClient for ShardRouter {
 
     /// On this replica when it leads (as a task of its own: once proposed, the write must
     /// not be cut short, see the shard service's `blind_writes`), else forwarded to the
-    /// leader with the other blind writes of this gateway in flight ([`Forwards`], D160).
+    /// leader with the other blind writes of this gateway in flight (`Forwards`, D160).
     /// Never re-sent: the leader chooses the timestamp, so a second attempt would be a
     /// second write; a lost answer is `OutcomeUnknown` at once.
     fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
