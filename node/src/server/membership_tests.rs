@@ -954,7 +954,7 @@ async fn a_new_leader_waits_for_a_follower_it_has_not_heard_from_before_refusing
     // refuse.
     use crate::raftstore::transport::LinkFaults;
     use crate::raftstore::types::NodeId;
-    let mut c = TestCluster::start(3).await;
+    let c = TestCluster::start(3).await;
     wait_registered(&c).await;
     let old = c.leader(1).await;
     let new = (1..=3).find(|id| *id != old).expect("a follower");
