@@ -934,6 +934,9 @@ const FORWARD_BATCHES: usize = 4;
 /// Blind writes in one forwarded batch, at most.
 const FORWARD_BATCH: usize = 256;
 
+/// Bytes of keys and values in one forwarded batch, at most (or one write, if larger).
+const FORWARD_BATCH_BYTES: usize = 8 << 20;
+
 /// One forwarded blind write and where its answer goes.
 struct Forward {
     mutation: Mutation,
@@ -985,7 +988,24 @@ impl Forwards {
             q.senders -= 1;
             return Vec::new();
         }
-        let n = q.waiting.len().min(FORWARD_BATCH);
+        // At least one; then as many as fit the count and the bytes (a batch must stay far
+        // below the internal port's message limit, or the leader refuses it undecoded and
+        // every write in it would be reported unknown).
+        let mut bytes = 0;
+        let n = q
+            .waiting
+            .iter()
+            .take(FORWARD_BATCH)
+            .take_while(|f| {
+                let size = match &f.mutation {
+                    Mutation::Put(k, v) => k.len() + v.len(),
+                    Mutation::Delete(k) | Mutation::Lock(k) => k.len(),
+                };
+                let fits = bytes == 0 || bytes + size <= FORWARD_BATCH_BYTES;
+                bytes += size;
+                fits
+            })
+            .count();
         q.waiting.drain(..n).collect()
     }
 }
@@ -1183,5 +1203,39 @@ impl RemoteWait for LeaderWait {
                 Ok(fut.await)
             })
             .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    fn queued(f: &Forwards, n: usize, value_bytes: usize) {
+        for i in 0..n {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let mutation = Mutation::Put(format!("k{i}").into_bytes(), vec![0; value_bytes]);
+            f.push(Forward { mutation, reply });
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_queued_up_to_its_count_and_bytes() {
+        let f = Forwards::default();
+        queued(&f, 300, 10);
+        assert_eq!(f.queue.lock().senders, FORWARD_BATCHES.min(300));
+        assert_eq!(f.take().len(), FORWARD_BATCH);
+        assert_eq!(f.take().len(), 300 - FORWARD_BATCH);
+        // Three writes of 5 MiB: one per batch (two would pass 8 MiB).
+        queued(&f, 3, 5 << 20);
+        assert_eq!(f.take().len(), 1);
+        assert_eq!(f.take().len(), 1);
+        // A single write larger than the bound still goes, alone.
+        queued(&f, 1, 9 << 20);
+        assert_eq!(f.take().len(), 1);
+        assert_eq!(f.take().len(), 1);
+        // Nothing queued: the sender leaves.
+        let senders = f.queue.lock().senders;
+        assert!(f.take().is_empty());
+        assert_eq!(f.queue.lock().senders, senders - 1);
     }
 }
