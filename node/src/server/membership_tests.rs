@@ -378,6 +378,12 @@ async fn removal_is_idempotent_and_refused_when_unsafe() {
         get(&mut c.kv(leader).await, "k").await.as_deref(),
         Some(&b"v"[..])
     );
+    // A non-voter cannot lead.
+    let err = la
+        .transfer_leader(pb::TransferLeaderRequest { node_id: follower })
+        .await
+        .expect_err("not a voter");
+    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused));
     // With the other voter down, removing it would leave one voter of one: allowed; but
     // removing the leader's only live partner is not: stop `other`, wait until the leader
     // sees it inactive, then a removal of the leader itself would leave `other` alone
@@ -409,12 +415,8 @@ async fn removal_is_idempotent_and_refused_when_unsafe() {
     );
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("live"), "{}", err.message());
-    // A non-voter cannot lead.
-    let err = la
-        .transfer_leader(pb::TransferLeaderRequest { node_id: follower })
-        .await
-        .expect_err("not a voter");
-    assert_eq!(reason(&err), Some(ErrorReason::MembershipRefused));
+    // (Refused after the 2 s re-reads of D161, by which time the leader, alone with a
+    // stopped voter, may have stepped down: nothing more is asked of it.)
     c.shutdown().await;
 }
 
@@ -948,7 +950,7 @@ async fn a_node_stopped_before_its_removal_check_comes_back_retired() {
 async fn a_new_leader_waits_for_a_follower_it_has_not_heard_from_before_refusing_a_removal() {
     // The window: right after a hand-over, the new leader has heard nothing from one
     // follower yet (raft-rs starts it at matched 0, inactive). Here that follower's
-    // messages to the new leader are held back 1.2 s, so the window is wide open when the
+    // messages to the new leader are held back 1 s, so the window is wide open when the
     // old leader's removal is asked (the drain of a leader does exactly this); without the
     // wait (LIVENESS_SETTLE, 2 s) the new leader would count one live voter of two and
     // refuse.
@@ -965,8 +967,8 @@ async fn a_new_leader_waits_for_a_follower_it_has_not_heard_from_before_refusing
         NodeId(slow),
         NodeId(new),
         LinkFaults {
-            min_delay_ms: 1200,
-            max_delay_ms: 1200,
+            min_delay_ms: 1000,
+            max_delay_ms: 1000,
             ..LinkFaults::default()
         },
     );

@@ -387,50 +387,43 @@ impl Membership {
         }
     }
 
-    /// This replica's status, which must be a ready leader's.
     /// This leader's status and how many of `voters` are live (itself, or heard from within
-    /// the last election timeout). A short count with voters not heard from since this node
-    /// took over is re-read for up to [`LIVENESS_SETTLE`] before it is believed: raft-rs
-    /// starts a new leader's followers inactive at matched 0 until they answer, and a drain
-    /// of the old leader asks the new one right after the hand-over.
+    /// the last election timeout). A short count is re-read for up to [`LIVENESS_SETTLE`]
+    /// before it is believed, and a voter seen live in any read counts (D161): raft-rs clears
+    /// every follower's `recent_active` at each election timeout until it is heard again,
+    /// and starts a new leader's followers inactive until they answer (a drain of the old
+    /// leader asks the new one right after the hand-over), so one read can show live
+    /// followers as down.
     async fn live_among(&self, voters: &[PeerId]) -> Result<(ReplicaStatus, usize), Status> {
         let deadline = Instant::now() + LIVENESS_SETTLE;
-        let count = |s: &ReplicaStatus| {
-            voters
-                .iter()
-                .filter(|v| {
-                    v.0 == self.node_id
-                        || s.progress.iter().any(|p| p.peer == **v && p.recent_active)
-                })
-                .count()
-        };
-        // Not heard from since this node became leader (raft-rs starts every follower's
-        // progress at matched 0): unknown rather than down, worth waiting for.
-        let unheard = |s: &ReplicaStatus| {
-            voters.iter().any(|v| {
-                v.0 != self.node_id
-                    && s.progress
-                        .iter()
-                        .any(|p| p.peer == *v && p.matched == 0 && !p.recent_active)
-            })
+        let mut live = std::collections::BTreeSet::new();
+        let mut heard = |s: &ReplicaStatus| {
+            for v in voters {
+                if v.0 == self.node_id || s.progress.iter().any(|p| p.peer == *v && p.recent_active)
+                {
+                    live.insert(v.0);
+                }
+            }
+            live.len()
         };
         let mut s = self.leader_status()?;
-        let mut live = count(&s);
-        while live <= voters.len() / 2 && unheard(&s) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut count = heard(&s);
+        while count <= voters.len() / 2 && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
             // A leader without a live majority may step down meanwhile (check_quorum): then
-            // the last count it made is the answer.
+            // the count made so far is the answer.
             match self.leader_status() {
                 Ok(now) => {
-                    live = count(&now);
+                    count = heard(&now);
                     s = now;
                 }
                 Err(_) => break,
             }
         }
-        Ok((s, live))
+        Ok((s, count))
     }
 
+    /// This replica's status, which must be a ready leader's.
     fn leader_status(&self) -> Result<ReplicaStatus, Status> {
         let s = self.status()?;
         if s.role == Role::Leader && s.leader_ready {
