@@ -765,6 +765,7 @@ mod tests {
             engine_wal_syncs: 0,
             raft_proposals: 900,
             raft_proposal_readies: 300,
+            ..Default::default()
         };
         let cost = ServerCost {
             nodes: vec![node(1), node(2)],
@@ -775,6 +776,8 @@ mod tests {
             engine_wal_syncs: 0,
             fsyncs_per_op: 0.05,
             proposals_per_ready: 3.0,
+            blind_writes_committed: 882,
+            blind_writes_declined: 18,
         };
         let mut out = Vec::new();
         write_server_cost(&cost, &mut out).unwrap();
@@ -782,6 +785,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "  servers (2 nodes): CPU 250.0 µs/op (3.00 s), fsyncs 0.050/op (raft log 600, \
              engine WAL 0), proposals/ready 3.00\n\
+             \x20   blind writes: 882 committed, 18 declined (2.0%, run as transactions)\n\
              \x20   node 1: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
              \x20   node 2: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
              \x20 not measured: node 3\n"

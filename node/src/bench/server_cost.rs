@@ -43,6 +43,10 @@ pub struct NodeSample {
     pub raft_proposals: u64,
     /// Readies that carried a proposal.
     pub raft_proposal_readies: u64,
+    /// Blind writes committed as leader (D157).
+    pub blind_writes_committed: u64,
+    /// Blind writes declined (run as transactions instead).
+    pub blind_writes_declined: u64,
 }
 
 impl NodeSample {
@@ -56,6 +60,8 @@ impl NodeSample {
             engine_wal_syncs: c.engine_wal_syncs,
             raft_proposals: c.raft_proposals,
             raft_proposal_readies: c.raft_proposal_readies,
+            blind_writes_committed: c.blind_writes_committed,
+            blind_writes_declined: c.blind_writes_declined,
         })
     }
 
@@ -72,6 +78,8 @@ impl NodeSample {
             engine_wal_syncs: d(self.engine_wal_syncs, before.engine_wal_syncs)?,
             raft_proposals: d(self.raft_proposals, before.raft_proposals)?,
             raft_proposal_readies: d(self.raft_proposal_readies, before.raft_proposal_readies)?,
+            blind_writes_committed: d(self.blind_writes_committed, before.blind_writes_committed)?,
+            blind_writes_declined: d(self.blind_writes_declined, before.blind_writes_declined)?,
         })
     }
 }
@@ -96,6 +104,10 @@ pub struct ServerCost {
     pub fsyncs_per_op: f64,
     /// Proposals per ready that carried one (over all nodes: the leader's, in practice).
     pub proposals_per_ready: f64,
+    /// Blind writes committed, and declined to the transaction path, over all nodes.
+    pub blind_writes_committed: u64,
+    /// See `blind_writes_committed`.
+    pub blind_writes_declined: u64,
 }
 
 /// Sums the deltas of the nodes sampled both `before` and `after` (the same node at the
@@ -129,6 +141,8 @@ pub fn server_cost(
                     cost.engine_wal_syncs += d.engine_wal_syncs;
                     proposals += d.raft_proposals;
                     readies += d.raft_proposal_readies;
+                    cost.blind_writes_committed += d.blind_writes_committed;
+                    cost.blind_writes_declined += d.blind_writes_declined;
                     cost.nodes.push(d);
                 }
                 None => cost.unmeasured.push(format!("node {id} (restarted)")),
@@ -241,6 +255,7 @@ mod tests {
             engine_wal_syncs: wal,
             raft_proposals: props,
             raft_proposal_readies: readies,
+            ..NodeSample::default()
         }
     }
 

@@ -113,6 +113,16 @@ pub(super) fn write_server_cost(s: &ServerCost, out: &mut dyn Write) -> Result<(
             s.engine_wal_syncs,
             s.proposals_per_ready,
         )?;
+        let blind = s.blind_writes_committed + s.blind_writes_declined;
+        if blind > 0 {
+            writeln!(
+                out,
+                "    blind writes: {} committed, {} declined ({:.1}%, run as transactions)",
+                s.blind_writes_committed,
+                s.blind_writes_declined,
+                100.0 * s.blind_writes_declined as f64 / blind as f64,
+            )?;
+        }
         for n in &s.nodes {
             writeln!(
                 out,
