@@ -289,21 +289,9 @@ impl ShardService {
     }
 }
 
-/// One blind write at this leader and its answer (see `Shard::blind_writes`).
-async fn blind_write(
-    storage: Arc<Storage>,
-    mutation: Option<pb::Mutation>,
-) -> pb::BlindWriteResponse {
-    let mutation = match mutation.map(codec::mutation_from_pb) {
-        Some(Ok(m)) => m,
-        Some(Err(e)) => return pb::BlindWriteResponse::with_error(e),
-        None => {
-            return pb::BlindWriteResponse::with_error(codec::invalid_request(
-                "a blind write without a mutation",
-            ))
-        }
-    };
-    match storage.blind_write(mutation).await {
+/// The answer to one blind write at this leader (see `Shard::blind_writes`).
+fn blind_reply(outcome: crate::mvcc::Result<BlindWrite>) -> pb::BlindWriteResponse {
+    match outcome {
         Ok(BlindWrite::Committed(ts)) => pb::BlindWriteResponse { error: None, ts },
         Ok(BlindWrite::Declined(why)) => pb::BlindWriteResponse::with_error(
             codec::mvcc_error_to_pb(&MvccError::OnePcRefused(why.into())),
@@ -430,18 +418,18 @@ impl Shard for ShardService {
                 results: Vec::new(),
             }));
         }
+        let storage = &self.inner.storage;
         let writes: Vec<_> = req
             .mutations
             .into_iter()
-            .map(|m| tokio::spawn(blind_write(Arc::clone(&self.inner.storage), Some(m))))
+            .map(|m| codec::mutation_from_pb(m).map(|m| storage.spawn_blind_write(m)))
             .collect();
         let mut results = Vec::with_capacity(writes.len());
         for write in writes {
-            results.push(
-                write
-                    .await
-                    .map_err(|e| Status::internal(format!("blind write task failed: {e}")))?,
-            );
+            results.push(match write {
+                Ok(write) => blind_reply(write.await),
+                Err(e) => pb::BlindWriteResponse::with_error(e),
+            });
         }
         self.reply_blind(
             METHOD,

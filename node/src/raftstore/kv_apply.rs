@@ -673,8 +673,7 @@ impl KvApply {
 
     /// Writes `group` and starts the next one after it.
     fn flush_group(&mut self, group: &mut Group) -> Result<()> {
-        let full = std::mem::replace(group, Group::placeholder());
-        self.write_group(full)?;
+        self.write_group(std::mem::take(group))?;
         // Only now: the next group starts from the state this one left.
         *group = self.group();
         Ok(())
@@ -750,25 +749,13 @@ impl KvApply {
 
 /// Entries staged for one LSM batch: their writes, the last one's index, and the
 /// replicated state they leave.
+#[derive(Default)]
 struct Group {
     batch: WriteBatch,
     last: Option<u64>,
     tso: u64,
     gc: u64,
     members: Option<MemberDirectory>,
-}
-
-impl Group {
-    /// Stands in while a group is being written; never written itself.
-    fn placeholder() -> Group {
-        Group {
-            batch: WriteBatch::new(),
-            last: None,
-            tso: 0,
-            gc: 0,
-            members: None,
-        }
-    }
 }
 
 impl Apply for KvApply {

@@ -166,39 +166,37 @@ impl ReplicatedTso {
         if now >= MAX_PHYSICAL_MS {
             return Err(TsoError::ClockOverflow);
         }
-        {
-            if state.term != term {
-                // A new term: whatever this node issued before, a leader in between may have
-                // issued up to the applied mark; start above it.
-                let applied = self.group.applied_mark_ms();
-                state.next = state.next.max(compose(applied, 0));
-                state.mark_ms = applied;
-                state.term = term;
-            }
-            let first = state.next.max(compose(now, 0));
-            let last = first
-                .checked_add(count - 1)
-                .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
-                .ok_or(TsoError::ClockOverflow)?;
-            if physical(last) >= state.mark_ms {
-                if !may_persist {
-                    return Ok(None);
-                }
-                let mark = physical(last)
-                    .saturating_add(self.save_interval_ms)
-                    .min(MAX_PHYSICAL_MS);
-                if let Err(e) = self.group.persist_mark(mark) {
-                    // The mark may still commit: the next term starts above it then.
-                    // Nothing was issued, and this window is no longer trusted.
-                    state.term = 0;
-                    return Err(e);
-                }
-                state.mark_ms = mark;
-                state.persists += 1;
-            }
-            state.next = last + 1;
-            Ok(Some(last))
+        if state.term != term {
+            // A new term: whatever this node issued before, a leader in between may have
+            // issued up to the applied mark; start above it.
+            let applied = self.group.applied_mark_ms();
+            state.next = state.next.max(compose(applied, 0));
+            state.mark_ms = applied;
+            state.term = term;
         }
+        let first = state.next.max(compose(now, 0));
+        let last = first
+            .checked_add(count - 1)
+            .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
+            .ok_or(TsoError::ClockOverflow)?;
+        if physical(last) >= state.mark_ms {
+            if !may_persist {
+                return Ok(None);
+            }
+            let mark = physical(last)
+                .saturating_add(self.save_interval_ms)
+                .min(MAX_PHYSICAL_MS);
+            if let Err(e) = self.group.persist_mark(mark) {
+                // The mark may still commit: the next term starts above it then.
+                // Nothing was issued, and this window is no longer trusted.
+                state.term = 0;
+                return Err(e);
+            }
+            state.mark_ms = mark;
+            state.persists += 1;
+        }
+        state.next = last + 1;
+        Ok(Some(last))
     }
 }
 

@@ -43,3 +43,16 @@ pub use shard_client::{LockWait, RemoteWait, ShardClient};
 pub use shard_writer::{EngineWriter, ShardWriter, WriteFuture, WriteTicket};
 pub use storage::{BlindWrite, BlindWriteCounts, Storage};
 pub use txn_id::TxnIds;
+
+/// Tests: a runtime for the asynchronous paths (blind writes spawn their tasks).
+#[cfg(test)]
+pub(crate) mod test_runtime {
+    /// Runs `f` to completion on a current-thread runtime of its own.
+    pub(crate) fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+            .block_on(f)
+    }
+}

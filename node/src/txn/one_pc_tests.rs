@@ -15,6 +15,7 @@ use crate::tso::{LocalTso, LocalTsoOptions, Tso};
 
 use super::actions::{Mutation, PrewriteOptions};
 use super::shard_writer::{EngineWriter, ShardWriter, WriteTicket};
+use super::test_runtime::run;
 use super::{BlindWrite, Isolation, Storage, TxnConfig, TxnError, TxnManager};
 
 fn storage() -> (tempfile::TempDir, Arc<Storage>) {
@@ -408,14 +409,6 @@ fn a_concurrent_reader_never_sees_a_snapshot_change_under_many_one_pc_commits() 
 
 // The asynchronous write path of single-key writes (D157): `Storage::blind_write` and
 // `TxnManager::write_one` over it.
-
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn blind(s: &Arc<Storage>, m: Mutation) -> Result<BlindWrite> {
     run(Arc::clone(s).blind_write(m))

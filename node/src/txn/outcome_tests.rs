@@ -17,6 +17,7 @@ use crate::mvcc::{GcSafePoint, MvccError, Result};
 use crate::tso::{LocalTso, LocalTsoOptions};
 
 use super::shard_writer::{EngineWriter, ShardWriter, WriteTicket};
+use super::test_runtime::run;
 use super::{ExecuteRequest, Isolation, Storage, TxnConfig, TxnError, TxnManager};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,14 +202,6 @@ fn read_with(mgr: &TxnManager, key: &[u8]) -> Option<Vec<u8>> {
     let v = mgr.get(t, key).unwrap();
     mgr.commit(t).unwrap();
     v
-}
-
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! the gateway's router (`crate::gateway::ShardRouter`), which runs each command on this
 //! node's replica when it leads the shard and sends it to the leader otherwise. The contract
 //! is `Storage`'s, error for error: a remote leader's `KeyIsLocked`, `WriteConflict`,
-//! `OutcomeUnknown`, ... arrive as the same [`MvccError`] values, so the coordinator's
+//! `OutcomeUnknown`, ... arrive as the same [`MvccError`](crate::mvcc::MvccError) values, so the coordinator's
 //! handling (lock resolution, waits, outcome settling in `manager/commit.rs`) is the same
 //! whether the shard is here or not.
 //!
@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::mvcc::{MvccError, Result, ScanLimit, ScanPage, Timestamp};
+use crate::mvcc::{Result, ScanLimit, ScanPage, Timestamp};
 
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
 use super::lock_wait::Waiter;
@@ -307,10 +307,6 @@ impl ShardClient for Storage {
 
     /// Here, as a task of its own: once proposed, a write is not cut short by its caller.
     fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
-        Some(Box::pin(async move {
-            tokio::spawn(Storage::blind_write(self, mutation))
-                .await
-                .map_err(|e| MvccError::Unavailable(format!("blind write task failed: {e}")))?
-        }))
+        Some(Box::pin(self.spawn_blind_write(mutation)))
     }
 }

@@ -376,6 +376,21 @@ impl Storage {
         outcome
     }
 
+    /// Starts [`blind_write`](Self::blind_write) as a task of its own and returns its
+    /// outcome: once proposed, a write is not cut short by its caller going away (its latch
+    /// and memory lock are held until the apply). A task that failed leaves the outcome
+    /// unknown.
+    pub fn spawn_blind_write(
+        self: &Arc<Self>,
+        mutation: Mutation,
+    ) -> impl std::future::Future<Output = Result<BlindWrite>> + Send + 'static {
+        let task = tokio::spawn(Arc::clone(self).blind_write(mutation));
+        async move {
+            task.await
+                .map_err(|e| MvccError::OutcomeUnknown(format!("blind write task failed: {e}")))?
+        }
+    }
+
     /// What blind writes came to on this replica so far (metrics).
     pub fn blind_write_counts(&self) -> BlindWriteCounts {
         let c = &self.blind_counts;
