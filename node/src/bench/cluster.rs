@@ -3,8 +3,10 @@
 //! ```text
 //!   load (untimed, skipped with --no-load): keys 0..--keys (bank: --accounts balances)
 //!          written with Kv puts, in batches by concurrent tasks
-//!   run:   --clients tokio tasks, each with its own clone of the channel, for --duration s;
-//!          with --endpoints a,b,c client i talks to endpoint i mod 3 (every one must answer)
+//!   run:   --clients tokio tasks for --duration s over --connections gRPC connections
+//!          (default one per endpoint): connection j to endpoint j mod n, client i on
+//!          connection i mod --connections (etcd's benchmark spreads --conns the same way;
+//!          every endpoint must answer)
 //!          ycsb-a  50% read / 50% update      put   single-key Kv puts
 //!          ycsb-b  95% read /  5% update      get   single-key Kv gets
 //!          ycsb-c 100% read                   bank  transfers in interactive transactions
@@ -99,9 +101,13 @@ pub struct ClusterBenchConfig {
     /// The workload.
     #[arg(long, value_enum, default_value_t = ClusterWorkload::YcsbA)]
     pub workload: ClusterWorkload,
-    /// Concurrent clients (tokio tasks, each with its own clone of the channel).
+    /// Concurrent clients (tokio tasks sharing the connections).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// gRPC connections (HTTP/2 channels) the clients share, spread round-robin over the
+    /// endpoints; 0 means one per endpoint. Like etcd's `benchmark --conns`.
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// Seconds to run the timed phase.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -126,6 +132,18 @@ pub struct ClusterBenchConfig {
     /// How keys are chosen.
     #[arg(long, value_enum, default_value_t = Distribution::Zipfian)]
     pub distribution: Distribution,
+}
+
+impl ClusterBenchConfig {
+    /// How many connections a run over `endpoints` endpoints opens: `--connections`, or one
+    /// per endpoint when it is 0 (never fewer than the endpoints, which must all be measured).
+    pub fn connections_for(&self, endpoints: usize) -> usize {
+        if self.connections == 0 {
+            endpoints
+        } else {
+            self.connections.max(endpoints)
+        }
+    }
 }
 
 impl Default for ClusterBenchConfig {
@@ -360,8 +378,10 @@ impl BankCheck {
 /// Everything a run measured.
 #[derive(Debug, Clone)]
 pub struct ClusterReport {
-    /// The endpoints the clients were spread over (client i on endpoint i mod n).
+    /// The endpoints the clients were spread over (connection j on endpoint j mod n).
     pub endpoints: Vec<String>,
+    /// The connections the clients shared (client i on connection i mod this).
+    pub connections: usize,
     /// Wall time of the timed phase.
     pub seconds: f64,
     /// Per operation type that occurred.
@@ -399,6 +419,14 @@ pub async fn run(
         // A benchmark measures the servers it was asked to: each one must answer.
         servers.push(Clients::connect_one(endpoint, options.timeout()).await?);
     }
+    // The run's connections: the first one per endpoint is the one just made, the others are
+    // opened the same way (each `connect_one` is a channel, an HTTP/2 connection, of its own).
+    let connections = config.connections_for(endpoints.len());
+    let mut channels = servers.clone();
+    for j in servers.len()..connections {
+        let endpoint = &endpoints[j % endpoints.len()];
+        channels.push(Clients::connect_one(endpoint, options.timeout()).await?);
+    }
     let clients = servers[0].clone();
     let named: Vec<(String, Clients)> = endpoints.iter().cloned().zip(servers.clone()).collect();
     let cluster = ClusterNodes::discover(&named, options.timeout()).await;
@@ -421,7 +449,7 @@ pub async fn run(
     let deadline = start + deadline_in;
     let mut tasks = Vec::with_capacity(config.clients);
     for id in 0..config.clients {
-        let c = servers[id % servers.len()].clone();
+        let c = channels[id % channels.len()].clone();
         let chooser = chooser.clone();
         let mut values = values.clone();
         let mut rng =
@@ -471,6 +499,7 @@ pub async fn run(
     );
     let report = ClusterReport {
         endpoints,
+        connections,
         seconds,
         ops,
         total,
@@ -891,6 +920,18 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn connections_default_to_one_per_endpoint_and_never_fewer() {
+        let config = |connections| ClusterBenchConfig {
+            connections,
+            ..Default::default()
+        };
+        assert_eq!(config(0).connections_for(3), 3);
+        assert_eq!(config(64).connections_for(3), 64);
+        assert_eq!(config(1).connections_for(3), 3);
+        assert_eq!(config(0).connections_for(1), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn clients_are_spread_round_robin_over_the_endpoints() -> anyhow::Result<()> {
         let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
@@ -902,7 +943,8 @@ mod tests {
         };
         let config = ClusterBenchConfig {
             workload: ClusterWorkload::Put,
-            clients: 2,
+            clients: 4,
+            connections: 3,
             duration: 1,
             keys: 50,
             no_load: true,
@@ -912,9 +954,14 @@ mod tests {
         let mut out = Vec::new();
         let report = run(&config, &options, &mut out).await?;
         assert_eq!(report.endpoints.len(), 2);
+        assert_eq!(report.connections, 3);
         // Both nodes are measured though both are node 1: they are told apart by address.
         assert_eq!(report.server.nodes.len(), 2, "{:?}", report.server);
-        assert!(String::from_utf8(out)?.contains("spread round-robin over"));
+        let text = String::from_utf8(out)?;
+        assert!(
+            text.contains("spread round-robin over 3 connections to"),
+            "{text}"
+        );
         // Each server took writes: the two nodes share no data, so each one's engine saw
         // its own client's puts.
         for server in [&first, &second] {

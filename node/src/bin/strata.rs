@@ -270,6 +270,8 @@ mod tests {
             "ycsb-b",
             "--clients",
             "64",
+            "--connections",
+            "8",
             "--duration",
             "3",
             "--keys",
@@ -291,6 +293,7 @@ mod tests {
         };
         assert_eq!(c.workload, ClusterWorkload::YcsbB);
         assert_eq!((c.clients, c.duration, c.keys), (64, 3, 500));
+        assert_eq!(c.connections, 8);
         assert!(c.no_load);
         assert_eq!(c.distribution, Distribution::Uniform);
         assert_eq!(c.format, OutputFormat::Json);
@@ -304,6 +307,7 @@ mod tests {
             (ClusterWorkload::YcsbA, 10, 10_000)
         );
         assert_eq!(d.distribution, Distribution::Zipfian);
+        assert_eq!(d.connections, 0);
         assert!(Cli::try_parse_from(["strata", "bench", "run", "--workload", "nope"]).is_err());
     }
 

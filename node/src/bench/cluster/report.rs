@@ -24,6 +24,7 @@ pub(super) fn write_report(
             total["seconds"] = json!(r.seconds);
             total["distribution"] = json!(config.distribution);
             total["endpoints"] = json!(r.endpoints);
+            total["connections"] = json!(r.connections);
             let s = &r.server;
             total["server_nodes"] = json!(s.nodes.len());
             total["server_cpu_seconds"] = json!(s.cpu_seconds);
@@ -55,10 +56,12 @@ pub(super) fn write_report(
                 },
                 config.distribution,
             )?;
-            if r.endpoints.len() > 1 {
+            if r.endpoints.len() > 1 || r.connections > 1 {
                 writeln!(
                     out,
-                    "  clients spread round-robin over {}",
+                    "  clients spread round-robin over {} connection{} to {}",
+                    r.connections,
+                    if r.connections == 1 { "" } else { "s" },
                     r.endpoints.join(", ")
                 )?;
             }
