@@ -54,14 +54,16 @@ use crate::mvcc::{MvccError, Result, ScanLimit, ScanPage, Timestamp};
 use crate::raftstore::{ShardEpoch, ShardId};
 use crate::txn::actions::{Mutation, PrewriteOptions, TxnStatus};
 use crate::txn::range_locks::KeyRange;
-use crate::txn::shard_client::{BlindFuture, LockWait, RemoteWait, ShardClient, WaitFuture};
-use crate::txn::{BlindWrite, Storage};
+use crate::txn::shard_client::{
+    BlindFuture, LatestFuture, LockWait, RemoteWait, ShardClient, WaitFuture,
+};
+use crate::txn::{BlindWrite, LatestRead, LatestReads, Storage};
 
 mod attempts;
 mod forward;
 
 use attempts::Attempts;
-use forward::{Forward, Forwards};
+use forward::{Forward, Forwards, ReadForward};
 
 /// A wait that could not be made pauses this long before the command is retried.
 const FAILED_WAIT_PAUSE: Duration = Duration::from_millis(20);
@@ -109,6 +111,10 @@ pub struct RouterStats {
     pub forwarded: AtomicU64,
     /// Batches of them sent.
     pub forward_batches: AtomicU64,
+    /// Calls of latest reads queued to be forwarded to the leader (D162).
+    pub forwarded_reads: AtomicU64,
+    /// Batches of them sent.
+    pub read_batches: AtomicU64,
 }
 
 /// Whether a command may be sent again after its answer was lost.
@@ -319,7 +325,8 @@ pub struct ShardRouter {
     /// The shard's epoch as the leader last told it (`None`: this replica's).
     epoch: Mutex<Option<ShardEpoch>>,
     stats: RouterStats,
-    forwards: Forwards,
+    forwards: Forwards<Forward>,
+    read_forwards: Forwards<ReadForward>,
 }
 
 impl ShardRouter {
@@ -343,6 +350,7 @@ impl ShardRouter {
             epoch: Mutex::new(None),
             stats: RouterStats::default(),
             forwards: Forwards::default(),
+            read_forwards: Forwards::default(),
         }
     }
 
@@ -815,6 +823,29 @@ impl ShardClient for ShardRouter {
             answer.await.unwrap_or_else(|_| {
                 Err(MvccError::OutcomeUnknown(
                     "the task forwarding the write ended without its answer".into(),
+                ))
+            })
+        }))
+    }
+
+    /// On this replica when it leads, else forwarded to the leader with the other latest
+    /// reads of this gateway in flight, in one `LatestReads` call (D162). Reads have no
+    /// effect: a lost answer is sent again.
+    fn latest_reads(self: Arc<Self>, keys: Vec<Vec<u8>>) -> Option<LatestFuture> {
+        Some(Box::pin(async move {
+            if self.locator.local_leader_ready(self.shard) {
+                self.stats.local.fetch_add(1, Ordering::Relaxed);
+                return Storage::latest_reads(&self.local, &keys).await;
+            }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let start = self.read_forwards.push(ReadForward { keys, reply });
+            self.stats.forwarded_reads.fetch_add(1, Ordering::Relaxed);
+            if start {
+                tokio::spawn(Arc::clone(&self).send_read_forwards());
+            }
+            answer.await.unwrap_or_else(|_| {
+                Err(MvccError::Unavailable(
+                    "the task forwarding the reads ended without their answer".into(),
                 ))
             })
         }))

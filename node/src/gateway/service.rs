@@ -40,7 +40,7 @@ use crate::mvcc::MvccError;
 use crate::mvcc::ScanLimit;
 use crate::raftstore::ShardId;
 use crate::tso::Tso;
-use crate::txn::{BlindWrite, Storage};
+use crate::txn::{BlindWrite, LatestRead, LatestReads, Storage};
 
 /// The longest a wait request is held, whatever timeout it asks for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -304,6 +304,21 @@ fn blind_reply(outcome: crate::mvcc::Result<BlindWrite>) -> pb::BlindWriteRespon
     }
 }
 
+/// One key's answer of `Shard::latest_reads`.
+fn latest_read_to_pb(read: LatestRead) -> pb::LatestRead {
+    match read {
+        LatestRead::Value(v) => pb::LatestRead {
+            declined: String::new(),
+            found: v.is_some(),
+            value: v.map(Bytes::from).unwrap_or_default(),
+        },
+        LatestRead::Declined(why) => pb::LatestRead {
+            declined: why.into(),
+            ..Default::default()
+        },
+    }
+}
+
 fn wait_deadline(timeout_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(timeout_ms).min(MAX_WAIT)
 }
@@ -438,6 +453,38 @@ impl Shard for ShardService {
                 results,
             },
         )
+    }
+
+    /// Not through `serve`: the reads run on the runtime, holding no thread while the read
+    /// barrier is passed (D162), all of a call's keys at one timestamp.
+    async fn latest_reads(
+        &self,
+        request: Request<pb::LatestReadsRequest>,
+    ) -> Result<Response<pb::LatestReadsResponse>, Status> {
+        const METHOD: &str = "latest_reads";
+        let req = request.into_inner();
+        let refused = |error| pb::LatestReadsResponse {
+            error: Some(error),
+            ..Default::default()
+        };
+        if let Err(e) = self.admit_blind(METHOD, req.header.as_ref()).await? {
+            return Ok(Response::new(refused(e)));
+        }
+        let keys: Vec<Vec<u8>> = req.keys.iter().map(|k| k.to_vec()).collect();
+        let reply = match self.inner.storage.latest_reads(&keys).await {
+            Ok(LatestReads::Read { ts, values }) => pb::LatestReadsResponse {
+                error: None,
+                declined: String::new(),
+                read_ts: ts,
+                results: values.into_iter().map(latest_read_to_pb).collect(),
+            },
+            Ok(LatestReads::Declined(why)) => pb::LatestReadsResponse {
+                declined: why.into(),
+                ..Default::default()
+            },
+            Err(e) => refused(codec::mvcc_error_to_pb(&e)),
+        };
+        self.reply_blind(METHOD, reply)
     }
 
     async fn commit(

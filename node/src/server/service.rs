@@ -180,6 +180,30 @@ fn check_read_ts(state: &State, read_ts: Timestamp) -> Result<(), Status> {
 type Reads = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// Reads `keys` at `read_ts` (0: a fresh snapshot); returns the values and the read ts.
+/// [`read_keys`], first on the runtime without a transaction where the leader can (reads at
+/// the latest state only, D162), else on a blocking thread.
+async fn read_keys_async(
+    state: &Arc<State>,
+    keys: Vec<Vec<u8>>,
+    read_ts: Timestamp,
+) -> Result<(Reads, Timestamp), Status> {
+    if read_ts == 0 {
+        if let Some((values, ts)) = state.manager.read_latest(&keys).await {
+            let mut budget = ResponseBudget::new(state.manager.config().max_response_bytes);
+            let mut out = Vec::with_capacity(keys.len());
+            for (key, v) in keys.into_iter().zip(values) {
+                budget
+                    .charge(&key, v.as_deref())
+                    .map_err(|e| txn_status(&e, None))?;
+                out.push((key, v));
+            }
+            return Ok((out, ts));
+        }
+    }
+    let state = Arc::clone(state);
+    blocking(move || read_keys(&state, keys, read_ts)).await
+}
+
 fn read_keys(
     state: &State,
     keys: Vec<Vec<u8>>,
@@ -283,7 +307,7 @@ impl pb::kv_server::Kv for KvService {
             .call("kv.Get", async move {
                 check_key("key", &req.key)?;
                 let (mut reads, read_ts) =
-                    blocking(move || read_keys(&state, vec![req.key], req.read_ts)).await?;
+                    read_keys_async(&state, vec![req.key], req.read_ts).await?;
                 let value = reads.pop().and_then(|(_, v)| v);
                 Ok(pb::GetResponse {
                     found: value.is_some(),
@@ -303,8 +327,7 @@ impl pb::kv_server::Kv for KvService {
         self.state
             .call("kv.BatchGet", async move {
                 check_keys("keys", &req.keys)?;
-                let (reads, read_ts) =
-                    blocking(move || read_keys(&state, req.keys, req.read_ts)).await?;
+                let (reads, read_ts) = read_keys_async(&state, req.keys, req.read_ts).await?;
                 Ok(pb::BatchGetResponse {
                     results: get_results(reads),
                     read_ts,

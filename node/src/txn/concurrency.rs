@@ -176,6 +176,21 @@ impl ConcurrencyManager {
         }
     }
 
+    /// [`read`](Self::read) of one key that never waits: raises `max_ts` to `ts` and says
+    /// whether the read may take its snapshot now (`false`: a one-phase commit holds a
+    /// memory lock on the key; the caller reads another way, waiting).
+    pub fn try_read_point(&self, key: &[u8], ts: Timestamp) -> bool {
+        let mut s = self.state.lock();
+        #[cfg(test)]
+        if s.disabled {
+            return true;
+        }
+        if physical(ts) <= now_ms().saturating_add(FUTURE_READ_SLACK_MS) {
+            s.max_ts = s.max_ts.max(ts);
+        }
+        !s.locks.contains_key(key)
+    }
+
     /// Registers memory locks on `keys` for a one-phase commit of `start_ts` in leader
     /// `term` and chooses its commit timestamp, at least `min_commit_ts`. `None` if `term`
     /// is not synced (1PC must wait for the floor, or fall back to two phases).

@@ -24,6 +24,8 @@ pub mod storage;
 pub mod txn_id;
 
 #[cfg(test)]
+mod latest_read_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod lock_wait_tests;
@@ -41,7 +43,7 @@ pub use manager::{
 pub use node_meta::NodeMeta;
 pub use shard_client::{LockWait, RemoteWait, ShardClient};
 pub use shard_writer::{EngineWriter, ShardWriter, WriteFuture, WriteTicket};
-pub use storage::{BlindWrite, BlindWriteCounts, Storage};
+pub use storage::{BlindWrite, BlindWriteCounts, LatestRead, LatestReads, Storage};
 pub use txn_id::TxnIds;
 
 /// Tests: a runtime for the asynchronous paths (blind writes spawn their tasks).

@@ -34,7 +34,7 @@ use crate::mvcc::{Result, ScanLimit, ScanPage, Timestamp};
 use super::actions::{Mutation, PrewriteOptions, TxnStatus};
 use super::lock_wait::Waiter;
 use super::range_locks::KeyRange;
-use super::storage::{BlindWrite, Storage};
+use super::storage::{BlindWrite, LatestReads, Storage};
 
 /// A future a remote wait returns.
 pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
@@ -196,10 +196,20 @@ pub trait ShardClient: Send + Sync + Debug {
         let _ = mutation;
         None
     }
+
+    /// [`Storage::latest_reads`] at the shard's leader, as a future that holds no thread
+    /// (D162); `None` when this client has no such path (the caller reads in a transaction).
+    fn latest_reads(self: Arc<Self>, keys: Vec<Vec<u8>>) -> Option<LatestFuture> {
+        let _ = keys;
+        None
+    }
 }
 
 /// What [`ShardClient::blind_write`] returns.
 pub type BlindFuture = Pin<Box<dyn Future<Output = Result<BlindWrite>> + Send + 'static>>;
+
+/// What [`ShardClient::latest_reads`] returns.
+pub type LatestFuture = Pin<Box<dyn Future<Output = Result<LatestReads>> + Send + 'static>>;
 
 impl ShardClient for Storage {
     fn get(&self, key: &[u8], ts: Timestamp, bypass: &[Timestamp]) -> Result<Option<Vec<u8>>> {
@@ -308,5 +318,11 @@ impl ShardClient for Storage {
     /// Here, as a task of its own: once proposed, a write is not cut short by its caller.
     fn blind_write(self: Arc<Self>, mutation: Mutation) -> Option<BlindFuture> {
         Some(Box::pin(self.spawn_blind_write(mutation)))
+    }
+
+    fn latest_reads(self: Arc<Self>, keys: Vec<Vec<u8>>) -> Option<LatestFuture> {
+        Some(Box::pin(async move {
+            Storage::latest_reads(&self, &keys).await
+        }))
     }
 }

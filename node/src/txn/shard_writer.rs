@@ -63,6 +63,13 @@ pub trait ShardWriter: Send + Sync + std::fmt::Debug {
     /// the call (a confirmed leader that has applied up to the read index). `NotLeader`
     /// when it does not lead.
     fn read_barrier(&self) -> Result<()>;
+
+    /// [`read_barrier`](ShardWriter::read_barrier) as a future that holds no thread: the
+    /// latest-read path (D162). By default the barrier is passed at once, on the calling
+    /// thread.
+    fn read_barrier_async(&self) -> WriteFuture {
+        Box::pin(std::future::ready(self.read_barrier()))
+    }
 }
 
 /// Writes straight into the engine, synced: the transaction layer's own tests.

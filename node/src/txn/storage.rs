@@ -108,6 +108,30 @@ pub enum BlindWrite {
     },
 }
 
+/// One key's answer of [`Storage::latest_reads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LatestRead {
+    /// The key's value at the reads' timestamp (`None`: no value there).
+    Value(Option<Vec<u8>>),
+    /// Not read, and why: a lock, or a one-phase commit in flight, on the key. Read it as a
+    /// transaction reads, which waits and resolves.
+    Declined(&'static str),
+}
+
+/// What [`Storage::latest_reads`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LatestReads {
+    /// Read at `ts`: one answer per key, in order.
+    Read {
+        /// The timestamp every key was read at.
+        ts: Timestamp,
+        /// One answer per key.
+        values: Vec<LatestRead>,
+    },
+    /// Nothing was read, and why. Read as a transaction.
+    Declined(&'static str),
+}
+
 /// Tests: what [`Storage::set_one_pc_hook`] installs (called with the chosen commit_ts).
 #[cfg(test)]
 pub(crate) struct OnePcHook(pub Arc<dyn Fn(Timestamp) + Send + Sync>);
@@ -271,6 +295,66 @@ impl Storage {
         let snap = self.db.snapshot();
         self.safe_point.check(ts)?;
         MvccReader::new(&self.db, Some(snap.seq())).get(key, ts, bypass)
+    }
+
+    /// Reads `keys` at the latest state, on the runtime, holding no thread (D162): one
+    /// fresh oracle timestamp taken in this leader's term, then one read barrier, then each
+    /// key at that timestamp.
+    ///
+    /// The barrier does two things at once. It confirms the timestamp: the replica still
+    /// leads, after the timestamp was issued, in the term it was issued in, which is what
+    /// the oracle's own confirmation checks (D68). And it makes the state include every
+    /// write acknowledged before the call, as [`Storage::get`]'s barrier does. A timestamp
+    /// issued after the call began is above the commit timestamp of every write
+    /// acknowledged before it, so the reads see them all: they are linearizable.
+    ///
+    /// Nothing waits. Where the blocking path would wait (no ready leader, an oracle
+    /// window to extend), the whole call is declined; a key with a lock or a one-phase
+    /// commit in flight on it is declined alone. Every key read raises `max_ts` to the
+    /// timestamp first, as every read does, so no later one-phase commit lands below it.
+    pub async fn latest_reads(&self, keys: &[Vec<u8>]) -> Result<LatestReads> {
+        let Some(tso) = self.ts_source.get() else {
+            return Ok(LatestReads::Declined("no oracle"));
+        };
+        let Some(ticket) = self.writer.begin_write_now()? else {
+            return Ok(LatestReads::Declined("no ready leader here"));
+        };
+        let ts = match tso.try_timestamp_in_term(ticket.term) {
+            Ok(Some(ts)) => ts,
+            Ok(None) | Err(_) => return Ok(LatestReads::Declined("no timestamp at once")),
+        };
+        match self.writer.read_barrier_async().await {
+            Ok(()) => {}
+            Err(MvccError::NotLeader { .. }) => {
+                return Ok(LatestReads::Declined("the read barrier was refused"))
+            }
+            Err(e) => return Err(e),
+        }
+        // The barrier was served in a term at least the timestamp's; still leading in the
+        // timestamp's term now, it was served in that very term.
+        if self.writer.begin_write_now()?.map(|t| t.term) != Some(ticket.term) {
+            return Ok(LatestReads::Declined("the leader changed during the reads"));
+        }
+        let readable: Vec<bool> = keys
+            .iter()
+            .map(|key| self.cm.try_read_point(key, ts))
+            .collect();
+        let snap = self.db.snapshot();
+        self.safe_point.check(ts)?;
+        let reader = MvccReader::new(&self.db, Some(snap.seq()));
+        let mut values = Vec::with_capacity(keys.len());
+        for (key, readable) in keys.iter().zip(readable) {
+            values.push(if !readable {
+                LatestRead::Declined("a one-phase commit holds the key")
+            } else {
+                match reader.get(key, ts, &[]) {
+                    Ok(v) => LatestRead::Value(v),
+                    Err(MvccError::KeyIsLocked(_)) => LatestRead::Declined("the key is locked"),
+                    Err(e) => return Err(e),
+                }
+            });
+        }
+        Ok(LatestReads::Read { ts, values })
     }
 
     /// Up to `limit` pairs of `[start, end)` at `ts`.

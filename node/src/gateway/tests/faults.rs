@@ -527,3 +527,89 @@ fn blind_writes_arriving_while_others_are_forwarded_ride_in_one_batch() {
         assert_eq!(a.stored(format!("w{i}").as_bytes()), Some(b"v".to_vec()));
     }
 }
+
+#[test]
+fn latest_reads_run_at_a_remote_leader_and_a_lost_reply_is_sent_again() {
+    let c = Cluster::start(2, TxnConfig::default(), router_config());
+    let (a, b) = (c.node(1), c.node(2));
+    a.storage.set_ts_source(a.local_tso.clone());
+    c.rt()
+        .block_on(Arc::clone(&b.mgr).write_one(b"k".to_vec(), Some(b"v".to_vec()), 8))
+        .unwrap();
+    let read = |n: &Node, keys: &[&[u8]]| {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        c.rt().block_on(n.mgr.read_latest(&keys))
+    };
+    // From the follower: one LatestReads call, at a timestamp above every one issued.
+    let issued = a.local_tso.get_timestamp().unwrap();
+    let (values, ts) = read(b, &[b"k", b"none"]).unwrap();
+    assert_eq!(values, [Some(b"v".to_vec()), None]);
+    assert!(ts > issued);
+    assert_eq!(a.service.calls("latest_reads"), 1);
+    // On the leader itself: no call at all.
+    assert_eq!(read(a, &[b"k"]).unwrap().0, [Some(b"v".to_vec())]);
+    assert_eq!(a.service.calls("latest_reads"), 1);
+    // A lock on one key: declined at the leader, left to a transaction.
+    let lock_ts = a.local_tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: b"locked".to_vec(),
+        ttl_ms: HOUR_MS,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    a.storage
+        .prewrite(
+            &[Mutation::Put(b"locked".to_vec(), b"x".to_vec())],
+            &options,
+            lock_ts,
+        )
+        .unwrap();
+    assert_eq!(read(b, &[b"k", b"locked"]), None);
+    assert_eq!(a.service.calls("latest_reads"), 2);
+    // A lost reply: a read has no effect, so it is sent again and answered.
+    a.hook.drop.lock().insert("latest_reads", 1);
+    assert_eq!(read(b, &[b"k"]).unwrap().0, [Some(b"v".to_vec())]);
+    assert_eq!(a.service.calls("latest_reads"), 4, "sent again once");
+}
+
+#[test]
+fn latest_reads_arriving_while_others_are_forwarded_ride_in_one_batch() {
+    let c = Cluster::start(2, TxnConfig::default(), router_config());
+    let (a, b) = (c.node(1), c.node(2));
+    a.storage.set_ts_source(a.local_tso.clone());
+    for i in 0..14 {
+        c.rt()
+            .block_on(Arc::clone(&b.mgr).write_one(
+                format!("r{i}").into_bytes(),
+                Some(format!("v{i}").into_bytes()),
+                8,
+            ))
+            .unwrap();
+    }
+    // Hold every call at the leader until all the reads are queued or in calls.
+    let gate = Arc::new(Gate::default());
+    a.hook.hold.lock().insert("latest_reads", Arc::clone(&gate));
+    let stats = b.router.stats();
+    let (calls, queued) = (
+        stats.read_batches.load(Ordering::SeqCst),
+        stats.forwarded_reads.load(Ordering::SeqCst),
+    );
+    let reads: Vec<_> = (0..14)
+        .map(|i| {
+            let m = Arc::clone(&b.mgr);
+            c.rt()
+                .spawn(async move { m.read_latest(&[format!("r{i}").into_bytes()]).await })
+        })
+        .collect();
+    wait_until("all 14 reads are queued", || {
+        stats.forwarded_reads.load(Ordering::SeqCst) == queued + 14
+    });
+    gate.open();
+    for (i, r) in reads.into_iter().enumerate() {
+        let (values, _) = c.rt().block_on(r).unwrap().unwrap();
+        assert_eq!(values, [Some(format!("v{i}").into_bytes())], "its own key");
+    }
+    // At most one call per sender while the leader held them, then one for the rest.
+    let sent = stats.read_batches.load(Ordering::SeqCst) - calls;
+    assert!(sent <= 5, "{sent} calls for 14 reads");
+}

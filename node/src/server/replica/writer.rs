@@ -190,6 +190,19 @@ impl ShardWriter for RaftShardWriter {
             Err(e) => Err(not_applied(shard, e)),
         }
     }
+
+    fn read_barrier_async(&self) -> WriteFuture {
+        let handle = self.handle.clone();
+        let shard = self.shard;
+        // Bounded by the driver's read timeout, as the blocking barrier.
+        Box::pin(async move {
+            handle
+                .read_index(shard)
+                .await
+                .map(|_| ())
+                .map_err(|e| not_applied(shard, e))
+        })
+    }
 }
 
 fn tso_error(e: MvccError) -> TsoError {

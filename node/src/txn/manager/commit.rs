@@ -56,7 +56,7 @@ use crate::txn::actions::{Mutation, PrewriteOptions};
 use crate::txn::limits::TxnFootprint;
 use crate::txn::range_locks::KeyRange;
 use crate::txn::shard_client::{LockWait, ShardClient};
-use crate::txn::BlindWrite;
+use crate::txn::{BlindWrite, LatestRead, LatestReads};
 
 /// Errors before the commit point (the primary's commit) leave nothing committed: a
 /// prewrite whose outcome is unknown may have left locks, which expire and are resolved
@@ -680,6 +680,40 @@ impl TxnManager {
                     }
                 }
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads `keys` at the latest state without a transaction where the shard's leader can
+    /// (D162): one timestamp, one read barrier, no thread held. `None` when it declined
+    /// anything (a lock, a one-phase commit in flight, a leader that would have to wait) or
+    /// failed: the caller then reads them in a one-shot transaction, which waits, resolves
+    /// and retries. The answers are the transaction's would be: the keys' values at one
+    /// timestamp issued after the call began.
+    pub async fn read_latest(&self, keys: &[Vec<u8>]) -> Option<(Vec<Option<Vec<u8>>>, Timestamp)> {
+        let reads = Arc::clone(&self.shards).latest_reads(keys.to_vec())?;
+        match reads.await {
+            Ok(LatestReads::Read { ts, values }) if values.len() == keys.len() => {
+                let mut out = Vec::with_capacity(values.len());
+                for v in values {
+                    match v {
+                        LatestRead::Value(v) => out.push(v),
+                        LatestRead::Declined(why) => {
+                            tracing::trace!(why, "latest read declined; in a transaction");
+                            return None;
+                        }
+                    }
+                }
+                Some((out, ts))
+            }
+            Ok(LatestReads::Read { .. }) => None,
+            Ok(LatestReads::Declined(why)) => {
+                tracing::trace!(why, "latest reads declined; in a transaction");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "latest reads failed; in a transaction");
+                None
             }
         }
     }
