@@ -433,19 +433,35 @@ impl Shard for ShardService {
                 results: Vec::new(),
             }));
         }
-        let storage = &self.inner.storage;
-        let writes: Vec<_> = req
+        // The well-formed mutations are proposed together (D165); a malformed one is
+        // answered on its own.
+        let mut mutations = Vec::with_capacity(req.mutations.len());
+        let malformed: Vec<_> = req
             .mutations
             .into_iter()
-            .map(|m| codec::mutation_from_pb(m).map(|m| storage.spawn_blind_write(m)))
+            .map(|m| match codec::mutation_from_pb(m) {
+                Ok(m) => {
+                    mutations.push(m);
+                    None
+                }
+                Err(e) => Some(e),
+            })
             .collect();
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            results.push(match write {
-                Ok(write) => blind_reply(write.await),
-                Err(e) => pb::BlindWriteResponse::with_error(e),
-            });
-        }
+        let mut outcomes = self
+            .inner
+            .storage
+            .spawn_blind_write_batch(mutations)
+            .await
+            .into_iter();
+        let results = malformed
+            .into_iter()
+            .map(|m| match m {
+                None => blind_reply(outcomes.next().unwrap_or_else(|| {
+                    Err(MvccError::OutcomeUnknown("no answer for the write".into()))
+                })),
+                Some(e) => pb::BlindWriteResponse::with_error(e),
+            })
+            .collect();
         self.reply_blind(
             METHOD,
             pb::BlindWritesResponse {

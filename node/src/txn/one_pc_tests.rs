@@ -620,3 +620,62 @@ fn write_one_is_blind_where_it_can_and_a_transaction_where_it_declines() {
     );
     assert!(no_locks(&e.storage));
 }
+
+#[test]
+fn a_batch_of_blind_writes_is_one_proposal_and_declines_each_write_on_its_own() {
+    let e = env(true, TxnConfig::default());
+    e.transfer(&[b"warm-up"]).unwrap();
+    // A live lock on one key.
+    let lock_ts = e.tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: b"locked".to_vec(),
+        ttl_ms: 60_000,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    e.storage
+        .prewrite(&[put(b"locked", b"x")], &options, lock_ts)
+        .unwrap();
+    let before = e.writes();
+    let issued = e.tso.get_timestamp().unwrap();
+    let answers = run(Arc::clone(&e.storage).blind_write_batch(vec![
+        put(b"a", b"1"),
+        put(b"locked", b"w"),
+        put(b"b", b"2"),
+        // The same key again: its latch is held by the first write of the batch.
+        put(b"a", b"3"),
+        Mutation::Lock(b"l".to_vec()),
+    ]));
+    assert_eq!(e.writes(), before + 1, "one proposal for the batch");
+    let a = match &answers[0] {
+        Ok(BlindWrite::Committed(ts)) => *ts,
+        other => panic!("{other:?}"),
+    };
+    let b = match &answers[2] {
+        Ok(BlindWrite::Committed(ts)) => *ts,
+        other => panic!("{other:?}"),
+    };
+    assert!(issued < a && a < b, "each at its own fresh timestamp");
+    assert!(declined(&answers[1]), "{:?}", answers[1]);
+    assert!(declined(&answers[3]), "{:?}", answers[3]);
+    assert!(answers[4].is_err(), "a lock is not a blind write");
+    assert_eq!(records(&e.storage, b"a"), [(a, a)]);
+    assert_eq!(records(&e.storage, b"b"), [(b, b)]);
+    assert_eq!(records(&e.storage, b"locked"), []);
+    assert_eq!(e.storage.get(b"a", b, &[]).unwrap(), Some(b"1".to_vec()));
+    // Nothing proposable: no proposal at all.
+    let answers = run(Arc::clone(&e.storage).blind_write_batch(vec![put(b"locked", b"w")]));
+    assert!(declined(&answers[0]));
+    assert_eq!(e.writes(), before + 1);
+    // Records past 8 MiB go in another proposal: two 5 MiB values, two proposals.
+    let big = vec![7u8; 5 << 20];
+    let answers = run(Arc::clone(&e.storage).blind_write_batch(vec![
+        put(b"big1", &big),
+        put(b"big2", &big),
+        put(b"small", b"s"),
+    ]));
+    assert!(answers
+        .iter()
+        .all(|a| matches!(a, Ok(BlindWrite::Committed(_)))));
+    assert_eq!(e.writes(), before + 3);
+}

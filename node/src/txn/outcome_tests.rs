@@ -245,3 +245,37 @@ fn a_blind_write_whose_outcome_cannot_be_settled_is_reported_unknown() {
         "only settling attempts: {writes:?}"
     );
 }
+
+#[test]
+fn a_batch_of_blind_writes_shares_its_proposal_s_outcome_each_at_its_own_timestamp() {
+    use super::BlindWrite;
+    use crate::txn::actions::Mutation;
+    let put = |k: &[u8]| Mutation::Put(k.to_vec(), b"v".to_vec());
+    // Applied, reply lost: every write of the one proposal is unknown at its timestamp.
+    let (e, mgr) = blind_env(&[ApplyThenUnknown], NotLeader);
+    let storage = Arc::clone(mgr.storage());
+    let answers = run(Arc::clone(&storage).blind_write_batch(vec![put(b"a"), put(b"b")]));
+    assert_eq!(*e.writer.writes.lock(), [ApplyThenUnknown], "one proposal");
+    let ts: Vec<u64> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(BlindWrite::Unknown { ts, .. }) => *ts,
+            other => panic!("not unknown: {other:?}"),
+        })
+        .collect();
+    assert!(ts[0] < ts[1], "each its own timestamp: {ts:?}");
+    assert_eq!(read_with(&mgr, b"a"), Some(b"v".to_vec()));
+    assert_eq!(read_with(&mgr, b"b"), Some(b"v".to_vec()));
+    // Refused: every write declined, nothing written.
+    let (e, mgr) = blind_env(&[NotLeader], NotLeader);
+    let storage = Arc::clone(mgr.storage());
+    let answers = run(Arc::clone(&storage).blind_write_batch(vec![put(b"c"), put(b"d")]));
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(BlindWrite::Declined(_)))),
+        "{answers:?}"
+    );
+    assert_eq!(*e.writer.writes.lock(), [NotLeader]);
+    assert_eq!(read_with(&mgr, b"c"), None);
+}

@@ -32,7 +32,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::lsm::Db;
+use crate::lsm::{Db, WriteBatch};
 use crate::mvcc::gc::{self, GcBacklog, GcSafePoint, SweepStats};
 use crate::mvcc::{
     Coordinator, LockInfo, MvccError, MvccReader, MvccTxn, Result, ScanLimit, ScanPage, Timestamp,
@@ -106,6 +106,42 @@ pub enum BlindWrite {
         /// Why the outcome is unknown.
         reason: String,
     },
+}
+
+/// Bytes of records in one proposal of [`Storage::blind_write_batch`], at most (or one
+/// write, if larger): far below the Raft transport's message limit.
+const BLIND_PROPOSAL_BYTES: usize = 8 << 20;
+
+/// A blind write checked and recorded, holding what it holds until its apply (declared in
+/// the order they are released: the memory lock first, as before, then the latch and the
+/// gate).
+struct PreparedBlind<'a> {
+    ts: Timestamp,
+    ticket: WriteTicket,
+    batch: WriteBatch,
+    _memory: super::concurrency::MemoryLocks<'a>,
+    _latches: super::latches::LatchGuard<'a>,
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+}
+
+/// How a proposal of blind writes ended.
+#[derive(Debug, Clone)]
+enum Proposed {
+    Committed,
+    /// Refused without effect (`NotLeader`).
+    Refused,
+    Unknown(String),
+}
+
+impl Proposed {
+    /// The outcome of a write at `ts` in the proposal.
+    fn at(self, ts: Timestamp) -> BlindWrite {
+        match self {
+            Proposed::Committed => BlindWrite::Committed(ts),
+            Proposed::Refused => BlindWrite::Declined("the proposal was refused"),
+            Proposed::Unknown(reason) => BlindWrite::Unknown { ts, reason },
+        }
+    }
 }
 
 /// One key's answer of [`Storage::latest_reads`].
@@ -451,12 +487,7 @@ impl Storage {
     // threads, which the proposal's completion does not need.
     pub async fn blind_write(self: Arc<Self>, mutation: Mutation) -> Result<BlindWrite> {
         let outcome = self.blind_attempt(mutation).await;
-        let counter = match &outcome {
-            Ok(BlindWrite::Committed(_)) => &self.blind_counts.committed,
-            Ok(BlindWrite::Declined(_)) => &self.blind_counts.declined,
-            Ok(BlindWrite::Unknown { .. }) | Err(_) => &self.blind_counts.failed,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_blind(std::slice::from_ref(&outcome));
         outcome
     }
 
@@ -475,6 +506,27 @@ impl Storage {
         }
     }
 
+    /// [`blind_write_batch`](Self::blind_write_batch) as a task of its own, for the same
+    /// reason as [`spawn_blind_write`](Self::spawn_blind_write); a task that failed leaves
+    /// every write's outcome unknown.
+    pub fn spawn_blind_write_batch(
+        self: &Arc<Self>,
+        mutations: Vec<Mutation>,
+    ) -> impl std::future::Future<Output = Vec<Result<BlindWrite>>> + Send + 'static {
+        let n = mutations.len();
+        let task = tokio::spawn(Arc::clone(self).blind_write_batch(mutations));
+        async move {
+            task.await.unwrap_or_else(|e| {
+                vec![
+                    Err(MvccError::OutcomeUnknown(format!(
+                        "blind write task failed: {e}"
+                    )));
+                    n
+                ]
+            })
+        }
+    }
+
     /// What blind writes came to on this replica so far (metrics).
     pub fn blind_write_counts(&self) -> BlindWriteCounts {
         let c = &self.blind_counts;
@@ -487,81 +539,176 @@ impl Storage {
     }
 
     /// [`blind_write`](Self::blind_write) itself.
+    // The gate, latch and memory lock are held across the proposal on purpose (see
+    // `blind_write`); no runtime thread ever waits for them.
     #[allow(clippy::await_holding_lock)]
     async fn blind_attempt(&self, mutation: Mutation) -> Result<BlindWrite> {
-        let this: &Storage = self;
+        let mut prepared = match self.prepare_blind(&mutation)? {
+            Ok(p) => p,
+            Err(why) => return Ok(BlindWrite::Declined(why)),
+        };
+        let ts = prepared.ts;
+        let batch = std::mem::take(&mut prepared.batch);
+        let outcome = self.propose_blind(prepared.ticket, batch).await;
+        // Applied (or not at all): readers waiting on the memory lock may go.
+        drop(prepared);
+        outcome.map(|o| o.at(ts))
+    }
+
+    /// Blind writes of several keys, each checked as [`blind_write`](Self::blind_write)
+    /// checks it, and all those not declined proposed together, in one Raft command per
+    /// 8 MiB of records, a larger write alone (D165): one answer per mutation, in order. Each write keeps its own timestamp; the command
+    /// commits, fails or stays unknown as a whole, so each write's outcome is the
+    /// command's. Two writes of one batch that share a latch: the second declines.
+    // Held across the proposal on purpose, as for `blind_write`.
+    #[allow(clippy::await_holding_lock)]
+    pub async fn blind_write_batch(
+        self: Arc<Self>,
+        mutations: Vec<Mutation>,
+    ) -> Vec<Result<BlindWrite>> {
+        let this: &Storage = &self;
+        let mut answers: Vec<Result<BlindWrite>> = Vec::with_capacity(mutations.len());
+        let mut prepared = Vec::new();
+        for (i, m) in mutations.iter().enumerate() {
+            match this.prepare_blind(m) {
+                Ok(Ok(p)) => {
+                    answers.push(Ok(BlindWrite::Declined("pending")));
+                    prepared.push((i, p));
+                }
+                Ok(Err(why)) => answers.push(Ok(BlindWrite::Declined(why))),
+                Err(e) => answers.push(Err(e)),
+            }
+        }
+        // One term for the whole command: a write prepared under another ticket (the
+        // leader changed in between) is declined.
+        if let Some(term) = prepared.first().map(|(_, p)| p.ticket.term) {
+            prepared.retain(|(i, p)| {
+                let same = p.ticket.term == term;
+                if !same {
+                    answers[*i] = Ok(BlindWrite::Declined("the leader changed"));
+                }
+                same
+            });
+        }
+        // One proposal per BLIND_PROPOSAL_BYTES of records (a larger write alone), so that a
+        // large batch never makes an entry the transport would refuse to carry.
+        let mut start = 0;
+        while start < prepared.len() {
+            let ticket = prepared[start].1.ticket;
+            let mut batch = WriteBatch::new();
+            let mut end = start;
+            while end < prepared.len()
+                && (end == start
+                    || batch.encoded_len() + prepared[end].1.batch.encoded_len()
+                        <= BLIND_PROPOSAL_BYTES)
+            {
+                batch.append(&prepared[end].1.batch);
+                end += 1;
+            }
+            let outcome = this.propose_blind(ticket, batch).await;
+            for (i, p) in &prepared[start..end] {
+                answers[*i] = outcome.clone().map(|o| o.at(p.ts));
+            }
+            start = end;
+        }
+        // Applied (or not at all): readers waiting on the memory locks may go.
+        drop(prepared);
+        self.count_blind(&answers);
+        answers
+    }
+
+    fn count_blind(&self, answers: &[Result<BlindWrite>]) {
+        for a in answers {
+            let counter = match a {
+                Ok(BlindWrite::Committed(_)) => &self.blind_counts.committed,
+                Ok(BlindWrite::Declined(_)) => &self.blind_counts.declined,
+                Ok(BlindWrite::Unknown { .. }) | Err(_) => &self.blind_counts.failed,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Proposes the batch of prepared blind writes under `ticket` and waits for its apply.
+    async fn propose_blind(&self, ticket: WriteTicket, batch: WriteBatch) -> Result<Proposed> {
+        match self.writer.write_async(ticket, batch).await {
+            Ok(()) => Ok(Proposed::Committed),
+            Err(MvccError::OutcomeUnknown(reason)) => Ok(Proposed::Unknown(reason)),
+            Err(MvccError::NotLeader { .. }) => Ok(Proposed::Refused),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The checks of a blind write, every one tried and none waited for, and its record:
+    /// the write, with its latch, memory lock and gate held, ready to propose; or why it
+    /// declines (nothing taken, nothing written).
+    fn prepare_blind(
+        &self,
+        mutation: &Mutation,
+    ) -> Result<std::result::Result<PreparedBlind<'_>, &'static str>> {
         if matches!(mutation, Mutation::Lock(_)) {
             return Err(MvccError::Engine(crate::lsm::Error::InvalidArgument(
                 "a blind write puts or deletes its key".into(),
             )));
         }
         let key = mutation.key();
-        let Some(tso) = this.ts_source.get() else {
-            return Ok(BlindWrite::Declined("no oracle"));
+        let Some(tso) = self.ts_source.get() else {
+            return Ok(Err("no oracle"));
         };
-        let Some(ticket) = this.writer.begin_write_now()? else {
-            return Ok(BlindWrite::Declined("no ready leader here"));
+        let Some(ticket) = self.writer.begin_write_now()? else {
+            return Ok(Err("no ready leader here"));
         };
-        if this.cm.synced_term() != Some(ticket.term) {
-            return Ok(BlindWrite::Declined("no max_ts floor in this term yet"));
+        if self.cm.synced_term() != Some(ticket.term) {
+            return Ok(Err("no max_ts floor in this term yet"));
         }
-        let Some(_gate) = this.range_locks.try_enter_prewrite() else {
-            return Ok(BlindWrite::Declined("range locks are being registered"));
+        let Some(gate) = self.range_locks.try_enter_prewrite() else {
+            return Ok(Err("range locks are being registered"));
         };
         // 0 is no transaction's start_ts: every range lock over the key counts.
-        if this.range_locks.conflicting(key, 0).is_some() {
-            return Ok(BlindWrite::Declined("the key is in a locked range"));
+        if self.range_locks.conflicting(key, 0).is_some() {
+            return Ok(Err("the key is in a locked range"));
         }
-        let Some(_latches) = this.latches.try_acquire([key]) else {
-            return Ok(BlindWrite::Declined(
-                "another command holds the key's latch",
-            ));
+        let Some(latches) = self.latches.try_acquire([key]) else {
+            return Ok(Err("another command holds the key's latch"));
         };
-        let Some(memory) = this.cm.lock_for_one_pc([key.to_vec()], ticket.term, 0, 1) else {
-            return Ok(BlindWrite::Declined("the leader changed"));
+        let Some(memory) = self.cm.lock_for_one_pc([key.to_vec()], ticket.term, 0, 1) else {
+            return Ok(Err("the leader changed"));
         };
         let ts = match tso.try_timestamp_in_term(ticket.term) {
             Ok(Some(ts)) => ts,
-            Ok(None) | Err(_) => return Ok(BlindWrite::Declined("no timestamp at once")),
+            Ok(None) | Err(_) => return Ok(Err("no timestamp at once")),
         };
         if ts < memory.commit_ts {
-            return Ok(BlindWrite::Declined(
-                "a read above the oracle's timestamps was served",
-            ));
+            return Ok(Err("a read above the oracle's timestamps was served"));
         }
-        this.safe_point.check(ts)?;
-        let batch = {
-            // Only a lock can be in the way. A prewrite's other checks look for records at or
-            // above the start_ts, and none can exist at or above `ts`: it was issued just now,
-            // in this leader's term (a former leader's timestamps are all below its window);
-            // a later one is committed only through this key's latch (one phase) or its lock
-            // (two phases), and the latch is held and the lock checked here; and no other
-            // transaction has `ts`, so no rollback record sits at it. Not scanning the
-            // records saves an engine iterator per write.
-            let reader = MvccReader::new(&this.db, None);
-            if reader.load_lock(key)?.is_some() {
-                return Ok(BlindWrite::Declined("the key is locked"));
+        self.safe_point.check(ts)?;
+        // Only a lock can be in the way. A prewrite's other checks look for records at or
+        // above the start_ts, and none can exist at or above `ts`: it was issued just now,
+        // in this leader's term (a former leader's timestamps are all below its window);
+        // a later one is committed only through this key's latch (one phase) or its lock
+        // (two phases), and the latch is held and the lock checked here; and no other
+        // transaction has `ts`, so no rollback record sits at it. Not scanning the
+        // records saves an engine iterator per write.
+        let reader = MvccReader::new(&self.db, None);
+        if reader.load_lock(key)?.is_some() {
+            return Ok(Err("the key is locked"));
+        }
+        #[cfg(test)]
+        {
+            let hook = self.one_pc_hook.lock().as_ref().map(|h| Arc::clone(&h.0));
+            if let Some(hook) = hook {
+                hook(ts);
             }
-            #[cfg(test)]
-            {
-                let hook = this.one_pc_hook.lock().as_ref().map(|h| Arc::clone(&h.0));
-                if let Some(hook) = hook {
-                    hook(ts);
-                }
-            }
-            let mut txn = MvccTxn::new(ts);
-            actions::one_pc_write(&mut txn, &mutation, ts);
-            txn.into_parts().0
-        };
-        let outcome = match this.writer.write_async(ticket, batch).await {
-            Ok(()) => BlindWrite::Committed(ts),
-            Err(MvccError::OutcomeUnknown(reason)) => BlindWrite::Unknown { ts, reason },
-            Err(MvccError::NotLeader { .. }) => BlindWrite::Declined("the proposal was refused"),
-            Err(e) => return Err(e),
-        };
-        // Applied (or not at all): readers waiting on the memory lock may go.
-        drop(memory);
-        Ok(outcome)
+        }
+        let mut txn = MvccTxn::new(ts);
+        actions::one_pc_write(&mut txn, mutation, ts);
+        Ok(Ok(PreparedBlind {
+            ts,
+            ticket,
+            batch: txn.into_parts().0,
+            _memory: memory,
+            _latches: latches,
+            _gate: gate,
+        }))
     }
 
     /// Commits all `mutations` of transaction `start_ts` in one phase (the first key is the

@@ -261,15 +261,7 @@ impl ShardRouter {
             .route_async(Resend::Never, |target| async move {
                 match target {
                     Target::Local => {
-                        let writes: Vec<_> = mutations
-                            .iter()
-                            .map(|m| self.local.spawn_blind_write(m.clone()))
-                            .collect();
-                        let mut answers = Vec::with_capacity(n);
-                        for w in writes {
-                            answers.push(w.await);
-                        }
-                        Ok(answers)
+                        Ok(self.local.spawn_blind_write_batch(mutations.clone()).await)
                     }
                     Target::Remote(mut r) => {
                         let req = pb::BlindWritesRequest {

@@ -180,7 +180,20 @@ async fn a_removed_node_stops_refuses_clients_stays_out_and_comes_back_only_wipe
     // Over many election timeouts (20 ms ticks, elections after 10 to 20 ticks) it sends
     // nothing, so the group's term stays where it is.
     let term = own(&c.status(leader).await);
-    let sent = c.node(gone).state.replica.transport_stats().messages_sent;
+    // Messages of the ready that applied the removal may still be on their way out (the
+    // counter moves when the link sends them): wait until it stands still for 100 ms. A
+    // node that campaigns keeps sending every election timeout, which the loop below sees.
+    let sent_now = || c.node(gone).state.replica.transport_stats().messages_sent;
+    let mut sent = sent_now();
+    let settle = Instant::now() + Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent_now();
+        if now == sent || Instant::now() > settle {
+            break;
+        }
+        sent = now;
+    }
     let until = Instant::now() + Duration::from_millis(2_000);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
