@@ -286,6 +286,8 @@ fn admin_messages_roundtrip() {
             raft_log_bytes: 1 << 26,
             blind_writes_committed: 3900,
             blind_writes_declined: 100,
+            latest_reads_served: 5200,
+            latest_reads_declined: 40,
         }),
         recovery: Some(RecoveryInfo {
             applied_index_at_open: 28_017,

@@ -807,6 +807,8 @@ mod tests {
             proposals_per_ready: 3.0,
             blind_writes_committed: 882,
             blind_writes_declined: 18,
+            latest_reads_served: 990,
+            latest_reads_declined: 10,
         };
         let mut out = Vec::new();
         write_server_cost(&cost, &mut out).unwrap();
@@ -815,6 +817,7 @@ mod tests {
             "  servers (2 nodes): CPU 250.0 µs/op (3.00 s), fsyncs 0.050/op (raft log 600, \
              engine WAL 0), proposals/ready 3.00\n\
              \x20   blind writes: 882 committed, 18 declined (2.0%, run as transactions)\n\
+             \x20   latest reads: 990 keys served, 10 declined (1.0%, read in transactions)\n\
              \x20   node 1: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
              \x20   node 2: CPU 1.50 s, raft log fsyncs 300, WAL fsyncs 0, proposals 900 in 300 readies\n\
              \x20 not measured: node 3\n"

@@ -47,6 +47,10 @@ pub struct NodeSample {
     pub blind_writes_committed: u64,
     /// Blind writes declined (run as transactions instead).
     pub blind_writes_declined: u64,
+    /// Keys of latest reads served as leader (D162).
+    pub latest_reads_served: u64,
+    /// Keys of latest reads declined (read in transactions instead).
+    pub latest_reads_declined: u64,
 }
 
 impl NodeSample {
@@ -62,6 +66,8 @@ impl NodeSample {
             raft_proposal_readies: c.raft_proposal_readies,
             blind_writes_committed: c.blind_writes_committed,
             blind_writes_declined: c.blind_writes_declined,
+            latest_reads_served: c.latest_reads_served,
+            latest_reads_declined: c.latest_reads_declined,
         })
     }
 
@@ -80,6 +86,8 @@ impl NodeSample {
             raft_proposal_readies: d(self.raft_proposal_readies, before.raft_proposal_readies)?,
             blind_writes_committed: d(self.blind_writes_committed, before.blind_writes_committed)?,
             blind_writes_declined: d(self.blind_writes_declined, before.blind_writes_declined)?,
+            latest_reads_served: d(self.latest_reads_served, before.latest_reads_served)?,
+            latest_reads_declined: d(self.latest_reads_declined, before.latest_reads_declined)?,
         })
     }
 }
@@ -108,6 +116,10 @@ pub struct ServerCost {
     pub blind_writes_committed: u64,
     /// See `blind_writes_committed`.
     pub blind_writes_declined: u64,
+    /// Keys of latest reads served, and declined to the read transaction, over all nodes.
+    pub latest_reads_served: u64,
+    /// See `latest_reads_served`.
+    pub latest_reads_declined: u64,
 }
 
 /// Sums the deltas of the nodes sampled both `before` and `after` (the same node at the
@@ -143,6 +155,8 @@ pub fn server_cost(
                     readies += d.raft_proposal_readies;
                     cost.blind_writes_committed += d.blind_writes_committed;
                     cost.blind_writes_declined += d.blind_writes_declined;
+                    cost.latest_reads_served += d.latest_reads_served;
+                    cost.latest_reads_declined += d.latest_reads_declined;
                     cost.nodes.push(d);
                 }
                 None => cost.unmeasured.push(format!("node {id} (restarted)")),

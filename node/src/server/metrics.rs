@@ -57,6 +57,10 @@ pub struct NodeCounters {
     pub blind_writes_committed: u64,
     /// Blind writes it declined (run as transactions instead).
     pub blind_writes_declined: u64,
+    /// Keys of latest reads this replica served as leader (D162).
+    pub latest_reads_served: u64,
+    /// Keys of latest reads it declined (read in transactions instead).
+    pub latest_reads_declined: u64,
 }
 
 impl NodeCounters {
@@ -74,6 +78,8 @@ impl NodeCounters {
             raft_log_bytes: self.raft_log_bytes,
             blind_writes_committed: self.blind_writes_committed,
             blind_writes_declined: self.blind_writes_declined,
+            latest_reads_served: self.latest_reads_served,
+            latest_reads_declined: self.latest_reads_declined,
         }
     }
 
@@ -88,7 +94,7 @@ impl NodeCounters {
             );
             let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
         }
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "strata_raft_log_writes_total",
                 "Raft log (raft-engine) writes.",
@@ -128,6 +134,16 @@ impl NodeCounters {
                 "strata_blind_writes_declined_total",
                 "Blind writes this leader declined (run as transactions instead).",
                 self.blind_writes_declined,
+            ),
+            (
+                "strata_latest_reads_served_total",
+                "Keys of latest reads this leader read at one timestamp behind one barrier.",
+                self.latest_reads_served,
+            ),
+            (
+                "strata_latest_reads_declined_total",
+                "Keys of latest reads this leader declined (read in transactions instead).",
+                self.latest_reads_declined,
             ),
         ];
         for (name, help, v) in counters {
@@ -468,6 +484,7 @@ mod tests {
             raft_proposal_readies: 30,
             raft_log_bytes: 4096,
             blind_writes_declined: 7,
+            latest_reads_declined: 3,
             ..NodeCounters::default()
         };
         let mut text = String::new();
@@ -493,6 +510,10 @@ mod tests {
         assert!(text.contains("\nstrata_raft_log_bytes 4096\n"), "{text}");
         assert!(
             text.contains("\nstrata_blind_writes_declined_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_latest_reads_declined_total 3\n"),
             "{text}"
         );
         // Without /proc the CPU counter is left out rather than reported as 0.

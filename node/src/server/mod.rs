@@ -867,6 +867,7 @@ impl State {
     pub(crate) fn node_counters(&self) -> metrics::NodeCounters {
         let driver = self.replica.handle().stats();
         let blind = self.manager.storage().blind_write_counts();
+        let reads = self.manager.storage().latest_read_counts();
         metrics::NodeCounters {
             cpu_seconds: crate::bench::procfs::process_cpu_seconds(),
             raft_log_writes: driver.log_writes,
@@ -879,6 +880,8 @@ impl State {
             raft_log_bytes: self.replica.raft_log_bytes(),
             blind_writes_committed: blind.committed,
             blind_writes_declined: blind.declined,
+            latest_reads_served: reads.served,
+            latest_reads_declined: reads.declined,
         }
     }
 

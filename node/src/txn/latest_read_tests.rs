@@ -199,6 +199,9 @@ fn a_locked_key_is_declined_alone_and_the_others_are_read() {
     let (_, values) = read(e.latest(&[b"free", b"locked"]));
     assert_eq!(values[0], value(b"1"));
     assert!(matches!(values[1], LatestRead::Declined(_)), "{values:?}");
+    // Counted in keys: one served, one declined.
+    let c = e.storage.latest_read_counts();
+    assert_eq!((c.served, c.declined), (1, 1));
 }
 
 #[test]
@@ -242,8 +245,13 @@ fn latest_reads_decline_as_a_whole_what_would_wait() {
     let e = env(true);
     // No ready leader: nothing asked of the barrier.
     e.leader.ready.store(false, Ordering::SeqCst);
-    assert!(declined(e.latest(&[b"k"])));
+    assert!(declined(e.latest(&[b"k", b"j"])));
     assert_eq!(e.leader.barriers.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        e.storage.latest_read_counts().declined,
+        2,
+        "every key of a declined call counts"
+    );
     e.leader.ready.store(true, Ordering::SeqCst);
     // The barrier refused: not the leader any more.
     e.leader.refuse_barrier.store(true, Ordering::SeqCst);

@@ -43,7 +43,9 @@ pub use manager::{
 pub use node_meta::NodeMeta;
 pub use shard_client::{LockWait, RemoteWait, ShardClient};
 pub use shard_writer::{EngineWriter, ShardWriter, WriteFuture, WriteTicket};
-pub use storage::{BlindWrite, BlindWriteCounts, LatestRead, LatestReads, Storage};
+pub use storage::{
+    BlindWrite, BlindWriteCounts, LatestRead, LatestReadCounts, LatestReads, Storage,
+};
 pub use txn_id::TxnIds;
 
 /// Tests: a runtime for the asynchronous paths (blind writes spawn their tasks).

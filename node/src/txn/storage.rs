@@ -90,6 +90,18 @@ struct BlindCounters {
     committed: std::sync::atomic::AtomicU64,
     declined: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+    /// Keys of latest reads read, and declined (D162).
+    reads_served: std::sync::atomic::AtomicU64,
+    reads_declined: std::sync::atomic::AtomicU64,
+}
+
+/// What latest reads came to on a replica, in keys, counted since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatestReadCounts {
+    /// Read at the call's timestamp.
+    pub served: u64,
+    /// Declined (alone or with their whole call): read in a transaction instead.
+    pub declined: u64,
 }
 
 /// What [`Storage::blind_write`] did.
@@ -349,6 +361,26 @@ impl Storage {
     /// commit in flight on it is declined alone. Every key read raises `max_ts` to the
     /// timestamp first, as every read does, so no later one-phase commit lands below it.
     pub async fn latest_reads(&self, keys: &[Vec<u8>]) -> Result<LatestReads> {
+        let outcome = self.latest_attempt(keys).await;
+        let (served, declined) = match &outcome {
+            Ok(LatestReads::Read { values, .. }) => {
+                let declined = values
+                    .iter()
+                    .filter(|v| matches!(v, LatestRead::Declined(_)))
+                    .count();
+                (values.len() - declined, declined)
+            }
+            Ok(LatestReads::Declined(_)) | Err(_) => (0, keys.len()),
+        };
+        let c = &self.blind_counts;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        c.reads_served.fetch_add(served as u64, relaxed);
+        c.reads_declined.fetch_add(declined as u64, relaxed);
+        outcome
+    }
+
+    /// [`latest_reads`](Self::latest_reads) itself.
+    async fn latest_attempt(&self, keys: &[Vec<u8>]) -> Result<LatestReads> {
         let Some(tso) = self.ts_source.get() else {
             return Ok(LatestReads::Declined("no oracle"));
         };
@@ -535,6 +567,16 @@ impl Storage {
             committed: get(&c.committed),
             declined: get(&c.declined),
             failed: get(&c.failed),
+        }
+    }
+
+    /// What latest reads came to on this replica so far, in keys (metrics).
+    pub fn latest_read_counts(&self) -> LatestReadCounts {
+        let c = &self.blind_counts;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        LatestReadCounts {
+            served: get(&c.reads_served),
+            declined: get(&c.reads_declined),
         }
     }
 

@@ -126,6 +126,16 @@ pub(super) fn write_server_cost(s: &ServerCost, out: &mut dyn Write) -> Result<(
                 100.0 * s.blind_writes_declined as f64 / blind as f64,
             )?;
         }
+        let reads = s.latest_reads_served + s.latest_reads_declined;
+        if reads > 0 {
+            writeln!(
+                out,
+                "    latest reads: {} keys served, {} declined ({:.1}%, read in transactions)",
+                s.latest_reads_served,
+                s.latest_reads_declined,
+                100.0 * s.latest_reads_declined as f64 / reads as f64,
+            )?;
+        }
         for n in &s.nodes {
             writeln!(
                 out,
