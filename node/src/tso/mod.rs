@@ -109,6 +109,16 @@ pub const fn physical(ts: Timestamp) -> u64 {
     ts >> LOGICAL_BITS
 }
 
+/// The last of `count` (at least 1) contiguous timestamps issued at `now_ms`, the first
+/// of them no lower than `next`: `ClockOverflow` if it would leave the physical range.
+/// Both oracles issue their batches this way.
+pub(crate) fn batch_last(next: Timestamp, now_ms: u64, count: u64) -> Result<Timestamp, TsoError> {
+    next.max(compose(now_ms, 0))
+        .checked_add(count.saturating_sub(1))
+        .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
+        .ok_or(TsoError::ClockOverflow)
+}
+
 /// The logical part of `ts`.
 pub const fn logical(ts: Timestamp) -> u64 {
     ts & MAX_LOGICAL
@@ -366,11 +376,7 @@ impl LocalTso {
             return Err(TsoError::ClockOverflow);
         }
         let mut state = self.state.lock();
-        let first = state.next.max(compose(now, 0));
-        let last = first
-            .checked_add(count - 1)
-            .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
-            .ok_or(TsoError::ClockOverflow)?;
+        let last = batch_last(state.next, now, count)?;
         if physical(last) >= state.mark_ms {
             // physical(last) < MAX_PHYSICAL_MS, so the new mark is strictly above it.
             let mark = physical(last)

@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{compose, physical, Clock, Timestamp, Tso, TsoError, MAX_PHYSICAL_MS};
+use super::{batch_last, compose, physical, Clock, Timestamp, Tso, TsoError, MAX_PHYSICAL_MS};
 
 /// How long [`Tso::try_timestamp_in_term`] waits for another allocation to release the
 /// state before answering that it would have to wait.
@@ -174,11 +174,7 @@ impl ReplicatedTso {
             state.mark_ms = applied;
             state.term = term;
         }
-        let first = state.next.max(compose(now, 0));
-        let last = first
-            .checked_add(count - 1)
-            .filter(|&last| physical(last) < MAX_PHYSICAL_MS)
-            .ok_or(TsoError::ClockOverflow)?;
+        let last = batch_last(state.next, now, count)?;
         if physical(last) >= state.mark_ms {
             if !may_persist {
                 return Ok(None);

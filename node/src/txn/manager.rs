@@ -61,6 +61,7 @@ use super::storage::Storage;
 use super::txn_id::TxnIds;
 
 mod commit;
+mod kv;
 
 /// The smallest key greater than `key`.
 fn key_successor(key: &[u8]) -> Vec<u8> {

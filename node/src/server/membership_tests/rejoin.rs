@@ -28,6 +28,21 @@ async fn wait_caught_up(c: &TestCluster, id: u64, leader: u64) {
     }
 }
 
+/// A removed node answers a client with `NODE_REMOVED` (UNAVAILABLE), serving nothing.
+async fn refuses_clients(c: &TestCluster, id: u64) {
+    let err = c
+        .kv(id)
+        .await
+        .get(pb::GetRequest {
+            key: b"k".to_vec(),
+            read_ts: 0,
+        })
+        .await
+        .expect_err("a removed node serves no client");
+    assert_eq!(reason(&err), Some(ErrorReason::NodeRemoved), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wiped_initial_member_restarted_with_the_same_config_rejoins_as_a_new_member() {
     let mut c = TestCluster::start(3).await;
@@ -209,17 +224,7 @@ async fn a_removed_node_stops_refuses_clients_stays_out_and_comes_back_only_wipe
         );
     }
     // Clients are told to go elsewhere.
-    let err = c
-        .kv(gone)
-        .await
-        .get(pb::GetRequest {
-            key: b"k".to_vec(),
-            read_ts: 0,
-        })
-        .await
-        .expect_err("a removed node serves no client");
-    assert_eq!(reason(&err), Some(ErrorReason::NodeRemoved), "{err:?}");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    refuses_clients(&c, gone).await;
     // A restart on its data does not bring it back as a voter.
     c.stop(gone).await;
     c.restart(gone).await;
@@ -374,17 +379,7 @@ async fn a_node_stopped_before_its_removal_check_comes_back_retired() {
     fail::remove("server::replica::check_removal");
     c.restart(gone).await;
     assert!(c.status(gone).await.removed, "retired after a restart");
-    let err = c
-        .kv(gone)
-        .await
-        .get(pb::GetRequest {
-            key: b"k".to_vec(),
-            read_ts: 0,
-        })
-        .await
-        .expect_err("a removed node serves no client");
-    assert_eq!(reason(&err), Some(ErrorReason::NodeRemoved), "{err:?}");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    refuses_clients(&c, gone).await;
     let sent = c.node(gone).state.replica.transport_stats().messages_sent;
     let until = Instant::now() + Duration::from_millis(1_000);
     while Instant::now() < until {

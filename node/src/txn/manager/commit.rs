@@ -53,10 +53,8 @@ use super::{
 use crate::mvcc::{LockInfo, MvccError, Timestamp};
 use crate::tso::physical;
 use crate::txn::actions::{Mutation, PrewriteOptions};
-use crate::txn::limits::TxnFootprint;
 use crate::txn::range_locks::KeyRange;
 use crate::txn::shard_client::{LockWait, ShardClient};
-use crate::txn::{BlindWrite, LatestRead, LatestReads};
 
 /// Errors before the commit point (the primary's commit) leave nothing committed: a
 /// prewrite whose outcome is unknown may have left locks, which expire and are resolved
@@ -451,79 +449,6 @@ impl TxnManager {
         .await
     }
 
-    /// Writes one key (`Some(value)`: a put, `None`: a delete) without reading anything:
-    /// `Kv.Put` and `Kv.Delete`. First on the asynchronous write path (D157,
-    /// [`Storage::blind_write`](crate::txn::Storage::blind_write) at the shard's leader):
-    /// one proposal at a timestamp the leader chooses, no timestamp round and no thread
-    /// held while it commits. Where that path declines (it would wait, or the key is
-    /// locked), as a one-shot transaction ([`execute_async`](TxnManager::execute_async),
-    /// up to `attempts` times). An unknown outcome is settled through the key at the
-    /// proposal's timestamp before answering; if the timestamp is unknown too (the
-    /// leader's answer was lost), the answer is `OutcomeUnknown`.
-    pub async fn write_one(
-        self: Arc<Self>,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        attempts: usize,
-    ) -> Result<ExecuteResponse> {
-        let mutation = match value.clone() {
-            Some(v) => Mutation::Put(key.clone(), v),
-            None => Mutation::Delete(key.clone()),
-        };
-        if self.one_pc_fits(std::slice::from_ref(&mutation)) {
-            // Counted against the node's memory for open transactions, as a transaction
-            // buffering the write would be.
-            let mut footprint = TxnFootprint::new(&self.memory)?;
-            footprint.replace(
-                0,
-                key.len() + value.as_ref().map_or(0, Vec::len),
-                &self.config,
-            )?;
-            if let Some(write) = Arc::clone(&self.shards).blind_write(mutation) {
-                let settled = match write.await {
-                    Ok(BlindWrite::Committed(ts)) => Some(ts),
-                    Ok(BlindWrite::Declined(why)) => {
-                        tracing::trace!(why, "blind write declined; as a transaction");
-                        None
-                    }
-                    Ok(BlindWrite::Unknown { ts, reason }) => {
-                        let m = Arc::clone(&self);
-                        let primary = key.clone();
-                        let first = MvccError::OutcomeUnknown(reason);
-                        let settled = tokio::task::spawn_blocking(move || {
-                            m.settle_one_pc(&primary, ts, first)
-                        })
-                        .await
-                        .map_err(|e| TxnError::TaskFailed(e.to_string()))?;
-                        match settled {
-                            Ok(ts) => Some(ts),
-                            // Rolled back for good: nothing was written; try again.
-                            Err(TxnError::NotCommitted(_)) => None,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    // Refused without effect: the transaction path routes and retries.
-                    Err(MvccError::NotLeader { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                };
-                if let Some(ts) = settled {
-                    return Ok(ExecuteResponse {
-                        succeeded: true,
-                        failed_precondition: None,
-                        reads: Vec::new(),
-                        start_ts: ts,
-                        commit_ts: Some(ts),
-                    });
-                }
-            }
-        }
-        let request = ExecuteRequest {
-            writes: vec![(key, value)],
-            ..ExecuteRequest::default()
-        };
-        self.execute_async(request, attempts).await
-    }
-
     /// Moves transaction `id` to `Committing` and takes its buffered work; the plan is
     /// `None` if there is nothing to commit.
     fn take_for_commit(&self, id: TxnId) -> Result<(Arc<Mutex<ActiveTxn>>, Option<CommitPlan>)> {
@@ -684,42 +609,8 @@ impl TxnManager {
         }
     }
 
-    /// Reads `keys` at the latest state without a transaction where the shard's leader can
-    /// (D162): one timestamp, one read barrier, no thread held. `None` when it declined
-    /// anything (a lock, a one-phase commit in flight, a leader that would have to wait) or
-    /// failed: the caller then reads them in a one-shot transaction, which waits, resolves
-    /// and retries. The answers are the transaction's would be: the keys' values at one
-    /// timestamp issued after the call began.
-    pub async fn read_latest(&self, keys: &[Vec<u8>]) -> Option<(Vec<Option<Vec<u8>>>, Timestamp)> {
-        let reads = Arc::clone(&self.shards).latest_reads(keys.to_vec())?;
-        match reads.await {
-            Ok(LatestReads::Read { ts, values }) if values.len() == keys.len() => {
-                let mut out = Vec::with_capacity(values.len());
-                for v in values {
-                    match v {
-                        LatestRead::Value(v) => out.push(v),
-                        LatestRead::Declined(why) => {
-                            tracing::trace!(why, "latest read declined; in a transaction");
-                            return None;
-                        }
-                    }
-                }
-                Some((out, ts))
-            }
-            Ok(LatestReads::Read { .. }) => None,
-            Ok(LatestReads::Declined(why)) => {
-                tracing::trace!(why, "latest reads declined; in a transaction");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "latest reads failed; in a transaction");
-                None
-            }
-        }
-    }
-
     /// Whether a commit of `mutations` is small enough for one phase.
-    fn one_pc_fits(&self, mutations: &[Mutation]) -> bool {
+    pub(super) fn one_pc_fits(&self, mutations: &[Mutation]) -> bool {
         let bytes: usize = mutations
             .iter()
             .map(|m| match m {
@@ -815,7 +706,7 @@ impl TxnManager {
     /// writes the rollback record that makes any late attempt fail (`AlreadyRolledBack`), so
     /// "not committed" is then certain. Asked until `outcome_resolve_timeout`, then
     /// `OutcomeUnknown`.
-    fn settle_one_pc(
+    pub(super) fn settle_one_pc(
         &self,
         primary: &[u8],
         start_ts: Timestamp,
