@@ -379,3 +379,82 @@ async fn a_script_whose_connection_is_lost_mid_transaction_fails_and_resends_not
     );
     assert!(stderr.contains(&endpoint), "{stderr}");
 }
+
+/// Free Raft ports are found by binding port 0 and releasing it (every member must know the
+/// others' ports before it starts), so another process may bind one first and that node
+/// exits. A node binary that exits on its first run forces the same failure: a playground
+/// on free ports and a temporary directory starts again on new ports, and serves.
+#[test]
+fn a_node_that_exits_at_start_makes_the_playground_try_again_on_new_ports() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("failed-once");
+    let script = dir.path().join("strata-node-fails-once");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nmkdir '{}' 2>/dev/null && exit 1\nexec '{}' \"$@\"\n",
+            marker.display(),
+            env!("CARGO_BIN_EXE_strata-node")
+        ),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut playground = Command::new(STRATA)
+        .args(["playground", "--nodes", "3"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--raft-addr", "127.0.0.1:0", "--node-binary"])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the playground");
+    let _guard = KillOnDrop(playground.id());
+    let mut stderr = playground.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut lines = BufReader::new(playground.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("readable");
+        let done = line.starts_with("Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let text = banner.join("\n");
+    assert!(marker.exists(), "the first node run failed: {text}");
+    let endpoint = banner
+        .iter()
+        .find_map(|l| l.split("gRPC on ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("a gRPC address in the banner: {text}"))
+        .to_string();
+    assert_eq!(
+        banner.iter().filter(|l| l.starts_with("  node ")).count(),
+        3,
+        "{text}"
+    );
+    let (code, out) = cli(&endpoint, &["put", "again", "served"], None);
+    assert_eq!(code, 0, "{out}");
+    let status = Command::new("kill")
+        .args(["-INT", &playground.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_until("the playground exits", || {
+        playground.try_wait().expect("try_wait").is_some()
+    });
+    assert!(playground.wait().expect("wait").success(), "exits 0");
+    let errors = errors.join().expect("stderr reader");
+    assert!(
+        errors.contains("trying again on new ports"),
+        "says why it started again: {errors}"
+    );
+}

@@ -34,6 +34,9 @@ use crate::server::Member;
 
 /// How long each node may take to become ready.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How many times a playground on free ports and a temporary directory tries to start.
+const START_ATTEMPTS: u32 = 3;
 /// How long a node gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Port distance between consecutive nodes.
@@ -227,23 +230,33 @@ async fn run_in(
     data: &Path,
     temporary: bool,
 ) -> Result<()> {
-    let specs = plan(args, binary, data)?;
-    let mut nodes = Vec::with_capacity(specs.len());
-    // All start at once: initial members wait for each other.
-    for spec in &specs {
-        nodes.push(NodeProcess::spawn(spec)?);
-    }
-    let deadline = Instant::now() + READY_DEADLINE;
-    let mut addresses = Vec::new();
-    for node in &mut nodes {
-        match node.wait_ready(deadline).await {
-            Ok(a) => addresses.push(a),
-            Err(e) => {
-                stop_all(&mut nodes).await;
-                return Err(e.context("starting the playground"));
+    // Free Raft ports are found by binding port 0 and releasing it, since every member must
+    // know the others' ports before any starts; another process may bind one in between,
+    // and that node then exits. With a fresh temporary directory nothing is lost by trying
+    // again on new ports; with the caller's directory the nodes' data names the old ports.
+    let attempts = if temporary && args.raft_addr.port() == 0 {
+        START_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    let (specs, mut nodes, addresses) = loop {
+        match start_nodes(args, binary, data).await {
+            Ok(started) => break started,
+            Err(e) if attempt < attempts => {
+                eprintln!("starting the playground failed, trying again on new ports: {e:#}");
+                match std::fs::remove_dir_all(data) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("clearing {} to start again", data.display())));
+                    }
+                    _ => {}
+                }
+                attempt += 1;
             }
+            Err(e) => return Err(e),
         }
-    }
+    };
     let replicated =
         match Clients::connect_one(&addresses[0].grpc.to_string(), Duration::from_secs(5)).await {
             Ok(mut c) => c
@@ -292,6 +305,39 @@ async fn run_in(
     out.flush()?;
     stop_all(&mut nodes).await;
     Ok(())
+}
+
+/// Plans and starts every node, and waits until each is ready; on failure every started
+/// node is stopped.
+async fn start_nodes(
+    args: &PlaygroundArgs,
+    binary: &Path,
+    data: &Path,
+) -> Result<(Vec<NodeSpec>, Vec<NodeProcess>, Vec<BoundAddresses>)> {
+    let specs = plan(args, binary, data)?;
+    let mut nodes = Vec::with_capacity(specs.len());
+    // All start at once: initial members wait for each other.
+    for spec in &specs {
+        match NodeProcess::spawn(spec) {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                stop_all(&mut nodes).await;
+                return Err(e);
+            }
+        }
+    }
+    let deadline = Instant::now() + READY_DEADLINE;
+    let mut addresses = Vec::new();
+    for node in &mut nodes {
+        match node.wait_ready(deadline).await {
+            Ok(a) => addresses.push(a),
+            Err(e) => {
+                stop_all(&mut nodes).await;
+                return Err(e.context("starting the playground"));
+            }
+        }
+    }
+    Ok((specs, nodes, addresses))
 }
 
 fn exited(nodes: &mut [NodeProcess]) -> Vec<(u64, std::process::ExitStatus)> {
