@@ -176,20 +176,30 @@ fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--raft-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the playground");
+    let mut stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut banner = Vec::new();
+    let mut complete = false;
     for line in lines.by_ref() {
         let line = line.expect("readable");
-        let done = line.starts_with("Ctrl-C");
+        complete = line.starts_with("Ctrl-C");
         banner.push(line);
-        if done {
+        if complete {
             break;
         }
     }
+    if !complete {
+        // The playground exited before its banner ended: its stderr says why.
+        let mut why = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut why);
+        panic!("the playground stopped before its banner ended: {banner:?}\n{why}");
+    }
     std::thread::spawn(move || for _ in lines {});
+    // Drained so that the pipe never fills.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let nodes = banner
         .iter()
         .filter(|l| l.starts_with("  node "))
