@@ -170,16 +170,35 @@ impl Drop for KillOnDrop {
 }
 
 /// A playground of `nodes` on free ports; returns it, its banner, each node's (pid, gRPC).
-fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
+fn start_playground(nodes: &str) -> Started {
+    start_playground_with(nodes, &[]).0
+}
+
+/// A started playground, its banner and each node's (pid, gRPC address).
+type Started = (Child, Vec<String>, Vec<(u32, String)>);
+
+/// [`start_playground`] with more arguments; also returns the reader of its stderr, which
+/// yields the whole text once the playground exits.
+fn start_playground_with(
+    nodes: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (Started, std::thread::JoinHandle<String>) {
     let mut child = Command::new(STRATA)
         .args(["playground", "--nodes", nodes])
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--raft-addr", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the playground");
     let mut stderr = child.stderr.take().expect("stderr");
+    // Read to the end so that the pipe never fills.
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut banner = Vec::new();
     let mut complete = false;
@@ -193,13 +212,10 @@ fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
     }
     if !complete {
         // The playground exited before its banner ended: its stderr says why.
-        let mut why = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut why);
+        let why = stderr.join().unwrap_or_default();
         panic!("the playground stopped before its banner ended: {banner:?}\n{why}");
     }
     std::thread::spawn(move || for _ in lines {});
-    // Drained so that the pipe never fills.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let nodes = banner
         .iter()
         .filter(|l| l.starts_with("  node "))
@@ -219,7 +235,7 @@ fn start_playground(nodes: &str) -> (Child, Vec<String>, Vec<(u32, String)>) {
             (pid, grpc)
         })
         .collect();
-    (child, banner, nodes)
+    ((child, banner, nodes), stderr)
 }
 
 #[test]
@@ -396,7 +412,6 @@ async fn a_script_whose_connection_is_lost_mid_transaction_fails_and_resends_not
 /// on free ports and a temporary directory starts again on new ports, and serves.
 #[test]
 fn a_node_that_exits_at_start_makes_the_playground_try_again_on_new_ports() {
-    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = dir.path().join("failed-once");
@@ -411,47 +426,14 @@ fn a_node_that_exits_at_start_makes_the_playground_try_again_on_new_ports() {
     )
     .expect("write the script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut playground = Command::new(STRATA)
-        .args(["playground", "--nodes", "3"])
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--raft-addr", "127.0.0.1:0", "--node-binary"])
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the playground");
+    let ((mut playground, banner, nodes), errors) =
+        start_playground_with("3", &["--node-binary".as_ref(), script.as_os_str()]);
     let _guard = KillOnDrop(playground.id());
-    let mut stderr = playground.stderr.take().expect("stderr");
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut lines = BufReader::new(playground.stdout.take().expect("stdout")).lines();
-    let mut banner = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("readable");
-        let done = line.starts_with("Ctrl-C");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
     let text = banner.join("\n");
     assert!(marker.exists(), "the first node run failed: {text}");
-    let endpoint = banner
-        .iter()
-        .find_map(|l| l.split("gRPC on ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap_or_else(|| panic!("a gRPC address in the banner: {text}"))
-        .to_string();
-    assert_eq!(
-        banner.iter().filter(|l| l.starts_with("  node ")).count(),
-        3,
-        "{text}"
-    );
-    let (code, out) = cli(&endpoint, &["put", "again", "served"], None);
+    assert_eq!(nodes.len(), 3, "{text}");
+    let endpoint = &nodes[0].1;
+    let (code, out) = cli(endpoint, &["put", "again", "served"], None);
     assert_eq!(code, 0, "{out}");
     let status = Command::new("kill")
         .args(["-INT", &playground.id().to_string()])

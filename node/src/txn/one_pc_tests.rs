@@ -410,6 +410,20 @@ fn a_concurrent_reader_never_sees_a_snapshot_change_under_many_one_pc_commits() 
 // The asynchronous write path of single-key writes (D157): `Storage::blind_write` and
 // `TxnManager::write_one` over it.
 
+/// Leaves a live lock on `key` (a prewrite with a long TTL that is never committed).
+fn lock_live(e: &Env, key: &[u8]) {
+    let lock_ts = e.tso.get_timestamp().unwrap();
+    let options = PrewriteOptions {
+        primary: key.to_vec(),
+        ttl_ms: 60_000,
+        min_commit_ts: lock_ts + 1,
+        coordinator: None,
+    };
+    e.storage
+        .prewrite(&[put(key, b"x")], &options, lock_ts)
+        .unwrap();
+}
+
 fn blind(s: &Arc<Storage>, m: Mutation) -> Result<BlindWrite> {
     run(Arc::clone(s).blind_write(m))
 }
@@ -474,16 +488,7 @@ fn a_blind_write_declines_what_would_wait_and_writes_nothing() {
     let e = env(true, TxnConfig::default());
     e.transfer(&[b"warm-up"]).unwrap();
     // A live lock on the key.
-    let lock_ts = e.tso.get_timestamp().unwrap();
-    let options = PrewriteOptions {
-        primary: b"locked".to_vec(),
-        ttl_ms: 60_000,
-        min_commit_ts: lock_ts + 1,
-        coordinator: None,
-    };
-    e.storage
-        .prewrite(&[put(b"locked", b"x")], &options, lock_ts)
-        .unwrap();
+    lock_live(&e, b"locked");
     // A range locked by a committing SERIALIZABLE transaction.
     e.storage
         .lock_ranges(
@@ -626,16 +631,7 @@ fn a_batch_of_blind_writes_is_one_proposal_and_declines_each_write_on_its_own() 
     let e = env(true, TxnConfig::default());
     e.transfer(&[b"warm-up"]).unwrap();
     // A live lock on one key.
-    let lock_ts = e.tso.get_timestamp().unwrap();
-    let options = PrewriteOptions {
-        primary: b"locked".to_vec(),
-        ttl_ms: 60_000,
-        min_commit_ts: lock_ts + 1,
-        coordinator: None,
-    };
-    e.storage
-        .prewrite(&[put(b"locked", b"x")], &options, lock_ts)
-        .unwrap();
+    lock_live(&e, b"locked");
     let before = e.writes();
     let issued = e.tso.get_timestamp().unwrap();
     let answers = run(Arc::clone(&e.storage).blind_write_batch(vec![
