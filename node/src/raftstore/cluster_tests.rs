@@ -27,6 +27,54 @@ fn voters_of(c: &mut Cluster, node: u64) -> Vec<u64> {
     v
 }
 
+/// Steps every message due into its destination, without running any ready loop.
+fn deliver(c: &mut Cluster) {
+    for (_, msg) in c.net.take_due() {
+        let to = msg.msg.to;
+        c.store(to).step(msg).unwrap();
+    }
+}
+
+#[test]
+fn an_applied_entry_is_answered_before_the_log_write_of_newer_ones() {
+    let mut c = Cluster::new(3, 11);
+    let leader = c.wait_leader();
+    // Everything the election appended is applied everywhere first.
+    assert!(c.run_until(300, |c| {
+        let last = c.store(leader).peer(SHARD).unwrap().last_index();
+        (1..=3).all(|n| c.applied(n) == last)
+    }));
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    // p1 reaches every log; the followers' acknowledgements are on their way back.
+    let p1 = c.propose_at(leader, "a", "1").unwrap();
+    c.store(leader).process_ready().unwrap();
+    deliver(&mut c);
+    for f in &followers {
+        c.store(*f).process_ready().unwrap();
+    }
+    // p2 is proposed before they arrive: the leader's next ready commits p1 and holds p2.
+    let p2 = c.propose_at(leader, "b", "2").unwrap();
+    deliver(&mut c);
+    let writes = c.store(leader).stats().writes;
+    let pending = c.store(leader).begin_ready().unwrap().expect("a ready");
+    let early: BTreeMap<ProposalId, bool> = c
+        .store(leader)
+        .take_outcomes()
+        .into_iter()
+        .map(|o| (o.id, o.result.is_ok()))
+        .collect();
+    assert_eq!(early, BTreeMap::from([(p1, true)]), "p1 only, applied");
+    assert_eq!(c.value(leader, "a").as_deref(), Some("1"));
+    assert_eq!(
+        c.store(leader).stats().writes,
+        writes,
+        "p2 is not written yet"
+    );
+    c.store(leader).complete_ready(pending).unwrap();
+    assert_eq!(c.store(leader).stats().writes, writes + 1);
+    assert!(c.run_until(100, |c| matches!(c.outcome(p2), Some(Ok(_)))));
+}
+
 #[test]
 fn a_leader_is_elected_and_only_one_per_term() {
     let mut c = Cluster::new(3, 1);

@@ -13,7 +13,10 @@
 //!                                                   proposals -> RaftStore::propose
 //!        ▲                                          reads -> one ReadIndex ctx per shard
 //!        │ oneshot replies                           (or a lease read)
-//!        │                                        process_ready()  ONE log write + fsync for
+//!        │                                        begin_ready(): send, apply committed, stage
+//!        ├─────────────────────────────────────── outcomes of those applies -> replies, and
+//!        │                                          reads whose index is applied (D167)
+//!        │                                        complete_ready(): ONE log write + fsync for
 //!        │                                          every proposal and message drained above
 //!        └─────────────────────────────────────── outcomes (after apply) -> proposals' replies
 //!   status(shard) <── published after each        read states, applied >= read index -> reads
@@ -25,7 +28,10 @@
 //! ([`DriverStats::proposal_readies`] against [`DriverStats::proposals`]).
 //!
 //! **Outcomes.** A proposal resolves `Ok(index)` only once its entry is applied on this
-//! replica; one a new leader replaced resolves `NotLeader` (retryable, it was not applied).
+//! replica. Entries applied in the first half of a ready pass are answered before that pass's
+//! log write: raft-rs hands out only entries already persisted here, so the fsync of the
+//! newer entries staged beside them is no longer on their replies' path (D167). A proposal
+//! a new leader replaced resolves `NotLeader` (retryable, it was not applied).
 //! The driver never times out a proposal raft-rs has taken, because its outcome would then be
 //! unknown: a caller that stops waiting (a timeout around the future, or dropping it) simply
 //! stops listening, and the driver forgets it at the next tick. Nothing leaks.

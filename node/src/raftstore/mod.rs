@@ -8,14 +8,16 @@
 //! ```text
 //!   tick() / step(msg) / propose()            (driver: a timer, the network, clients)
 //!                 │
-//!   process_ready()  ── for each replica with a ready ──────────────────────────┐
+//!   begin_ready()  ── for each replica with a ready ────────────────────────────┐
 //!   │  1. send messages            (followers may receive before we persist)    │
 //!   │  2. apply snapshot           (log replaced up to the snapshot index)      │
 //!   │  3. apply committed entries  (conf changes -> raft-rs, all -> Apply)      │
 //!   │  4. stage entries + hard state + apply state into the shared batch        │
 //!   └───────────────────────────────────────────────────────────────────────────┘
 //!                 │
-//!        LogStore::write(batch, sync)          one raft-engine write, one fsync
+//!   take_outcomes()   what step 3 settled: those entries were already durable here,
+//!                 │   so the driver answers them before the write below (D167)
+//!   complete_ready(): LogStore::write(batch, sync)   one raft-engine write, one fsync
 //!                 │
 //!   ── for each replica again ──────────────────────────────────────────────────┐
 //!   │  5. send persisted messages  (votes, append responses: only after fsync)  │
@@ -26,8 +28,8 @@
 //!                 │
 //!   build requested snapshots   (leaders: Apply::snapshot at the applied index)
 //!                 │
-//!   take_outcomes()   proposals applied or refused by the state machine, or NotLeader
-//!                     when a new leader dropped them
+//!   take_outcomes()   the rest: proposals applied or refused by the state machine, or
+//!                     NotLeader when a new leader dropped them
 //! ```
 //!
 //! The store reads no clock and starts no thread: [`driver`] runs it on a thread with a

@@ -5,6 +5,8 @@
 //! received and `process_ready` after either; tests call the same three methods in a chosen
 //! order. Each iteration visits every replica with a ready, gathers all of their log changes
 //! into one [`LogWriteBatch`] and writes it with one fsync, then finishes each replica's ready.
+//! `process_ready` is [`RaftStore::begin_ready`] then [`RaftStore::complete_ready`]; a driver
+//! that calls the two itself answers what the first half applied before the write (D167).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,7 @@ use super::compaction::LogCompactionPolicy;
 use super::error::{RaftStoreError, Result};
 use super::log_store::{LogStore, LogWriteBatch};
 use super::logger::raft_logger;
-use super::peer::{Peer, PeerConfig};
+use super::peer::{InFlight, Peer, PeerConfig};
 use super::types::{PeerId, ProposalId, ReplicaMeta, ShardId};
 
 /// Counters of the ready loop, for status pages and tests.
@@ -27,6 +29,24 @@ pub struct LoopStats {
     pub writes: u64,
     /// Of those, the ones fsynced.
     pub syncs: u64,
+}
+
+/// An iteration between [`RaftStore::begin_ready`] and [`RaftStore::complete_ready`]: the
+/// staged log changes and the readies waiting for them to be durable.
+#[must_use = "the readies advance only through RaftStore::complete_ready"]
+pub struct PendingReady {
+    batch: LogWriteBatch,
+    inflight: Vec<(ShardId, InFlight)>,
+    must_sync: bool,
+}
+
+impl std::fmt::Debug for PendingReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReady")
+            .field("replicas", &self.inflight.len())
+            .field("must_sync", &self.must_sync)
+            .finish_non_exhaustive()
+    }
 }
 
 /// All replicas of one node, their log store and their transport.
@@ -200,19 +220,52 @@ impl<T: Transport> RaftStore<T> {
     /// not reach the disk have not advanced, so their readies are lost with it and the store
     /// must be reopened (as raft-rs's contract for a failed persist).
     pub fn process_ready(&mut self) -> Result<usize> {
+        match self.begin_ready()? {
+            Some(pending) => self.complete_ready(pending),
+            None => Ok(0),
+        }
+    }
+
+    /// The first half of an iteration: every replica with a ready sends what may leave before
+    /// persistence, applies its committed entries and stages its log changes; nothing is
+    /// written yet. `None` when no replica had work.
+    ///
+    /// The outcomes of the entries applied here are in [`RaftStore::take_outcomes`] before the
+    /// write: raft-rs hands out only entries that are committed *and* already persisted on
+    /// this replica, so a caller may be answered without waiting for this iteration's fsync,
+    /// which covers newer entries only. A driver that answers between the two halves takes
+    /// that fsync off every reply's path.
+    pub fn begin_ready(&mut self) -> Result<Option<PendingReady>> {
         let mut batch = LogWriteBatch::new();
         let mut inflight = Vec::new();
         let mut must_sync = false;
         for (shard, peer) in self.peers.iter_mut() {
             if let Some(f) = peer.collect_ready(&mut batch, &mut self.transport)? {
                 must_sync |= f.must_sync;
+                peer.take_outcomes(&mut self.outcomes);
                 inflight.push((*shard, f));
             }
         }
         if inflight.is_empty() {
             self.build_requested_snapshots();
-            return Ok(0);
+            return Ok(None);
         }
+        Ok(Some(PendingReady {
+            batch,
+            inflight,
+            must_sync,
+        }))
+    }
+
+    /// The second half: one log write (fsynced if any ready needs it), then each replica's
+    /// ready is finished (persisted messages sent, raft-rs advanced, newly committed entries
+    /// applied). Returns how many replicas had work.
+    pub fn complete_ready(&mut self, pending: PendingReady) -> Result<usize> {
+        let PendingReady {
+            mut batch,
+            inflight,
+            must_sync,
+        } = pending;
         self.stats.iterations += 1;
         if !batch.is_empty() {
             self.log.write(&mut batch, must_sync)?;

@@ -303,20 +303,25 @@ impl<T: Transport> Driver<T> {
     /// leader became ready meanwhile (its parked requests should not wait for a tick).
     fn work(&mut self, now: Instant) -> Result<()> {
         self.serve_parked(now);
-        self.run_ready()?;
+        self.run_ready(now)?;
         self.finish(now);
         if self.serve_parked(now) {
-            self.run_ready()?;
+            self.run_ready(now)?;
             self.finish(now);
         }
         Ok(())
     }
 
-    fn run_ready(&mut self) -> Result<()> {
+    /// Ready passes until none has work. Each pass answers what its applies settled before
+    /// its log write: those entries were already durable here, and the write's fsync is for
+    /// newer ones (see [`RaftStore::begin_ready`]), so no reply waits for it.
+    fn run_ready(&mut self, now: Instant) -> Result<()> {
         for _ in 0..MAX_READY_PASSES {
-            if self.store.process_ready()? == 0 {
+            let Some(pending) = self.store.begin_ready()? else {
                 break;
-            }
+            };
+            self.finish(now);
+            self.store.complete_ready(pending)?;
             if self.fresh_proposals > 0 {
                 self.stats.proposal_readies += 1;
                 self.stats.max_proposals_per_ready =
