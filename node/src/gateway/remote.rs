@@ -16,6 +16,11 @@
 //! no cycle of waits can form: the call completes or times out. Calling the synchronous API
 //! from an async task of a current-thread runtime would starve that task: this is why the
 //! server never does, and why the wait is bounded all the same.
+//!
+//! **Fault injection.** Built [`Connections::with_faults`], a call to a node whose link from
+//! this one the node's [`NetFaults`] cut fails before it is sent (`NotSent`), so a test's
+//! partition cuts the gateway's forwards and oracle calls as well as the Raft messages. A
+//! call already on its way when the cut comes completes, as one whose packets had crossed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::codec::CallError;
+use crate::raftstore::transport::NetFaults;
+use crate::raftstore::types::NodeId;
 
 /// The largest message on the internal port: room for the prewrite of a transaction of
 /// `max_txn_bytes` (64 MiB) with its framing.
@@ -46,6 +53,8 @@ pub struct Connections {
     runtime: tokio::runtime::Handle,
     connect_timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+    /// This node's id and fault rules, when calls obey them.
+    faults: Option<(NodeId, NetFaults)>,
 }
 
 impl Connections {
@@ -56,6 +65,23 @@ impl Connections {
             runtime,
             connect_timeout,
             channels: Mutex::new(HashMap::new()),
+            faults: None,
+        })
+    }
+
+    /// As [`Connections::new`], for node `node`, whose calls fail unsent while `faults`
+    /// cut its link to their destination (the rules its Raft transport obeys).
+    pub fn with_faults(
+        runtime: tokio::runtime::Handle,
+        connect_timeout: Duration,
+        node: NodeId,
+        faults: NetFaults,
+    ) -> Arc<Connections> {
+        Arc::new(Connections {
+            runtime,
+            connect_timeout,
+            channels: Mutex::new(HashMap::new()),
+            faults: Some((node, faults)),
         })
     }
 
@@ -69,8 +95,16 @@ impl Connections {
         self.channels.lock().len()
     }
 
-    /// A client of the shard service at `addr` (`host:port`), over its one channel.
-    pub(crate) fn client(&self, addr: &str) -> Result<ShardStub<Channel>, CallError> {
+    /// A client of the shard service of node `to` at `addr` (`host:port`), over its one
+    /// channel; `NotSent` while fault rules cut the link to `to`.
+    pub(crate) fn client(&self, to: u64, addr: &str) -> Result<ShardStub<Channel>, CallError> {
+        if let Some((from, faults)) = &self.faults {
+            if faults.is_blocked(*from, NodeId(to)) {
+                return Err(CallError::NotSent(format!(
+                    "the link from node {from} to node {to} is cut (fault injection)"
+                )));
+            }
+        }
         let mut channels = self.channels.lock();
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),

@@ -208,7 +208,7 @@ impl Routing<'_> {
                 }
             }
         };
-        let client = self.connections.client(&leader.addr)?;
+        let client = self.connections.client(leader.node_id, &leader.addr)?;
         Ok(Target::Remote(Box::new(RemoteTarget {
             node_id: leader.node_id,
             client,

@@ -377,7 +377,13 @@ impl Server {
             TSO_SAVE_INTERVAL_MS,
         )));
         let locator: Arc<dyn LeaderLocator> = Arc::new(replica.locator());
-        let connections = Connections::new(tokio::runtime::Handle::current(), CONNECT_TIMEOUT);
+        // The gateway's calls obey the node's fault rules, as its Raft messages do.
+        let connections = Connections::with_faults(
+            tokio::runtime::Handle::current(),
+            CONNECT_TIMEOUT,
+            crate::raftstore::types::NodeId(node_id),
+            replica.net_faults().clone(),
+        );
         let tso: Arc<dyn Tso> = Arc::new(BatchingTso::new(RoutedTso::new(
             node_id,
             DATA_SHARD,

@@ -6,6 +6,10 @@
 //! - The leader isolated from the other two: it commits nothing and serves no read (its
 //!   client gets errors, never a stale value), steps down, the majority elects a leader and
 //!   serves; after the heal it catches up; the whole history is linearizable.
+//! - A follower isolated from the other two: its gateway reaches no leader (the cut covers
+//!   its forwards, not only its Raft messages), so its client gets errors, never an
+//!   acknowledgement; the leader keeps committing; after the heal it serves again; the
+//!   whole history is linearizable.
 //! - Message loss, duplication and delay on every link, from a seed: the history is
 //!   linearizable.
 //! - In both, a stale read injected into the recorded history is caught, so the verdict is
@@ -132,6 +136,13 @@ impl Nodes {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         new
+    }
+
+    /// Cuts node `i` off from every other node, both ways, Raft messages and gateway calls
+    /// alike; waits for nothing.
+    fn cut_off(&self, i: usize) {
+        let id = crate::raftstore::types::NodeId(i as u64 + 1);
+        self.faults_on_every_node(|f| f.isolate(id));
     }
 
     /// Heals every link and waits until node `old` has applied what `new` had committed.
@@ -349,6 +360,67 @@ async fn an_isolated_leader_commits_nothing_serves_no_read_and_the_history_is_li
     assert!(
         counts.refused + counts.unknown > 0,
         "the isolated node's client never failed: {counts:?}"
+    );
+    assert_linearizable_and_not_vacuous(&history, &counts);
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_acknowledges_nothing_and_the_history_is_linearizable() {
+    let nodes = Nodes::start().await;
+    let all = [0, 1, 2];
+    let leader = nodes.wait_leader(&all, Duration::from_secs(10)).await;
+    let cut = (leader + 1) % all.len();
+    let rec = Arc::new(RegisterRecorder::new());
+    let clients = Clients::start(&nodes, &rec, 3, 11, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // The follower still knows the leader, but its link to it is cut: a write through it
+    // cannot be forwarded (nor committed there), so it fails.
+    nodes.cut_off(cut);
+    let probe = RegisterRecorder::new();
+    let mut isolated = RegisterClient::new(101, nodes.channel(cut).await, CALL_TIMEOUT);
+    let (end, output) = isolated
+        .run(
+            &probe,
+            b"probe",
+            RegisterInput::Write(b"while-cut".to_vec()),
+        )
+        .await;
+    assert_ne!(
+        end,
+        OpEnd::Ok,
+        "the isolated follower acknowledged a write: {output:?}"
+    );
+    let before = nodes.commit(leader);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(nodes.commit(leader) > before, "the majority commits");
+
+    // Healed, the follower catches up and serves again.
+    nodes.heal_and_catch_up(cut, leader).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (end, _) = isolated
+            .run(&probe, b"probe", RegisterInput::Write(b"healed".to_vec()))
+            .await;
+        if end == OpEnd::Ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the healed follower does not serve: {end:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = clients.stop().await;
+    let leader = nodes.wait_leader(&all, Duration::from_secs(10)).await;
+    final_reads(&nodes, leader, &rec).await;
+    let rec = Arc::into_inner(rec).expect("every client is done");
+    let history = rec.into_history();
+    eprintln!("isolated follower: {counts:?}, {} ops", history.len());
+    assert!(
+        counts.refused + counts.unknown > 0,
+        "the isolated follower's client never failed: {counts:?}"
     );
     assert_linearizable_and_not_vacuous(&history, &counts);
     nodes.shutdown().await;
