@@ -147,6 +147,17 @@ impl TestCluster {
         n.handle = Some(h);
     }
 
+    /// Starts stopped node `id` again on Raft port `port` (a host back at a new address).
+    async fn restart_on(&mut self, id: u64, port: u16) {
+        let seeds = vec![self.nodes[0].raft_port];
+        let h = Server::start(self.config(id, port, &seeds))
+            .await
+            .expect("restart on a new port");
+        let n = self.nodes.iter_mut().find(|n| n.id == id).expect("node");
+        n.raft_port = port;
+        n.handle = Some(h);
+    }
+
     /// Stops node `id` and removes its data directory (a pod back with an empty volume).
     async fn stop_and_wipe(&mut self, id: u64) {
         self.stop(id).await;
@@ -341,6 +352,61 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
         get(&mut c.kv(1).await, "after").await.as_deref(),
         Some(&b"restart"[..])
     );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adding_a_member_again_at_a_new_address_moves_it_there() {
+    let mut c = TestCluster::start(3).await;
+    c.join(4).await;
+    for id in 1..=4 {
+        wait_voters(&c, id, &[1, 2, 3, 4]).await;
+    }
+    // Node 4 comes back on another Raft port; its peers still dial the old one.
+    c.stop(4).await;
+    c.restart_on(4, free_port()).await;
+    let moved = c.node(4).cluster().advertise_raft_addr.to_string();
+    let added = c
+        .admin(1)
+        .await
+        .add_node(pb::AddNodeRequest {
+            node_id: 4,
+            raft_addr: moved.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("add at the new address")
+        .into_inner();
+    assert!(added.already_member);
+    let four = added
+        .members
+        .iter()
+        .find(|m| m.node_id == 4)
+        .expect("node 4");
+    assert_eq!(four.raft_addr, moved);
+    assert_eq!(four.incarnation, c.node(4).identity().incarnation);
+    // Its replica hears from the leader again: it applies a write made after the move.
+    put(&mut c.kv(1).await, "after", "move").await;
+    let target = c.status(1).await.replicas[0].commit_index;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(4).await;
+        if s.replicas
+            .first()
+            .is_some_and(|r| r.applied_index >= target)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 does not catch up at its new address: {:?}",
+            s.replicas
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in 1..=4 {
+        wait_voters(&c, id, &[1, 2, 3, 4]).await;
+    }
     c.shutdown().await;
 }
 

@@ -20,7 +20,8 @@
 //! **Add** proposes the node as a learner, waits (bounded) until the leader sees its match
 //! index reach the commit index of the moment it was added, then promotes it; a call that
 //! timed out leaves a learner (harmless: it does not vote) and a repeated call resumes the
-//! wait. **Remove** refuses to remove the last voter, or a voter whose removal would leave the
+//! wait. Adding a voter again with its incarnation (or none) at other addresses moves it
+//! there: a change that changes no member carries the new directory (D169). **Remove** refuses to remove the last voter, or a voter whose removal would leave the
 //! remaining voters without a live majority (live: the leader heard from it within the last
 //! election timeout, raft-rs's `recent_active`). A change that targets the leader itself
 //! first hands leadership to the most caught-up live voter and then follows it there.
@@ -507,10 +508,7 @@ impl Membership {
                 .map(|r| r.incarnation.clone())
                 .unwrap_or_default();
             if m.incarnation.is_empty() || recorded == m.incarnation {
-                return Ok(pb::AddNodeResponse {
-                    members: self.rows(&s, &dir),
-                    already_member: true,
-                });
+                return self.update_addresses(&s, dir, &m, recorded).await;
             }
             let matched = s
                 .progress
@@ -566,6 +564,68 @@ impl Membership {
         Ok(pb::AddNodeResponse {
             members: self.members_now()?,
             already_member: false,
+        })
+    }
+
+    /// AddNode of a voter it already is (same incarnation, or none given): a member at a
+    /// new address is moved there, through a membership change that changes no member
+    /// (raft-rs's AddNode of a voter) carrying the directory with its new addresses; every
+    /// replica's transport then dials the new Raft address once it applies it. An empty
+    /// `grpc_addr` keeps the recorded one. Nothing to change: nothing proposed.
+    async fn update_addresses(
+        &self,
+        s: &ReplicaStatus,
+        mut dir: MemberDirectory,
+        m: &pb::AddNodeRequest,
+        recorded_incarnation: String,
+    ) -> Result<pb::AddNodeResponse, Status> {
+        // What the replicated directory holds (for this node itself, `dir` shows its own
+        // configured addresses instead).
+        let current = self
+            .state
+            .members()
+            .0
+            .get(&m.node_id)
+            .cloned()
+            .or_else(|| dir.0.get(&m.node_id).cloned())
+            .unwrap_or_default();
+        let grpc = if m.grpc_addr.is_empty() {
+            current.grpc.clone()
+        } else {
+            m.grpc_addr.clone()
+        };
+        if current.raft == m.raft_addr && current.grpc == grpc {
+            return Ok(pb::AddNodeResponse {
+                members: self.rows(s, &dir),
+                already_member: true,
+            });
+        }
+        if m.node_id == self.node_id && (m.raft_addr != self.own.raft || grpc != self.own.grpc) {
+            return Err(refused(format!(
+                "node {} leads the data shard and listens at {} (gRPC {}): restart it with \
+                 the new addresses, then add it again",
+                m.node_id, self.own.raft, self.own.grpc
+            )));
+        }
+        tracing::info!(
+            node = m.node_id,
+            from = %current.raft,
+            to = %m.raft_addr,
+            "a member moves to a new address"
+        );
+        dir.0.insert(
+            m.node_id,
+            MemberAddr {
+                raft: m.raft_addr.clone(),
+                grpc,
+                incarnation: recorded_incarnation,
+            },
+        );
+        self.propose(ConfChangeType::AddNode, m.node_id, &dir)
+            .await?;
+        Ok(pb::AddNodeResponse {
+            members: self.members_now()?,
+            already_member: true,
         })
     }
 
