@@ -355,6 +355,57 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
     c.shutdown().await;
 }
 
+/// Waits until node `id` has applied a write made through node 1 now.
+async fn wait_applies_a_new_write(c: &TestCluster, id: u64) {
+    put(&mut c.kv(1).await, "after", "move").await;
+    let target = c.status(1).await.replicas[0].commit_index;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(id).await;
+        if s.replicas
+            .first()
+            .is_some_and(|r| r.applied_index >= target)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} does not catch up at its new address: {:?}",
+            s.replicas
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
+    let mut c = TestCluster::start(3).await;
+    c.join(4).await;
+    for id in 1..=4 {
+        wait_voters(&c, id, &[1, 2, 3, 4]).await;
+    }
+    c.stop(4).await;
+    c.restart_on(4, free_port()).await;
+    let moved = c.node(4).cluster().advertise_raft_addr.to_string();
+    // Nobody calls AddNode: node 4 asks its peers to move it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(1).await;
+        let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
+        if four.raft_addr == moved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 still has node 4 at {}",
+            four.raft_addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_applies_a_new_write(&c, 4).await;
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adding_a_member_again_at_a_new_address_moves_it_there() {
     let mut c = TestCluster::start(3).await;
@@ -386,24 +437,7 @@ async fn adding_a_member_again_at_a_new_address_moves_it_there() {
     assert_eq!(four.raft_addr, moved);
     assert_eq!(four.incarnation, c.node(4).identity().incarnation);
     // Its replica hears from the leader again: it applies a write made after the move.
-    put(&mut c.kv(1).await, "after", "move").await;
-    let target = c.status(1).await.replicas[0].commit_index;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = c.status(4).await;
-        if s.replicas
-            .first()
-            .is_some_and(|r| r.applied_index >= target)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 4 does not catch up at its new address: {:?}",
-            s.replicas
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_applies_a_new_write(&c, 4).await;
     for id in 1..=4 {
         wait_voters(&c, id, &[1, 2, 3, 4]).await;
     }

@@ -20,6 +20,7 @@ use crate::server::replica::DATA_SHARD;
 
 /// Asks `seeds` (Raft addresses), in turn and with backoff, to add this node (`me`) until
 /// one succeeds or `shutdown` is set; fills `book` from the first seed's directory before.
+/// A member already, at other addresses, is moved by the same call (D169).
 pub async fn join(
     seeds: Vec<String>,
     me: pb::AddNodeRequest,
@@ -36,8 +37,12 @@ pub async fn join(
             r = join_once(seed, &me, &book) => r,
         };
         match attempt_result {
-            Ok(()) => {
-                tracing::info!(node = me.node_id, %seed, "joined the cluster");
+            Ok(already) => {
+                if already {
+                    tracing::info!(node = me.node_id, %seed, raft = %me.raft_addr, "the cluster has this member at its addresses");
+                } else {
+                    tracing::info!(node = me.node_id, %seed, "joined the cluster");
+                }
                 return;
             }
             Err(e) => tracing::info!(%seed, error = %e, "join attempt failed; retrying"),
@@ -50,7 +55,12 @@ pub async fn join(
     }
 }
 
-async fn join_once(seed: &str, me: &pb::AddNodeRequest, book: &AddressBook) -> Result<(), String> {
+/// One attempt; whether the node was a member already.
+async fn join_once(
+    seed: &str,
+    me: &pb::AddNodeRequest,
+    book: &AddressBook,
+) -> Result<bool, String> {
     let mut client = connect(seed).await.map_err(|e| e.to_string())?;
     let members = client
         .members(ipb::MembersRequest {})
@@ -67,7 +77,7 @@ async fn join_once(seed: &str, me: &pb::AddNodeRequest, book: &AddressBook) -> R
     client
         .add_node(req)
         .await
-        .map(|_| ())
+        .map(|r| r.into_inner().already_member)
         .map_err(|s| s.message().to_owned())
 }
 
