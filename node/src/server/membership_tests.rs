@@ -273,16 +273,30 @@ fn reason(s: &tonic::Status) -> Option<ErrorReason> {
 
 /// Waits until node `id` reports `want` as the voters.
 async fn wait_voters(c: &TestCluster, id: u64, want: &[u64]) {
+    wait_status(c, id, &format!("expected voters {want:?}"), |s| {
+        voters(&s.members) == want
+    })
+    .await;
+}
+
+/// Polls node `id`'s Admin status until `done` holds, 10 s at most; `what` names the wait.
+async fn wait_status(
+    c: &TestCluster,
+    id: u64,
+    what: &str,
+    done: impl Fn(&pb::StatusResponse) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = c.status(id).await;
-        if voters(&s.members) == want {
+        if done(&s) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "node {id} reports {:?}, expected voters {want:?}",
-            s.members
+            "node {id}: {what}; members {:?}, replicas {:?}",
+            s.members,
+            s.replicas
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -359,22 +373,12 @@ async fn a_joining_node_is_added_serves_old_writes_and_survives_restarts() {
 async fn wait_applies_a_new_write(c: &TestCluster, id: u64) {
     put(&mut c.kv(1).await, "after", "move").await;
     let target = c.status(1).await.replicas[0].commit_index;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = c.status(id).await;
-        if s.replicas
+    wait_status(c, id, "catching up at its new address", |s| {
+        s.replicas
             .first()
             .is_some_and(|r| r.applied_index >= target)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {id} does not catch up at its new address: {:?}",
-            s.replicas
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,20 +392,12 @@ async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
     c.restart_on(4, free_port()).await;
     let moved = c.node(4).cluster().advertise_raft_addr.to_string();
     // Nobody calls AddNode: node 4 asks its peers to move it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = c.status(1).await;
-        let four = s.members.iter().find(|m| m.node_id == 4).expect("node 4");
-        if four.raft_addr == moved {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 1 still has node 4 at {}",
-            four.raft_addr
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_status(&c, 1, &format!("node 4 at {moved}"), |s| {
+        s.members
+            .iter()
+            .any(|m| m.node_id == 4 && m.raft_addr == moved)
+    })
+    .await;
     wait_applies_a_new_write(&c, 4).await;
     c.shutdown().await;
 }
