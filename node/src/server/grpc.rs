@@ -55,6 +55,10 @@ pub const SERVICE_NAMES: [&str; 3] = [
 pub(crate) struct Readiness {
     ready: AtomicBool,
     reporter: HealthReporter,
+    /// What the health statuses say now; a `set` that changes nothing sends nothing, so a
+    /// `Watch` stream sees each change once (held across the sends, so two `set`s at once
+    /// cannot leave the statuses on the older one).
+    published: tokio::sync::Mutex<Option<bool>>,
 }
 
 impl Readiness {
@@ -64,6 +68,7 @@ impl Readiness {
             ready: AtomicBool::new(false),
             // It starts with "" SERVING; `set` below overrides that before anyone can ask.
             reporter: HealthReporter::new(),
+            published: tokio::sync::Mutex::new(None),
         };
         readiness.set(false).await;
         readiness
@@ -76,7 +81,12 @@ impl Readiness {
 
     /// Marks the node ready or not, for `/readyz` and for every health name.
     pub(crate) async fn set(&self, ready: bool) {
+        let mut published = self.published.lock().await;
         self.ready.store(ready, Ordering::Release);
+        if *published == Some(ready) {
+            return;
+        }
+        *published = Some(ready);
         let status = if ready {
             ServingStatus::Serving
         } else {
@@ -240,6 +250,38 @@ mod tests {
             status(&health, "strata.v1.Nope").await,
             Err(tonic::Code::NotFound)
         );
+    }
+
+    /// The node marks itself ready twice at start (once when its lone replica leads, once
+    /// at the readiness tracker's first look): a watcher must not see SERVING twice, or it
+    /// takes the repeat for the next change (a CI run once failed on it).
+    #[tokio::test]
+    async fn a_watch_sees_each_change_once() {
+        let readiness = Readiness::new().await;
+        let (_tx, shutdown) = watch::channel(false);
+        let health = DrainingHealth {
+            inner: HealthService::from_health_reporter(readiness.reporter.clone()),
+            shutdown,
+        };
+        readiness.set(true).await;
+        let mut stream = health
+            .watch(Request::new(HealthCheckRequest {
+                service: String::new(),
+            }))
+            .await
+            .expect("watch")
+            .into_inner();
+        use tokio_stream::StreamExt;
+        let first = stream.next().await.expect("a message").expect("a status");
+        assert_eq!(first.status, Wire::Serving as i32);
+        readiness.set(true).await;
+        // Nothing changed, so nothing may arrive (a repeat would be ready at once).
+        let repeat =
+            tokio::time::timeout(std::time::Duration::from_millis(200), stream.next()).await;
+        assert!(repeat.is_err(), "a repeat was sent: {repeat:?}");
+        readiness.set(false).await;
+        let next = stream.next().await.expect("a message").expect("a status");
+        assert_eq!(next.status, Wire::NotServing as i32);
     }
 
     #[test]
