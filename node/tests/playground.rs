@@ -307,31 +307,29 @@ fn a_three_node_playground_prints_working_commands_survives_a_kill_and_stops_eve
         playground.try_wait().expect("try_wait").is_none(),
         "the playground outlives one node"
     );
+    stop_playground(&mut playground, "-TERM");
+    for (pid, _) in &nodes[1..] {
+        wait_until("the other nodes are stopped", || !alive(*pid));
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to the playground and waits until it has exited.
+fn stop_playground(playground: &mut Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &playground.id().to_string()])
+        .args([signal, &playground.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     wait_until("the playground exits", || {
         playground.try_wait().expect("try_wait").is_some()
     });
-    for (pid, _) in &nodes[1..] {
-        wait_until("the other nodes are stopped", || !alive(*pid));
-    }
 }
 
 #[test]
 fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
     let (mut playground, _, nodes) = start_playground("2");
     let _guard = KillOnDrop(playground.id());
-    let status = Command::new("kill")
-        .args(["-TERM", &playground.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    wait_until("the playground exits", || {
-        playground.try_wait().expect("try_wait").is_some()
-    });
+    stop_playground(&mut playground, "-TERM");
     assert!(
         playground.wait().expect("wait").success(),
         "exits 0 on SIGTERM"
@@ -343,14 +341,7 @@ fn sigterm_stops_the_nodes_and_a_killed_playground_leaves_no_orphans() {
     // Ctrl-C (SIGINT) likewise; the nodes, in their own process group, are stopped by it.
     let (mut playground, _, nodes) = start_playground("2");
     let _guard = KillOnDrop(playground.id());
-    let status = Command::new("kill")
-        .args(["-INT", &playground.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    wait_until("the playground exits", || {
-        playground.try_wait().expect("try_wait").is_some()
-    });
+    stop_playground(&mut playground, "-INT");
     assert!(
         playground.wait().expect("wait").success(),
         "exits 0 on SIGINT"
@@ -435,14 +426,7 @@ fn a_node_that_exits_at_start_makes_the_playground_try_again_on_new_ports() {
     let endpoint = &nodes[0].1;
     let (code, out) = cli(endpoint, &["put", "again", "served"], None);
     assert_eq!(code, 0, "{out}");
-    let status = Command::new("kill")
-        .args(["-INT", &playground.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    wait_until("the playground exits", || {
-        playground.try_wait().expect("try_wait").is_some()
-    });
+    stop_playground(&mut playground, "-INT");
     assert!(playground.wait().expect("wait").success(), "exits 0");
     let errors = errors.join().expect("stderr reader");
     assert!(

@@ -61,12 +61,7 @@ impl Connections {
     /// Connections made, and calls run, on `runtime`; a connection attempt gives up after
     /// `connect_timeout`.
     pub fn new(runtime: tokio::runtime::Handle, connect_timeout: Duration) -> Arc<Connections> {
-        Arc::new(Connections {
-            runtime,
-            connect_timeout,
-            channels: Mutex::new(HashMap::new()),
-            faults: None,
-        })
+        Self::build(runtime, connect_timeout, None)
     }
 
     /// As [`Connections::new`], for node `node`, whose calls fail unsent while `faults`
@@ -77,11 +72,19 @@ impl Connections {
         node: NodeId,
         faults: NetFaults,
     ) -> Arc<Connections> {
+        Self::build(runtime, connect_timeout, Some((node, faults)))
+    }
+
+    fn build(
+        runtime: tokio::runtime::Handle,
+        connect_timeout: Duration,
+        faults: Option<(NodeId, NetFaults)>,
+    ) -> Arc<Connections> {
         Arc::new(Connections {
             runtime,
             connect_timeout,
             channels: Mutex::new(HashMap::new()),
-            faults: Some((node, faults)),
+            faults,
         })
     }
 

@@ -233,14 +233,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn starts_not_serving_and_follows_readiness() {
-        let readiness = Readiness::new().await;
-        let (_tx, shutdown) = watch::channel(false);
+    /// The health service over `readiness`, and the sender that would end its watches.
+    fn health_of(readiness: &Readiness) -> (watch::Sender<bool>, DrainingHealth) {
+        let (tx, shutdown) = watch::channel(false);
         let health = DrainingHealth {
             inner: HealthService::from_health_reporter(readiness.reporter.clone()),
             shutdown,
         };
+        (tx, health)
+    }
+
+    #[tokio::test]
+    async fn starts_not_serving_and_follows_readiness() {
+        let readiness = Readiness::new().await;
+        let (_tx, health) = health_of(&readiness);
         assert_all(&readiness, &health, false).await;
         readiness.set(true).await;
         assert_all(&readiness, &health, true).await;
@@ -258,11 +264,7 @@ mod tests {
     #[tokio::test]
     async fn a_watch_sees_each_change_once() {
         let readiness = Readiness::new().await;
-        let (_tx, shutdown) = watch::channel(false);
-        let health = DrainingHealth {
-            inner: HealthService::from_health_reporter(readiness.reporter.clone()),
-            shutdown,
-        };
+        let (_tx, health) = health_of(&readiness);
         readiness.set(true).await;
         let mut stream = health
             .watch(Request::new(HealthCheckRequest {

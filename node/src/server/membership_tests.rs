@@ -381,8 +381,9 @@ async fn wait_applies_a_new_write(c: &TestCluster, id: u64) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
+/// Three initial members and a joined node 4, restarted on another Raft port (its peers
+/// still dial the old one); returns the cluster and node 4's new Raft address.
+async fn with_node_4_moved() -> (TestCluster, String) {
     let mut c = TestCluster::start(3).await;
     c.join(4).await;
     for id in 1..=4 {
@@ -391,6 +392,12 @@ async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
     c.stop(4).await;
     c.restart_on(4, free_port()).await;
     let moved = c.node(4).cluster().advertise_raft_addr.to_string();
+    (c, moved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
+    let (c, moved) = with_node_4_moved().await;
     // Nobody calls AddNode: node 4 asks its peers to move it.
     wait_status(&c, 1, &format!("node 4 at {moved}"), |s| {
         s.members
@@ -404,15 +411,7 @@ async fn a_member_restarted_at_a_new_address_is_moved_there_by_its_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adding_a_member_again_at_a_new_address_moves_it_there() {
-    let mut c = TestCluster::start(3).await;
-    c.join(4).await;
-    for id in 1..=4 {
-        wait_voters(&c, id, &[1, 2, 3, 4]).await;
-    }
-    // Node 4 comes back on another Raft port; its peers still dial the old one.
-    c.stop(4).await;
-    c.restart_on(4, free_port()).await;
-    let moved = c.node(4).cluster().advertise_raft_addr.to_string();
+    let (c, moved) = with_node_4_moved().await;
     let added = c
         .admin(1)
         .await

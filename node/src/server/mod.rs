@@ -439,29 +439,19 @@ impl Server {
             }
             _ => None,
         };
-        // A member with its recorded incarnation, restarted at addresses other than the
-        // directory's, asks its peers to add it again: the leader moves it (D169). It cannot
-        // wait to learn the leader itself, as its peers still dial the old address.
+        // A member restarted at other addresses asks its peers to move it (D169).
         let move_seeds = if join_seeds.is_none() && !replica.is_removed() {
-            let dir = replica.state().members();
-            let moved = dir.0.get(&cluster.node_id).is_some_and(|m| {
-                m.incarnation == identity.incarnation
-                    && !m.raft.is_empty()
-                    && (m.raft != cluster.advertise_raft_addr.to_string()
-                        || (!m.grpc.is_empty()
-                            && m.grpc != cluster.advertise_grpc_addr.to_string()))
-            });
-            moved.then(|| {
-                dir.0
-                    .iter()
-                    .filter(|(id, m)| **id != cluster.node_id && !m.raft.is_empty())
-                    .map(|(_, m)| m.raft.clone())
-                    .collect::<Vec<_>>()
-            })
+            membership::move_seeds(
+                &replica.state().members(),
+                cluster.node_id,
+                &identity.incarnation,
+                &cluster.advertise_raft_addr.to_string(),
+                &cluster.advertise_grpc_addr.to_string(),
+            )
         } else {
             None
         };
-        let join_seeds = join_seeds.or(move_seeds.filter(|seeds| !seeds.is_empty()));
+        let join_seeds = join_seeds.or(move_seeds);
         // An initial member with its log records its incarnation in the directory (D126).
         let registers = matches!(cluster.bootstrap, Bootstrap::Initial { .. })
             && !replica.never_joined()

@@ -15,7 +15,7 @@ use tonic::Request;
 
 use super::{connect, Call, Membership, CALL_TIMEOUT};
 use crate::raftstore::transport::AddressBook;
-use crate::raftstore::{NodeId, PeerId};
+use crate::raftstore::{MemberDirectory, NodeId, PeerId};
 use crate::server::replica::DATA_SHARD;
 
 /// Asks `seeds` (Raft addresses), in turn and with backoff, to add this node (`me`) until
@@ -79,6 +79,32 @@ async fn join_once(
         .await
         .map(|r| r.into_inner().already_member)
         .map_err(|s| s.message().to_owned())
+}
+
+/// The peers (their Raft addresses) that member `node_id`, restarted with its recorded
+/// `incarnation` at addresses other than `dir` records (its Raft address, or a recorded gRPC
+/// address), asks to add it again, which moves it (D169); `None` when it has not moved or
+/// has no peer. It asks its peers rather than waiting to learn the leader: they still dial
+/// its old address, so no leader would reach it.
+pub fn move_seeds(
+    dir: &MemberDirectory,
+    node_id: u64,
+    incarnation: &str,
+    raft_addr: &str,
+    grpc_addr: &str,
+) -> Option<Vec<String>> {
+    let recorded = dir.0.get(&node_id)?;
+    let moved = recorded.incarnation == incarnation
+        && !recorded.raft.is_empty()
+        && (recorded.raft != raft_addr
+            || (!recorded.grpc.is_empty() && recorded.grpc != grpc_addr));
+    let seeds: Vec<String> = dir
+        .0
+        .iter()
+        .filter(|(id, m)| **id != node_id && !m.raft.is_empty())
+        .map(|(_, m)| m.raft.clone())
+        .collect();
+    (moved && !seeds.is_empty()).then_some(seeds)
 }
 
 /// Raft addresses of in-process test nodes that never register their incarnation (a hook

@@ -886,5 +886,5 @@ mod service;
 
 #[cfg(test)]
 pub(crate) use joining::SKIP_REGISTRATION;
-pub use joining::{join, probe_cluster, register, removed_per_peers, Probe};
+pub use joining::{join, move_seeds, probe_cluster, register, removed_per_peers, Probe};
 pub use service::MembershipService;
