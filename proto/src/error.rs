@@ -17,7 +17,7 @@
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::v1::{ErrorDetail, ErrorReason};
+use crate::v1::{CallError, ErrorDetail, ErrorReason};
 
 /// The `Any.type_url` of an [`ErrorDetail`] in a status's details.
 pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/strata.v1.ErrorDetail";
@@ -146,6 +146,32 @@ impl ErrorDetail {
     }
 }
 
+impl CallError {
+    /// The error of a `Kv.Batch` call that failed with `status`: its code, message and
+    /// detail, as the unary call would have sent them.
+    pub fn from_status(status: &Status) -> CallError {
+        CallError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            detail: ErrorDetail::from_status(status),
+        }
+    }
+
+    /// The status the unary call would have returned: same code and message, and the
+    /// detail in the status details where [`ErrorDetail::from_status`] finds it.
+    pub fn into_status(self) -> Status {
+        // A server never sends OK here; a result that says so is not a success either.
+        let code = match Code::from_i32(self.code) {
+            Code::Ok => Code::Unknown,
+            code => code,
+        };
+        match self.detail {
+            Some(detail) => detail.into_status_with_code(code, self.message),
+            None => Status::new(code, self.message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +263,32 @@ mod tests {
         );
         let garbage = Status::with_details(Code::Internal, "x", vec![0xff, 0xff].into());
         assert_eq!(ErrorDetail::from_status(&garbage), None);
+    }
+
+    #[test]
+    fn a_call_error_is_the_status_it_came_from() {
+        let mut detail = ErrorDetail::new(ErrorReason::NotLeader);
+        detail.leader_node_id = 2;
+        let status = detail.clone().into_status("not the leader");
+        let back = CallError::from_status(&status).into_status();
+        assert_eq!(back.code(), Code::Unavailable);
+        assert_eq!(back.message(), "not the leader");
+        assert_eq!(ErrorDetail::from_status(&back), Some(detail));
+
+        let plain = CallError::from_status(&Status::deadline_exceeded("late"));
+        assert_eq!(plain.detail, None);
+        let back = plain.into_status();
+        assert_eq!(
+            (back.code(), back.message()),
+            (Code::DeadlineExceeded, "late")
+        );
+        assert_eq!(ErrorDetail::from_status(&back), None);
+
+        let odd = CallError {
+            code: 0,
+            message: "?".into(),
+            detail: None,
+        };
+        assert_eq!(odd.into_status().code(), Code::Unknown);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   common.proto   Isolation, KeyValue, GetResult, ErrorReason, ErrorDetail; limits, timings
-//!   kv.proto       service Kv:    Get, BatchGet, Put, Delete, Scan   (each auto-committed)
+//!   kv.proto       service Kv:    Get, BatchGet, Put, Delete, Scan   (each auto-committed);
+//!                                 Batch (many of them over one stream)
 //!   txn.proto      service Txn:   Begin, Get, BatchGet, Scan, Put, Delete, Commit, Rollback,
 //!                                 Heartbeat, Execute (one-shot: preconditions, reads, writes)
 //!   admin.proto    service Admin: Status, GetGcSafePoint
@@ -18,13 +19,15 @@
 //! so every message and field there is documented. This crate adds, for the Rust server and
 //! clients, the generated prost messages and tonic services ([`v1`]), the file descriptor set
 //! (for gRPC reflection), the limits as constants ([`limits`]), and the error encoding
-//! ([`ErrorDetail::into_status`] and [`ErrorDetail::from_status`]): an [`ErrorDetail`] travels in
+//! ([`ErrorDetail::into_status`] and [`ErrorDetail::from_status`], and [`CallError`] for a
+//! `Kv.Batch` call's status): an [`ErrorDetail`] travels in
 //! the status details as a `google.rpc.Status` holding one `google.protobuf.Any`, the standard
 //! gRPC rich error model that other languages' gRPC libraries decode.
 //!
 //! [`ErrorDetail`]: v1::ErrorDetail
 //! [`ErrorDetail::into_status`]: v1::ErrorDetail::into_status
 //! [`ErrorDetail::from_status`]: v1::ErrorDetail::from_status
+//! [`CallError`]: v1::CallError
 
 mod error;
 pub mod limits;

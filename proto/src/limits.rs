@@ -30,5 +30,11 @@ pub const MAX_OPEN_TXN_BYTES: u64 = 1 << 30;
 pub const MAX_RESPONSE_BYTES: u64 = 15 << 20;
 /// `max_message_bytes`: the largest gRPC message the server accepts or sends (16 MiB).
 pub const MAX_MESSAGE_BYTES: u64 = 16 << 20;
+/// `max_stream_calls`: the most calls a `Kv.Batch` stream may have in flight; past it the
+/// server reads no more of the stream until answers go out.
+pub const MAX_STREAM_CALLS: u64 = 1024;
+/// `max_stream_bytes`: the most request bytes a `Kv.Batch` stream may have in flight (64
+/// MiB); past it the server reads no more of the stream until answers go out.
+pub const MAX_STREAM_BYTES: u64 = 64 << 20;
 /// `scan_response_bytes`: a scan stops adding pairs once its response reaches this (4 MiB).
 pub const SCAN_RESPONSE_BYTES: u64 = 4 << 20;

@@ -104,6 +104,47 @@ fn kv_messages_roundtrip() {
         more: true,
         read_ts: 14,
     });
+    roundtrip(KvBatchRequest {
+        calls: vec![
+            KvCall {
+                id: 1,
+                call: Some(kv_call::Call::Put(PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                })),
+            },
+            KvCall {
+                id: u64::MAX,
+                call: Some(kv_call::Call::Get(GetRequest {
+                    key: b"k".to_vec(),
+                    read_ts: 3,
+                })),
+            },
+            KvCall { id: 2, call: None },
+        ],
+    });
+    let mut detail = ErrorDetail::new(ErrorReason::KeyEmpty);
+    detail.limit_name = "max_key_bytes".into();
+    roundtrip(KvBatchResponse {
+        results: vec![
+            KvResult {
+                id: u64::MAX,
+                result: Some(kv_result::Result::Get(GetResponse {
+                    found: true,
+                    value: b"v".to_vec(),
+                    read_ts: 3,
+                })),
+            },
+            KvResult {
+                id: 2,
+                result: Some(kv_result::Result::Error(CallError {
+                    code: Code::InvalidArgument as i32,
+                    message: "empty key".into(),
+                    detail: Some(detail),
+                })),
+            },
+        ],
+    });
 }
 
 #[test]
@@ -504,6 +545,15 @@ impl kv_server::Kv for StubKv {
     }
 
     async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
+
+    type BatchStream = tonic::Streaming<KvBatchResponse>;
+
+    async fn batch(
+        &self,
+        _: Request<tonic::Streaming<KvBatchRequest>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
         Err(Status::unimplemented("stub"))
     }
 }

@@ -6,7 +6,9 @@
 //!   run:   --clients tokio tasks for --duration s over --connections gRPC connections
 //!          (default one per endpoint): connection j to endpoint j mod n, client i on
 //!          connection i mod --connections (etcd's benchmark spreads --conns the same way;
-//!          every endpoint must answer)
+//!          every endpoint must answer); gets and puts travel over one Kv.Batch stream
+//!          per connection (--rpc batch, the default: the calls the connection's clients
+//!          have queued share a message) or as one unary call each (--rpc unary)
 //!          ycsb-a  50% read / 50% update      put   single-key Kv puts
 //!          ycsb-b  95% read /  5% update      get   single-key Kv gets
 //!          ycsb-c 100% read                   bank  transfers in interactive transactions
@@ -35,7 +37,7 @@ use super::engine::OutputFormat;
 use super::generator::{SplitMix64, ValueGen};
 use super::histogram::Histogram;
 use super::server_cost::{server_cost, ClusterNodes, ServerCost};
-use crate::cli::{ClientOptions, Clients};
+use crate::cli::{ClientOptions, Clients, KvBatch};
 
 mod report;
 
@@ -85,6 +87,17 @@ impl ClusterWorkload {
     }
 }
 
+/// How the key-value workloads send their calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rpc {
+    /// Over one `Kv.Batch` stream per connection, shared by the connection's clients: each
+    /// message carries the calls queued at the time (D172).
+    Batch,
+    /// One unary call (one HTTP/2 stream) per operation.
+    Unary,
+}
+
 /// How keys are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -108,6 +121,9 @@ pub struct ClusterBenchConfig {
     /// endpoints; 0 means one per endpoint. Like etcd's `benchmark --conns`.
     #[arg(long, default_value_t = 0)]
     pub connections: usize,
+    /// How gets and puts travel (bank's transactions are always unary calls).
+    #[arg(long, value_enum, default_value_t = Rpc::Batch)]
+    pub rpc: Rpc,
     /// Seconds to run the timed phase.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -447,6 +463,10 @@ pub async fn run(
     let samples_before = cluster.sample().await;
     let start = Instant::now();
     let deadline = start + deadline_in;
+    let batches: Vec<KvBatch> = channels
+        .iter()
+        .map(|c| KvBatch::new(c.kv.clone()))
+        .collect();
     let mut tasks = Vec::with_capacity(config.clients);
     for id in 0..config.clients {
         let c = channels[id % channels.len()].clone();
@@ -455,11 +475,16 @@ pub async fn run(
         let mut rng =
             SplitMix64::for_stream(config.seed, &format!("{}/{id}", config.workload.name()));
         let workload = config.workload;
+        let batch = match config.rpc {
+            Rpc::Batch => Some(batches[id % channels.len()].clone()),
+            Rpc::Unary => None,
+        };
         tasks.push(tokio::spawn(async move {
             if workload == ClusterWorkload::Bank {
                 bank_client(c, chooser, rng, deadline).await
             } else {
-                kv_client(c, workload, chooser, &mut values, &mut rng, deadline).await
+                let calls = KvCalls { unary: c, batch };
+                kv_client(calls, workload, chooser, &mut values, &mut rng, deadline).await
             }
         }));
     }
@@ -591,8 +616,30 @@ fn parse_balance(value: &[u8]) -> Result<i64> {
         .with_context(|| format!("not a balance: {:?}", String::from_utf8_lossy(value)))
 }
 
+/// A key-value client's way to the server: unary calls, or its connection's batch stream.
+struct KvCalls {
+    unary: Clients,
+    batch: Option<KvBatch>,
+}
+
+impl KvCalls {
+    async fn get(&mut self, request: v1::GetRequest) -> Result<(), tonic::Status> {
+        match &self.batch {
+            Some(b) => b.get(request).await.map(|_| ()),
+            None => self.unary.kv.get(request).await.map(|_| ()),
+        }
+    }
+
+    async fn put(&mut self, request: v1::PutRequest) -> Result<(), tonic::Status> {
+        match &self.batch {
+            Some(b) => b.put(request).await.map(|_| ()),
+            None => self.unary.kv.put(request).await.map(|_| ()),
+        }
+    }
+}
+
 async fn kv_client(
-    mut c: Clients,
+    mut c: KvCalls,
     workload: ClusterWorkload,
     chooser: KeyChooser,
     values: &mut ValueGen,
@@ -616,20 +663,18 @@ async fn kv_client(
             s.attempts += 1;
             let result = match &value {
                 None => {
-                    c.kv.get(v1::GetRequest {
+                    c.get(v1::GetRequest {
                         key: key.clone(),
                         read_ts: 0,
                     })
                     .await
-                    .map(|_| ())
                 }
                 Some(v) => {
-                    c.kv.put(v1::PutRequest {
+                    c.put(v1::PutRequest {
                         key: key.clone(),
                         value: v.clone(),
                     })
                     .await
-                    .map(|_| ())
                 }
             };
             match result {
@@ -840,16 +885,18 @@ mod tests {
             output: Output::Text,
             timeout: 10,
         };
-        for workload in [
-            ClusterWorkload::YcsbA,
-            ClusterWorkload::YcsbB,
-            ClusterWorkload::YcsbC,
-            ClusterWorkload::Put,
-            ClusterWorkload::Get,
-            ClusterWorkload::Bank,
+        for (workload, rpc) in [
+            (ClusterWorkload::YcsbA, Rpc::Batch),
+            (ClusterWorkload::YcsbA, Rpc::Unary),
+            (ClusterWorkload::YcsbB, Rpc::Batch),
+            (ClusterWorkload::YcsbC, Rpc::Batch),
+            (ClusterWorkload::Put, Rpc::Batch),
+            (ClusterWorkload::Get, Rpc::Unary),
+            (ClusterWorkload::Bank, Rpc::Batch),
         ] {
             let config = ClusterBenchConfig {
                 workload,
+                rpc,
                 clients: 4,
                 duration: 1,
                 keys: 200,
@@ -878,6 +925,8 @@ mod tests {
             // paid a raft log fsync (some shared one).
             let last = lines.last().unwrap();
             assert_eq!(last["server_nodes"], 1, "{last}");
+            let unary = rpc == Rpc::Unary || workload == ClusterWorkload::Bank;
+            assert_eq!(last["rpc"] == "unary", unary, "{last}");
             assert!(report.server.unmeasured.is_empty(), "{:?}", report.server);
             for f in [
                 "server_cpu_seconds",

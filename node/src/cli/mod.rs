@@ -20,6 +20,7 @@
 //! the next endpoint only with a new transaction (`txn_shell`).
 
 pub mod encoding;
+pub mod kv_batch;
 pub mod node_process;
 pub mod playground;
 pub mod status;
@@ -38,6 +39,7 @@ use strata_proto::v1::{self, ErrorDetail};
 use tonic::transport::{Channel, Endpoint};
 
 pub use encoding::Format;
+pub use kv_batch::KvBatch;
 
 /// The playground's gRPC address, the default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7379";

@@ -56,6 +56,7 @@
 //!
 //! Not yet here: TLS and authentication.
 
+mod batch;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -68,6 +69,8 @@ pub mod process;
 pub mod replica;
 pub mod service;
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]

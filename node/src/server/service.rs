@@ -300,6 +300,18 @@ pub struct KvService {
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
+    type BatchStream = super::batch::BatchStream;
+
+    async fn batch(
+        &self,
+        req: Request<tonic::Streaming<pb::KvBatchRequest>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
+        Ok(Response::new(super::batch::serve(
+            self.clone(),
+            req.into_inner(),
+        )))
+    }
+
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
         let state = Arc::clone(&self.state);

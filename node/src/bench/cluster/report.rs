@@ -8,7 +8,15 @@ use serde_json::json;
 
 use super::super::engine::OutputFormat;
 use super::super::server_cost::ServerCost;
-use super::{ClusterBenchConfig, ClusterReport, ClusterWorkload};
+use super::{ClusterBenchConfig, ClusterReport, ClusterWorkload, Rpc};
+
+/// How the run's calls travelled, as the report names it.
+fn rpc_name(config: &ClusterBenchConfig) -> &'static str {
+    match (config.workload, config.rpc) {
+        (ClusterWorkload::Bank, _) | (_, Rpc::Unary) => "unary",
+        (_, Rpc::Batch) => "Kv.Batch streams, one per connection",
+    }
+}
 
 pub(super) fn write_report(
     config: &ClusterBenchConfig,
@@ -25,6 +33,7 @@ pub(super) fn write_report(
             total["distribution"] = json!(config.distribution);
             total["endpoints"] = json!(r.endpoints);
             total["connections"] = json!(r.connections);
+            total["rpc"] = json!(rpc_name(config));
             let s = &r.server;
             total["server_nodes"] = json!(s.nodes.len());
             total["server_cpu_seconds"] = json!(s.cpu_seconds);
@@ -65,6 +74,7 @@ pub(super) fn write_report(
                     r.endpoints.join(", ")
                 )?;
             }
+            writeln!(out, "  calls: {}", rpc_name(config))?;
             writeln!(
                 out,
                 "  {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8}",
