@@ -31,6 +31,8 @@ use std::sync::Arc;
 use raft::eraftpb::{ConfState, Entry, HardState};
 use raft_engine::{Command, Engine, LogBatch, MessageExt};
 
+use super::log_fs::ZeroFilledFileSystem;
+
 use super::error::{RaftStoreError, Result};
 use super::types::{PeerId, ReplicaMeta, ShardEpoch, ShardId};
 
@@ -80,7 +82,7 @@ pub struct LogState {
 /// The node's raft log store: one raft-engine instance shared by all replicas.
 #[derive(Clone)]
 pub struct LogStore {
-    engine: Arc<Engine>,
+    engine: Arc<Engine<ZeroFilledFileSystem>>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -208,7 +210,7 @@ impl LogStore {
 
     /// Opens with an explicit raft-engine configuration (tests use small files).
     pub fn open_with(cfg: raft_engine::Config) -> Result<Self> {
-        let engine = Engine::open(cfg)?;
+        let engine = Engine::open_with_file_system(cfg, Arc::new(ZeroFilledFileSystem))?;
         Ok(Self {
             engine: Arc::new(engine),
         })

@@ -51,6 +51,7 @@ pub mod compaction;
 pub mod driver;
 pub mod error;
 pub mod kv_apply;
+pub mod log_fs;
 pub mod log_store;
 pub mod logger;
 pub mod members;
