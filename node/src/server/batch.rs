@@ -28,8 +28,9 @@
 //! already read still run to their end (a write is not abandoned half-way) and their
 //! answers go out if the response still can, then the stream ends with the inbound error.
 //! A shutdown stops the reading at once; the calls in flight are answered by the shutdown
-//! (`OUTCOME_UNKNOWN` or `NOT_LEADER`, as unary calls are), so an open stream never holds
-//! the server's drain.
+//! (`OUTCOME_UNKNOWN` or `NOT_LEADER`, as unary calls are), the calls read but not yet
+//! started (waiting for permits) `NOT_LEADER` (they did nothing), so an open stream never
+//! holds the server's drain.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -95,7 +96,8 @@ async fn read(
                 return;
             }
         };
-        for call in batch.calls {
+        let mut batch = batch.calls.into_iter();
+        while let Some(call) = batch.next() {
             // A call's request bytes, capped so that a call larger than the budget can
             // still run alone once the others are done.
             let size = call.encoded_len().min(MAX_STREAM_BYTES as usize);
@@ -105,7 +107,14 @@ async fn read(
                     let b = Arc::clone(&bytes).acquire_many_owned(size as u32).await;
                     (c, b)
                 } => p,
-                () = &mut closing => return,
+                () = &mut closing => {
+                    // Read but never started: they did nothing, and say so.
+                    let node = service.state.config.node_id;
+                    for call in std::iter::once(call).chain(batch) {
+                        let _ = tx.send(not_started(node, call));
+                    }
+                    return;
+                }
             };
             let (Ok(call_permit), Ok(byte_permit)) = permits else {
                 return; // never: the semaphores are not closed
@@ -119,6 +128,23 @@ async fn read(
                 let _ = tx.send(result);
             });
         }
+    }
+}
+
+/// The answer to a call the stream read but never started because the node shuts down.
+fn not_started(node: u64, call: pb::KvCall) -> pb::KvResult {
+    let method = match call.call {
+        Some(Call::Get(_)) => "kv.Get",
+        Some(Call::BatchGet(_)) => "kv.BatchGet",
+        Some(Call::Put(_)) => "kv.Put",
+        Some(Call::Delete(_)) => "kv.Delete",
+        Some(Call::Scan(_)) => "kv.Scan",
+        None => "a Kv.Batch call",
+    };
+    let status = super::error::shutting_down(node, method, false);
+    pb::KvResult {
+        id: call.id,
+        result: Some(Answer::Error(pb::CallError::from_status(&status))),
     }
 }
 

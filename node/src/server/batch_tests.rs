@@ -335,6 +335,51 @@ async fn a_shutdown_answers_a_streams_calls_and_ends_it() {
     );
 }
 
+/// The in-flight bound, forced: with every put held, a message of more puts than a stream
+/// may have in flight starts exactly `MAX_STREAM_CALLS` of them. The shutdown then answers
+/// those OUTCOME_UNKNOWN (cut short) and the rest NOT_LEADER (never started, so they did
+/// nothing and may be sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_starts_no_more_calls_than_its_bound_and_a_shutdown_says_which_never_ran() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let mut kv = kv(&handle).await;
+    let mut stream = RawStream::open(&mut kv).await;
+    handle.state.test_hold.set("kv.Put");
+    let bound = MAX_STREAM_CALLS as usize;
+    let n = bound + 76;
+    let calls = (0..n as u64)
+        .map(|i| (i, put(format!("k{i:05}").as_bytes(), b"v")))
+        .collect();
+    stream.send(calls);
+    let deadline = Instant::now() + PATIENCE;
+    while handle.state.test_hold.held() < bound {
+        assert!(
+            Instant::now() < deadline,
+            "{} puts held",
+            handle.state.test_hold.held()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shutdown = tokio::spawn(handle.shutdown());
+    let answers = stream.answers(n).await;
+    let mut cut_short = 0;
+    let mut never_ran = 0;
+    for answer in answers.values() {
+        match error_of(answer) {
+            (Code::Unavailable, Some(ErrorReason::OutcomeUnknown)) => cut_short += 1,
+            (Code::Unavailable, Some(ErrorReason::NotLeader)) => never_ran += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((cut_short, never_ran), (bound, n - bound));
+    let end = tokio::time::timeout(PATIENCE, stream.inbound.message())
+        .await
+        .expect("the stream ends in time");
+    assert!(matches!(end, Ok(None)), "a clean end, not {end:?}");
+    shutdown.await.expect("shutdown task").expect("shutdown");
+}
+
 /// Many callers share one [`KvBatch`]: each gets its own answers (its own value back).
 /// When the server goes away, the stream's calls fail instead of hanging; a server back at
 /// the same address gets a new stream on the next call.
