@@ -101,12 +101,10 @@ async fn read(
             // A call's request bytes, capped so that a call larger than the budget can
             // still run alone once the others are done.
             let size = call.encoded_len().min(MAX_STREAM_BYTES as usize);
+            // The shutdown first: permits freed by calls the shutdown answered must not
+            // start another call.
             let permits = tokio::select! {
-                p = async {
-                    let c = Arc::clone(&calls).acquire_owned().await;
-                    let b = Arc::clone(&bytes).acquire_many_owned(size as u32).await;
-                    (c, b)
-                } => p,
+                biased;
                 () = &mut closing => {
                     // Read but never started: they did nothing, and say so.
                     let node = service.state.config.node_id;
@@ -115,6 +113,11 @@ async fn read(
                     }
                     return;
                 }
+                p = async {
+                    let c = Arc::clone(&calls).acquire_owned().await;
+                    let b = Arc::clone(&bytes).acquire_many_owned(size as u32).await;
+                    (c, b)
+                } => p,
             };
             let (Ok(call_permit), Ok(byte_permit)) = permits else {
                 return; // never: the semaphores are not closed
