@@ -23,8 +23,14 @@ use crate::cli::KvBatch;
 /// Bounds every wait on the server, so that a regression fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn kv(handle: &ServerHandle) -> KvClient<Channel> {
-    KvClient::new(channel(handle).await).max_decoding_message_size(MAX_MESSAGE_BYTES as usize)
+/// A node on a fresh directory (keep the directory while it runs), and a Kv client of it
+/// that takes messages up to the server's limit.
+async fn start() -> (tempfile::TempDir, ServerHandle, KvClient<Channel>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = Server::start(test_config(dir.path())).await.expect("start");
+    let kv =
+        KvClient::new(channel(&handle).await).max_decoding_message_size(MAX_MESSAGE_BYTES as usize);
+    (dir, handle, kv)
 }
 
 /// An open `Kv.Batch` stream: what to send on, and what comes back.
@@ -125,9 +131,7 @@ fn error_of(answer: &Answer) -> (Code, Option<ErrorReason>) {
 /// stream once all are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stream_answers_every_call_as_its_unary_call_would() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handle = Server::start(test_config(dir.path())).await.expect("start");
-    let mut kv = kv(&handle).await;
+    let (_dir, handle, mut kv) = start().await;
     let mut stream = RawStream::open(&mut kv).await;
 
     let too_long = vec![b'v'; strata_proto::limits::MAX_VALUE_BYTES as usize + 1];
@@ -233,9 +237,7 @@ async fn a_batch_stream_answers_every_call_as_its_unary_call_would() {
 /// while its permits are used up and goes on as answers go out; every call is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_calls_than_a_stream_may_have_in_flight_are_all_answered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handle = Server::start(test_config(dir.path())).await.expect("start");
-    let mut kv = kv(&handle).await;
+    let (_dir, handle, mut kv) = start().await;
     let mut stream = RawStream::open(&mut kv).await;
     let n = MAX_STREAM_CALLS as usize * 2 + 100;
     let calls = (0..n as u64)
@@ -261,9 +263,7 @@ async fn more_calls_than_a_stream_may_have_in_flight_are_all_answered() {
 /// `cli::kv_batch`'s own tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_calls_and_answers_are_split_across_messages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handle = Server::start(test_config(dir.path())).await.expect("start");
-    let mut kv = kv(&handle).await;
+    let (_dir, handle, mut kv) = start().await;
     let batch = KvBatch::new(kv.clone());
     let value = |i: u8| vec![i; 7 << 20];
     let puts: Vec<_> = (0..3u8)
@@ -303,9 +303,7 @@ async fn large_calls_and_answers_are_split_across_messages() {
 /// the stream at once: an open stream does not hold the drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_answers_a_streams_calls_and_ends_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handle = Server::start(test_config(dir.path())).await.expect("start");
-    let mut kv = kv(&handle).await;
+    let (_dir, handle, mut kv) = start().await;
     let mut stream = RawStream::open(&mut kv).await;
     stream.send(vec![(1, put(b"k", b"v"))]);
     stream.answers(1).await;
@@ -341,9 +339,7 @@ async fn a_shutdown_answers_a_streams_calls_and_ends_it() {
 /// nothing and may be sent again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_starts_no_more_calls_than_its_bound_and_a_shutdown_says_which_never_ran() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handle = Server::start(test_config(dir.path())).await.expect("start");
-    let mut kv = kv(&handle).await;
+    let (_dir, handle, mut kv) = start().await;
     let mut stream = RawStream::open(&mut kv).await;
     handle.state.test_hold.set("kv.Put");
     let bound = MAX_STREAM_CALLS as usize;
